@@ -1,0 +1,112 @@
+"""Frozen, typed, per-element parameter tables of a `Network` (tensors with units in names).
+
+Power quantities are kept in MW/MVAr/MVA (as pandapower and MATPOWER publish them);
+impedances in per unit on the network's base MVA; angles in radians. Every tensor in a
+table has the table's element count as its last dimension.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+Label = tuple[str, int]  # (pandapower table, index), e.g. ("line", 12), ("gen", 5)
+
+
+def _map_tensors(obj: Any, fn) -> Any:
+    changes = {f.name: fn(getattr(obj, f.name)) for f in dataclasses.fields(obj) if isinstance(getattr(obj, f.name), Tensor)}
+    return dataclasses.replace(obj, **changes)
+
+
+class _Table:
+    def to(self, device=None, dtype=None):
+        """Move tensors to ``device``; cast floating tensors to ``dtype`` (integer indices stay)."""
+
+        def move(t: Tensor) -> Tensor:
+            return t.to(device=device, dtype=dtype if (dtype is not None and t.is_floating_point()) else None)
+
+        return _map_tensors(self, move)
+
+
+@dataclass(frozen=True)
+class BusParams(_Table):
+    """Buses. ``kind``: 1 PQ, 2 PV, 3 reference (MATPOWER codes)."""
+
+    kind: Tensor  # long (n_bus,)
+    base_kv: Tensor
+    vmin_pu: Tensor
+    vmax_pu: Tensor
+    gs_mw: Tensor  # shunt conductance, MW consumed at V = 1 pu
+    bs_mvar: Tensor  # shunt susceptance, MVAr injected at V = 1 pu
+    pd_mw: Tensor  # fixed demand (loads minus static generation), MW
+    qd_mvar: Tensor
+    vm0_pu: Tensor  # voltage magnitude setpoint / initial value
+    va0_rad: Tensor
+    labels: tuple[int, ...]  # pandapower bus index per bus
+
+    @property
+    def n(self) -> int:
+        return int(self.kind.shape[-1])
+
+
+@dataclass(frozen=True)
+class GenParams(_Table):
+    """Dispatchable generators (pandapower ext_grid, gen, controllable sgen/storage).
+
+    Cost is the polynomial c2 p^2 + c1 p + c0 with p in MW, in $/h (pandapower's "eur"
+    columns are read as the case's currency unit).
+    """
+
+    bus: Tensor  # long (n_gen,), bus position in the Network
+    p_mw: Tensor  # setpoint (power flow) / initial guess (OPF)
+    vg_pu: Tensor  # voltage setpoint
+    pmin_mw: Tensor
+    pmax_mw: Tensor
+    qmin_mvar: Tensor
+    qmax_mvar: Tensor
+    cost_c2_usd_per_mw2h: Tensor
+    cost_c1_usd_per_mwh: Tensor
+    cost_c0_usd_per_h: Tensor
+    labels: tuple[Label, ...]
+
+    @property
+    def n(self) -> int:
+        return int(self.bus.shape[-1])
+
+
+@dataclass(frozen=True)
+class BranchParams(_Table):
+    """Lines and transformers alike, as MATPOWER pi models (pandapower's own conversion)."""
+
+    from_bus: Tensor  # long (n_branch,)
+    to_bus: Tensor
+    r_pu: Tensor
+    x_pu: Tensor
+    g_pu: Tensor  # total shunt conductance of the pi model
+    b_pu: Tensor  # total line charging susceptance
+    tap: Tensor  # off-nominal turns ratio (1 for lines)
+    shift_rad: Tensor
+    rate_a_mva: Tensor  # inf = unlimited (MATPOWER RATE_A = 0)
+    angmin_rad: Tensor  # -inf = no angle-difference limit
+    angmax_rad: Tensor
+    labels: tuple[Label, ...]
+
+    @property
+    def n(self) -> int:
+        return int(self.from_bus.shape[-1])
+
+
+def field_owner(name: str) -> type:
+    """Which parameter table holds field ``name`` (for `Network.with_`)."""
+    for cls in (BusParams, GenParams, BranchParams):
+        if name in {f.name for f in dataclasses.fields(cls)}:
+            return cls
+    raise ValueError(f"no Network parameter named {name!r}")
+
+
+def as_tensor(values, dtype=torch.float64) -> Tensor:
+    return torch.as_tensor(values, dtype=dtype).clone()
