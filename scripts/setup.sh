@@ -26,7 +26,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     echo "[setup] apt-get install ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/gridlearn-apt.log 2>&1 \
+      || { echo "[setup] apt-get failed; see /tmp/gridlearn-apt.log" >&2; exit 1; }
   else
     echo "[setup] missing system packages: ${missing[*]}" >&2
     echo "[setup] run as root, or: sudo apt-get install --no-install-recommends ${missing[*]}" >&2
