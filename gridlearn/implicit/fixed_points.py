@@ -1,0 +1,68 @@
+"""Differentiable fixed points: z* with ``z* = f(z*, *args)``.
+
+Forward: Picard, Anderson or Broyden iterate f itself (Newton solves ``z - f(z) = 0``).
+Backward (`ImplicitAdjoint`): the linear fixed point
+
+    vᵀ = wᵀ + vᵀ ∂f/∂z   at z*,       ∂L/∂args = vᵀ ∂f/∂args,   ∂L/∂θ = vᵀ ∂f/∂θ
+
+(θ: parameters f closes over), solved once; the forward iterations are not stored.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from gridlearn.implicit.adjoint import ImplicitAdjoint, PhantomAdjoint, UnrolledAdjoint
+from gridlearn.implicit.root import _check_state, flat_problem, implicit_solve
+from gridlearn.implicit.solution import Solution
+from gridlearn.implicit.solvers import Anderson, SolverBase
+
+
+def fixed_point_solve(
+    f: Callable[..., torch.Tensor],
+    z0: torch.Tensor,
+    *args,
+    solver: SolverBase = Anderson(),
+    adjoint: ImplicitAdjoint | PhantomAdjoint | UnrolledAdjoint = ImplicitAdjoint(),
+    on_failure: str = "nan",
+) -> Solution:
+    """Solve ``z = f(z, *args)`` from ``z0 (batch, ...)``; return the `Solution` without raising.
+
+    ``.value`` carries IFT gradients to ``args`` and to parameters f closes over, for
+    converged elements; a non-converged element's gradient is NaN (``on_failure="nan"``),
+    zero ("zero"), or a `SolverFailure` in backward ("raise").
+    """
+    _check_state("z0", z0)
+    ff = flat_problem(f, z0.shape, args, "f")
+
+    def residual(z, *a):
+        return z - ff(z, *a)
+
+    return implicit_solve(
+        residual, z0, args, solver=solver, adjoint=adjoint, on_failure=on_failure, fixed_point=ff, what="fixed_point",
+    )
+
+
+def fixed_point(
+    f: Callable[..., torch.Tensor],
+    z0: torch.Tensor,
+    *args,
+    solver: SolverBase = Anderson(),
+    adjoint: ImplicitAdjoint | PhantomAdjoint | UnrolledAdjoint = ImplicitAdjoint(),
+    on_failure: str = "raise",
+) -> torch.Tensor:
+    """Differentiable fixed point ``z* = f(z*, *args)`` (see `fixed_point_solve`).
+
+    Raises `SolverFailure` naming the elements that did not converge (with residuals and
+    steps) unless ``on_failure`` is "nan"/"zero".
+    """
+    sol = fixed_point_solve(f, z0, *args, solver=solver, adjoint=adjoint, on_failure=on_failure)
+    if on_failure == "raise":
+        sol.raise_on_failure("fixed_point")
+    return sol.value
+
+
+__all__ = ["fixed_point", "fixed_point_solve"]
+
