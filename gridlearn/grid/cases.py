@@ -135,7 +135,73 @@ def load_pandapower_net(name_or_path: str | Path) -> Any:
     )
 
 
+def _matpower_branch_rows(path: str | Path) -> np.ndarray:
+    from pandapower.converter.matpower.from_mpc import _m2ppc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _m2ppc(str(path))
+
+
+def with_matpower_branches(network: Network, path: str | Path) -> Network:
+    """Replace the branch physics of a network read from ``path`` by the file's own rows.
+
+    Why: pandapower's MATPOWER converter changes some branches. A branch between buses of
+    different nominal voltage becomes a transformer, its line charging turned into
+    magnetising admittance (T model, sign flipped: case118's 65-68, 68-81, 68-116, 86-87,
+    +0.006% on the AC-OPF objective), and a transformer whose MATPOWER tap sits on the LV
+    (from) bus gets its ratio moved to the HV side (PGLib case24: +0.05%). MATPOWER's rows
+    are the case's definition, so gridlearn uses them; pandapower keeps the labels.
+    """
+    import torch
+    from pandapower.converter.pypower.from_ppc import _branch_to_which
+
+    ppc = _matpower_branch_rows(path)
+    br = np.asarray(ppc["branch"], dtype=float)
+    is_line, is_trafo, is_impedance, _ = _branch_to_which(ppc)
+    on = br[:, 10] > 0
+    # from_ppc creates lines, then transformers, then impedances, each in file order.
+    order = np.concatenate([np.flatnonzero(m & on) for m in (is_line, is_trafo, is_impedance)])
+    tables = [t for t, m in (("line", is_line), ("trafo", is_trafo), ("impedance", is_impedance)) for _ in range(int((m & on).sum()))]
+    if len(order) != network.n_branch or tables != [t for t, _ in network.branch.labels]:
+        raise DataError(f"cannot match {path}'s branch rows to pandapower's conversion of them")
+    rows = br[order]
+    pos = {label: i for i, label in enumerate(network.bus.labels)}
+    try:
+        from_bus = [pos[int(b)] for b in rows[:, 0]]
+        to_bus = [pos[int(b)] for b in rows[:, 1]]
+    except KeyError as exc:
+        raise DataError(f"{path}: branch refers to bus {exc}, which is not in service") from exc
+    tap = np.where(rows[:, 8] == 0, 1.0, rows[:, 8])
+    rate = np.where(rows[:, 5] <= 0, np.inf, rows[:, 5])
+    angmin = np.where(rows[:, 11] <= -360, -np.inf, np.deg2rad(rows[:, 11]))
+    angmax = np.where(rows[:, 12] >= 360, np.inf, np.deg2rad(rows[:, 12]))
+    f64 = dict(dtype=network.dtype, device=network.device)
+    return network.with_(
+        from_bus=torch.tensor(from_bus, device=network.device),
+        to_bus=torch.tensor(to_bus, device=network.device),
+        r_pu=torch.tensor(rows[:, 2], **f64),
+        x_pu=torch.tensor(rows[:, 3], **f64),
+        g_pu=torch.zeros(len(rows), **f64),
+        b_pu=torch.tensor(rows[:, 4], **f64),
+        tap=torch.tensor(tap, **f64),
+        shift_rad=torch.tensor(np.deg2rad(rows[:, 9]), **f64),
+        rate_a_mva=torch.tensor(rate, **f64),
+        angmin_rad=torch.tensor(angmin, **f64),
+        angmax_rad=torch.tensor(angmax, **f64),
+    )
+
+
 def load_case(name_or_path: str | Path) -> Network:
-    """A `Network` by name or path (see the module docstring for what is accepted)."""
+    """A `Network` by name or path (see the module docstring for what is accepted).
+
+    For MATPOWER/PGLib files the branch physics come from the file's rows (see
+    `with_matpower_branches`); pandapower's bundled cases are taken as pandapower has them.
+    """
+    s = str(name_or_path)
+    path = pglib_path(s) if s.startswith("pglib_opf_") and not s.endswith(".m") else Path(s)
+    if path.suffix == ".m":
+        network = Network.from_pandapower(read_matpower(path), name=path.stem)
+        return with_matpower_branches(network, path)
     net = load_pandapower_net(name_or_path)
-    return Network.from_pandapower(net, name=Path(str(name_or_path)).stem)
+    return Network.from_pandapower(net, name=Path(s).stem)

@@ -1,0 +1,243 @@
+"""`solve_acopf`: polar AC-OPF of a `Network` in Pyomo, solved by Ipopt, with all multipliers.
+
+The model is `acopf_model.build_acopf_model` (recipe) over `formulations` (physics and
+the MATPOWER / pandapower conventions). Multipliers come back through Pyomo's ``dual``
+and ``ipopt_zL_out``/``ipopt_zU_out`` import suffixes, which Pyomo's ``cyipopt``
+interface fills with Ipopt's raw multipliers: Ipopt's Lagrangian is
+``f + lambda^T c(x) - zL^T (x - xL) + zU^T (x - xU)``, so for ``c(x, pd) = ... - pd/B = 0``
+the envelope theorem gives ``d f*/d pd_i = -lambda_i / B``: the LMP in $/MWh is
+``-dual(p_balance_i) / base_mva`` (checked against a finite difference in the tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gridlearn.errors import InfeasibleError, SolverFailure
+from gridlearn.grid.acopf_model import ACOPFArrays, acopf_arrays, build_acopf_model
+from gridlearn.grid.checks import check_costs, check_finite
+from gridlearn.grid.formulations import Convention, branch_end_power, flow_limit_residual, get_convention
+from gridlearn.implicit.solution import Status
+
+log = logging.getLogger(__name__)
+
+# Ipopt's ApplicationReturnStatus names -> gridlearn Status (anything else: NUMERICAL).
+IPOPT_STATUS = {
+    "Solve_Succeeded": Status.CONVERGED,
+    "Infeasible_Problem_Detected": Status.INFEASIBLE,
+    "Maximum_Iterations_Exceeded": Status.MAX_STEPS,
+    "Maximum_CpuTime_Exceeded": Status.MAX_STEPS,
+    "Diverging_Iterates": Status.DIVERGED,
+    "Search_Direction_Becomes_Too_Small": Status.STEP_TOO_SMALL,
+    "Invalid_Number_Detected": Status.NONFINITE,
+}
+# Ipopt's ApplicationReturnStatus codes (IpReturnCodes_inc.h), as cyipopt reports them.
+IPOPT_RETURN_CODES = {
+    0: "Solve_Succeeded", 1: "Solved_To_Acceptable_Level", 2: "Infeasible_Problem_Detected",
+    3: "Search_Direction_Becomes_Too_Small", 4: "Diverging_Iterates", 5: "User_Requested_Stop",
+    6: "Feasible_Point_Found", -1: "Maximum_Iterations_Exceeded", -2: "Restoration_Failed",
+    -3: "Error_In_Step_Computation", -4: "Maximum_CpuTime_Exceeded", -10: "Not_Enough_Degrees_Of_Freedom",
+    -11: "Invalid_Problem_Definition", -12: "Invalid_Option", -13: "Invalid_Number_Detected",
+    -100: "Unrecoverable_Exception", -101: "NonIpopt_Exception_Thrown", -102: "Insufficient_Memory",
+    -199: "Internal_Error",
+}
+
+
+@dataclass(frozen=True)
+class ACOPFResult:
+    """A solved AC-OPF. Tensors are float64 on the CPU; per unit unless the name says otherwise.
+
+    ``duals`` holds Ipopt's raw multipliers (sign convention in the module docstring):
+    ``p_balance``/``q_balance`` (n_bus,), ``flow_f``/``flow_t`` (n_branch, 0 where unlimited),
+    ``angle`` (n_branch, positive when the upper limit binds), and the bound multipliers
+    ``{va,vm,pg,qg}_lower``/``_upper`` (>= 0; 0 for fixed variables).
+    """
+
+    convention: str
+    status: str  # Ipopt's return status, "Solve_Succeeded" for every returned result
+    objective: float  # $/h
+    pg_mw: Tensor  # (n_gen,)
+    qg_mvar: Tensor  # (n_gen,)
+    vm_pu: Tensor  # (n_bus,)
+    va_rad: Tensor  # (n_bus,)
+    pf_mw: Tensor  # (n_branch,) active power into the branch at its from end
+    qf_mvar: Tensor
+    pt_mw: Tensor  # at the to end
+    qt_mvar: Tensor
+    lmp_usd_per_mwh: Tensor  # (n_bus,) d objective / d pd_mw
+    lmp_q_usd_per_mvarh: Tensor  # (n_bus,) d objective / d qd_mvar
+    duals: dict[str, Tensor] = field(repr=False)
+    fixed: dict[str, Tensor] = field(repr=False)  # bool masks of fixed va / vm entries
+    slacks: dict[str, Tensor] = field(repr=False)  # flow_f/flow_t: -h >= 0 (inf: unlimited); angle: to the nearer limit
+    angle_bound_rad: Tensor = field(repr=False, default=None)  # (n_branch,) limit on the side whose dual is nonzero
+    solve_time_s: float = 0.0  # Ipopt alone
+
+    def start_point(self, base_mva: float) -> dict[str, np.ndarray]:
+        """This solution as an Ipopt starting point (per unit)."""
+        return {
+            "va": self.va_rad.numpy(),
+            "vm": self.vm_pu.numpy(),
+            "pg": self.pg_mw.numpy() / base_mva,
+            "qg": self.qg_mvar.numpy() / base_mva,
+        }
+
+
+def default_start(d: ACOPFArrays, network) -> dict[str, np.ndarray]:
+    """MATPOWER-style start: case angles and voltages (generator buses at their setpoint), clipped to bounds."""
+    vm = network.bus.vm0_pu.detach().cpu().double().numpy().copy()
+    vm[d.gen_bus] = network.gen.vg_pu.detach().cpu().double().numpy()
+    for i, v in d.vm_fixed.items():
+        vm[i] = v
+    pg = network.gen.p_mw.detach().cpu().double().numpy() / d.base_mva
+    return {
+        "va": network.bus.va0_rad.detach().cpu().double().numpy().copy(),
+        "vm": np.clip(vm, d.vmin, d.vmax),
+        "pg": np.clip(pg, d.pmin, d.pmax),
+        "qg": np.clip(np.zeros(d.n_gen), d.qmin, d.qmax),
+    }
+
+
+def _validate(network) -> None:
+    check_costs(network, convex=True)
+    for name in ("pd_mw", "qd_mvar", "gs_mw", "bs_mvar"):
+        check_finite(f"bus.{name}", getattr(network.bus, name), network.bus.labels)
+    for name in ("r_pu", "x_pu", "g_pu", "b_pu"):
+        check_finite(f"branch.{name}", getattr(network.branch, name), network.branch.labels)
+
+
+def solve_acopf_status(
+    network, convention: str | Convention = "matpower", warm_start: ACOPFResult | None = None, **ipopt_options: Any
+) -> tuple[Status, str, ACOPFResult | None]:
+    """Like `solve_acopf` but never raises on solver failure: ``(Status, Ipopt status, result or None)``."""
+    import pyomo.environ as pyo
+
+    from gridlearn.solvers import get_ipopt
+
+    conv = get_convention(convention)
+    _validate(network)
+    d = acopf_arrays(network, conv)
+    start = warm_start.start_point(d.base_mva) if warm_start is not None else default_start(d, network)
+    for key, n in (("va", d.n_bus), ("vm", d.n_bus), ("pg", d.n_gen), ("qg", d.n_gen)):
+        if start[key].shape != (n,):
+            raise ValueError(f"warm_start {key} has shape {start[key].shape}, the network needs ({n},)")
+    model = build_acopf_model(d, conv, start)
+    solver = get_ipopt(**ipopt_options)
+    t0 = time.perf_counter()
+    results = solver.solve(model)
+    solve_time = time.perf_counter() - t0
+    ipopt_status = IPOPT_RETURN_CODES.get(int(results.solver.return_code), f"return code {results.solver.return_code}")
+    status = IPOPT_STATUS.get(ipopt_status, Status.NUMERICAL)
+    if status is not Status.CONVERGED:
+        log.info("AC-OPF %s (%s convention): Ipopt returned %s", network.name, conv.name, ipopt_status)
+        return status, ipopt_status, None
+    return status, ipopt_status, _extract(model, d, conv, ipopt_status, float(pyo.value(model.cost)), solve_time)
+
+
+def solve_acopf(
+    network, convention: str | Convention = "matpower", warm_start: ACOPFResult | None = None, **ipopt_options: Any
+) -> ACOPFResult:
+    """Solve the polar AC-OPF of ``network`` with Ipopt (see `acopf_model` for the problem).
+
+    Args:
+        network: a `Network` with polynomial convex costs.
+        convention: ``"matpower"`` (PGLib/MATPOWER: |S| limits, angle limits, reference
+            voltage free) or ``"pandapower"`` (runopp: |I| limits, ext_grid voltage fixed).
+        warm_start: a previous `ACOPFResult` of a network of the same size to start from;
+            by default the case's own voltages and dispatch, clipped to their bounds.
+        **ipopt_options: passed to Ipopt (e.g. ``tol=1e-10``, ``max_iter=500``).
+
+    Raises:
+        InfeasibleError: Ipopt converged to a point of local infeasibility.
+        SolverFailure: any other Ipopt outcome than ``Solve_Succeeded`` (iteration limit,
+            restoration failure, ...).
+    """
+    conv = get_convention(convention)
+    status, ipopt_status, result = solve_acopf_status(network, conv, warm_start, **ipopt_options)
+    if result is None:
+        msg = (
+            f"AC-OPF of {network.name or 'network'} ({conv.name} convention) failed: Ipopt returned {ipopt_status}. "
+            f"{status.name}: {status.value}"
+        )
+        if status is Status.INFEASIBLE:
+            raise InfeasibleError(msg + " (load exceeds what generation, voltage and line limits allow?)",
+                                  indices=[0], statuses=[status])
+        raise SolverFailure(msg + "; try a different warm_start or raise max_iter", indices=[0], statuses=[status])
+    return result
+
+
+def _extract(model, d: ACOPFArrays, conv: Convention, ipopt_status: str, objective: float, solve_time: float) -> ACOPFResult:
+    def vals(var, n):
+        return np.array([var[i].value for i in range(n)], dtype=float)
+
+    va, vm = vals(model.va, d.n_bus), vals(model.vm, d.n_bus)
+    pg, qg = vals(model.pg, d.n_gen), vals(model.qg, d.n_gen)
+    dual, zl, zu = model.dual, model.ipopt_zL_out, model.ipopt_zU_out
+
+    def cons(con, index, n):
+        out = np.zeros(n)
+        for i in index:
+            out[i] = dual.get(con[i], 0.0)
+        return out
+
+    duals = {
+        "p_balance": cons(model.p_balance, range(d.n_bus), d.n_bus),
+        "q_balance": cons(model.q_balance, range(d.n_bus), d.n_bus),
+        "flow_f": cons(model.flow_f, d.limited.tolist(), d.n_branch),
+        "flow_t": cons(model.flow_t, d.limited.tolist(), d.n_branch),
+        "angle": cons(model.angle, d.angle_limited.tolist(), d.n_branch),
+    }
+    for name, var, n in (("va", model.va, d.n_bus), ("vm", model.vm, d.n_bus), ("pg", model.pg, d.n_gen),
+                         ("qg", model.qg, d.n_gen)):
+        duals[f"{name}_lower"] = np.array([zl.get(var[i], 0.0) for i in range(n)])
+        duals[f"{name}_upper"] = np.array([zu.get(var[i], 0.0) for i in range(n)])
+    f, t = d.from_bus, d.to_bus
+    a = d.adm
+    pf, qf = branch_end_power(vm[f], vm[t], va[f] - va[t], a["g_ff"], a["b_ff"], a["g_ft"], a["b_ft"], np.cos, np.sin)
+    pt, qt = branch_end_power(vm[t], vm[f], va[t] - va[f], a["g_tt"], a["b_tt"], a["g_tf"], a["b_tf"], np.cos, np.sin)
+    base = d.base_mva
+    slack_f = np.full(d.n_branch, np.inf)
+    slack_t = np.full(d.n_branch, np.inf)
+    lim = d.limited
+    slack_f[lim] = -flow_limit_residual(pf[lim], qf[lim], vm[f[lim]], d.rate_pu[lim], conv)
+    slack_t[lim] = -flow_limit_residual(pt[lim], qt[lim], vm[t[lim]], d.rate_pu[lim], conv)
+    dva = va[f] - va[t]
+    slack_angle = np.full(d.n_branch, np.inf)
+    al = d.angle_limited
+    slack_angle[al] = np.minimum(d.angmax[al] - dva[al], dva[al] - d.angmin[al])
+    angle_bound = np.where(duals["angle"] > 0, d.angmax, d.angmin)
+    angle_bound[~np.isfinite(angle_bound)] = 0.0
+
+    def tt(x):
+        return torch.as_tensor(np.asarray(x, dtype=float), dtype=torch.float64)
+
+    va_fixed = np.zeros(d.n_bus, dtype=bool)
+    va_fixed[list(d.va_fixed)] = True
+    vm_fixed = np.zeros(d.n_bus, dtype=bool)
+    vm_fixed[list(d.vm_fixed)] = True
+    return ACOPFResult(
+        convention=conv.name,
+        status=ipopt_status,
+        objective=objective,
+        pg_mw=tt(pg * base),
+        qg_mvar=tt(qg * base),
+        vm_pu=tt(vm),
+        va_rad=tt(va),
+        pf_mw=tt(pf * base),
+        qf_mvar=tt(qf * base),
+        pt_mw=tt(pt * base),
+        qt_mvar=tt(qt * base),
+        lmp_usd_per_mwh=tt(-duals["p_balance"] / base),
+        lmp_q_usd_per_mvarh=tt(-duals["q_balance"] / base),
+        duals={k: tt(v) for k, v in duals.items()},
+        fixed={"va": torch.as_tensor(va_fixed), "vm": torch.as_tensor(vm_fixed)},
+        slacks={"flow_f": tt(slack_f), "flow_t": tt(slack_t), "angle": tt(slack_angle)},
+        angle_bound_rad=tt(angle_bound),
+        solve_time_s=solve_time,
+    )

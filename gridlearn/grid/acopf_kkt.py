@@ -1,0 +1,168 @@
+"""KKT conditions of the AC-OPF in torch, for differentiating a solved AC-OPF (implicit function theorem).
+
+At an Ipopt optimum with active set A (binding flow/angle limits; variables at a bound
+are held fixed there), the reduced KKT system
+
+    F(y, theta) = [ grad_{z_F} L ;  c(z, theta) ;  h_A(z, theta) ] = 0,
+    L = f(pg; c2, c1, c0) + lambda^T c(z, theta) + mu_A^T h_A(z, theta),   y = (z_F, lambda, mu_A)
+
+holds, with Ipopt's own multipliers (``c``: power balances, ``h_A``: active limits, the
+same functions as the Pyomo model via `formulations`). Backward (Amos & Kolter 2017,
+OptNet; Fiacco 1976 for NLP sensitivity): for output cotangents ``v`` on y,
+
+    K = dF/dy (symmetric),   K w = v,   grad_theta = -w^T dF/dtheta,
+
+and the objective's gradient is the envelope theorem, ``d f*/d theta = dL/d theta``. K and
+dF/dtheta come from torch.func (forward-over-reverse), dense: one factorisation per sample.
+A weakly active constraint (slack and multiplier both ~0: strict complementarity fails) or
+a singular K means the solution map is not differentiable there: `SolverFailure`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from gridlearn.errors import SolverFailure
+from gridlearn.grid.formulations import Convention, branch_end_power, flow_limit_residual, generation_cost, pi_admittance_parts
+
+# Parameters the layer differentiates through, as named in the Network tables.
+THETA_FIELDS = ("pd_mw", "qd_mvar", "cost_c2_usd_per_mw2h", "cost_c1_usd_per_mwh", "cost_c0_usd_per_h",
+                "r_pu", "x_pu", "g_pu", "b_pu")
+
+
+@dataclass(frozen=True)
+class ActiveSet:
+    """Which parts of an AC-OPF solution are free, fixed or binding (index tensors, long)."""
+
+    free: Tensor  # positions in z = (va, vm, pg, qg) that are neither fixed nor at a bound
+    flow_f: Tensor  # branch positions whose from-end limit binds
+    flow_t: Tensor
+    angle: Tensor  # branch positions whose angle-difference limit binds
+
+
+def active_set(result, n_bus: int, n_gen: int, tol: float, sample: int = 0) -> ActiveSet:
+    """Classify each bound/limit as active (multiplier > slack) or inactive; raise on ambiguity.
+
+    Ipopt stops with slack * multiplier ~ its barrier parameter, so for a strictly
+    complementary solution one of the two is orders of magnitude above the other. Both
+    below ``tol`` means a weakly active constraint, where no derivative exists.
+    """
+    d = result.duals
+    fixed = torch.cat([result.fixed["va"], result.fixed["vm"], torch.zeros(2 * n_gen, dtype=torch.bool)])
+    lower = torch.cat([d["va_lower"], d["vm_lower"], d["pg_lower"], d["qg_lower"]])
+    upper = torch.cat([d["va_upper"], d["vm_upper"], d["pg_upper"], d["qg_upper"]])
+    at_bound = (lower.abs() > tol) | (upper.abs() > tol)
+    free = (~fixed & ~at_bound).nonzero().flatten()
+
+    def binding(mult: Tensor, slack: Tensor, what: str) -> Tensor:
+        weak = (mult.abs() < tol) & (slack.abs() < tol)
+        if weak.any():
+            i = int(weak.nonzero()[0])
+            raise SolverFailure(
+                f"AC-OPF sample {sample}: {what} {i} is weakly active (slack {float(slack[i]):.2e}, multiplier "
+                f"{float(mult[i]):.2e}); strict complementarity fails, so the solution is not differentiable there",
+                indices=[sample],
+            )
+        return ((mult.abs() >= tol) & (mult.abs() > slack.abs())).nonzero().flatten()
+
+    slacks = result.slacks
+    return ActiveSet(
+        free=free,
+        flow_f=binding(d["flow_f"], slacks["flow_f"], "from-end flow limit of branch"),
+        flow_t=binding(d["flow_t"], slacks["flow_t"], "to-end flow limit of branch"),
+        angle=binding(d["angle"], slacks["angle"], "angle limit of branch"),
+    )
+
+
+class KKTSystem:
+    """The reduced KKT residual F(y, theta) of one solved AC-OPF sample (see module docstring).
+
+    ``fixed_data``: tensors of the network that are not differentiated (tap, shift, shunts,
+    rates, angle limits, bus indices). ``z0``: the full solution (va, vm, pg_pu, qg_pu).
+    """
+
+    def __init__(self, network, convention: Convention, z0: Tensor, active: ActiveSet, angle_bound: Tensor):
+        self.conv = convention
+        self.base = float(network.base_mva)
+        br, bus, gen = network.branch, network.bus, network.gen
+        self.nb, self.ng, self.nl = network.n_bus, network.n_gen, network.n_branch
+        self.f, self.t = br.from_bus, br.to_bus
+        self.tap, self.shift = br.tap.detach(), br.shift_rad.detach()
+        self.gs, self.bs = bus.gs_mw.detach() / self.base, bus.bs_mvar.detach() / self.base
+        self.rate = br.rate_a_mva.detach() / self.base
+        self.cg = network.gen_incidence().detach()
+        self.z0 = z0
+        self.active = active
+        self.angle_bound = angle_bound  # (n_branch,) the binding side's limit
+        nz = z0.shape[0]
+        self.sel = torch.zeros(nz, active.free.numel(), dtype=z0.dtype, device=z0.device)
+        self.sel[active.free, torch.arange(active.free.numel(), device=z0.device)] = 1.0
+        keep = torch.ones(nz, dtype=z0.dtype, device=z0.device)
+        keep[active.free] = 0.0
+        self.z_const = z0 * keep
+        self.sizes = (active.free.numel(), 2 * self.nb, active.flow_f.numel() + active.flow_t.numel() + active.angle.numel())
+
+    # ---------------------------------------------------------------- pieces
+    def full_z(self, z_free: Tensor) -> Tensor:
+        return self.z_const + self.sel @ z_free
+
+    def constraints(self, z: Tensor, th: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """(c, h_A): power balances (2 n_bus) and active limits, exactly as in the Pyomo model."""
+        nb, ng = self.nb, self.ng
+        va, vm, pg, qg = z[:nb], z[nb : 2 * nb], z[2 * nb : 2 * nb + ng], z[2 * nb + ng :]
+        y = pi_admittance_parts(th["r_pu"], th["x_pu"], th["g_pu"], th["b_pu"], self.tap, self.shift, torch.cos, torch.sin)
+        f, t = self.f, self.t
+        pf, qf = branch_end_power(vm[f], vm[t], va[f] - va[t], y["g_ff"], y["b_ff"], y["g_ft"], y["b_ft"], torch.cos, torch.sin)
+        pt, qt = branch_end_power(vm[t], vm[f], va[t] - va[f], y["g_tt"], y["b_tt"], y["g_tf"], y["b_tf"], torch.cos, torch.sin)
+        zeros = torch.zeros(nb, dtype=z.dtype, device=z.device)
+        p_out = zeros.index_add(0, f, pf).index_add(0, t, pt)
+        q_out = zeros.index_add(0, f, qf).index_add(0, t, qt)
+        c_p = self.cg @ pg - th["pd_mw"] / self.base - self.gs * vm * vm - p_out
+        c_q = self.cg @ qg - th["qd_mvar"] / self.base + self.bs * vm * vm - q_out
+        a = self.active
+        h = [
+            flow_limit_residual(pf[a.flow_f], qf[a.flow_f], vm[f[a.flow_f]], self.rate[a.flow_f], self.conv),
+            flow_limit_residual(pt[a.flow_t], qt[a.flow_t], vm[t[a.flow_t]], self.rate[a.flow_t], self.conv),
+            va[f[a.angle]] - va[t[a.angle]] - self.angle_bound[a.angle],
+        ]
+        return torch.cat([c_p, c_q]), torch.cat(h)
+
+    def objective(self, z: Tensor, th: dict[str, Tensor]) -> Tensor:
+        pg = z[2 * self.nb : 2 * self.nb + self.ng]
+        return generation_cost(pg, th["cost_c2_usd_per_mw2h"], th["cost_c1_usd_per_mwh"], th["cost_c0_usd_per_h"], self.base).sum()
+
+    def lagrangian(self, z_free: Tensor, lam: Tensor, mu: Tensor, th: dict[str, Tensor]) -> Tensor:
+        z = self.full_z(z_free)
+        c, h = self.constraints(z, th)
+        return self.objective(z, th) + lam @ c + mu @ h
+
+    def residual(self, y: Tensor, th: dict[str, Tensor]) -> Tensor:
+        nf, nl_, _ = self.sizes
+        z_free, lam, mu = y[:nf], y[nf : nf + nl_], y[nf + nl_ :]
+        grad_z = torch.func.grad(self.lagrangian, argnums=0)(z_free, lam, mu, th)
+        c, h = self.constraints(self.full_z(z_free), th)
+        return torch.cat([grad_z, c, h])
+
+    # ---------------------------------------------------------------- backward
+    def vjp(self, y: Tensor, th: dict[str, Tensor], v: Tensor, sample: int = 0) -> dict[str, Tensor]:
+        """``-w^T dF/dtheta`` with ``K w = v``; raises SolverFailure when K is singular."""
+        k = torch.func.jacfwd(self.residual, argnums=0)(y, th)
+        w = torch.linalg.solve(k, v) if k.numel() else v
+        err = (k @ w - v).norm() / v.norm().clamp_min(1e-300) if k.numel() else torch.zeros(())
+        if not torch.isfinite(w).all() or err > 1e-6:
+            raise SolverFailure(
+                f"AC-OPF sample {sample}: the KKT matrix is singular (relative solve residual {float(err):.2e}); "
+                "constraint gradients are linearly dependent at this optimum, so no implicit gradient exists",
+                indices=[sample],
+            )
+        _, pull = torch.func.vjp(lambda t: self.residual(y, t), th)
+        (g,) = pull(-w)
+        return g
+
+    def envelope(self, y_full_lam: tuple[Tensor, Tensor, Tensor], th: dict[str, Tensor]) -> dict[str, Tensor]:
+        """d objective*/d theta = dL/d theta at the optimum (envelope theorem)."""
+        z_free, lam, mu = y_full_lam
+        return torch.func.grad(lambda t: self.lagrangian(z_free, lam, mu, t))(th)

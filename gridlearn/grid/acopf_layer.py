@@ -1,0 +1,171 @@
+"""`ACOPFLayer`: AC-OPF dispatch and LMPs as differentiable functions of loads, costs and branch parameters.
+
+Forward: one Ipopt solve per batch element (`solve_acopf_status`, warm-started from the
+previous element). Backward: the implicit function theorem on the KKT conditions at each
+optimum (`acopf_kkt`), one dense factorisation per element; the objective's gradient is
+the envelope theorem. Built for inverse OPF: ``layer(pd_mw, qd_mvar, cost_c1_usd_per_mwh=c1,
+x_pu=x)`` gives ``pg_mw`` and ``lmp_usd_per_mwh`` per load scenario.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from gridlearn.errors import ConfigError
+from gridlearn.grid.acopf import ACOPFResult, solve_acopf_status
+from gridlearn.grid.acopf_kkt import THETA_FIELDS, KKTSystem, active_set
+from gridlearn.grid.formulations import get_convention
+from gridlearn.implicit.solution import Solution, Status
+
+
+class ACOPFOutput(NamedTuple):
+    """Per-sample AC-OPF outputs, each with the batch as leading dimension."""
+
+    pg_mw: Tensor  # (batch, n_gen)
+    qg_mvar: Tensor  # (batch, n_gen)
+    vm_pu: Tensor  # (batch, n_bus)
+    va_rad: Tensor  # (batch, n_bus)
+    lmp_usd_per_mwh: Tensor  # (batch, n_bus)
+    objective_usd_per_h: Tensor  # (batch,)
+
+
+class ACOPFLayer(torch.nn.Module):
+    """Differentiable AC-OPF over a batch of scenarios of one network.
+
+    Args:
+        network: the base `Network`; parameters not passed to `forward` come from it.
+        convention: ``"matpower"`` or ``"pandapower"`` (see `formulations`).
+        ipopt_options: passed to Ipopt; the default ``tol=1e-10`` gives clean active sets.
+        active_tol: a multiplier or slack below this counts as zero when classifying the
+            active set; both below it is a weakly active constraint (no gradient).
+
+    ``forward(pd_mw, qd_mvar=None, **params)``: ``pd_mw``/``qd_mvar`` are ``(batch, n_bus)``;
+    ``params`` are any of ``cost_c2_usd_per_mw2h, cost_c1_usd_per_mwh, cost_c0_usd_per_h``
+    ``(n_gen,)`` or ``(batch, n_gen)`` and ``r_pu, x_pu, g_pu, b_pu`` ``(n_branch,)`` or
+    ``(batch, n_branch)``. Returns `ACOPFOutput`; raises `SolverFailure`/`InfeasibleError`
+    naming the failed samples. Gradients flow to every tensor argument.
+    """
+
+    def __init__(self, network, convention: str = "matpower", ipopt_options: dict[str, Any] | None = None,
+                 active_tol: float = 1e-5):
+        super().__init__()
+        self.network = network
+        self.convention = get_convention(convention)
+        self.ipopt_options = {"tol": 1e-10, **(ipopt_options or {})}
+        if active_tol <= 0:
+            raise ConfigError(f"active_tol must be positive, got {active_tol}")
+        self.active_tol = active_tol
+
+    # ------------------------------------------------------------------ helpers
+    def _thetas(self, pd_mw: Tensor, qd_mvar: Tensor | None, params: dict[str, Tensor | None]) -> list[Tensor]:
+        if pd_mw.dim() != 2 or pd_mw.shape[-1] != self.network.n_bus:
+            raise ValueError(f"pd_mw must be (batch, {self.network.n_bus}), got {tuple(pd_mw.shape)}")
+        batch = pd_mw.shape[0]
+        net = self.network
+        owners = {"qd_mvar": net.bus, "cost_c2_usd_per_mw2h": net.gen, "cost_c1_usd_per_mwh": net.gen,
+                  "cost_c0_usd_per_h": net.gen, "r_pu": net.branch, "x_pu": net.branch, "g_pu": net.branch,
+                  "b_pu": net.branch}
+        values = {"pd_mw": pd_mw, "qd_mvar": qd_mvar, **params}
+        out = []
+        for name in THETA_FIELDS:
+            v = values.get(name)
+            if v is None:
+                v = getattr(owners[name], name).to(device=pd_mw.device, dtype=pd_mw.dtype)
+            if v.shape[-1] != (net.n_bus if name in ("pd_mw", "qd_mvar") else getattr(owners[name], name).shape[-1]):
+                raise ValueError(f"{name}: wrong last dimension {tuple(v.shape)}")
+            out.append(v.expand(batch, v.shape[-1]))
+        return out
+
+    def _network(self, thetas: list[Tensor], b: int):
+        return self.network.with_(**{n: t[b].detach().cpu().double() for n, t in zip(THETA_FIELDS, thetas)})
+
+    def solve_batch(self, thetas: list[Tensor]) -> tuple[Solution, list[ACOPFResult | None]]:
+        results: list[ACOPFResult | None] = []
+        codes = []
+        prev = None
+        for b in range(thetas[0].shape[0]):
+            status, _, res = solve_acopf_status(self._network(thetas, b), self.convention, warm_start=prev,
+                                                **self.ipopt_options)
+            if res is None and prev is not None:  # a bad warm start must not fail a solvable sample
+                status, _, res = solve_acopf_status(self._network(thetas, b), self.convention, **self.ipopt_options)
+            results.append(res)
+            codes.append(status.code)
+            prev = res or prev
+        like = thetas[0]
+        value = _stack(results, self.network, like)
+        sol = Solution(
+            value=value,
+            status_code=torch.tensor(codes, dtype=torch.long),
+            residual=torch.zeros(len(codes), dtype=like.dtype),
+            steps=torch.zeros(len(codes), dtype=torch.long),
+            extras={"results": results},
+        )
+        return sol, results
+
+    # ------------------------------------------------------------------ public
+    def solve(self, pd_mw: Tensor, qd_mvar: Tensor | None = None, **params: Tensor) -> Solution:
+        """Solve without gradients; never raises on solver failure (per-sample `Status`)."""
+        with torch.no_grad():
+            return self.solve_batch(self._thetas(pd_mw, qd_mvar, params))[0]
+
+    def forward(self, pd_mw: Tensor, qd_mvar: Tensor | None = None, *, cost_c2_usd_per_mw2h: Tensor | None = None,
+                cost_c1_usd_per_mwh: Tensor | None = None, cost_c0_usd_per_h: Tensor | None = None,
+                r_pu: Tensor | None = None, x_pu: Tensor | None = None, g_pu: Tensor | None = None,
+                b_pu: Tensor | None = None) -> ACOPFOutput:
+        params = {"cost_c2_usd_per_mw2h": cost_c2_usd_per_mw2h, "cost_c1_usd_per_mwh": cost_c1_usd_per_mwh,
+                  "cost_c0_usd_per_h": cost_c0_usd_per_h, "r_pu": r_pu, "x_pu": x_pu, "g_pu": g_pu, "b_pu": b_pu}
+        thetas = self._thetas(pd_mw, qd_mvar, params)
+        return ACOPFOutput(*_ACOPFFunction.apply(self, *thetas))
+
+
+def _stack(results: list[ACOPFResult | None], network, like: Tensor) -> ACOPFOutput:
+    def col(get, n):
+        rows = [get(r) if r is not None else torch.full((n,), float("nan"), dtype=torch.float64) for r in results]
+        return torch.stack(rows).to(device=like.device, dtype=like.dtype)
+
+    nb, ng = network.n_bus, network.n_gen
+    obj = torch.tensor([r.objective if r is not None else float("nan") for r in results], device=like.device,
+                       dtype=like.dtype)
+    return ACOPFOutput(col(lambda r: r.pg_mw, ng), col(lambda r: r.qg_mvar, ng), col(lambda r: r.vm_pu, nb),
+                       col(lambda r: r.va_rad, nb), col(lambda r: r.lmp_usd_per_mwh, nb), obj)
+
+
+class _ACOPFFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, layer: ACOPFLayer, *thetas: Tensor):
+        sol, results = layer.solve_batch([t.detach() for t in thetas])
+        sol.raise_on_failure(f"AC-OPF ({layer.convention.name} convention)")
+        ctx.layer, ctx.results = layer, results
+        ctx.save_for_backward(*thetas)
+        return tuple(sol.value)
+
+    @staticmethod
+    def backward(ctx, g_pg, g_qg, g_vm, g_va, g_lmp, g_obj):
+        layer: ACOPFLayer = ctx.layer
+        thetas = ctx.saved_tensors
+        net = layer.network
+        base = float(net.base_mva)
+        nb, ng = net.n_bus, net.n_gen
+        grads = [torch.zeros_like(t) for t in thetas]
+        for b, res in enumerate(ctx.results):
+            th = {n: t[b].detach().cpu().double() for n, t in zip(THETA_FIELDS, thetas)}
+            z0 = torch.cat([res.va_rad, res.vm_pu, res.pg_mw / base, res.qg_mvar / base])
+            act = active_set(res, nb, ng, layer.active_tol, sample=b)
+            kkt = KKTSystem(net.with_(**th).to("cpu", torch.float64), layer.convention, z0, act, res.angle_bound_rad)
+            d = res.duals
+            lam = torch.cat([d["p_balance"], d["q_balance"]])
+            mu = torch.cat([d["flow_f"][act.flow_f], d["flow_t"][act.flow_t], d["angle"][act.angle]])
+            y = torch.cat([z0[act.free], lam, mu])
+            v_z = torch.cat([g_va[b], g_vm[b], g_pg[b] * base, g_qg[b] * base]).detach().cpu().double()
+            v_lam = torch.cat([-g_lmp[b].detach().cpu().double() / base, torch.zeros(nb, dtype=torch.float64)])
+            v = torch.cat([v_z[act.free], v_lam, torch.zeros(mu.numel(), dtype=torch.float64)])
+            g = kkt.vjp(y, th, v, sample=b) if v.abs().max() > 0 else {k: torch.zeros_like(t) for k, t in th.items()}
+            if g_obj[b] != 0:
+                env = kkt.envelope((z0[act.free], lam, mu), th)
+                g = {k: g[k] + float(g_obj[b]) * env[k] for k in g}
+            for i, name in enumerate(THETA_FIELDS):
+                grads[i][b] = g[name].to(device=grads[i].device, dtype=grads[i].dtype)
+        return (None, *grads)
