@@ -1,0 +1,303 @@
+"""The mixing method for the SATNet MAXSAT SDP, and its analytic backward pass.
+
+Source: Wang, Donti, Wilder & Kolter, "SATNet: Bridging deep learning and logical
+reasoning using a differentiable satisfiability solver", ICML 2019, Sections 3.1-3.2.
+Written from the paper's equations (no code taken from the reference extension).
+
+Notation (paper layout). ``S`` is ``(m, N)`` with ``N = n + 1 + aux``; its column ``s_j``
+holds variable j's clause weights, column 0 is the truth direction ``v_T``. The layer
+solves, over unit vectors ``V = [v_T, v_1, ..., v_{N-1}]`` in ``R^k``,
+
+    min_V  <S^T S, V^T V>   s.t.  ||v_j|| = 1,  v_j fixed for the known (input) j.
+
+Internally, per batch element, ``V`` is stored by rows ``(N, k)`` and ``Omega = V S^T`` as
+``(m, k)`` (its transpose), so that ``s_j^T Omega`` is one batched vector-matrix product.
+``v_T`` is the first basis vector ``e_0``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+
+from gridlearn.errors import ConfigError
+from gridlearn.implicit.solution import Solution, Status
+
+logger = logging.getLogger(__name__)
+
+ON_FAILURE = ("mask", "ignore", "raise")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MixingSettings:
+    """Frozen settings of one SATNet solve (held by the layer, passed to the Function).
+
+    ``on_failure``: what happens to a batch element whose mixing (forward) or adjoint
+    (backward) coordinate descent did not reach ``eps`` within ``max_iter`` sweeps:
+    ``"mask"`` gives it a zero implicit gradient (its output is still returned, its
+    status says MAX_STEPS); ``"ignore"`` uses the gradient at the last iterate, as the
+    paper does with its fixed iteration count; ``"raise"`` raises `SolverFailure`.
+    """
+
+    aux: int
+    k: int
+    max_iter: int
+    eps: float
+    on_failure: str = "mask"
+
+    def __post_init__(self):
+        if self.aux < 0:
+            raise ConfigError(f"aux must be >= 0, got {self.aux}")
+        if self.k < 2:
+            raise ConfigError(f"k (the relaxation's dimension) must be >= 2, got {self.k}")
+        if self.max_iter < 1:
+            raise ConfigError(f"max_iter must be >= 1, got {self.max_iter}")
+        if not self.eps > 0:
+            raise ConfigError(f"eps must be > 0, got {self.eps}")
+        if self.on_failure not in ON_FAILURE:
+            raise ConfigError(f"on_failure must be one of {ON_FAILURE}, got {self.on_failure!r}")
+
+
+def default_rank(n_vars: int) -> int:
+    """Relaxation dimension k = floor(sqrt(2 N)) + 1, at least 4 (N = n + 1 + aux).
+
+    Pataki / Barvinok: an SDP with N diagonal constraints has an optimum of rank r with
+    r(r+1)/2 <= N, so k > sqrt(2N) loses nothing; the floor of 4 keeps tiny layers from
+    being squeezed into too few dimensions.
+    """
+    return max(4, int(math.sqrt(2 * n_vars)) + 1)
+
+
+def _tiny(dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).tiny ** 0.5
+
+
+def init_vectors(z, is_input, n_vars, k, generator):
+    """Unit vectors for one solve.
+
+    Known variables are placed at angle pi z_i from -v_T (paper, Sec. 3.1):
+    ``v_i = -cos(pi z_i) v_T + sin(pi z_i) r_i``, with ``r_i`` the normalised projection
+    of a random vector onto the complement of v_T (normalised so that v_i is a unit
+    vector). Unknown and auxiliary variables start at random unit vectors.
+
+    Returns V ``(B, N, k)`` and the directions r ``(B, n, k)`` (needed for dz/dv).
+    """
+    B, n = z.shape
+    dev, dt = z.device, z.dtype
+    gen_dev = generator.device if generator is not None else dev
+    # drawn in float64 whatever the working dtype, so float32 and float64 solves start
+    # from the same vectors
+    R = torch.randn((B, n_vars, k), generator=generator, device=gen_dev, dtype=torch.float64).to(dev, dt)
+    R = R / R.norm(dim=2, keepdim=True).clamp_min(_tiny(dt))
+    r_perp = R[:, 1 : n + 1].clone()
+    r_perp[..., 0] = 0.0
+    r_perp = r_perp / r_perp.norm(dim=2, keepdim=True).clamp_min(_tiny(dt))
+    theta = math.pi * z
+    v_in = torch.sin(theta).unsqueeze(2) * r_perp
+    v_in[..., 0] = -torch.cos(theta)
+    V = R
+    V[:, 0] = 0.0
+    V[:, 0, 0] = 1.0
+    V[:, 1 : n + 1] = torch.where(is_input.unsqueeze(2), v_in, V[:, 1 : n + 1])
+    return V, r_perp
+
+
+def _sweeps(St, sq, X, W2, scale, is_out, cols, settings, update):
+    """Block coordinate descent sweeps shared by the forward and the adjoint solve.
+
+    ``X`` ``(B, N, k)`` is updated in place, one variable j (over ``cols``) at a time, as
+    ``x_j <- update(j, s_j^T W - ||s_j||^2 x_j)``, where ``W = S X`` is kept current by a
+    rank-one update. ``W2`` is W laid out as ``(m, B*k)`` so both steps are single BLAS
+    calls (a GEMV and a GER) whatever the batch size. A batch element stops (its vectors
+    are frozen, so its result does not depend on the rest of the batch) once a sweep
+    moves no vector by more than ``eps * scale``. Returns (status_code, residual, steps).
+    """
+    B, _, k = X.shape
+    dev = X.device
+    out_f = is_out.to(X.dtype)
+    active = torch.ones(B, dtype=torch.bool, device=dev)
+    steps = torch.zeros(B, dtype=torch.long, device=dev)
+    residual = torch.full((B,), float("inf"), dtype=X.dtype, device=dev)
+    for _ in range(settings.max_iter):
+        X_prev = X.clone()
+        act_f = active.to(X.dtype)
+        for j in cols:
+            s = St[j]
+            xj = X[:, j]
+            # sum_{i != j} c_ji x_i  with  C = S^T S
+            field = torch.mv(W2.t(), s).view(B, k) - sq[j] * xj
+            new = update(j, field)
+            dx = (new - xj) * (out_f[:, j] * act_f).unsqueeze(1)
+            W2.addr_(s, dx.reshape(-1))
+            xj += dx
+        move = (X - X_prev).norm(dim=2).amax(dim=1) / scale
+        steps += active.long()
+        residual = torch.where(active, move, residual)
+        active = active & (move >= settings.eps)
+        if not bool(active.any()):
+            break
+    finite = torch.isfinite(X).flatten(1).all(dim=1) & torch.isfinite(residual)
+    code = torch.where(
+        active,
+        torch.full_like(steps, Status.MAX_STEPS.code),
+        torch.full_like(steps, Status.CONVERGED.code),
+    )
+    code = torch.where(finite, code, torch.full_like(steps, Status.NONFINITE.code))
+    return code, residual, steps
+
+
+def _to_w2(S, X):
+    """W = S X per batch element, as ``(m, B*k)``."""
+    B, N, k = X.shape
+    return (S @ X.transpose(0, 1).reshape(N, B * k)).contiguous()
+
+
+def _from_w2(W2, B, k):
+    """``(m, B*k)`` -> ``(B, m, k)``."""
+    return W2.view(-1, B, k).transpose(0, 1)
+
+
+def mixing_forward(S, z, is_input, settings, generator):
+    """Mixing method (paper Sec. 3.1): for each unknown o, ``v_o = -g_o / ||g_o||`` with
+    ``g_o = Omega s_o - ||s_o||^2 v_o`` and ``Omega = V S^T``. Output
+    ``z_o = arccos(-v_o^T v_T) / pi``.
+
+    Returns (z_out ``(B, n)``, V, Omega^T ``(B, m, k)``, r_perp, ||g|| ``(B, N)``,
+    is_out ``(B, N)``, cols, code, residual, steps).
+    """
+    B, n = z.shape
+    m, N = S.shape
+    St = S.t().contiguous()
+    sq = (St * St).sum(dim=1)
+    V, r_perp = init_vectors(z, is_input, N, settings.k, generator)
+    is_out = torch.ones((B, N), dtype=torch.bool, device=z.device)
+    is_out[:, 0] = False
+    is_out[:, 1 : n + 1] = ~is_input
+    cols = torch.nonzero(is_out.any(dim=0)).flatten().tolist()
+    W2 = _to_w2(S, V)  # Omega^T per element, laid out (m, B*k)
+    tiny = _tiny(z.dtype)
+
+    def update(j, g):
+        gn = g.norm(dim=1, keepdim=True)
+        # a variable with no interaction (g = 0) keeps its vector rather than becoming 0
+        return torch.where(gn > tiny, -g / gn.clamp_min(tiny), V[:, j])
+
+    code, residual, steps = _sweeps(St, sq, V, W2, 1.0, is_out, cols, settings, update)
+    W = _from_w2(W2, B, settings.k)
+    g_all = torch.matmul(St, W) - sq.view(1, N, 1) * V
+    g_norm = g_all.norm(dim=2)
+    z_solved = torch.arccos((-V[:, 1 : n + 1, 0]).clamp(-1.0, 1.0)) / math.pi
+    z_out = torch.where(is_input, z, z_solved)
+    return z_out, V, W, r_perp, g_norm, is_out, cols, code, residual, steps
+
+
+def mixing_backward(S, z, is_input, dz, V, W, r_perp, g_norm, is_out, cols, settings):
+    """Analytic backward pass (paper Sec. 3.2).
+
+    With ``P_o = I - v_o v_o^T`` and ``w_o = dl/dv_o = dl/dz_o * v_T / (pi sin(pi z_o))``,
+    the adjoint ``U`` (``u_o`` tangent at ``v_o``, zero for known variables) solves, by
+    the same coordinate descent,
+
+        ||g_o|| u_o + P_o sum_{j in O, j != o} c_oj u_j = P_o w_o,
+        i.e.  u_o = P_o (w_o - (Psi s_o - ||s_o||^2 u_o)) / ||g_o||,   Psi = U S^T.
+
+    Then ``dl/dS = -(Psi^T V + Omega^T U)`` and, for known i,
+    ``dl/dv_i = -Psi s_i``,  ``dl/dz_i = pi (sin(pi z_i) v_T + cos(pi z_i) r_i)^T dl/dv_i``.
+    (The operator on the left is the Riemannian Hessian of the objective at the
+    mixing fixed point, so coordinate descent on it converges at a local minimum.)
+
+    Returns (dz ``(B, n)``, dS ``(m, N)``, code, residual, steps) of the adjoint solve.
+    """
+    B, n = z.shape
+    m, N = S.shape
+    dt = z.dtype
+    tiny = _tiny(dt)
+    St = S.t().contiguous()
+    sq = (St * St).sum(dim=1)
+    vo = V[:, 1 : n + 1]
+    # P_o v_T has norm sin(pi z_o): writing P_o w_o through its unit direction keeps the
+    # right-hand side bounded when an output saturates at 0 or 1.
+    t = -vo[..., :1] * vo
+    t[..., 0] += 1.0
+    t = t / t.norm(dim=2, keepdim=True).clamp_min(tiny)
+    rhs = torch.zeros_like(V)
+    rhs[:, 1 : n + 1] = (dz * (~is_input).to(dt) / math.pi).unsqueeze(2) * t
+    U = torch.zeros_like(V)
+    B_, _, k = V.shape
+    Psi2 = torch.zeros((m, B_ * k), dtype=dt, device=V.device)  # (U S^T)^T, laid out (m, B*k)
+    scale = rhs.norm(dim=2).amax(dim=1).clamp_min(tiny)
+    gn = g_norm.clamp_min(tiny)
+
+    def update(j, field):
+        y = rhs[:, j] - field
+        vj = V[:, j]
+        y = y - (y * vj).sum(dim=1, keepdim=True) * vj
+        return y / gn[:, j : j + 1]
+
+    code, residual, steps = _sweeps(St, sq, U, Psi2, scale, is_out, cols, settings, update)
+    Psi = _from_w2(Psi2, B_, k)
+    return U, Psi, code, residual, steps
+
+
+def gradients_from_adjoint(S, z, is_input, dz, V, W, r_perp, U, Psi):
+    """dl/dz and dl/dS from the adjoint U (see `mixing_backward`)."""
+    n = z.shape[1]
+    dS = -(torch.einsum("bmk,bnk->mn", Psi, V) + torch.einsum("bmk,bnk->mn", W, U))
+    dv = -torch.matmul(S.t(), Psi)[:, 1 : n + 1]  # (B, n, k)
+    theta = math.pi * z
+    dv_dz = torch.cos(theta).unsqueeze(2) * r_perp
+    dv_dz[..., 0] += torch.sin(theta)
+    dz_in = math.pi * (dv_dz * dv).sum(dim=2)
+    # known variables' outputs are the inputs themselves: their gradient passes through
+    dz_total = torch.where(is_input, dz + dz_in, torch.zeros_like(dz))
+    return dz_total, dS
+
+
+class MixingFunction(torch.autograd.Function):
+    """autograd Function: forward = mixing method, backward = analytic adjoint solve."""
+
+    @staticmethod
+    def forward(ctx, z, S, is_input, settings, generator):
+        with torch.no_grad():
+            z_out, V, W, r_perp, g_norm, is_out, cols, code, residual, steps = mixing_forward(
+                S.detach(), z.detach(), is_input, settings, generator
+            )
+        ctx.settings = settings
+        ctx.cols = cols
+        ctx.save_for_backward(S, z, is_input, V, W, r_perp, g_norm, is_out, code)
+        ctx.mark_non_differentiable(code, residual, steps)
+        return z_out, code, residual, steps
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dz_out, _d_code, _d_residual, _d_steps):
+        S, z, is_input, V, W, r_perp, g_norm, is_out, fwd_code = ctx.saved_tensors
+        settings = ctx.settings
+        dz_out = dz_out.contiguous()
+        U, Psi, code, residual, steps = mixing_backward(
+            S, z, is_input, dz_out, V, W, r_perp, g_norm, is_out, ctx.cols, settings
+        )
+        ok = (code == Status.CONVERGED.code) & (fwd_code == Status.CONVERGED.code)
+        if settings.on_failure == "raise" and not bool(ok.all()):
+            Solution(None, torch.where(code == Status.CONVERGED.code, fwd_code, code), residual, steps).raise_on_failure(
+                "SATNet backward (adjoint coordinate descent)"
+            )
+        if settings.on_failure == "mask" and not bool(ok.all()):
+            # no implicit gradient for an element whose fixed point or adjoint did not converge
+            logger.warning(
+                "SATNet: %d of %d batch elements did not converge within max_iter=%d (eps=%g); "
+                "they get a zero implicit gradient. Raise max_iter, or pass on_failure='ignore' "
+                "for the paper's fixed-iteration behaviour.",
+                int((~ok).sum()), ok.numel(), settings.max_iter, settings.eps,
+            )
+            keep = ok.to(U.dtype).view(-1, 1, 1)
+            U = U * keep
+            Psi = Psi * keep
+        dz, dS = gradients_from_adjoint(S, z, is_input, dz_out, V, W, r_perp, U, Psi)
+        return dz, dS, None, None, None
+
+
+__all__ = ["MixingSettings", "MixingFunction", "default_rank", "mixing_forward", "mixing_backward"]

@@ -1,0 +1,187 @@
+"""SATNet: analytic gradient vs finite differences, forward vs a dense SDP solve, learning
+XOR/parity, statuses and failure policies, argument checks."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gridlearn.errors import ConfigError, SolverFailure
+from gridlearn.implicit import SATNet, Status
+from gridlearn.implicit.satnet import MixingSettings, satnet_solve
+from gridlearn.implicit.satnet_mixing import init_vectors
+
+
+def _tiny_problem(dtype=torch.float64, batch=2, n=5, m=6, aux=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    S = torch.randn(m, n + 1 + aux, generator=g, dtype=dtype)
+    z = torch.rand(batch, n, generator=g, dtype=dtype) * 0.8 + 0.1
+    mask = torch.zeros(batch, n, dtype=torch.bool)
+    mask[0, :2] = True
+    if batch > 1:
+        mask[1, [0, 2, n - 1]] = True
+    return S, z, mask
+
+
+def test_gradient_matches_finite_differences_float64():
+    S, z, mask = _tiny_problem()
+    settings = MixingSettings(aux=1, k=5, max_iter=5000, eps=1e-11, on_failure="raise")
+
+    def f(z, S):  # a fresh, identically seeded generator: the solve is a function of (z, S)
+        return satnet_solve(S, z, mask, settings, torch.Generator().manual_seed(1)).value
+
+    sol = satnet_solve(S, z, mask, settings, torch.Generator().manual_seed(1))
+    assert sol.ok, sol.statuses
+    z.requires_grad_(True)
+    S.requires_grad_(True)
+    assert torch.autograd.gradcheck(f, (z, S), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_forward_matches_dense_sdp_optimum():
+    """With k large enough (Burer-Monteiro), the mixing fixed point attains the SDP optimum:
+    min <S^T S, X> s.t. X psd, diag X = 1, X fixed on the known block (v_T and inputs)."""
+    cp = pytest.importorskip("cvxpy")
+    n, m, aux = 4, 5, 1
+    N = n + 1 + aux
+    S, z, _ = _tiny_problem(batch=1, n=n, m=m, aux=aux, seed=3)
+    mask = torch.tensor([[True, True, False, False]])
+    settings = MixingSettings(aux=aux, k=N + 1, max_iter=20000, eps=1e-12)
+    gen = torch.Generator().manual_seed(0)
+    sol = satnet_solve(S, z, mask, settings, gen)
+    assert sol.ok
+    # rebuild the vectors the solve used: same seed, same draw
+    V0, _ = init_vectors(z, mask, N, settings.k, torch.Generator().manual_seed(0))
+    known = [0, 1, 2]  # v_T and the two inputs
+    Xk = (V0[0, known] @ V0[0, known].T).numpy()
+    C = (S.T @ S).numpy()
+    X = cp.Variable((N, N), PSD=True)
+    cons = [cp.diag(X) == 1] + [X[a, b] == Xk[i, j] for i, a in enumerate(known) for j, b in enumerate(known)]
+    prob = cp.Problem(cp.Minimize(cp.trace(C @ X)), cons)
+    prob.solve(solver=cp.CLARABEL)
+    assert prob.status == "optimal"
+    # objective of the mixing solution: recompute V by the fixed-point outputs via the solver internals
+    from gridlearn.implicit.satnet_mixing import mixing_forward
+
+    with torch.no_grad():
+        _, V, *_ = mixing_forward(S, z, mask, settings, torch.Generator().manual_seed(0))
+    obj_mixing = float(torch.einsum("ij,ik,jk->", torch.from_numpy(C), V[0], V[0]))
+    assert obj_mixing == pytest.approx(prob.value, rel=1e-5, abs=1e-6)
+    # and the outputs agree with the SDP's: z_o = arccos(-X[o, T]) / pi
+    z_sdp = np.arccos(np.clip(-X.value[0, 3:5], -1, 1)) / math.pi
+    np.testing.assert_allclose(sol.value[0, 2:].numpy(), z_sdp, atol=2e-4)
+
+
+def _parity_data(bits: int, dtype=torch.float64):
+    X = torch.tensor(list(itertools.product([0.0, 1.0], repeat=bits)), dtype=dtype)
+    y = X.sum(dim=1) % 2
+    z = torch.cat([X, torch.zeros(len(X), 1, dtype=dtype)], dim=1)
+    mask = torch.tensor([True] * bits + [False])
+    return z, mask, y
+
+
+@pytest.mark.parametrize("bits,m,seed", [(2, 4, 1), (3, 8, 2)], ids=["xor", "parity3"])
+def test_learns_parity_truth_table(bits, m, seed):
+    z, mask, y = _parity_data(bits)
+    net = SATNet(bits + 1, m, aux=1, seed=seed, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    opt = torch.optim.Adam(net.parameters(), lr=0.1)
+    acc = 0.0
+    for _ in range(200):
+        out = net(z, mask)[:, -1]
+        acc = float(((out > 0.5).to(y.dtype) == y).to(torch.float64).mean())
+        if acc == 1.0:
+            break
+        loss = torch.nn.functional.binary_cross_entropy(out.clamp(1e-6, 1 - 1e-6), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert acc == 1.0
+
+
+def test_fully_given_board_is_reproduced_exactly():
+    from gridlearn.logic.sudoku import generate_puzzle, input_mask, one_hot
+
+    _, solution = generate_puzzle(np.random.default_rng(0), box=3, givens=81)
+    bits = torch.from_numpy(one_hot(solution[None]))
+    mask = torch.from_numpy(input_mask(solution[None]))
+    assert bool(mask.all())
+    net = SATNet(729, 20, aux=3, seed=0)
+    out = net(bits, mask)
+    assert torch.equal(out, bits)
+
+
+def test_float32_matches_float64_and_m_not_multiple_of_4():
+    S64, z64, mask = _tiny_problem(m=7)
+    settings = MixingSettings(aux=1, k=5, max_iter=2000, eps=1e-6)
+    outs, grads = [], []
+    for dt in (torch.float32, torch.float64):
+        S = S64.to(dt).requires_grad_(True)
+        sol = satnet_solve(S, z64.to(dt), mask, settings, torch.Generator().manual_seed(4))
+        assert sol.value.dtype == dt and sol.ok
+        sol.value.sum().backward()
+        outs.append(sol.value.detach().double())
+        grads.append(S.grad.double())
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-4, rtol=0)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-3, rtol=1e-3)
+
+
+def test_status_reports_max_steps_and_policies():
+    S, z, mask = _tiny_problem()
+    sol = satnet_solve(S, z, mask, MixingSettings(aux=1, k=5, max_iter=1, eps=1e-12), torch.Generator().manual_seed(0))
+    assert sol.statuses == [Status.MAX_STEPS, Status.MAX_STEPS]
+    assert bool((sol.steps == 1).all()) and bool((sol.residual > 1e-12).all())
+    ok = satnet_solve(S, z, mask, MixingSettings(aux=1, k=5, max_iter=3000, eps=1e-8), torch.Generator().manual_seed(0))
+    assert ok.ok and bool((ok.residual < 1e-8).all()) and bool((ok.steps > 1).all())
+
+    def layer(policy, max_iter):
+        net = SATNet(5, 6, aux=1, max_iter=max_iter, eps=1e-12, on_failure=policy, seed=0, dtype=torch.float64)
+        with torch.no_grad():
+            net.S.copy_(S)
+        return net
+
+    with pytest.raises(SolverFailure, match="#0: MAX_STEPS") as info:
+        layer("raise", 1)(z, mask)
+    assert info.value.indices == [0, 1]
+    # "mask": outputs still come back, but no implicit gradient for unconverged elements
+    zr = z.clone().requires_grad_(True)
+    net = layer("mask", 1)
+    net(zr, mask).sum().backward()
+    assert float(net.S.grad.abs().max()) == 0.0
+    # the pass-through of the known entries is not an implicit gradient and stays
+    assert torch.equal(zr.grad, mask.to(zr.dtype))
+    net = layer("ignore", 1)
+    net(z, mask).sum().backward()
+    assert float(net.S.grad.abs().max()) > 0.0
+
+
+def test_seeded_solves_are_reproducible():
+    S, z, mask = _tiny_problem()
+    net = SATNet(5, 6, aux=1, seed=7, dtype=torch.float64)
+    torch.testing.assert_close(net(z, mask), net(z, mask), atol=0, rtol=0)
+    settings = MixingSettings(aux=1, k=5, max_iter=3, eps=1e-12)
+    a = satnet_solve(S, z, mask, settings, torch.Generator().manual_seed(3)).value
+    b = satnet_solve(S, z, mask, settings, torch.Generator().manual_seed(3)).value
+    c = satnet_solve(S, z, mask, settings, torch.Generator().manual_seed(4)).value
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_bad_inputs_raise_value_error_naming_the_argument():
+    net = SATNet(5, 6, aux=1, seed=0)
+    z = torch.full((2, 5), 0.5)
+    with pytest.raises(ValueError, match="is_input"):
+        net(z, torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="is_input"):
+        net(z, torch.full((2, 5), 2))
+    with pytest.raises(ValueError, match="z must lie in"):
+        net(z + 1.0, torch.ones(2, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="z contains NaN"):
+        net(torch.full((2, 5), float("nan")), torch.ones(2, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="z must have shape"):
+        net(torch.full((2, 6), 0.5), torch.ones(6, dtype=torch.bool))
+    with pytest.raises(ConfigError, match="on_failure"):
+        SATNet(5, 6, on_failure="bogus")
+    with pytest.raises(ConfigError, match="m must be"):
+        SATNet(5, 0)
