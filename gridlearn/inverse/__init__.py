@@ -1,0 +1,26 @@
+"""gridlearn.inverse: recover generator costs and branch admittances from published dispatch and prices.
+
+Inverse AC-OPF (after Donti, Azevedo & Kolter 2018): `simulate_market` makes the
+observations, `recover` fits unknown parameters by differentiating through the AC-OPF
+(`gridlearn.grid.ACOPFLayer`), `kkt_residual_costs` is the convex KKT-residual baseline,
+and `identifiability_report` says which parameters the data determine.
+"""
+
+from gridlearn._lazy import lazy_exports
+
+_EXPORTS = {
+    "Observations": "market",
+    "simulate_market": "market",
+    "Unknown": "params",
+    "recover": "recovery",
+    "InverseResult": "recovery",
+    "InverseSolver": "recovery",
+    "kkt_residual_costs": "baseline",
+    "BaselineResult": "baseline",
+    "identifiability_report": "identifiability",
+    "IdentifiabilityReport": "identifiability",
+    "observation_jacobian": "sensitivity",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

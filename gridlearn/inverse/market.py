@@ -1,0 +1,219 @@
+"""`simulate_market`: what a market operator publishes, simulated with AC-OPF under true parameters.
+
+Each scenario scales the base demand bus by bus (a common level times a per-bus factor,
+reactive demand scaled with its active demand, so power factors are kept), solves the
+AC-OPF with `solve_acopf_status`, and records the dispatch ``p_g``, the LMPs
+(``lmp_i = d objective / d pd_i``, $/MWh) and which generator limits bind. Scenarios where
+Ipopt does not converge (infeasible load, iteration limit) are dropped and counted: they
+never enter the observations. Noise, when asked, is multiplicative Gaussian:
+``y_obs = y (1 + noise * N(0, 1))`` on ``p_g`` and on the published LMPs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gridlearn.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+#: The observation settings `simulate_market` knows (or give a sequence of bus positions).
+OBSERVE = {
+    "pg+lmp": "p_g and the LMPs of every bus",
+    "pg+lmp_gen": "p_g and the LMPs of generator buses only",
+    "pg": "p_g alone (no prices published)",
+}
+# A generator within this many MW of a limit counts as sitting at it (Ipopt's interior
+# point stops ~1e-8 pu inside a bound; 1e-3 MW is far above that and far below any ramp).
+LIMIT_TOL_MW = 1e-3
+
+
+@dataclass(frozen=True)
+class Observations:
+    """Published market data for ``n_samples`` load scenarios of one network.
+
+    Attributes (S = n_samples):
+        pd_mw, qd_mvar: (S, n_bus) demand of each scenario (known to the inverse problem).
+        pg_mw: (S, n_gen) published dispatch (with noise if any).
+        lmp_usd_per_mwh: (S, n_lmp) published LMPs at ``lmp_buses`` (n_lmp may be 0).
+        lmp_buses: long (n_lmp,) bus positions (in the `Network`) whose LMP is published.
+        at_pmin, at_pmax: bool (S, n_gen) generator at its lower / upper limit in the
+            true solution (public: the limits are known and the dispatch is published).
+        noise: the relative standard deviation used (0 = exact).
+        observe: the observation setting's name.
+        n_requested, n_dropped: scenarios asked for, and dropped because the AC-OPF failed.
+        pg_true_mw, lmp_true_usd_per_mwh: (S, n_gen), (S, n_bus) noise-free truth, for
+            evaluation only (the inverse methods never read them).
+    """
+
+    pd_mw: Tensor
+    qd_mvar: Tensor
+    pg_mw: Tensor
+    lmp_usd_per_mwh: Tensor
+    lmp_buses: Tensor
+    at_pmin: Tensor
+    at_pmax: Tensor
+    noise: float = 0.0
+    observe: str = "pg+lmp"
+    n_requested: int = 0
+    n_dropped: int = 0
+    pg_true_mw: Tensor | None = None
+    lmp_true_usd_per_mwh: Tensor | None = None
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.pg_mw.shape[0])
+
+    @property
+    def has_lmp(self) -> bool:
+        return int(self.lmp_buses.numel()) > 0
+
+    def subset(self, n: int) -> "Observations":
+        """The first ``n`` scenarios (for error-versus-samples curves)."""
+        if not 1 <= n <= self.n_samples:
+            raise ValueError(f"n must be in 1..{self.n_samples}, got {n}")
+
+        def cut(t):
+            return None if t is None else t[:n]
+
+        return Observations(
+            pd_mw=self.pd_mw[:n], qd_mvar=self.qd_mvar[:n], pg_mw=self.pg_mw[:n],
+            lmp_usd_per_mwh=self.lmp_usd_per_mwh[:n], lmp_buses=self.lmp_buses, at_pmin=self.at_pmin[:n],
+            at_pmax=self.at_pmax[:n], noise=self.noise, observe=self.observe, n_requested=self.n_requested,
+            n_dropped=self.n_dropped, pg_true_mw=cut(self.pg_true_mw), lmp_true_usd_per_mwh=cut(self.lmp_true_usd_per_mwh),
+        )
+
+    def validate(self, network) -> None:
+        """Raise `DataError` unless the shapes match ``network`` and every value is finite."""
+        s = self.pg_mw.shape[0] if self.pg_mw.dim() == 2 else -1
+        if s == 0:
+            raise DataError("observations hold zero samples: simulate or load at least one scenario")
+        expected = {
+            "pd_mw": (s, network.n_bus),
+            "qd_mvar": (s, network.n_bus),
+            "pg_mw": (s, network.n_gen),
+            "lmp_usd_per_mwh": (s, int(self.lmp_buses.numel())),
+            "at_pmin": (s, network.n_gen),
+            "at_pmax": (s, network.n_gen),
+        }
+        for name, shape in expected.items():
+            got = tuple(getattr(self, name).shape)
+            if got != shape:
+                raise DataError(
+                    f"observations.{name} has shape {got} but network {network.name or ''} needs {shape} "
+                    f"(n_samples, {'n_gen' if 'pg' in name or 'at_' in name else 'n_bus' if 'd_' in name else 'n_lmp'})"
+                )
+        if self.lmp_buses.numel() and (int(self.lmp_buses.min()) < 0 or int(self.lmp_buses.max()) >= network.n_bus):
+            raise DataError(f"observations.lmp_buses must lie in 0..{network.n_bus - 1}, got {self.lmp_buses.tolist()}")
+        for name in ("pd_mw", "qd_mvar", "pg_mw", "lmp_usd_per_mwh"):
+            v = getattr(self, name)
+            bad = ~torch.isfinite(v)
+            if bad.any():
+                i, j = (int(k) for k in torch.nonzero(bad)[0])
+                raise DataError(f"observations.{name} has a non-finite value {float(v[i, j])} at sample {i}, column {j}")
+
+
+def lmp_buses_for(network, observe: str | Sequence[int]) -> tuple[str, Tensor]:
+    """(name, bus positions) of the LMPs published under ``observe``."""
+    if isinstance(observe, str):
+        if observe == "pg+lmp":
+            return observe, torch.arange(network.n_bus)
+        if observe == "pg+lmp_gen":
+            return observe, torch.unique(network.gen.bus.cpu())
+        if observe == "pg":
+            return observe, torch.zeros(0, dtype=torch.long)
+        raise ConfigError(f"unknown observe setting {observe!r}; choose one of {sorted(OBSERVE)} or give bus positions")
+    buses = torch.as_tensor(list(observe), dtype=torch.long)
+    if buses.numel() and (int(buses.min()) < 0 or int(buses.max()) >= network.n_bus):
+        raise ConfigError(f"observe: bus positions must lie in 0..{network.n_bus - 1}, got {buses.tolist()}")
+    return "pg+lmp_subset", buses
+
+
+def simulate_market(
+    network,
+    n_samples: int,
+    *,
+    load_spread: float = 0.1,
+    level_spread: float = 0.1,
+    noise: float = 0.0,
+    observe: str | Sequence[int] = "pg+lmp",
+    seed: int = 0,
+    convention: str = "matpower",
+    ipopt_tol: float = 1e-10,
+) -> Observations:
+    """Simulate ``n_samples`` published market outcomes of ``network`` (its parameters are the truth).
+
+    Demand of scenario ``s`` at bus ``i``: ``pd_i * level_s * f_si`` (and ``qd`` alike) with
+    ``level_s ~ U(1 - level_spread, 1 + level_spread)`` and ``f_si ~ U(1 - load_spread,
+    1 + load_spread)``. ``noise`` is the relative standard deviation of the Gaussian noise
+    put on ``p_g`` and the published LMPs (0.01 = 1%). ``observe``: one of `OBSERVE`, or a
+    sequence of bus positions whose LMPs are published beside ``p_g``.
+
+    Scenarios whose AC-OPF fails are dropped and counted in ``n_dropped``; raises
+    `DataError` when every scenario failed.
+    """
+    from gridlearn.grid.acopf import solve_acopf, solve_acopf_status
+
+    if n_samples < 1:
+        raise ConfigError(f"n_samples must be >= 1, got {n_samples}")
+    if not (0 <= load_spread < 1 and 0 <= level_spread < 1):
+        raise ConfigError(f"load_spread and level_spread must be in [0, 1), got {load_spread}, {level_spread}")
+    if not noise >= 0:
+        raise ConfigError(f"noise must be >= 0 (a relative standard deviation), got {noise}")
+    name, lmp_buses = lmp_buses_for(network, observe)
+    rng = np.random.default_rng(seed)
+    base_pd = network.bus.pd_mw.detach().cpu().double()
+    base_qd = network.bus.qd_mvar.detach().cpu().double()
+    base = solve_acopf(network, convention=convention, tol=ipopt_tol)
+    pmin = network.gen.pmin_mw.detach().cpu().double()
+    pmax = network.gen.pmax_mw.detach().cpu().double()
+
+    rows: dict[str, list[Tensor]] = {k: [] for k in ("pd", "qd", "pg", "lmp", "lo", "hi")}
+    dropped = 0
+    for _ in range(n_samples):
+        level = rng.uniform(1 - level_spread, 1 + level_spread)
+        factor = torch.as_tensor(level * rng.uniform(1 - load_spread, 1 + load_spread, network.n_bus))
+        pd, qd = base_pd * factor, base_qd * factor
+        scenario = network.with_(pd_mw=pd, qd_mvar=qd)
+        status, ipopt_status, res = solve_acopf_status(scenario, convention, warm_start=base, tol=ipopt_tol)
+        if res is None:
+            dropped += 1
+            log.info("scenario dropped: Ipopt returned %s (%s)", ipopt_status, status.name)
+            continue
+        rows["pd"].append(pd)
+        rows["qd"].append(qd)
+        rows["pg"].append(res.pg_mw)
+        rows["lmp"].append(res.lmp_usd_per_mwh)
+        rows["lo"].append(res.pg_mw <= pmin + LIMIT_TOL_MW)
+        rows["hi"].append(res.pg_mw >= pmax - LIMIT_TOL_MW)
+    if not rows["pg"]:
+        raise DataError(f"all {n_samples} scenarios of {network.name} failed to solve; lower load_spread/level_spread")
+    if dropped:
+        log.warning("%d of %d scenarios dropped (AC-OPF did not converge)", dropped, n_samples)
+    pg_true = torch.stack(rows["pg"])
+    lmp_true = torch.stack(rows["lmp"])
+    pg_obs, lmp_obs = pg_true.clone(), lmp_true[:, lmp_buses].clone()
+    if noise > 0:
+        pg_obs = pg_obs * (1 + noise * torch.as_tensor(rng.standard_normal(pg_obs.shape)))
+        lmp_obs = lmp_obs * (1 + noise * torch.as_tensor(rng.standard_normal(lmp_obs.shape)))
+    return Observations(
+        pd_mw=torch.stack(rows["pd"]),
+        qd_mvar=torch.stack(rows["qd"]),
+        pg_mw=pg_obs,
+        lmp_usd_per_mwh=lmp_obs,
+        lmp_buses=lmp_buses,
+        at_pmin=torch.stack(rows["lo"]),
+        at_pmax=torch.stack(rows["hi"]),
+        noise=float(noise),
+        observe=name,
+        n_requested=n_samples,
+        n_dropped=dropped,
+        pg_true_mw=pg_true,
+        lmp_true_usd_per_mwh=lmp_true,
+    )

@@ -1,0 +1,171 @@
+"""gridlearn.inverse: recovery, gradients against re-solves, identifiability flags, baseline, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from gridlearn.errors import ConfigError, DataError
+from gridlearn.grid import load_case
+from gridlearn.inverse import InverseSolver, Unknown, kkt_residual_costs, recover, simulate_market
+from gridlearn.inverse.params import cost_unknowns, current_values, substitute
+from gridlearn.inverse.recovery import InverseProblem
+from gridlearn.inverse.sensitivity import observation_jacobian
+
+
+@pytest.fixture(scope="module")
+def case9():
+    return load_case("case9")
+
+
+@pytest.fixture(scope="module")
+def obs9(case9):
+    return simulate_market(case9, 5, seed=0, ipopt_tol=1e-9)
+
+
+def perturbed_prior(net, unknowns, seed=1):
+    th = current_values(net, unknowns)
+    g = torch.Generator().manual_seed(seed)
+    return substitute(net, unknowns, th * (0.7 + 0.6 * torch.rand(th.shape, generator=g, dtype=torch.float64)))
+
+
+def test_simulated_market_is_consistent(case9, obs9):
+    assert obs9.n_samples == 5 and obs9.n_dropped == 0
+    # noise-free: total generation covers total demand plus (positive) losses
+    losses = obs9.pg_mw.sum(1) - obs9.pd_mw.sum(1)
+    assert (losses > 0).all() and (losses < 0.05 * obs9.pd_mw.sum(1)).all()
+    # off its limits, a generator's marginal cost equals the LMP at its bus (KKT stationarity)
+    c2, c1 = case9.gen.cost_c2_usd_per_mw2h, case9.gen.cost_c1_usd_per_mwh
+    mc = 2 * c2 * obs9.pg_mw + c1
+    lmp_at_gen = obs9.lmp_usd_per_mwh[:, case9.gen.bus]
+    free = ~(obs9.at_pmin | obs9.at_pmax)
+    assert free.any()
+    assert torch.allclose(mc[free], lmp_at_gen[free], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_recover_case9_costs_noise_free_within_one_percent(case9, obs9):
+    unknowns = cost_unknowns(case9)
+    prior = perturbed_prior(case9, unknowns)
+    res = recover(prior, obs9, "costs", solver=InverseSolver(method="lm", max_iter=10), truth=case9)
+    df = res.parameters
+    rel = ((df["value"] - df["true"]).abs() / df["true"].abs()).to_numpy()
+    start = ((df["prior"] - df["true"]).abs() / df["true"].abs()).to_numpy()
+    assert start.max() > 0.05  # the prior really was wrong
+    assert rel.max() < 0.01, df
+    assert df["identifiable"].all()
+    assert res.loss_history[-1] < 1e-6 * res.loss_history[0]
+    assert list(df.index.names) == ["element", "coefficient"]
+    assert df.loc[[(("ext_grid", 0), "c2")], "unit"].iloc[0] == "cp2_eur_per_mw2"
+
+
+def test_loss_gradient_matches_finite_differences_of_resolves(case9, obs9):
+    unknowns = [Unknown("c1", 1), Unknown("x", 2)]
+    theta = current_values(case9, unknowns) * torch.tensor([1.1, 0.9], dtype=torch.float64)
+    problem = InverseProblem(case9, obs9.subset(3), unknowns, (1.0, 100.0), InverseSolver())
+    _, grad, _, _ = problem.loss(theta, grad=True)
+    for k in range(2):
+        h = 1e-5 * float(theta[k].abs())
+        e = torch.zeros_like(theta)
+        e[k] = h
+        lp = problem.loss(theta + e, grad=False)[0]
+        lm = problem.loss(theta - e, grad=False)[0]
+        fd = (lp - lm) / (2 * h)
+        assert float(grad[k]) == pytest.approx(fd, rel=1e-4), (k, float(grad[k]), fd)
+
+
+def test_observation_jacobian_matches_finite_differences(case9, obs9):
+    obs = obs9.subset(2)
+    unknowns = [Unknown("c2", 0), Unknown("x", 4)]
+    theta = current_values(case9, unknowns)
+    problem = InverseProblem(case9, obs, unknowns, (1.0, 1.0), InverseSolver())
+    _, _, _, results = problem.loss(theta, grad=False)
+    j_pg, j_lmp = observation_jacobian(case9, obs, unknowns, theta, results, active_tol=1e-3)
+    for k in range(2):
+        h = 1e-5 * float(theta[k].abs())
+        e = torch.zeros_like(theta)
+        e[k] = h
+        rp = problem.loss(theta + e, grad=False)[2]
+        rm = problem.loss(theta - e, grad=False)[2]
+        fd = (rp - rm) / (2 * h)  # weights 1: residual derivatives are observation derivatives
+        assert torch.allclose(fd[:, : case9.n_gen], j_pg[:, :, k], rtol=1e-4, atol=1e-6 * fd.abs().max())
+        assert torch.allclose(fd[:, case9.n_gen :], j_lmp[:, :, k], rtol=1e-4, atol=1e-6 * fd.abs().max())
+
+
+def test_generator_at_its_limit_in_every_sample_is_not_identifiable(case9):
+    # generator 1 (cheapest marginal cost) capped at 60 MW: it runs at pmax in every scenario
+    pmax = case9.gen.pmax_mw.clone()
+    pmax[1] = 60.0
+    net = case9.with_(pmax_mw=pmax)
+    obs = simulate_market(net, 3, seed=2, ipopt_tol=1e-9)
+    assert obs.at_pmax[:, 1].all()
+    res = recover(net, obs, "costs", solver=InverseSolver(max_iter=0))
+    df = res.parameters
+    pinned = df.loc[[(net.gen.labels[1], "c2"), (net.gen.labels[1], "c1")]]
+    assert not pinned["identifiable"].any()
+    assert (pinned["reason"] == "at_limit").all()
+    # the Jacobian agrees: those columns are zero, so the rank is short by two
+    assert res.report.rank == len(res.unknowns) - 2
+    others = df.drop(index=pinned.index)
+    assert others["identifiable"].all()
+
+
+def test_pg_alone_common_cost_scale_is_not_identifiable(case9):
+    obs = simulate_market(case9, 4, seed=3, observe="pg", ipopt_tol=1e-9)
+    assert obs.lmp_usd_per_mwh.shape == (4, 0)
+    res = recover(case9, obs, "costs", solver=InverseSolver(max_iter=0))
+    assert "common_scale" in res.report.invariances
+    assert not res.parameters["identifiable"].any()
+    # the SVD sees it too: scaling theta is a null direction of the Jacobian
+    assert res.report.rank < len(res.unknowns)
+    # with one generator's costs known, the scale is pinned and the invariance is gone
+    res2 = recover(case9, obs, {"costs": [1, 2]}, solver=InverseSolver(max_iter=0))
+    assert "common_scale" not in res2.report.invariances
+
+
+def test_c0_is_never_identifiable(case9, obs9):
+    res = recover(case9, obs9.subset(2), {"costs": [0], "coefficients": ("c1", "c0")}, solver=InverseSolver(max_iter=0))
+    assert res.parameters["identifiable"].tolist() == [True, False]
+    assert res.parameters["reason"].tolist() == ["", "c0"]
+
+
+def test_kkt_residual_baseline_recovers_costs_and_needs_gen_lmps(case9, obs9):
+    b = kkt_residual_costs(case9, obs9, truth=case9)
+    df = b.parameters
+    assert np.allclose(df["value"], df["true"], rtol=1e-4)
+    pg_only = simulate_market(case9, 2, seed=4, observe="pg", ipopt_tol=1e-9)
+    with pytest.raises(ConfigError, match="needs the LMP"):
+        kkt_residual_costs(case9, pg_only)
+
+
+def test_noise_is_applied_and_seeded(case9):
+    a = simulate_market(case9, 2, seed=5, noise=0.05, ipopt_tol=1e-9)
+    b = simulate_market(case9, 2, seed=5, noise=0.05, ipopt_tol=1e-9)
+    assert torch.equal(a.pg_mw, b.pg_mw)
+    rel = (a.pg_mw / a.pg_true_mw - 1).abs()
+    assert rel.max() > 1e-3 and rel.max() < 0.5
+
+
+def test_bad_input_raises_clear_errors(case9, obs9):
+    with pytest.raises(DataError, match="shape"):
+        recover(case9, dataclasses.replace(obs9, pg_mw=obs9.pg_mw[:, :2]), "costs")
+    lmp = obs9.lmp_usd_per_mwh.clone()
+    lmp[1, 3] = float("nan")
+    with pytest.raises(DataError, match="non-finite"):
+        recover(case9, dataclasses.replace(obs9, lmp_usd_per_mwh=lmp), "costs")
+    empty = dataclasses.replace(obs9, pd_mw=obs9.pd_mw[:0], qd_mvar=obs9.qd_mvar[:0], pg_mw=obs9.pg_mw[:0],
+                                lmp_usd_per_mwh=obs9.lmp_usd_per_mwh[:0], at_pmin=obs9.at_pmin[:0],
+                                at_pmax=obs9.at_pmax[:0])
+    with pytest.raises(DataError, match="zero samples"):
+        recover(case9, empty, "costs")
+    with pytest.raises(ConfigError):
+        simulate_market(case9, 0)
+    with pytest.raises(ConfigError, match="observe"):
+        simulate_market(case9, 1, observe="prices")
+    with pytest.raises(ConfigError):
+        InverseSolver(method="sgd")
+    with pytest.raises(ConfigError, match="branch"):
+        recover(case9, obs9, {"branches": [("line", 999)]})
