@@ -125,6 +125,22 @@ class Network:
             for el, row in zip(elements, rows):
                 if 0 <= row < gen.shape[0]:
                     gen_labels[row] = (table, int(el))
+        # Controllable sgens/storage get generator rows after ext_grids and gens but no
+        # lookup entry; pandapower appends them in table order, so label the rest in order.
+        unlabeled = [row for row, lbl in enumerate(gen_labels) if lbl is None]
+        if unlabeled:
+            rest: list[Label] = []
+            for table in ("sgen", "storage"):
+                if table in lookups or table not in net or not len(net[table]):
+                    continue
+                df = net[table]
+                mask = df.in_service.values.astype(bool)
+                if "controllable" in df:
+                    mask &= df.controllable.fillna(False).values.astype(bool)
+                rest += [(table, int(i)) for i in df.index[mask]]
+            if len(rest) == len(unlabeled):
+                for row, lbl in zip(unlabeled, rest):
+                    gen_labels[row] = lbl
         branch_labels: list[Label | None] = [None] * branch.shape[0]
         for table, (start, stop) in lookups["branch"].items():
             count = stop - start

@@ -66,7 +66,8 @@ def test_pglib_angle_limits_survive_conversion(shared_data):
     network = load_case(shared_data / "pglib-opf" / "pglib_opf_case5_pjm.m")
     np.testing.assert_allclose(network.branch.angmin_rad.numpy(), -np.deg2rad(30.0))
     np.testing.assert_allclose(network.branch.angmax_rad.numpy(), np.deg2rad(30.0))
-    assert network.gen.cost_c1_usd_per_mwh.tolist() == [14.0, 15.0, 30.0, 40.0, 10.0] or network.n_gen == 5
+    # the file's linear costs, in pandapower's generator order (ext_grid, gen, sgen)
+    assert sorted(network.gen.cost_c1_usd_per_mwh.tolist()) == [10.0, 14.0, 15.0, 30.0, 40.0]
 
 
 def test_with_replaces_parameters_and_keeps_grad():
@@ -146,3 +147,9 @@ def test_pglib_download_path_is_used_when_not_local(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="downloading"):
         cases.pglib_path("pglib_opf_case14_ieee")
     assert fetched and "v23.07/pglib_opf_case14_ieee.m" in fetched[0]
+
+
+def test_controllable_sgens_are_labelled(shared_data):
+    network = load_case(shared_data / "pglib-opf" / "pglib_opf_case24_ieee_rts.m")
+    tables = [t for t, _ in network.gen.labels]
+    assert "unknown" not in tables and tables.count("sgen") == 22 and network.n_gen == 33
