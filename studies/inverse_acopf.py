@@ -108,7 +108,7 @@ def main(cfg: Config, root=None) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with start_run("inverse-acopf", asdict(cfg), root=root) as run:
+    with start_run("inverse_acopf", asdict(cfg), root=root) as run:
         # ---------------- part A: the paper's experiment
         truth, priced = paper_case14()
         unknowns = cost_unknowns(truth, priced)
