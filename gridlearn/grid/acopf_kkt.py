@@ -12,8 +12,16 @@ OptNet; Fiacco 1976 for NLP sensitivity): for output cotangents ``v`` on y,
 
     K = dF/dy (symmetric),   K w = v,   grad_theta = -w^T dF/dtheta,
 
-and the objective's gradient is the envelope theorem, ``d f*/d theta = dL/d theta``. K and
-dF/dtheta come from torch.func (forward-over-reverse), dense: one factorisation per sample.
+and the objective's gradient is the envelope theorem, ``d f*/d theta = dL/d theta``.
+
+K is assembled analytically and sparse (`kkt_matrix`): ``K = [[H_FF, J_F^T], [J_F, 0]]``
+with ``H`` the Hessian of the Lagrangian and ``J`` the Jacobian of (c, h_A), both from the
+same `ACOPFNLP` callbacks Ipopt used, restricted to the free variables; one sparse LU per
+sample. ``dF/dtheta`` is closed form for loads and costs (`bus_gen_vjp`, `bus_gen_envelope`:
+``dc/dpd = -I/B``, ``d grad_pg f/dc2 = 2 B^2 pg``, ``d grad_pg f/dc1 = B``) and comes from
+torch.func (reverse over reverse, `KKTSystem.theta_vjp`) for branch parameters, only when
+one of them needs a gradient. `KKTSystem.matrix` (dense K by torch.func.jacfwd) is the
+slower reference the tests compare `kkt_matrix` against.
 A weakly active constraint (slack and multiplier both ~0: strict complementarity fails) or
 a singular K means the solution map is not differentiable there: `SolverFailure`.
 """
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -29,6 +38,7 @@ from gridlearn.errors import SolverFailure
 from gridlearn.grid.formulations import Convention, branch_end_power, flow_limit_residual, generation_cost, pi_admittance_parts
 
 # Parameters the layer differentiates through, as named in the Network tables.
+BRANCH_FIELDS = ("r_pu", "x_pu", "g_pu", "b_pu")
 THETA_FIELDS = ("pd_mw", "qd_mvar", "cost_c2_usd_per_mw2h", "cost_c1_usd_per_mwh", "cost_c0_usd_per_h",
                 "r_pu", "x_pu", "g_pu", "b_pu")
 
@@ -147,22 +157,121 @@ class KKTSystem:
         return torch.cat([grad_z, c, h])
 
     # ---------------------------------------------------------------- backward
-    def vjp(self, y: Tensor, th: dict[str, Tensor], v: Tensor, sample: int = 0) -> dict[str, Tensor]:
-        """``-w^T dF/dtheta`` with ``K w = v``; raises SolverFailure when K is singular."""
-        k = torch.func.jacfwd(self.residual, argnums=0)(y, th)
-        w = torch.linalg.solve(k, v) if k.numel() else v
-        err = (k @ w - v).norm() / v.norm().clamp_min(1e-300) if k.numel() else torch.zeros(())
-        if not torch.isfinite(w).all() or err > 1e-6:
-            raise SolverFailure(
-                f"AC-OPF sample {sample}: the KKT matrix is singular (relative solve residual {float(err):.2e}); "
-                "constraint gradients are linearly dependent at this optimum, so no implicit gradient exists",
-                indices=[sample],
-            )
+    def matrix(self, y: Tensor, th: dict[str, Tensor]) -> Tensor:
+        """Dense K = dF/dy by torch.func.jacfwd of the residual (reference for `kkt_matrix`)."""
+        return torch.func.jacfwd(self.residual, argnums=0)(y, th)
+
+    def theta_vjp(self, y: Tensor, th: dict[str, Tensor], w: Tensor) -> dict[str, Tensor]:
+        """``-w^T dF/dtheta`` for every parameter (torch.func, reverse over reverse)."""
         _, pull = torch.func.vjp(lambda t: self.residual(y, t), th)
         (g,) = pull(-w)
         return g
+
+    def vjp(self, y: Tensor, th: dict[str, Tensor], v: Tensor, sample: int = 0) -> dict[str, Tensor]:
+        """``-w^T dF/dtheta`` with ``K w = v``, K dense from torch.func (reference path)."""
+        k = self.matrix(y, th)
+        w = torch.linalg.solve(k, v) if k.numel() else v
+        err = (k @ w - v).norm() / v.norm().clamp_min(1e-300) if k.numel() else torch.zeros(())
+        if not torch.isfinite(w).all() or err > 1e-6:
+            raise _singular(sample, float(err))
+        return self.theta_vjp(y, th, w)
 
     def envelope(self, y_full_lam: tuple[Tensor, Tensor, Tensor], th: dict[str, Tensor]) -> dict[str, Tensor]:
         """d objective*/d theta = dL/d theta at the optimum (envelope theorem)."""
         z_free, lam, mu = y_full_lam
         return torch.func.grad(lambda t: self.lagrangian(z_free, lam, mu, t))(th)
+
+
+# -------------------------------------------------------------------- analytic, sparse
+def _singular(sample: int, err: float) -> SolverFailure:
+    return SolverFailure(
+        f"AC-OPF sample {sample}: the KKT matrix is singular (relative solve residual {err:.2e}); "
+        "constraint gradients are linearly dependent at this optimum, so no implicit gradient exists",
+        indices=[sample],
+    )
+
+
+def kkt_rows(nlp, active: ActiveSet) -> np.ndarray:
+    """Rows of Ipopt's constraint vector g that enter F: both balances, then the active limits."""
+    d = nlp.d
+    n_half = nlp.n_lim // 2
+    lim_pos = np.full(d.n_branch, -1, dtype=np.int64)
+    lim_pos[d.limited] = np.arange(d.limited.size)
+    ang_pos = np.full(d.n_branch, -1, dtype=np.int64)
+    ang_pos[d.angle_limited] = np.arange(d.angle_limited.size)
+    o = 2 * nlp.nb
+    return np.concatenate([
+        np.arange(o), o + lim_pos[active.flow_f.numpy()], o + n_half + lim_pos[active.flow_t.numpy()],
+        o + nlp.n_lim + ang_pos[active.angle.numpy()],
+    ])
+
+
+def kkt_matrix(nlp, z0: np.ndarray, lam: np.ndarray, mu: np.ndarray, active: ActiveSet):
+    """Sparse K = dF/dy (scipy CSC) from the NLP's analytic Hessian and Jacobian at ``z0``.
+
+    ``lam``: (2 n_bus,) balance multipliers; ``mu``: multipliers of the active limits, in
+    `kkt_rows` order. Inactive limits get multiplier 0, as in `KKTSystem.lagrangian`.
+    """
+    import scipy.sparse as sp
+
+    rows = kkt_rows(nlp, active)
+    lagrange = np.zeros(nlp.m)
+    lagrange[rows] = np.concatenate([lam, mu])
+    x = nlp.to_x(z0)
+    hv = nlp.hessian(x, lagrange, 1.0)
+    n = nlp.n
+    h_low = sp.coo_matrix((hv, (nlp.hes_rows, nlp.hes_cols)), shape=(n, n)).tocsr()
+    h = h_low + h_low.T - sp.diags(h_low.diagonal())
+    jac = sp.coo_matrix((nlp.jacobian(x), (nlp.jac_rows, nlp.jac_cols)), shape=(nlp.m, n)).tocsr()
+    cols = nlp.pos[active.free.numpy()]
+    j = jac[rows][:, cols]
+    return sp.bmat([[h[cols][:, cols], j.T], [j, None]], format="csc")
+
+
+def solve_kkt(k, v: np.ndarray, sample: int = 0) -> np.ndarray:
+    """``w`` with ``K w = v`` by sparse LU; `SolverFailure` when K is (numerically) singular."""
+    from scipy.sparse.linalg import splu
+
+    if k.shape[0] == 0:
+        return v
+    try:
+        w = splu(k).solve(v)
+    except RuntimeError as exc:  # SuperLU: "Factor is exactly singular"
+        raise _singular(sample, float("inf")) from exc
+    err = float(np.linalg.norm(k @ w - v) / max(np.linalg.norm(v), 1e-300))
+    if not np.all(np.isfinite(w)) or err > 1e-6:
+        raise _singular(sample, err)
+    return w
+
+
+def bus_gen_vjp(w: np.ndarray, z0: np.ndarray, active: ActiveSet, n_bus: int, n_gen: int,
+                base_mva: float) -> dict[str, np.ndarray]:
+    """``-w^T dF/dtheta`` for loads and cost coefficients (closed form, see module docstring)."""
+    nf = active.free.numel()
+    free = active.free.numpy()
+    w_z, w_p, w_q = w[:nf], w[nf : nf + n_bus], w[nf + n_bus : nf + 2 * n_bus]
+    pg_first = 2 * n_bus
+    is_pg = (free >= pg_first) & (free < pg_first + n_gen)
+    gen = free[is_pg] - pg_first
+    w_pg = np.zeros(n_gen)
+    w_pg[gen] = w_z[is_pg]
+    pg = z0[pg_first : pg_first + n_gen]
+    return {
+        "pd_mw": w_p / base_mva,
+        "qd_mvar": w_q / base_mva,
+        "cost_c2_usd_per_mw2h": -w_pg * 2 * base_mva * base_mva * pg,
+        "cost_c1_usd_per_mwh": -w_pg * base_mva,
+        "cost_c0_usd_per_h": np.zeros(n_gen),
+    }
+
+
+def bus_gen_envelope(lam: np.ndarray, z0: np.ndarray, n_bus: int, n_gen: int, base_mva: float) -> dict[str, np.ndarray]:
+    """d objective*/d theta = dL/d theta for loads and costs (envelope theorem, closed form)."""
+    p_mw = z0[2 * n_bus : 2 * n_bus + n_gen] * base_mva
+    return {
+        "pd_mw": -lam[:n_bus] / base_mva,
+        "qd_mvar": -lam[n_bus:] / base_mva,
+        "cost_c2_usd_per_mw2h": p_mw * p_mw,
+        "cost_c1_usd_per_mwh": p_mw,
+        "cost_c0_usd_per_h": np.ones(n_gen),
+    }

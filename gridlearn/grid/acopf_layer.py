@@ -1,9 +1,13 @@
 """`ACOPFLayer`: AC-OPF dispatch and LMPs as differentiable functions of loads, costs and branch parameters.
 
-Forward: one Ipopt solve per batch element (`solve_acopf_status`, warm-started from the
-previous element). Backward: the implicit function theorem on the KKT conditions at each
-optimum (`acopf_kkt`), one dense factorisation per element; the objective's gradient is
-the envelope theorem. Built for inverse OPF: ``layer(pd_mw, qd_mvar, cost_c1_usd_per_mwh=c1,
+Forward: one Ipopt solve per batch element (`solve_acopf_nlp`, warm-started from the
+previous element; each solve builds its `ACOPFNLP` from that element's parameters, which
+costs about a millisecond, so new costs/branch parameters every call need no cache to
+invalidate). Backward: the implicit function theorem on the KKT conditions at each optimum
+(`acopf_kkt`): K assembled from the same NLP's analytic derivatives, one sparse LU per
+element; closed-form parameter derivatives for loads and costs, torch.func for branch
+parameters only when one of them needs a gradient; the objective's gradient is the
+envelope theorem. Built for inverse OPF: ``layer(pd_mw, qd_mvar, cost_c1_usd_per_mwh=c1,
 x_pu=x)`` gives ``pg_mw`` and ``lmp_usd_per_mwh`` per load scenario.
 """
 
@@ -11,12 +15,15 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from gridlearn.errors import ConfigError
-from gridlearn.grid.acopf import ACOPFResult, solve_acopf_status
-from gridlearn.grid.acopf_kkt import THETA_FIELDS, KKTSystem, active_set
+from gridlearn.grid.acopf import ACOPFResult, solve_acopf_nlp
+from gridlearn.grid.acopf_kkt import (BRANCH_FIELDS, THETA_FIELDS, KKTSystem, active_set, bus_gen_envelope, bus_gen_vjp,
+                                      kkt_matrix, solve_kkt)
+from gridlearn.grid.acopf_nlp import ACOPFNLP
 from gridlearn.grid.formulations import get_convention
 from gridlearn.implicit.solution import Solution, Status
 
@@ -83,15 +90,22 @@ class ACOPFLayer(torch.nn.Module):
         return self.network.with_(**{n: t[b].detach().cpu().double() for n, t in zip(THETA_FIELDS, thetas)})
 
     def solve_batch(self, thetas: list[Tensor]) -> tuple[Solution, list[ACOPFResult | None]]:
+        sol, results, _ = self._solve_batch(thetas)
+        return sol, results
+
+    def _solve_batch(self, thetas: list[Tensor]) -> tuple[Solution, list[ACOPFResult | None], list[ACOPFNLP]]:
         results: list[ACOPFResult | None] = []
+        nlps: list[ACOPFNLP] = []
         codes = []
         prev = None
+        opts = self.ipopt_options
         for b in range(thetas[0].shape[0]):
-            status, _, res = solve_acopf_status(self._network(thetas, b), self.convention, warm_start=prev,
-                                                **self.ipopt_options)
+            net = self._network(thetas, b)
+            status, _, res, nlp = solve_acopf_nlp(net, self.convention, prev, opts)
             if res is None and prev is not None:  # a bad warm start must not fail a solvable sample
-                status, _, res = solve_acopf_status(self._network(thetas, b), self.convention, **self.ipopt_options)
+                status, _, res, nlp = solve_acopf_nlp(net, self.convention, None, opts)
             results.append(res)
+            nlps.append(nlp)
             codes.append(status.code)
             prev = res or prev
         like = thetas[0]
@@ -103,7 +117,7 @@ class ACOPFLayer(torch.nn.Module):
             steps=torch.zeros(len(codes), dtype=torch.long),
             extras={"results": results},
         )
-        return sol, results
+        return sol, results, nlps
 
     # ------------------------------------------------------------------ public
     def solve(self, pd_mw: Tensor, qd_mvar: Tensor | None = None, **params: Tensor) -> Solution:
@@ -136,9 +150,9 @@ def _stack(results: list[ACOPFResult | None], network, like: Tensor) -> ACOPFOut
 class _ACOPFFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, layer: ACOPFLayer, *thetas: Tensor):
-        sol, results = layer.solve_batch([t.detach() for t in thetas])
+        sol, results, nlps = layer._solve_batch([t.detach() for t in thetas])
         sol.raise_on_failure(f"AC-OPF ({layer.convention.name} convention)")
-        ctx.layer, ctx.results = layer, results
+        ctx.layer, ctx.results, ctx.nlps = layer, results, nlps
         ctx.save_for_backward(*thetas)
         return tuple(sol.value)
 
@@ -149,23 +163,41 @@ class _ACOPFFunction(torch.autograd.Function):
         net = layer.network
         base = float(net.base_mva)
         nb, ng = net.n_bus, net.n_gen
-        grads = [torch.zeros_like(t) for t in thetas]
-        for b, res in enumerate(ctx.results):
-            th = {n: t[b].detach().cpu().double() for n, t in zip(THETA_FIELDS, thetas)}
+        need = dict(zip(THETA_FIELDS, ctx.needs_input_grad[1:]))
+        need_branch = any(need[n] for n in BRANCH_FIELDS)
+        grads = [torch.zeros_like(t) if need[n] else None for n, t in zip(THETA_FIELDS, thetas)]
+        f64 = torch.float64
+        for b, (res, nlp) in enumerate(zip(ctx.results, ctx.nlps)):
             z0 = torch.cat([res.va_rad, res.vm_pu, res.pg_mw / base, res.qg_mvar / base])
             act = active_set(res, nb, ng, layer.active_tol, sample=b)
-            kkt = KKTSystem(net.with_(**th).to("cpu", torch.float64), layer.convention, z0, act, res.angle_bound_rad)
             d = res.duals
             lam = torch.cat([d["p_balance"], d["q_balance"]])
             mu = torch.cat([d["flow_f"][act.flow_f], d["flow_t"][act.flow_t], d["angle"][act.angle]])
-            y = torch.cat([z0[act.free], lam, mu])
-            v_z = torch.cat([g_va[b], g_vm[b], g_pg[b] * base, g_qg[b] * base]).detach().cpu().double()
-            v_lam = torch.cat([-g_lmp[b].detach().cpu().double() / base, torch.zeros(nb, dtype=torch.float64)])
-            v = torch.cat([v_z[act.free], v_lam, torch.zeros(mu.numel(), dtype=torch.float64)])
-            g = kkt.vjp(y, th, v, sample=b) if v.abs().max() > 0 else {k: torch.zeros_like(t) for k, t in th.items()}
+            v_z = torch.cat([g_va[b], g_vm[b], g_pg[b] * base, g_qg[b] * base]).detach().cpu().to(f64)
+            v_lam = torch.cat([-g_lmp[b].detach().cpu().to(f64) / base, torch.zeros(nb, dtype=f64)])
+            v = torch.cat([v_z[act.free], v_lam, torch.zeros(mu.numel(), dtype=f64)]).numpy()
+            z0n, lamn = z0.numpy(), lam.numpy()
+            g = {n: np.zeros(t.shape[-1]) for n, t in zip(THETA_FIELDS, thetas)}
+            kkt = None
+            if need_branch:
+                th = {n: t[b].detach().cpu().to(f64) for n, t in zip(THETA_FIELDS, thetas)}
+                kkt = KKTSystem(net.with_(**th).to("cpu", f64), layer.convention, z0, act, res.angle_bound_rad)
+                y = torch.cat([z0[act.free], lam, mu])
+            if np.abs(v).max(initial=0.0) > 0:
+                w = solve_kkt(kkt_matrix(nlp, z0n, lamn, mu.numpy(), act), v, sample=b)
+                g.update(bus_gen_vjp(w, z0n, act, nb, ng, base))
+                if kkt is not None:
+                    tg = kkt.theta_vjp(y, th, torch.as_tensor(w))
+                    g.update({n: tg[n].numpy() for n in BRANCH_FIELDS})
             if g_obj[b] != 0:
-                env = kkt.envelope((z0[act.free], lam, mu), th)
-                g = {k: g[k] + float(g_obj[b]) * env[k] for k in g}
+                scale = float(g_obj[b])
+                env = bus_gen_envelope(lamn, z0n, nb, ng, base)
+                if kkt is not None:
+                    tenv = kkt.envelope((z0[act.free], lam, mu), th)
+                    env.update({n: tenv[n].numpy() for n in BRANCH_FIELDS})
+                for n, e in env.items():
+                    g[n] = g[n] + scale * e
             for i, name in enumerate(THETA_FIELDS):
-                grads[i][b] = g[name].to(device=grads[i].device, dtype=grads[i].dtype)
+                if grads[i] is not None:
+                    grads[i][b] = torch.as_tensor(g[name], dtype=grads[i].dtype, device=grads[i].device)
         return (None, *grads)

@@ -12,6 +12,8 @@ Polar form (MATPOWER manual, section 6.1), everything in per unit except the cos
 
 Each constraint body is written as ``expr == 0`` / ``expr <= 0`` with ``expr`` exactly the
 function the torch KKT residual uses, so Ipopt's multipliers are those of `acopf_kkt`.
+`acopf_nlp.ACOPFNLP` poses the same problem to Ipopt with vectorised callbacks (the default
+solve path); this Pyomo model is the readable reference the tests compare it against.
 """
 
 from __future__ import annotations

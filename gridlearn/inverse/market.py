@@ -170,7 +170,7 @@ def simulate_market(
     rng = np.random.default_rng(seed)
     base_pd = network.bus.pd_mw.detach().cpu().double()
     base_qd = network.bus.qd_mvar.detach().cpu().double()
-    base = solve_acopf(network, convention=convention, tol=ipopt_tol)
+    base = solve_acopf(network, convention=convention, backend="direct", tol=ipopt_tol)
     pmin = network.gen.pmin_mw.detach().cpu().double()
     pmax = network.gen.pmax_mw.detach().cpu().double()
 

@@ -199,3 +199,91 @@ def test_iteration_limit_is_solver_failure():
     with pytest.raises(SolverFailure, match="Maximum_Iterations_Exceeded") as info:
         solve_acopf(load_case("case30"), max_iter=2)
     assert not isinstance(info.value, InfeasibleError)
+
+
+# ------------------------------------------------------------------ the vectorised NLP (default path)
+def _dense_derivatives(nlp, x, lam, sigma, h=1e-6):
+    """Central finite differences of g(x) (Jacobian) and of grad f + J^T lam (Hessian)."""
+    n = x.size
+
+    def grad_lag(xx):
+        jac = np.zeros((nlp.m, n))
+        jac[nlp.jac_rows, nlp.jac_cols] = nlp.jacobian(xx)
+        return sigma * nlp.gradient(xx) + jac.T @ lam
+
+    jac_fd, hes_fd = np.zeros((nlp.m, n)), np.zeros((n, n))
+    for k in range(n):
+        e = np.zeros(n)
+        e[k] = h
+        jac_fd[:, k] = (nlp.constraints(x + e) - nlp.constraints(x - e)) / (2 * h)
+        hes_fd[:, k] = (grad_lag(x + e) - grad_lag(x - e)) / (2 * h)
+    return jac_fd, hes_fd
+
+
+@pytest.mark.parametrize("convention", ["matpower", "pandapower"])
+def test_nlp_derivatives_match_finite_differences(convention, shared_data):
+    from gridlearn.grid.acopf_model import acopf_arrays
+    from gridlearn.grid.acopf_nlp import ACOPFNLP
+    from gridlearn.grid.formulations import get_convention
+
+    # pglib case5: rate limits on every branch and angle limits; pandapower: fixed ext_grid voltage.
+    net = load_case(shared_data / "pglib-opf" / "pglib_opf_case5_pjm.m")
+    conv = get_convention(convention)
+    nlp = ACOPFNLP(acopf_arrays(net, conv), conv)
+    assert nlp.n_lim > 0 and (convention == "pandapower" or nlp.ang.size > 0)
+    rng = np.random.default_rng(0)
+    z = np.concatenate([rng.normal(0, 0.2, net.n_bus), rng.uniform(0.9, 1.1, net.n_bus),
+                        rng.uniform(0, 2, net.n_gen), rng.uniform(-1, 1, net.n_gen)])
+    x = nlp.to_x(z)
+    lam = rng.normal(0, 10, nlp.m)
+    sigma = 0.7
+    jac_fd, hes_fd = _dense_derivatives(nlp, x, lam, sigma)
+    jac = np.zeros_like(jac_fd)
+    np.add.at(jac, (nlp.jac_rows, nlp.jac_cols), nlp.jacobian(x))
+    hes = np.zeros_like(hes_fd)
+    np.add.at(hes, (nlp.hes_rows, nlp.hes_cols), nlp.hessian(x, lam, sigma))
+    assert (nlp.hes_rows >= nlp.hes_cols).all()  # Ipopt wants the lower triangle
+    hes = hes + hes.T - np.diag(np.diag(hes))
+    np.testing.assert_allclose(jac, jac_fd, atol=1e-6 * np.abs(jac_fd).max())
+    np.testing.assert_allclose(hes, hes_fd, atol=1e-6 * np.abs(hes_fd).max())
+    # The objective and constraints are the formulation's: the torch KKT residual agrees at z.
+    assert nlp.objective(x) == pytest.approx(
+        float(((nlp.cost2 * z[2 * net.n_bus:2 * net.n_bus + net.n_gen] + nlp.cost1)
+               * z[2 * net.n_bus:2 * net.n_bus + net.n_gen] + nlp.d.c0).sum()), rel=1e-14)
+
+
+@pytest.mark.parametrize("case,convention", [("case30", "matpower"), ("case30", "pandapower"), ("pglib5", "matpower")])
+def test_nlp_path_matches_pyomo_reference(case, convention, shared_data):
+    from gridlearn.grid.acopf import solve_acopf_pyomo_status, solve_acopf_status
+
+    net = load_case(shared_data / "pglib-opf" / "pglib_opf_case5_pjm.m" if case == "pglib5" else case)
+    _, st_ref, ref = solve_acopf_pyomo_status(net, convention)
+    _, st_new, new = solve_acopf_status(net, convention)
+    assert st_ref == st_new == "Solve_Succeeded"
+    # Same problem, start and options; only the variable/constraint order differs (MUMPS
+    # rounding), so both stop within Ipopt's tol=1e-8 of the same optimum.
+    assert new.objective == pytest.approx(ref.objective, rel=1e-8)
+    for name in ("pg_mw", "qg_mvar", "vm_pu", "va_rad", "pf_mw", "qt_mvar", "lmp_usd_per_mwh", "lmp_q_usd_per_mvarh"):
+        a, b = getattr(new, name), getattr(ref, name)
+        assert torch.allclose(a, b, atol=1e-6 * max(1.0, float(b.abs().max()))), name
+    flow_scale = max(1.0, float(ref.duals["flow_f"].abs().max()), float(ref.duals["flow_t"].abs().max()))
+    for key in ref.duals:  # same multipliers, same sign convention, same zeros for fixed variables
+        a, b = new.duals[key], ref.duals[key]
+        # Both ends of case30's branch 9 bind (nearly dependent): their split is set only to ~1e-6.
+        scale = flow_scale if key.startswith("flow") else max(1.0, float(b.abs().max()))
+        assert torch.allclose(a, b, atol=1e-5 * scale), key
+    assert torch.allclose(new.duals["flow_f"] + new.duals["flow_t"], ref.duals["flow_f"] + ref.duals["flow_t"],
+                          atol=1e-7 * flow_scale)
+    assert all(torch.equal(new.fixed[k], ref.fixed[k]) for k in ref.fixed)
+
+
+def test_pyomo_and_direct_backends_agree_and_bad_backend_is_config_error():
+    from gridlearn.errors import ConfigError
+
+    net = load_case("case30")
+    via_pyomo = solve_acopf(net, backend="pyomo", tol=1e-10)
+    direct = solve_acopf(net, backend="direct", tol=1e-10)
+    assert via_pyomo.objective == pytest.approx(direct.objective, rel=1e-8)
+    assert torch.allclose(via_pyomo.lmp_usd_per_mwh, direct.lmp_usd_per_mwh, atol=1e-5)
+    with pytest.raises(ConfigError, match="backend"):
+        solve_acopf(net, backend="gams")

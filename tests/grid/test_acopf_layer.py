@@ -101,3 +101,70 @@ def test_infeasible_sample_is_reported_and_raises(case30):
     assert torch.isnan(sol.value.pg_mw[1]).all() and torch.isfinite(sol.value.pg_mw[0]).all()
     with pytest.raises(InfeasibleError, match="#1: INFEASIBLE"):
         layer(pd.requires_grad_())
+
+
+@pytest.mark.parametrize("convention", ["matpower", "pandapower"])
+def test_sparse_kkt_matrix_and_closed_forms_match_torch_reference(case30, convention):
+    """The analytic sparse K and the closed-form load/cost VJPs against torch.func on the KKT residual."""
+    import numpy as np
+
+    from gridlearn.grid.acopf import solve_acopf_nlp
+    from gridlearn.grid.acopf_kkt import THETA_FIELDS, KKTSystem, active_set, bus_gen_envelope, bus_gen_vjp, kkt_matrix
+    from gridlearn.grid.formulations import get_convention
+
+    conv = get_convention(convention)
+    _, _, res, nlp = solve_acopf_nlp(case30, conv, None, dict(TOL))
+    nb, ng, base = case30.n_bus, case30.n_gen, float(case30.base_mva)
+    z0 = torch.cat([res.va_rad, res.vm_pu, res.pg_mw / base, res.qg_mvar / base])
+    act = active_set(res, nb, ng, 1e-5)
+    assert act.flow_f.numel() + act.flow_t.numel() > 0  # the test covers binding flow limits
+    d = res.duals
+    lam = torch.cat([d["p_balance"], d["q_balance"]])
+    mu = torch.cat([d["flow_f"][act.flow_f], d["flow_t"][act.flow_t], d["angle"][act.angle]])
+    y = torch.cat([z0[act.free], lam, mu])
+    th = {n: getattr(t, n).double() for n in THETA_FIELDS for t in (case30.bus, case30.gen, case30.branch)
+          if hasattr(t, n)}
+    kkt = KKTSystem(case30, conv, z0, act, res.angle_bound_rad)
+    k_ref = kkt.matrix(y, th)
+    k = kkt_matrix(nlp, z0.numpy(), lam.numpy(), mu.numpy(), act).toarray()
+    assert np.abs(k - k_ref.numpy()).max() <= 1e-9 * k_ref.abs().max()
+    w = torch.randn(k.shape[0], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ref = kkt.theta_vjp(y, th, w)
+    mine = bus_gen_vjp(w.numpy(), z0.numpy(), act, nb, ng, base)
+    env_ref = kkt.envelope((z0[act.free], lam, mu), th)
+    env = bus_gen_envelope(lam.numpy(), z0.numpy(), nb, ng, base)
+    for name in mine:
+        scale = max(1.0, float(ref[name].abs().max()))
+        np.testing.assert_allclose(mine[name], ref[name].numpy(), atol=1e-10 * scale, err_msg=name)
+        np.testing.assert_allclose(env[name], env_ref[name].numpy(), atol=1e-10 * max(1.0, float(env_ref[name].abs().max())),
+                                   err_msg=name)
+
+
+def test_gradient_does_not_depend_on_which_inputs_need_it(case30):
+    layer = ACOPFLayer(case30)
+    pd = case30.bus.pd_mw.clone()[None].requires_grad_()
+    x = case30.branch.x_pu.clone().requires_grad_()
+    c1 = case30.gen.cost_c1_usd_per_mwh.clone().requires_grad_()
+
+    def loss(out):
+        return out.pg_mw.sum() + out.lmp_usd_per_mwh[:, 5].sum() + 1e-3 * out.objective_usd_per_h.sum()
+
+    (g_pd_only,) = torch.autograd.grad(loss(layer(pd)), pd)
+    g_pd, g_x, g_c1 = torch.autograd.grad(loss(layer(pd, x_pu=x, cost_c1_usd_per_mwh=c1)), (pd, x, c1))
+    assert torch.allclose(g_pd, g_pd_only, rtol=1e-10, atol=1e-12)
+    assert g_x.abs().max() > 0 and g_c1.abs().max() > 0
+
+
+def test_new_parameters_each_call_match_fresh_solves(case30):
+    """The inverse-OPF pattern: one layer, new costs and reactances every call."""
+    layer = ACOPFLayer(case30, convention="pandapower")
+    gen = torch.Generator().manual_seed(3)
+    pd = case30.bus.pd_mw[None]
+    for _ in range(2):
+        c1 = case30.gen.cost_c1_usd_per_mwh * (0.8 + 0.4 * torch.rand(case30.n_gen, generator=gen, dtype=torch.float64))
+        x = case30.branch.x_pu * (0.9 + 0.2 * torch.rand(case30.n_branch, generator=gen, dtype=torch.float64))
+        out = layer(pd, cost_c1_usd_per_mwh=c1, x_pu=x)
+        fresh = solve_acopf(case30.with_(cost_c1_usd_per_mwh=c1, x_pu=x), "pandapower", **TOL)
+        assert float(out.objective_usd_per_h[0]) == pytest.approx(fresh.objective, rel=1e-8)
+        assert torch.allclose(out.pg_mw[0], fresh.pg_mw, atol=1e-6)
+        assert torch.allclose(out.lmp_usd_per_mwh[0], fresh.lmp_usd_per_mwh, atol=1e-6)
