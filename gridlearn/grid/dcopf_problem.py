@@ -1,0 +1,233 @@
+"""DC-OPF / economic dispatch as a QP in PTDF form (assembly and read-out).
+
+Formulation (per scenario, per period t = 0..T−1; power in per unit on the network base,
+x_t = pg_t / base):
+
+    minimise   Σ_t Σ_g  c2_g base² x_tg² + c1_g base x_tg              ($/h, c0 added after)
+    subject to Σ_g x_tg = Σ_i d_ti                                      (balance, dual ν_t)
+               −rate_l ≤ f_tl ≤ rate_l        for lines with finite rate_a_mva
+               angmin_l ≤ θ_f − θ_t ≤ angmax_l for branches with finite angle limits
+               pmin_g ≤ x_tg ≤ pmax_g
+               |x_tg − x_(t−1)g| ≤ ramp_g Δt  (t ≥ 1; and t = 0 against p0 when given)
+
+with d = (pd + gs)/base the bus withdrawal (bus shunt conductance consumes gs at 1 pu, as
+in MATPOWER's DC model), flows f = PTDF (C_g x − d − P_shift) + P_f,shift and angles
+θ = θ_ref + S (C_g x − d − P_shift), where S = [B_red⁻¹ padded with the slack's zero row and
+column], PTDF = B_f S (`matrices.ptdf`). Susceptances are b = 1/(x·tap) (MATPOWER makeBdc,
+resistance ignored; PowerModels' DC model uses −Im(1/(r + jx)) instead, so its published
+DC objectives differ slightly).
+
+Why PTDF form rather than B θ: the QP has n_gen variables per period instead of
+n_gen + n_bus, and the same PTDF rows are what a security-constrained OPF stacks per
+contingency.
+
+LMPs are the derivative of the optimal cost w.r.t. the demand at each bus. With the
+QP's Lagrangian L = f + λᵀ(Gx − h) + νᵀ(Ax − b) (so ∂f*/∂h = −λ, ∂f*/∂b = −ν):
+
+    LMP_ti = −(1/base) [ν_t + Σ_l (λ⁺_tl − λ⁻_tl) PTDF_li + Σ_l (κ⁺_tl − κ⁻_tl) K_li]   ($/MWh)
+
+with λ± the duals of the flow limits, κ± of the angle-difference limits, K = (C_f − C_t) S.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from gridlearn.grid import matrices
+from gridlearn.grid.network import Network
+
+
+@dataclass(frozen=True)
+class DCStructure:
+    """Load-independent pieces of a network's DC model, and the QP's row layout.
+
+    ptdf: (n_branch, n_bus); angle_map: (n_bus, n_bus) S; k_ang: (n_branch, n_bus) K;
+    p_bus_shift, p_f_shift: per unit (n_bus,), (n_branch,); cg: (n_bus, n_gen).
+    lim_lines, ang_lines, up_gens, lo_gens, ramp_gens: long index tensors of the elements
+    that have finite limits (the only ones given rows).
+    """
+
+    ptdf: Tensor
+    angle_map: Tensor
+    k_ang: Tensor
+    p_bus_shift: Tensor
+    p_f_shift: Tensor
+    cg: Tensor
+    ref: int
+    lim_lines: Tensor
+    ang_lines: Tensor
+    up_gens: Tensor
+    lo_gens: Tensor
+
+    @classmethod
+    def build(cls, network: Network) -> "DCStructure":
+        if network.branch.x_pu.dim() > 1:
+            raise ValueError("DC-OPF: batched branch parameters are not supported; pass a shared network")
+        dc = matrices.dc_matrices(network)
+        ref = int(network.ref_buses[0])
+        n = network.n_bus
+        keep = torch.tensor([i for i in range(n) if i != ref], device=network.device)
+        b_red = dc.b_bus[keep[:, None], keep]
+        inv = torch.linalg.solve(b_red, torch.eye(n - 1, dtype=b_red.dtype, device=b_red.device))
+        s = torch.zeros(n, n, dtype=inv.dtype, device=inv.device)
+        s = s.index_put((keep[:, None], keep[None, :]), inv)
+        cf, ct = matrices.incidence(network)
+        br, gen = network.branch, network.gen
+
+        def finite(t: Tensor) -> Tensor:
+            return torch.isfinite(t.detach()).nonzero().flatten()
+
+        lim = finite(br.rate_a_mva)
+        ang = torch.unique(torch.cat([finite(br.angmin_rad), finite(br.angmax_rad)]))
+        return cls(
+            ptdf=dc.b_f @ s, angle_map=s, k_ang=(cf - ct) @ s, p_bus_shift=dc.p_bus_shift, p_f_shift=dc.p_f_shift,
+            cg=network.gen_incidence(), ref=ref, lim_lines=lim, ang_lines=ang,
+            up_gens=finite(gen.pmax_mw), lo_gens=finite(gen.pmin_mw),
+        )
+
+
+@dataclass(frozen=True)
+class DCQP:
+    """The assembled QP (QPLayer inputs) and the row counts needed to read duals back.
+
+    Per period the inequality rows are [gen up | gen low | flow up | flow low | angle up |
+    angle low], n_per rows; the T·n_per period rows come first, then ramp rows.
+    """
+
+    Q: Tensor
+    p: Tensor
+    G: Tensor
+    h: Tensor
+    A: Tensor
+    b: Tensor
+    n_per: int
+    withdrawal: Tensor  # (B, T, n_bus) d, per unit
+    rows: dict[str, Tensor]  # branch index of each flow/angle row kept: flow_up, flow_lo, ang_up, ang_lo
+
+
+def assemble(network: Network, st: DCStructure, pd_mw: Tensor, c2: Tensor, c1: Tensor, ramp_mw_per_h: Tensor | None,
+             p0_mw: Tensor | None, interval_h: float, screen: bool = True) -> DCQP:
+    """QP data for pd_mw (B, T, n_bus); c2, c1 (B or 1, n_gen); ramp (n_gen,) or None; p0 (B or 1, n_gen).
+
+    ``screen``: leave out flow/angle limit rows the generator bounds already imply."""
+    base = network.base_mva
+    bsz, periods, _ = pd_mw.shape
+    ng = network.n_gen
+    dt, dev = pd_mw.dtype, pd_mw.device
+    eye = torch.eye(ng, dtype=dt, device=dev)
+    gen, br = network.gen, network.branch
+
+    # Objective (Q, p) per period, block-diagonal over the horizon.
+    q_diag = (2.0 * c2 * base**2).repeat(1, periods)  # (B|1, T·ng)
+    Q = torch.diag_embed(q_diag)
+    p = (c1 * base).repeat(1, periods)
+
+    d = (pd_mw + network.bus.gs_mw) / base  # (B, T, n)
+    shift = st.p_bus_shift
+    # flows f = H x + f0, angle differences a = K_g x + a0
+    h_flow = (st.ptdf @ st.cg)[st.lim_lines]
+    f0 = (-(d + shift) @ st.ptdf.T + st.p_f_shift)[..., st.lim_lines]
+    k_g = (st.k_ang @ st.cg)[st.ang_lines]
+    a0 = (-(d + shift) @ st.k_ang.T)[..., st.ang_lines]
+    rate = br.rate_a_mva[st.lim_lines] / base
+    amax = br.angmax_rad[st.ang_lines]
+    amin = br.angmin_rad[st.ang_lines]
+    # An infinite one-sided angle limit becomes a row with a huge bound; keep it finite.
+    big = torch.full_like(amax, 1e3)
+    amax = torch.where(torch.isfinite(amax), amax, big)
+    amin = torch.where(torch.isfinite(amin), amin, -big)
+
+    if screen:
+        # Drop a limit row that no dispatch within the generator bounds can reach (in any
+        # scenario or period): it is implied by the bounds, so x*, the other duals and
+        # every derivative are unchanged, and the QP shrinks (case118: all 372 flow rows).
+        lo = gen.pmin_mw.detach() / base
+        hi = gen.pmax_mw.detach() / base
+
+        def reach(mat: Tensor, off: Tensor) -> tuple[Tensor, Tensor]:
+            """Largest and smallest value of mat·x + off over the box, over all scenarios."""
+            m = mat.detach()
+            zero = torch.zeros_like(m)
+            top = torch.where(m > 0, m * hi, torch.where(m < 0, m * lo, zero)).sum(-1)
+            bot = torch.where(m > 0, m * lo, torch.where(m < 0, m * hi, zero)).sum(-1)
+            o = off.detach().flatten(0, -2)
+            if o.shape[-1] == 0:
+                return top, bot
+            return (o + top).amax(0), (o + bot).amin(0)
+
+        fmax, fmin = reach(h_flow, f0)
+        amx, amn = reach(k_g, a0)
+        margin = 1e-9
+        f_up = (fmax > rate.detach() * (1 - margin)).nonzero().flatten()
+        f_lo = (fmin < -rate.detach() * (1 - margin)).nonzero().flatten()
+        a_up = (amx > amax.detach() - margin).nonzero().flatten()
+        a_lo = (amn < amin.detach() + margin).nonzero().flatten()
+    else:
+        f_up = f_lo = torch.arange(len(st.lim_lines), device=dev)
+        a_up = a_lo = torch.arange(len(st.ang_lines), device=dev)
+    g_per = torch.cat([eye[st.up_gens], -eye[st.lo_gens], h_flow[f_up], -h_flow[f_lo], k_g[a_up], -k_g[a_lo]], dim=0)
+    n_per = g_per.shape[0]
+    pmax = (gen.pmax_mw[st.up_gens] / base).expand(bsz, periods, -1)
+    pmin = (gen.pmin_mw[st.lo_gens] / base).expand(bsz, periods, -1)
+    h_per = torch.cat(
+        [pmax, -pmin, (rate - f0)[..., f_up], (rate + f0)[..., f_lo], (amax - a0)[..., a_up], (-amin + a0)[..., a_lo]],
+        dim=-1,
+    ).expand(bsz, periods, n_per)
+    G = torch.block_diag(*([g_per] * periods)) if periods > 1 else g_per
+    h = h_per.reshape(bsz, periods * n_per)
+
+    if ramp_mw_per_h is not None:
+        rg = torch.isfinite(ramp_mw_per_h.detach()).nonzero().flatten()
+        r = ramp_mw_per_h[rg] * interval_h / base
+        blocks, rhs = [], []
+        for t in range(1, periods):
+            diff = torch.zeros(len(rg), periods * ng, dtype=dt, device=dev)
+            rows = torch.arange(len(rg), device=dev)
+            diff[rows, t * ng + rg] = 1.0
+            diff[rows, (t - 1) * ng + rg] = -1.0
+            blocks += [diff, -diff]
+            rhs += [r.expand(bsz, -1), r.expand(bsz, -1)]
+        if p0_mw is not None:
+            first = torch.zeros(len(rg), periods * ng, dtype=dt, device=dev)
+            first[torch.arange(len(rg)), rg] = 1.0
+            x0 = (p0_mw[..., rg] / base).expand(bsz, -1)
+            blocks += [first, -first]
+            rhs += [r + x0, r - x0]
+        if blocks:
+            G = torch.cat([G, *blocks], dim=0)
+            h = torch.cat([h, *rhs], dim=-1)
+
+    A = torch.block_diag(*([torch.ones(1, ng, dtype=dt, device=dev)] * periods))
+    b = d.sum(-1) + shift.sum()  # (B, T); Σ shift = 0 but keeps the algebra explicit
+    rows = {"flow_up": st.lim_lines[f_up], "flow_lo": st.lim_lines[f_lo], "ang_up": st.ang_lines[a_up],
+            "ang_lo": st.ang_lines[a_lo]}
+    return DCQP(Q=Q, p=p, G=G, h=h, A=A, b=b, n_per=n_per, withdrawal=d, rows=rows)
+
+
+def read_out(network: Network, st: DCStructure, qp: DCQP, x: Tensor, lam: Tensor, nu: Tensor) -> dict[str, Tensor]:
+    """Dispatch, flows, angles, LMPs and line capacity values (B, T, ·) from the QP solution."""
+    base = network.base_mva
+    bsz, periods, _ = qp.withdrawal.shape
+    ng = network.n_gen
+    xg = x.reshape(bsz, periods, ng)
+    inj = xg @ st.cg.T - qp.withdrawal - st.p_bus_shift
+    flow = inj @ st.ptdf.T + st.p_f_shift
+    va = network.bus.va0_rad[st.ref] + inj @ st.angle_map.T
+    lam_per = lam[:, : periods * qp.n_per].reshape(bsz, periods, qp.n_per)
+    r = qp.rows
+    sizes = [len(st.up_gens), len(st.lo_gens), len(r["flow_up"]), len(r["flow_lo"]), len(r["ang_up"]), len(r["ang_lo"])]
+    _, _, l_fu, l_fl, l_au, l_al = torch.split(lam_per, sizes, dim=-1)
+    nu = nu.reshape(bsz, periods)
+    lmp = -(nu[..., None] + l_fu @ st.ptdf[r["flow_up"]] - l_fl @ st.ptdf[r["flow_lo"]]
+            + l_au @ st.k_ang[r["ang_up"]] - l_al @ st.k_ang[r["ang_lo"]]) / base
+    # Value of 1 MW more capacity on a branch: ∂f*/∂rate = −(λ⁺ + λ⁻), per MW.
+    capacity = torch.zeros(bsz, periods, network.n_branch, dtype=x.dtype, device=x.device)
+    capacity = capacity.index_add(-1, r["flow_up"], l_fu / base).index_add(-1, r["flow_lo"], l_fl / base)
+    return {"pg_mw": xg * base, "flow_mw": flow * base, "va_rad": va, "lmp_usd_per_mwh": lmp,
+            "line_value_usd_per_mwh": capacity}
+
+
+__all__ = ["DCStructure", "DCQP", "assemble", "read_out"]
