@@ -1,0 +1,28 @@
+"""gridlearn.scopf: adversarial N-k contingency attacks, enumeration and a defence.
+
+An outage vector alpha in [0, 1]^(n_branch + n_gen) scales branch admittances and
+generator capacities by (1 - alpha); the attacker maximises post-contingency overload
+over the capped simplex {sum alpha <= k} by projected gradient ascent through the
+differentiable power flow, then rounds to discrete outage sets scored exactly.
+"""
+
+from gridlearn._lazy import lazy_exports
+
+_EXPORTS = {
+    "ElementSpace": "outages",
+    "project_capped_simplex": "outages",
+    "islanded_load": "outages",
+    "DCContingencyModel": "dc",
+    "ACContingencyModel": "ac",
+    "exact_violation": "violation",
+    "smooth_violation": "violation",
+    "base_dispatch": "dispatch",
+    "attack_contingencies": "attack",
+    "AttackResult": "attack",
+    "enumerate_contingencies": "enumeration",
+    "defend": "defence",
+    "DefenceResult": "defence",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,163 @@
+"""Outage vectors: which elements may fail, their labels, the budget set, islanding.
+
+An outage vector alpha (..., n_elements) lists the attackable branches first, then the
+attackable generators (`ElementSpace`). alpha_e = 0 keeps element e, 1 removes it, a
+fraction scales its admittance (branch) or capacity (generator) by 1 - alpha_e.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gridlearn.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from gridlearn.grid.network import Network
+
+ELEMENT_CHOICES = ("all", "branches", "generators")
+
+
+@dataclass(frozen=True)
+class ElementSpace:
+    """The attackable elements of a network: ``branch_pos`` then ``gen_pos`` (positions in
+    the Network's branch / generator order), with their pandapower labels."""
+
+    branch_pos: tuple[int, ...]
+    gen_pos: tuple[int, ...]
+    labels: tuple[tuple[str, int], ...]
+    n_branch: int
+    n_gen: int
+
+    @classmethod
+    def of(cls, network: "Network", elements: str = "all") -> "ElementSpace":
+        if elements not in ELEMENT_CHOICES:
+            raise ConfigError(f"elements must be one of {ELEMENT_CHOICES}, got {elements!r}")
+        br = tuple(range(network.n_branch)) if elements in ("all", "branches") else ()
+        gen = tuple(range(network.n_gen)) if elements in ("all", "generators") else ()
+        labels = tuple(network.branch.labels[i] for i in br) + tuple(network.gen.labels[i] for i in gen)
+        return cls(branch_pos=br, gen_pos=gen, labels=labels, n_branch=network.n_branch, n_gen=network.n_gen)
+
+    @property
+    def size(self) -> int:
+        return len(self.branch_pos) + len(self.gen_pos)
+
+    @property
+    def n_attack_branches(self) -> int:
+        return len(self.branch_pos)
+
+    def check_budget(self, k: int) -> None:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"k must be an int, got {type(k).__name__}")
+        if k < 1:
+            raise ConfigError(f"k must be >= 1 (outages per contingency), got {k}")
+        if k > self.size:
+            raise ConfigError(f"k = {k} exceeds the {self.size} attackable elements")
+
+    def split(self, alpha: Tensor) -> tuple[Tensor, Tensor]:
+        """alpha (..., size) -> (branch alpha (..., n_branch), generator alpha (..., n_gen)), zeros elsewhere."""
+        lead = alpha.shape[:-1]
+        a_br = alpha.new_zeros(*lead, self.n_branch)
+        a_gen = alpha.new_zeros(*lead, self.n_gen)
+        nb = len(self.branch_pos)
+        if nb:
+            idx = torch.as_tensor(self.branch_pos, device=alpha.device)
+            a_br = a_br.index_copy(-1, idx, alpha[..., :nb])
+        if self.gen_pos:
+            idx = torch.as_tensor(self.gen_pos, device=alpha.device)
+            a_gen = a_gen.index_copy(-1, idx, alpha[..., nb:])
+        return a_br, a_gen
+
+    def set_labels(self, members: Sequence[int]) -> tuple[tuple[str, int], ...]:
+        """Element indices (into this space) -> labels, in a canonical (sorted) order."""
+        return tuple(self.labels[int(i)] for i in sorted(int(m) for m in members))
+
+    def indices_of(self, labels: Sequence[tuple[str, int]]) -> tuple[int, ...]:
+        lookup = {lbl: i for i, lbl in enumerate(self.labels)}
+        missing = [lbl for lbl in labels if tuple(lbl) not in lookup]
+        if missing:
+            raise DataError(f"labels {missing} are not attackable elements of this network")
+        return tuple(sorted(lookup[tuple(lbl)] for lbl in labels))
+
+
+def project_capped_simplex(v: Tensor, k: float) -> Tensor:
+    """Euclidean projection of each row of ``v`` (..., n) onto {a in [0, 1]^n : sum a <= k}.
+
+    The KKT conditions give a = clip(v - tau, 0, 1) with tau = 0 when clip(v, 0, 1)
+    already sums to <= k, else tau > 0 solving g(tau) = sum clip(v - tau, 0, 1) = k.
+    g is continuous, piecewise linear and non-increasing, so tau is bracketed by
+    bisection (60 halvings, batched), and then solved exactly on the linear piece the
+    bracket identifies: tau = (n_one + sum_{free} v_i - k) / n_free, where "one" are the
+    entries with v_i - tau >= 1 and "free" those strictly between the clip bounds.
+    (Wang & Lu 2015, "Projection onto the capped simplex", give the same conditions.)
+    """
+    if not torch.is_floating_point(v):
+        raise TypeError(f"v must be a floating tensor, got {v.dtype}")
+    if not bool(torch.isfinite(v).all()):
+        raise DataError("v has NaN or inf entries")
+    n = v.shape[-1]
+    if not (0 < k <= n):
+        raise ConfigError(f"k must be in (0, {n}], got {k}")
+    clipped = v.clamp(0.0, 1.0)
+    need = clipped.sum(-1) > k
+    if not bool(need.any()):
+        return clipped
+    lo = (v.amin(-1) - 1.0).unsqueeze(-1)  # g(lo) = n >= k
+    hi = v.amax(-1).unsqueeze(-1)  # g(hi) = 0 < k
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        big = (v - mid).clamp(0.0, 1.0).sum(-1, keepdim=True) > k
+        lo = torch.where(big, mid, lo)
+        hi = torch.where(big, hi, mid)
+    tau = 0.5 * (lo + hi)
+    ones = (v - tau >= 1.0).to(v.dtype)
+    free = ((v - tau > 0.0) & (v - tau < 1.0)).to(v.dtype)
+    n_free = free.sum(-1, keepdim=True)
+    exact = (ones.sum(-1, keepdim=True) + (free * v).sum(-1, keepdim=True) - k) / n_free.clamp_min(1.0)
+    # With no free entry g is flat at k on this piece and the bisection value is exact.
+    tau = torch.where(n_free > 0, exact, tau)
+    projected = (v - tau).clamp(0.0, 1.0)
+    return torch.where(need.unsqueeze(-1), projected, clipped)
+
+
+def components(network: "Network", branch_out: np.ndarray) -> np.ndarray:
+    """Connected component id per bus with the branches in ``branch_out`` (bool (n_branch,)) removed."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    keep = ~np.asarray(branch_out, dtype=bool)
+    f = network.branch.from_bus.cpu().numpy()[keep]
+    t = network.branch.to_bus.cpu().numpy()[keep]
+    n = network.n_bus
+    adj = coo_matrix((np.ones(len(f)), (f, t)), shape=(n, n))
+    return connected_components(adj, directed=False)[1]
+
+
+def islanded_load(network: "Network", branch_out: np.ndarray, gen_out: np.ndarray | None = None) -> tuple[bool, float]:
+    """(islanded, load that loses supply in MW) when the branches in ``branch_out`` fail.
+
+    Islanded means the remaining branches split the buses into more than one component.
+    The component with the most remaining generating capacity (sum of pmax of generators
+    not in ``gen_out``) stays supplied; the net load (pd + gs, MW, counted where positive)
+    of every other component loses supply. An island with generators but no load still
+    counts as islanded, with zero load lost: its generators' output is then stranded.
+    """
+    comp = components(network, branch_out)
+    if comp.max() == 0:
+        return False, 0.0
+    pmax = network.gen.pmax_mw.detach().cpu().numpy().copy()
+    pmax[~np.isfinite(pmax)] = 1e12
+    if gen_out is not None:
+        pmax[np.asarray(gen_out, dtype=bool)] = 0.0
+    gbus = network.gen.bus.cpu().numpy()
+    cap = np.bincount(comp[gbus], weights=pmax, minlength=comp.max() + 1)
+    main = int(np.argmax(cap))
+    load = (network.bus.pd_mw + network.bus.gs_mw).detach().cpu().numpy().clip(min=0.0)
+    return True, float(load[comp != main].sum())
+
+
+__all__ = ["ElementSpace", "project_capped_simplex", "components", "islanded_load", "ELEMENT_CHOICES"]

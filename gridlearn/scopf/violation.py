@@ -1,0 +1,70 @@
+"""Total overload: the attacker's objective (smooth) and the ground-truth score (exact).
+
+    V = sum_branches max(0, |S_l| - rate_l)                     (MW in DC, MVA in AC)
+      + sum_gens [max(0, p_g - pmax_g) + max(0, pmin_g - p_g)]  (MW)
+      + base_mva * sum_buses [max(0, v_i - vmax_i) + max(0, vmin_i - v_i)]   (AC only, p.u. x base MVA)
+
+The smooth version replaces max(0, x) by the softplus tau * log(1 + exp(x / tau)) with
+temperature tau in MW (or MVA); |S| enters as the two one-sided excesses S - rate and
+-S - rate, so no |.| kink remains. It over-estimates V by at most tau * log 2 per term.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _relu(x: Tensor) -> Tensor:
+    return torch.clamp(x, min=0.0)
+
+
+def _soft(x: Tensor, temperature: float) -> Tensor:
+    return temperature * F.softplus(x / temperature)
+
+
+def exact_violation(
+    flow_mw: Tensor,
+    rate_mw: Tensor,
+    pg_mw: Tensor,
+    pmin_mw: Tensor,
+    pmax_mw: Tensor,
+    vm_pu: Tensor | None = None,
+    vmin_pu: Tensor | None = None,
+    vmax_pu: Tensor | None = None,
+    base_mva: float = 100.0,
+) -> Tensor:
+    """V above, exactly. flow (..., n_branch) (a branch's larger end for AC), rate (n_branch,)
+    or broadcastable, pg/pmin/pmax (..., n_gen), vm/vmin/vmax (..., n_bus). Returns (...)."""
+    v = _relu(flow_mw.abs() - rate_mw).sum(-1)
+    v = v + (_relu(pg_mw - pmax_mw) + _relu(pmin_mw - pg_mw)).sum(-1)
+    if vm_pu is not None:
+        v = v + base_mva * (_relu(vm_pu - vmax_pu) + _relu(vmin_pu - vm_pu)).sum(-1)
+    return v
+
+
+def smooth_violation(
+    flow_mw: Tensor,
+    rate_mw: Tensor,
+    pg_mw: Tensor,
+    pmin_mw: Tensor,
+    pmax_mw: Tensor,
+    temperature: float,
+    vm_pu: Tensor | None = None,
+    vmin_pu: Tensor | None = None,
+    vmax_pu: Tensor | None = None,
+    base_mva: float = 100.0,
+) -> Tensor:
+    """Softplus version of `exact_violation` at ``temperature`` (MW); same shapes."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    v = (_soft(flow_mw - rate_mw, temperature) + _soft(-flow_mw - rate_mw, temperature)).sum(-1)
+    v = v + (_soft(pg_mw - pmax_mw, temperature) + _soft(pmin_mw - pg_mw, temperature)).sum(-1)
+    if vm_pu is not None:
+        t_pu = temperature / base_mva
+        v = v + base_mva * (_soft(vm_pu - vmax_pu, t_pu) + _soft(vmin_pu - vm_pu, t_pu)).sum(-1)
+    return v
+
+
+__all__ = ["exact_violation", "smooth_violation"]
