@@ -41,14 +41,32 @@ def resolve_results_dir(argv: Sequence[str] | None = None, environ: dict[str, st
     return DEFAULT_RESULTS
 
 
+STUDIES_DIR = Path(__file__).resolve().parents[1] / "studies"
+
+
+def study_command(study: str) -> str | None:
+    """The `gridlearn run` command that writes runs of ``study``; None if no studies/<study>.py exists."""
+    return f"gridlearn run {study}" if (STUDIES_DIR / f"{study}.py").is_file() else None
+
+
+def produce_hint(study: str | None) -> str:
+    """How to produce a run of ``study``: its `gridlearn run` command when there is a study file, else `make demo`."""
+    command = study_command(study) if study is not None else None
+    if command is None:
+        return MAKE_HINT
+    return f"Produce one with `{command}` (`{command} --help` lists its options), then reload this page."
+
+
 def empty_state_message(results_dir: Path, runs: Sequence[RunRecord], study: str | None = None) -> str | None:
     """The message to show instead of a page when there is nothing to show; None when there is."""
+    # The study's own command, where there is one, after the general hint.
+    study_hint = f" A `{study}` run comes from `{study_command(study)}`." if study and study_command(study) else ""
     if not results_dir.is_dir():
-        return f"No results directory at `{results_dir}`. {MAKE_HINT}"
+        return f"No results directory at `{results_dir}`. {MAKE_HINT}{study_hint}"
     if not runs:
-        return f"The results directory `{results_dir}` holds no runs yet. {MAKE_HINT}"
+        return f"The results directory `{results_dir}` holds no runs yet. {MAKE_HINT}{study_hint}"
     if study is not None and not any(r.study == study for r in runs):
-        return f"No `{study}` runs in `{results_dir}`. {MAKE_HINT}"
+        return f"No `{study}` runs in `{results_dir}`. {produce_hint(study)}"
     return None
 
 

@@ -109,7 +109,7 @@ class Run:
         return p
 
     def save_figure(self, name: str, fig: Any) -> Path:
-        p = self.path("figures", f"{name}.png")
+        p = self.path("figures", f"{name.removesuffix('.png')}.png")
         fig.savefig(p, dpi=110, bbox_inches="tight")
         return p
 

@@ -245,7 +245,9 @@ def test_forecast_run_with_metrics_missing_a_method_is_unreadable(tmp_path):
 
 def test_pages_are_discovered_and_a_broken_page_does_not_hide_the_others(tmp_path, monkeypatch):
     specs, errors = discover_pages()
-    assert [(s.name, s.study) for s in specs] == [("task_forecasting", STUDY), ("run_browser", None)]
+    pages = [(s.name, s.study) for s in specs]
+    # Later studies add pages in between; the landing page and the run browser stay put.
+    assert pages[0] == ("task_forecasting", STUDY) and pages[-1] == ("run_browser", None)
     assert errors == []
 
     pkg = tmp_path / "plugged_views"
