@@ -1,1 +1,23 @@
 """Task-based forecasting (Donti, Amos & Kolter 2017): forecasters trained for dispatch cost."""
+
+from gridlearn._lazy import lazy_exports
+
+_EXPORTS = {
+    "GaussianNet": "models",
+    "HeteroscedasticNet": "models",
+    "SchedulingParams": "scheduling",
+    "SQP": "scheduling",
+    "StochasticScheduler": "scheduling",
+    "sqp_schedule": "scheduling",
+    "expected_cost": "scheduling",
+    "realised_cost": "scheduling",
+    "task_loss": "scheduling",
+    "TrainSettings": "training",
+    "train_rmse": "training",
+    "train_task": "training",
+    "train_weighted_rmse": "training",
+    "evaluate": "training",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

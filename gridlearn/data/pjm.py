@@ -1,0 +1,158 @@
+"""PJM hourly load and temperature, 2008-2016: the data of Donti, Amos & Kolter (2017).
+
+Two whitespace-separated files with columns ``unix_time load temperature`` (load scaled to
+about 1.0-3.05, temperature in deg F). The features are the paper's 149: yesterday's 24
+loads, 24 temperatures and their squares; today's 24 temperatures, squares and cubes;
+weekend, US federal holiday and daylight-saving flags; sin and cos of the day of year.
+Features are built per file (the day before a file's first day is not in it), the two
+files are concatenated and split 80/20 chronologically: 2553 training and 639 test days.
+
+Differences from the original code (locuslab/e2e-model-learning, power_sched/main.py),
+on purpose: features are standardised with training-split statistics (the original used
+each file's full mean/std, test days included), and holidays cover the whole data span
+(the original's calendar stopped at 2014-12-31, so 2015-16 holidays were not flagged).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from pandas.tseries.holiday import USFederalHolidayCalendar
+
+from gridlearn.data.features import DayAheadData, chronological_split, daily_table, day_ahead_features
+from gridlearn.errors import DataError
+
+log = logging.getLogger(__name__)
+
+PJM_FILES = ("pjm_load_data_2008-11.txt", "pjm_load_data_2012-16.txt")
+SOURCE_URL = "https://raw.githubusercontent.com/locuslab/e2e-model-learning/2bf4384/power_sched/{name}"
+TIMEZONE = "America/New_York"
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def pjm_data_dir(data_dir: str | Path | None = None) -> Path:
+    """The directory holding the PJM files: the argument, else $GRIDLEARN_DATA_DIR/pjm, else ../shared/data/pjm."""
+    if data_dir is not None:
+        return Path(data_dir)
+    env = os.environ.get("GRIDLEARN_DATA_DIR")
+    if env:
+        return Path(env) / "pjm"
+    return _REPO.parent / "shared" / "data" / "pjm"
+
+
+def _fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (fixed https URL)
+        return response.read()
+
+
+def download_pjm(target_dir: str | Path, fetch: Callable[[str], bytes] = _fetch) -> Path:
+    """Download the two files from the public source into ``target_dir`` (kept if present).
+
+    Each file is validated (parsed) before it is moved into place, so a truncated download
+    never lands in the cache.
+    """
+    target = Path(target_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in PJM_FILES:
+        dest = target / name
+        if dest.exists():
+            continue
+        url = SOURCE_URL.format(name=name)
+        log.info("downloading %s", url)
+        tmp = dest.with_suffix(".part")
+        tmp.write_bytes(fetch(url))
+        try:
+            read_pjm_file(tmp)
+        except DataError:
+            tmp.unlink()
+            raise
+        tmp.replace(dest)
+    return target
+
+
+def read_pjm_file(path: str | Path) -> np.ndarray:
+    """Parse one file into a float64 ``(n_hours, 3)`` array; DataError names the bad line."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        # Both published files end with a newline; a last line without one was cut off.
+        raise DataError(f"{path.name}, line {len(text.splitlines())}: truncated (file does not end with a newline)")
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 3:
+            raise DataError(f"{path.name}, line {lineno}: expected 3 columns (unix_time load temperature), got {len(parts)}: {line!r}")
+        try:
+            row = [float(p) for p in parts]
+        except ValueError:
+            raise DataError(f"{path.name}, line {lineno}: not a number: {line!r}") from None
+        if not all(np.isfinite(row)):
+            raise DataError(f"{path.name}, line {lineno}: NaN or inf: {line!r}")
+        rows.append(row)
+    if len(rows) < 48:
+        raise DataError(f"{path.name}: only {len(rows)} hourly rows; need at least two days")
+    data = np.asarray(rows, dtype=np.float64)
+    back = np.nonzero(np.diff(data[:, 0]) < 0)[0]
+    if back.size:
+        raise DataError(f"{path.name}, line {back[0] + 2}: time goes backwards")
+    return data
+
+
+def _calendar(dates: pd.Index) -> pd.DataFrame:
+    stamps = pd.DatetimeIndex(pd.to_datetime(dates))
+    holidays = USFederalHolidayCalendar().holidays(start=stamps.min(), end=stamps.max())
+    midnight = stamps.tz_localize(TIMEZONE, ambiguous=False, nonexistent="shift_forward")
+    dst = np.array([bool(t.dst()) for t in midnight])
+    doy = stamps.dayofyear.to_numpy(dtype=np.float64)
+    return pd.DataFrame(
+        {
+            "weekend": stamps.dayofweek >= 5,
+            "holiday": stamps.isin(holidays),
+            "dst": dst,
+            "cos_doy": np.cos(doy / 365 * 2 * np.pi),
+            "sin_doy": np.sin(doy / 365 * 2 * np.pi),
+        },
+        index=dates,
+    )
+
+
+def _file_features(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    data = read_pjm_file(path)
+    # The files were written from local (US Eastern) wall-clock hours.
+    time = pd.to_datetime(data[:, 0], unit="s", utc=True).tz_convert(TIMEZONE)
+    load = daily_table(time, data[:, 1])
+    temp = daily_table(time, data[:, 2])
+    return day_ahead_features(load, _calendar(load.index), temperature=temp)
+
+
+def load_pjm(data_dir: str | Path | None = None, download: bool = False, train_fraction: float = 0.8) -> DayAheadData:
+    """Load PJM with the paper's 149 features, split 80/20 chronologically (2553/639 days).
+
+    Args:
+        data_dir: directory with the two files (see `pjm_data_dir` for the default).
+        download: fetch missing files from the public source into ``data_dir`` first.
+    """
+    directory = pjm_data_dir(data_dir)
+    missing = [n for n in PJM_FILES if not (directory / n).exists()]
+    if missing and download:
+        download_pjm(directory)
+    elif missing:
+        raise DataError(
+            f"PJM files {missing} not found in {directory}; pass data_dir, set GRIDLEARN_DATA_DIR, "
+            "or call load_pjm(download=True)"
+        )
+    parts = [_file_features(directory / n) for n in PJM_FILES]
+    x = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    dates = np.concatenate([p[2] for p in parts])
+    return chronological_split("pjm", x, y, dates, parts[0][3], train_fraction)

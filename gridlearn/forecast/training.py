@@ -1,0 +1,222 @@
+"""Training modes for the day-ahead forecasters: RMSE, Gaussian NLL, cost-weighted RMSE, task, hybrid.
+
+All loops are full-batch Adam, as in the paper's code, with early stopping on a
+chronological validation hold-out: every ``eval_every`` epochs the validation loss is
+computed, and the weights with the best validation loss are kept as a *deep* copy
+(``copy.deepcopy(model.state_dict())``). The original code stored
+``model.state_dict().copy()``, a shallow dict copy whose tensors are the live parameters,
+so "restoring the best model" restored the latest weights; the deep copy fixes that.
+
+Modes (``train_*`` functions):
+- rmse: minimise MSE of mu; then sigma_i = RMS training residual of hour i (paper).
+- nll: minimise the Gaussian negative log-likelihood (for the input-dependent-sigma net).
+- weighted_rmse: cost-weighted RMSE, the baseline of the paper's later version. Our
+  definition: rounds r = 1..R; in each, minimise sum_h sqrt(mean_d w_dh (mu_dh - y_dh)^2),
+  then set w_dh = realised task cost of hour h on day d under the current model's schedule,
+  normalised to mean 1 (w = 1 in round 1). The net is trained on from round to round
+  (the original restarts a fresh net each round).
+- task: start from a trained RMSE net; minimise the realised cost of z*(mu, sigma) (the
+  differentiable SQP schedule) against the true load.
+- hybrid: task loss + ``mse_weight`` * MSE of mu.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from gridlearn.errors import ConfigError
+from gridlearn.forecast.scheduling import StochasticScheduler, realised_cost, task_loss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSettings:
+    """Epoch counts, learning rates and early stopping (paper: lr 1e-3 for RMSE, 1e-4 for task)."""
+
+    rmse_epochs: int = 1000
+    rmse_lr: float = 1e-3
+    task_epochs: int = 300
+    task_lr: float = 1e-4
+    eval_every: int = 10
+    patience: int = 5  # evaluations without improvement before stopping (task, hybrid)
+    rmse_patience: int = 20  # the same for rmse/nll, whose epochs are cheap
+    mse_weight: float = 1.0  # hybrid: weight of the MSE term
+    weighted_rounds: int = 5
+    weighted_epochs: int = 100
+    progress: bool = False
+
+    def __post_init__(self):
+        for name in ("rmse_epochs", "task_epochs", "eval_every", "patience", "rmse_patience", "weighted_rounds", "weighted_epochs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.rmse_lr <= 0 or self.task_lr <= 0:
+            raise ConfigError("learning rates must be > 0")
+        if self.mse_weight < 0:
+            raise ConfigError(f"mse_weight must be >= 0, got {self.mse_weight}")
+
+
+@dataclass
+class History:
+    """Validation losses seen while training (epoch, value) and the epoch whose weights were kept."""
+
+    val: list[tuple[int, float]]
+    best_epoch: int
+    best_val: float
+
+
+def _fit(
+    model: nn.Module,
+    epochs: int,
+    lr: float,
+    train_loss: Callable[[], torch.Tensor],
+    val_loss: Callable[[], float],
+    settings: TrainSettings,
+    desc: str,
+    patience: int,
+) -> History:
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.eval()
+    best_val = val_loss()
+    best_state = copy.deepcopy(model.state_dict())  # deep: a shallow copy would track later steps
+    best_epoch, bad, history = 0, 0, [(0, best_val)]
+    for epoch in tqdm(range(1, epochs + 1), desc=desc, disable=not settings.progress, leave=False):
+        model.train()
+        opt.zero_grad()
+        loss = train_loss()
+        loss.backward()
+        opt.step()
+        if epoch % settings.eval_every and epoch != epochs:
+            continue
+        model.eval()
+        v = val_loss()
+        history.append((epoch, v))
+        log.info("%s epoch %d: train %.5g  val %.5g", desc, epoch, loss.item(), v)
+        if v < best_val:
+            best_val, best_epoch, bad = v, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    return History(history, best_epoch, best_val)
+
+
+def _nll(mu: torch.Tensor, sigma: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (torch.log(sigma) + 0.5 * ((y - mu) / sigma) ** 2).mean()
+
+
+def train_rmse(model, x_tr, y_tr, x_val, y_val, settings: TrainSettings, nll: bool = False) -> History:
+    """MSE (or Gaussian NLL when ``nll``) training; sigma then set from training residuals."""
+
+    def train_loss():
+        mu, sigma = model(x_tr)
+        return _nll(mu, sigma, y_tr) if nll else ((mu - y_tr) ** 2).mean()
+
+    @torch.no_grad()
+    def val_loss():
+        mu, sigma = model(x_val)
+        return float(_nll(mu, sigma, y_val) if nll else ((mu - y_val) ** 2).mean())
+
+    hist = _fit(model, settings.rmse_epochs, settings.rmse_lr, train_loss, val_loss, settings, "nll" if nll else "rmse", settings.rmse_patience)
+    model.set_sigma_from_residuals(x_tr, y_tr)
+    return hist
+
+
+class _WarmSchedules:
+    """Last schedules per data set, so each epoch's SQP starts next to its answer."""
+
+    def __init__(self):
+        self.z: dict[str, torch.Tensor] = {}
+
+    def __call__(self, scheduler: StochasticScheduler, key: str, mu, sigma, differentiable: bool) -> torch.Tensor:
+        z0 = self.z.get(key)
+        if differentiable:
+            z = scheduler(mu, sigma, z0)
+        else:
+            with torch.no_grad():
+                z = scheduler(mu, sigma, z0)
+        self.z[key] = z.detach()
+        return z
+
+
+def val_task_cost(model, scheduler: StochasticScheduler, x, y, warm: _WarmSchedules | None = None, key: str = "val") -> float:
+    with torch.no_grad():
+        mu, sigma = model(x)
+        z = warm(scheduler, key, mu, sigma, False) if warm else scheduler(mu, sigma)
+        return float(task_loss(z, y, scheduler.params))
+
+
+def train_task(model, scheduler: StochasticScheduler, x_tr, y_tr, x_val, y_val, settings: TrainSettings, mse_weight: float = 0.0) -> History:
+    """Task (``mse_weight`` = 0) or hybrid training through the differentiable SQP schedule."""
+    warm = _WarmSchedules()
+
+    def train_loss():
+        mu, sigma = model(x_tr)
+        z = warm(scheduler, "train", mu, sigma, True)
+        loss = task_loss(z, y_tr, scheduler.params)
+        if mse_weight:
+            loss = loss + mse_weight * ((mu - y_tr) ** 2).mean()
+        return loss
+
+    def val_loss():
+        return val_task_cost(model, scheduler, x_val, y_val, warm)
+
+    return _fit(model, settings.task_epochs, settings.task_lr, train_loss, val_loss, settings, "hybrid" if mse_weight else "task", settings.patience)
+
+
+def train_weighted_rmse(model, scheduler: StochasticScheduler, x_tr, y_tr, x_val, y_val, settings: TrainSettings) -> History:
+    """Cost-weighted RMSE (definition in the module docstring); best round by validation task cost."""
+    w = torch.ones_like(y_tr)
+    opt = torch.optim.Adam(model.parameters(), lr=settings.rmse_lr)
+    best_val, best_round, best_state, history = float("inf"), 0, None, []
+    for r in range(settings.weighted_rounds):
+        # no early stopping inside a round: rounds are compared on validation task cost below
+        for _ in tqdm(range(settings.weighted_epochs), desc=f"weighted round {r}", disable=not settings.progress, leave=False):
+            model.train()
+            opt.zero_grad()
+            mu, _ = model(x_tr)
+            loss = (w * (mu - y_tr) ** 2).mean(0).sqrt().sum()
+            loss.backward()
+            opt.step()
+        model.eval()
+        model.set_sigma_from_residuals(x_tr, y_tr)
+        with torch.no_grad():
+            mu, sigma = model(x_tr)
+            cost = realised_cost(scheduler(mu, sigma), y_tr, scheduler.params)
+            w = cost / cost.mean()
+        v = val_task_cost(model, scheduler, x_val, y_val)
+        history.append((r, v))
+        log.info("weighted_rmse round %d: val task cost %.5g", r, v)
+        if v < best_val:
+            best_val, best_round, best_state = v, r, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    model.eval()
+    return History(history, best_round, best_val)
+
+
+@torch.no_grad()
+def evaluate(model, scheduler: StochasticScheduler, x, y) -> dict[str, torch.Tensor | float]:
+    """Test metrics: mu, sigma, schedule z ``(n_days, 24)``; rmse (over all day-hours); task_cost
+    (mean daily cost); per_hour_cost ``(24,)`` (mean over days of the cost in each hour)."""
+    model.eval()
+    mu, sigma = model(x)
+    z = scheduler(mu, sigma)
+    cost = realised_cost(z, y, scheduler.params)
+    return {
+        "mu": mu,
+        "sigma": sigma,
+        "schedule": z,
+        "rmse": float(((mu - y) ** 2).mean().sqrt()),
+        "task_cost": float(cost.sum(-1).mean()),
+        "per_hour_cost": cost.mean(0),
+    }

@@ -1,0 +1,259 @@
+"""Study: task-based vs RMSE forecasting for day-ahead scheduling (Donti, Amos & Kolter 2017).
+
+For each seed, trains the requested forecasters on the training days (the last
+``val_fraction`` of them held out, chronologically, for early stopping), schedules the test
+days by SQP on the forecast Gaussians, and records test RMSE and realised task cost. The
+run directory follows `gridlearn.forecast.schema` exactly (the dashboard reads it).
+
+    python studies/task_forecasting.py --dataset simbench --seeds 1 --demo
+    python studies/task_forecasting.py --dataset pjm --seeds 5
+
+Methods: rmse (paper's RMSE net), nll (input-dependent sigma, Gaussian NLL),
+weighted_rmse (cost-weighted RMSE), task (task net, initialised from the RMSE net),
+hybrid (task + mse_weight * MSE, initialised from the RMSE net).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import typer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
+
+from gridlearn.data import DayAheadData, load_pjm, load_simbench  # noqa: E402
+from gridlearn.errors import ConfigError  # noqa: E402
+from gridlearn.forecast import schema  # noqa: E402
+from gridlearn.forecast.models import GaussianNet, HeteroscedasticNet  # noqa: E402
+from gridlearn.forecast.scheduling import SQP, SchedulingParams, StochasticScheduler  # noqa: E402
+from gridlearn.forecast.training import TrainSettings, evaluate, train_rmse, train_task, train_weighted_rmse  # noqa: E402
+from gridlearn.results import start_run  # noqa: E402
+
+log = logging.getLogger("gridlearn.studies.task_forecasting")
+
+METHODS = ("rmse", "nll", "weighted_rmse", "task", "hybrid")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    dataset: str = "pjm"  # pjm | simbench
+    seeds: int = 1  # seeds 0 .. seeds-1
+    methods: tuple[str, ...] = ("rmse", "weighted_rmse", "task")
+    rmse_epochs: int = 1000
+    task_epochs: int = 100
+    weighted_rounds: int = 5
+    weighted_epochs: int = 100
+    eval_every: int = 5
+    patience: int = 10  # task: 50 epochs without a better hold-out cost; 4 stopped some seeds at epoch 0
+    rmse_patience: int = 40
+    mse_weight: float = 1.0
+    val_fraction: float = 0.2
+    gamma_under: float = 50.0
+    gamma_over: float = 0.5
+    c_ramp: float = 0.4
+    data_dir: str | None = None  # PJM directory (default: $GRIDLEARN_DATA_DIR/pjm or ../shared/data/pjm)
+    results_dir: str | None = None  # default: $GRIDLEARN_RESULTS_DIR or ./results
+    threads: int = 1  # torch threads; 0 leaves torch's default (1 is faster for these small batches)
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.dataset not in ("pjm", "simbench"):
+            raise ConfigError(f"dataset must be pjm or simbench, got {self.dataset!r}")
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise ConfigError(f"unknown methods {bad}; choose from {METHODS}")
+        if self.seeds < 1:
+            raise ConfigError(f"seeds must be >= 1, got {self.seeds}")
+        if not 0 < self.val_fraction < 0.5:
+            raise ConfigError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+
+
+DEMO = dict(dataset="simbench", seeds=1, methods=("rmse", "weighted_rmse", "task"), rmse_epochs=400,
+            task_epochs=40, weighted_rounds=3, weighted_epochs=100, eval_every=5, patience=4, rmse_patience=20)
+
+
+def _tensors(data: DayAheadData, val_fraction: float) -> dict[str, torch.Tensor]:
+    n_fit = int(len(data.x_train) * (1 - val_fraction))
+    t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+    return {
+        "x_fit": t(data.x_train[:n_fit]), "y_fit": t(data.y_train[:n_fit]),
+        "x_val": t(data.x_train[n_fit:]), "y_val": t(data.y_train[n_fit:]),
+        "x_test": t(data.x_test), "y_test": t(data.y_test),
+    }
+
+
+def _train_seed(cfg: Config, data: DayAheadData, seed: int, scheduler: StochasticScheduler) -> dict[str, dict[str, Any]]:
+    d = _tensors(data, cfg.val_fraction)
+    settings = TrainSettings(
+        rmse_epochs=cfg.rmse_epochs, task_epochs=cfg.task_epochs, eval_every=cfg.eval_every, patience=cfg.patience, rmse_patience=cfg.rmse_patience,
+        mse_weight=cfg.mse_weight, weighted_rounds=cfg.weighted_rounds, weighted_epochs=cfg.weighted_epochs,
+        progress=cfg.progress,
+    )
+    fit = (d["x_fit"], d["y_fit"], d["x_val"], d["y_val"])
+    xf, yf = data.x_train[: len(d["x_fit"])], data.y_train[: len(d["y_fit"])]
+    out: dict[str, dict[str, Any]] = {}
+    with torch.random.fork_rng():  # seeds init and dropout without touching the caller's RNG
+        torch.manual_seed(seed)
+        rmse_net = None
+        if {"rmse", "task", "hybrid"} & set(cfg.methods):
+            t0 = time.perf_counter()
+            rmse_net = GaussianNet(xf, yf).double()
+            train_rmse(rmse_net, *fit, settings)
+            out["rmse"] = {"model": rmse_net, "train_s": time.perf_counter() - t0}
+        for method in cfg.methods:
+            t0 = time.perf_counter()
+            if method == "rmse":
+                continue
+            if method == "nll":
+                model = HeteroscedasticNet(xf, yf).double()
+                train_rmse(model, *fit, settings, nll=True)
+            elif method == "weighted_rmse":
+                model = GaussianNet(xf, yf).double()
+                train_weighted_rmse(model, scheduler, *fit, settings)
+            else:  # task, hybrid: start from the trained RMSE net
+                model = copy.deepcopy(rmse_net)
+                train_task(model, scheduler, *fit, settings, mse_weight=cfg.mse_weight if method == "hybrid" else 0.0)
+            out[method] = {"model": model, "train_s": time.perf_counter() - t0}
+    for method in list(out):
+        if method not in cfg.methods:
+            del out[method]
+            continue
+        out[method].update(evaluate(out[method]["model"], scheduler, d["x_test"], d["y_test"]))
+        log.info("seed %d %s: test rmse %.4f  task cost %.4f  (%.1f s)", seed, method, out[method]["rmse"],
+                 out[method]["task_cost"], out[method]["train_s"])
+    return out
+
+
+def _figures(summary: pd.DataFrame, per_hour: pd.DataFrame):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig1, ax = plt.subplots(figsize=(5, 4))
+    for method, g in summary.groupby("method"):
+        ax.errorbar(g.rmse.mean(), g.task_cost.mean(), xerr=g.rmse.std(ddof=0), yerr=g.task_cost.std(ddof=0),
+                    fmt="o", capsize=3, label=method)
+        ax.scatter(g.rmse, g.task_cost, s=8, alpha=0.4)
+    ax.set_xlabel("test RMSE")
+    ax.set_ylabel("test task cost (mean daily)")
+    ax.legend()
+    fig1.tight_layout()
+    fig2, ax = plt.subplots(figsize=(6, 3.5))
+    for method, g in per_hour.groupby("method"):
+        m = g.groupby("hour").task_cost.agg(["mean", "std"]).fillna(0.0)
+        ax.plot(m.index, m["mean"], label=method)
+        ax.fill_between(m.index, m["mean"] - m["std"], m["mean"] + m["std"], alpha=0.2)
+    ax.set_xlabel("hour of day")
+    ax.set_ylabel("mean test task cost")
+    ax.legend()
+    fig2.tight_layout()
+    return {"cost_vs_rmse": fig1, "per_hour_cost": fig2}
+
+
+def cost_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± std (over seeds) of test RMSE and task cost per method."""
+    g = summary.groupby("method", sort=False)
+    return pd.DataFrame({
+        "rmse": g.rmse.mean().map("{:.4f}".format) + " ± " + g.rmse.std(ddof=1).fillna(0).map("{:.4f}".format),
+        "task_cost": g.task_cost.mean().map("{:.3f}".format) + " ± " + g.task_cost.std(ddof=1).fillna(0).map("{:.3f}".format),
+        "n_seeds": g.size(),
+    })
+
+
+def main(cfg: Config) -> Path:
+    """Run the study; returns the run directory."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    t0 = time.perf_counter()
+    data = load_pjm(cfg.data_dir) if cfg.dataset == "pjm" else load_simbench()
+    load_s = time.perf_counter() - t0
+    params = SchedulingParams(gamma_under=cfg.gamma_under, gamma_over=cfg.gamma_over, c_ramp=cfg.c_ramp)
+    scheduler = StochasticScheduler(params, SQP())
+    with start_run(schema.STUDY, cfg, root=cfg.results_dir) as run:
+        log.info("data %s: %d train, %d test days, %d features (%.1f s to load)", data.name, len(data.x_train),
+                 len(data.x_test), data.n_features, load_s)
+        summary, per_hour, forecasts, timing = [], [], [], {}
+        for seed in range(cfg.seeds):
+            for method, r in _train_seed(cfg, data, seed, scheduler).items():
+                summary.append({"method": method, "seed": seed, "rmse": r["rmse"], "task_cost": r["task_cost"]})
+                timing[f"{method}/{seed}"] = r["train_s"]
+                per_hour += [{"method": method, "seed": seed, "hour": h, "task_cost": float(c)}
+                             for h, c in enumerate(r["per_hour_cost"])]
+                n = len(data.x_test)
+                forecasts.append(pd.DataFrame({
+                    "method": method, "seed": seed,
+                    "day": np.repeat(data.days_test.astype(str), 24), "hour": np.tile(np.arange(24), n),
+                    "actual": data.y_test.reshape(-1), "mu": r["mu"].reshape(-1).numpy(),
+                    "sigma": r["sigma"].reshape(-1).numpy(), "schedule": r["schedule"].reshape(-1).numpy(),
+                }))
+        summary_df = pd.DataFrame(summary, columns=schema.SUMMARY_COLUMNS)
+        per_hour_df = pd.DataFrame(per_hour, columns=schema.PER_HOUR_COLUMNS)
+        run.write_table(schema.SUMMARY_TABLE, summary_df)
+        run.write_table(schema.PER_HOUR_TABLE, per_hour_df)
+        run.write_table(schema.FORECASTS_TABLE, pd.concat(forecasts, ignore_index=True)[schema.FORECASTS_COLUMNS])
+        g = summary_df.groupby("method")
+        methods = {m: {"rmse_mean": g.rmse.mean()[m], "rmse_std": g.rmse.std(ddof=1).fillna(0)[m],
+                       "task_cost_mean": g.task_cost.mean()[m], "task_cost_std": g.task_cost.std(ddof=1).fillna(0)[m],
+                       "n_seeds": int(g.size()[m])} for m in g.groups}
+        extra = {}
+        if "rmse" in methods and "task" in methods:
+            extra["task_cost_reduction_vs_rmse"] = 1 - methods["task"]["task_cost_mean"] / methods["rmse"]["task_cost_mean"]
+        run.log_metrics(**{schema.METRICS_METHODS_KEY: methods}, dataset=data.name, n_test_days=len(data.x_test),
+                        n_train_days=len(data.x_train), n_features=data.n_features, train_seconds=timing,
+                        total_seconds=time.perf_counter() - t0, **extra)
+        for name, fig in _figures(summary_df, per_hour_df).items():
+            run.save_figure(name, fig)
+        table = cost_table(summary_df)
+        log.info("cost vs RMSE (test, mean ± std over seeds):\n%s", table.to_string())
+    print(f"\n{data.name}: test RMSE and task cost, mean ± std over {cfg.seeds} seed(s)\n{table.to_string()}\n"
+          f"run directory: {run.dir}")
+    return run.dir
+
+
+app = typer.Typer(add_completion=False, help="Task-based vs RMSE day-ahead forecasting (Donti et al. 2017).")
+
+
+@app.command()
+def run(
+    dataset: str = typer.Option(Config.dataset, help="pjm | simbench"),
+    seeds: int = typer.Option(Config.seeds, help="number of seeds (0..seeds-1)"),
+    methods: str = typer.Option(",".join(Config.methods), help=f"comma-separated, from {','.join(METHODS)}"),
+    rmse_epochs: int = typer.Option(Config.rmse_epochs),
+    task_epochs: int = typer.Option(Config.task_epochs),
+    weighted_rounds: int = typer.Option(Config.weighted_rounds),
+    weighted_epochs: int = typer.Option(Config.weighted_epochs),
+    eval_every: int = typer.Option(Config.eval_every),
+    patience: int = typer.Option(Config.patience, help="task/hybrid: evaluations without improvement before stopping"),
+    rmse_patience: int = typer.Option(Config.rmse_patience, help="rmse/nll: the same"),
+    mse_weight: float = typer.Option(Config.mse_weight),
+    val_fraction: float = typer.Option(Config.val_fraction),
+    data_dir: str = typer.Option(None, help="PJM data directory"),
+    results_dir: str = typer.Option(None, help="results root (default ./results)"),
+    threads: int = typer.Option(Config.threads),
+    progress: bool = typer.Option(Config.progress),
+    demo: bool = typer.Option(False, help="the quick SimBench demo settings (overrides the options above)"),
+) -> None:
+    """Train the forecasters, schedule the test days, write results/task_forecasting/<run-id>/."""
+    fields = dict(dataset=dataset, seeds=seeds, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+                  rmse_epochs=rmse_epochs, task_epochs=task_epochs, weighted_rounds=weighted_rounds,
+                  weighted_epochs=weighted_epochs, eval_every=eval_every, patience=patience, rmse_patience=rmse_patience, mse_weight=mse_weight,
+                  val_fraction=val_fraction, data_dir=data_dir, results_dir=results_dir, threads=threads,
+                  progress=progress)
+    if demo:
+        fields.update(DEMO)
+    main(Config(**fields))  # the run's log.txt gets the INFO records; the console only warnings
+
+
+if __name__ == "__main__":
+    app()
