@@ -9,6 +9,7 @@ and hands it the remaining arguments, so ``python studies/NAME.py ARGS...`` and
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -34,6 +35,8 @@ def load_study(name: str):
         raise ConfigError(f"no study named {name!r}; available: {', '.join(available_studies()) or 'none'}")
     spec = importlib.util.spec_from_file_location(f"gridlearn_study_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
+    # dataclasses look their module up in sys.modules while the file executes
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     if not hasattr(module, "app"):
         raise ConfigError(f"study file {path} defines no `app` (a typer.Typer) to run")
@@ -78,7 +81,6 @@ def dashboard(
 ) -> None:
     """Serve the web dashboard over the run directories in --results."""
     import subprocess
-    import sys
 
     if not DASHBOARD_APP.is_file():
         typer.echo(f"dashboard app not found at {DASHBOARD_APP}", err=True)

@@ -94,3 +94,25 @@ def test_doctor_exits_zero_here():
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "healthy" in proc.stdout and "17.0140173" in proc.stdout
+
+
+def test_every_study_loads_through_the_cli_and_has_help():
+    from typer.testing import CliRunner
+
+    from gridlearn.cli import app, available_studies, load_study
+
+    studies = available_studies()
+    assert {"task-forecasting", "scopf", "inverse-acopf", "satnet-parity", "satnet-sudoku"} <= set(studies)
+    for name in studies:
+        assert hasattr(load_study(name), "app"), name
+    result = CliRunner().invoke(app, ["run", "task-forecasting", "--help"])
+    assert result.exit_code == 0 and "--demo" in result.output
+
+
+def test_unknown_study_lists_the_available_ones():
+    from typer.testing import CliRunner
+
+    from gridlearn.cli import app
+
+    result = CliRunner().invoke(app, ["run", "no-such-study"])
+    assert result.exit_code == 2 and "task-forecasting" in result.output
