@@ -322,3 +322,16 @@ def study_root(tmp_path_factory) -> dict:
     visual = write_sudoku_run(root, mode="visual", loss_on="blanks", epochs=5)
     return {"root": root, "scopf": scopf, "inverse": inverse, "parity": parity, "sudoku_plain": plain,
             "sudoku_visual": visual}
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """Streamlit's AppTest swaps ``sys.modules['__main__']`` for its temporary script and leaves
+    it there; spawned process-pool workers later try to re-run that deleted script as their
+    main module and die (BrokenProcessPool in tests/test_parallel.py). Put the real one back."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
