@@ -17,6 +17,13 @@ _EXPORTS = {
     "train_task": "training",
     "train_weighted_rmse": "training",
     "evaluate": "training",
+    # the network-aware variant: bus-level loads scheduled by a multi-period DC-OPF
+    "NetworkTaskParams": "network_aware",
+    "NetworkScheduler": "network_aware",
+    "BusLoadForecaster": "network_aware",
+    "train_task_network": "network_aware",
+    "evaluate_network": "network_aware",
+    "bus_load_data": "bus_loads",
 }
 
 __all__ = sorted(_EXPORTS)
