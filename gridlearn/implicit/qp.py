@@ -126,8 +126,10 @@ def _prepare(Q, p, G, h, A, b):
     B = sizes.pop() if sizes else 1
     ins = [t if t.dim() > d else t.unsqueeze(0) for t, d in zip(ins, unbatched_dims)]
     # Only the symmetric part of Q enters the objective; symmetrising here lets autograd
-    # route the (symmetric) gradient to whatever the caller passed.
-    ins[0] = 0.5 * (ins[0] + ins[0].mT)
+    # route the (symmetric) gradient to whatever the caller passed. An exactly symmetric
+    # Q is left alone: the value is the same and the backward's ∇Q is already symmetric.
+    if float(asym) != 0.0:
+        ins[0] = 0.5 * (ins[0] + ins[0].mT)
     return ins, B, batched
 
 

@@ -33,7 +33,13 @@ equality-constrained QP on the active set, which is the exact derivative under s
 complementarity; keeping the interior point's finite D adds an O(min(D, 1/D)) error
 that we measured at 1e-5 on random problems. Weakly active constraints (λ_i and s_i
 both tiny) are classified by D_i ≥ 1, where the derivative is not unique anyway. It is padded to the largest active-set
-size in the batch and factored by batched LU, in chunks to bound memory.
+size in the batch and solved in chunks to bound memory: when Q is positive definite
+(and not badly conditioned) through the Schur complement on Q,
+
+    (C Q⁻¹ Cᵀ + E) y = C Q⁻¹ r₁ − r₂,   w_x = Q⁻¹ (r₁ − Cᵀ y),   C = [G_A; A],
+
+an (a+k)³ LU per element, else by batched LU of the whole bordered matrix; either way
+with one step of iterative refinement against the bordered system.
 Elements that did not converge get NaN gradients: a wrong-but-finite gradient would
 be silently absorbed by an optimiser, and shared inputs then show NaN as well.
 """
@@ -46,7 +52,7 @@ import torch
 from torch import Tensor
 
 from gridlearn.implicit.qp_ipm import IPMResult, QPWarmStart, interior_point
-from gridlearn.implicit.qp_kkt import QPData, mtv, mv, reduced_hessian
+from gridlearn.implicit.qp_kkt import QFactor, QPData, chol_solve, mtv, mv, prefer_dual, q_cholesky
 from gridlearn.implicit.solution import Status
 
 
@@ -59,33 +65,49 @@ def _reduce(grad: Tensor, like_shape: torch.Size) -> Tensor:
     return grad.sum(0, keepdim=True)
 
 
+def _outer(pairs: list[tuple[Tensor, Tensor]], like_shape: torch.Size) -> Tensor:
+    """Σ_j a_j b_jᵀ per element (B, r, c), reduced to ``like_shape``.
+
+    For a shared input (leading dim 1) the batch sum Σ_b a_b b_bᵀ is one matmul
+    aᵀ b (r, B)·(B, c): never materialise the (B, r, c) outer products (415 MB for
+    the DC-OPF shape at B=2000).
+    """
+    B = pairs[0][0].shape[0]
+    if like_shape[0] == 1 and B > 1:
+        return sum(a.mT @ b for a, b in pairs).unsqueeze(0)
+    return _reduce(sum(a.unsqueeze(2) * b.unsqueeze(1) for a, b in pairs), like_shape)
+
+
 _CHUNK = 1024
 
 
-def _adjoint(data: QPData, s: Tensor, lam: Tensor, gx: Tensor, glam: Tensor, gnu: Tensor):
-    """Solve the bordered adjoint system of the module docstring -> (w_x, u, w_ν)."""
+def _adjoint(data: QPData, s: Tensor, lam: Tensor, gx: Tensor, glam: Tensor, gnu: Tensor, Lq: Tensor | None):
+    """Solve the bordered adjoint system of the module docstring -> (w_x, u, w_ν).
+
+    ``Lq``: Cholesky factor of Q (b|1, n, n) when Q is PD and well-conditioned (see
+    `qp_kkt.q_cholesky`), else None.
+    """
     B, n = gx.shape
-    m, k = lam.shape[-1], gnu.shape[-1]
     outs = []
     for lo in range(0, B, _CHUNK):
         hi = min(B, lo + _CHUNK)
         idx = torch.arange(lo, hi, device=gx.device)
         sub = data.take(idx) if B > 1 else data
-        outs.append(_adjoint_chunk(sub, s[lo:hi], lam[lo:hi], gx[lo:hi], glam[lo:hi], gnu[lo:hi]))
+        L = None if Lq is None else (Lq if Lq.shape[0] == 1 else Lq[lo:hi])
+        outs.append(_adjoint_chunk(sub, s[lo:hi], lam[lo:hi], gx[lo:hi], glam[lo:hi], gnu[lo:hi], L))
     return tuple(torch.cat(parts) for parts in zip(*outs))
 
 
-def _adjoint_chunk(data: QPData, s: Tensor, lam: Tensor, gx: Tensor, glam: Tensor, gnu: Tensor):
+def _adjoint_chunk(data: QPData, s: Tensor, lam: Tensor, gx: Tensor, glam: Tensor, gnu: Tensor,
+                   Lq: Tensor | None):
     B, n = gx.shape
     m, k = lam.shape[-1], gnu.shape[-1]
-    dt, dev = gx.dtype, gx.device
+    dt = gx.dtype
     d = lam / s.clamp_min(torch.finfo(dt).tiny)
     active = d >= 1.0
     # Inactive constraints take their limit λ_i = 0 exactly (D_i → 0): keeping the
     # interior point's D_i = μ/s_i² adds an O(D_i) error (measured 3e-5 at tol 1e-9).
-    d_in = torch.zeros_like(d)
-    H = reduced_hessian(data, d_in, B)
-    rx = -gx - (mtv(data.G, d_in * glam) if m else 0.0)
+    # With D_I = 0 the eliminated block Gᵀ D_I G vanishes: the (1,1) block is Q itself.
     a = int(active.sum(-1).max()) if m else 0
     # Active constraints first (stable sort keeps their order), padded to a rows.
     order = torch.sort(active.to(torch.int8), dim=-1, descending=True, stable=True).indices[:, :a]
@@ -96,26 +118,65 @@ def _adjoint_chunk(data: QPData, s: Tensor, lam: Tensor, gx: Tensor, glam: Tenso
     # Active constraints likewise take their limit s_i = 0 (D_i⁻¹ → 0), but keep a tiny
     # −δ on the diagonal so degenerate active sets (dependent rows) stay factorable.
     delta = 100 * torch.finfo(dt).eps
-    diag = torch.where(valid, torch.full_like(Ga[..., 0], -delta), torch.full_like(Ga[..., 0], -1.0))
-    A = data.A.expand(B, k, n)
-    N = n + a + k
-    K = torch.zeros(B, N, N, dtype=dt, device=dev)
+    e = torch.where(valid, torch.full_like(Ga[..., 0], delta), torch.full_like(Ga[..., 0], 1.0))
+    # Constraint block C = [G_A; A] (B, a+k, n) and −E its diagonal block.
+    C = torch.cat([Ga, data.A.expand(B, k, n)], 1)
+    e = torch.cat([e, e.new_zeros(B, k)], -1)
+    r1 = -gx
+    r2 = torch.cat([-torch.gather(glam, 1, order) * valid, -gnu], -1)
+    if Lq is not None:
+        wx, y = _solve_schur(data.Q, Lq, C, e, r1, r2)
+    else:
+        wx, y = _solve_bordered(data.Q.expand(B, n, n), C, e, r1, r2)
+    ya, wnu = y[:, :a], y[:, a:]
+    u = torch.zeros_like(glam)
+    if a:
+        u = u.scatter(1, order, torch.where(valid, ya, torch.gather(u, 1, order)))
+    return wx, u, wnu
+
+
+def _solve_bordered(H: Tensor, C: Tensor, e: Tensor, r1: Tensor, r2: Tensor) -> tuple[Tensor, Tensor]:
+    """[[H, Cᵀ], [C, −diag(e)]] [w; y] = [r1; r2] by dense batched LU (any PSD H).
+
+    H (B, n, n), C (B, c, n), e (B, c), r1 (B, n), r2 (B, c).
+    """
+    B, n = r1.shape
+    N = n + C.shape[1]
+    K = r1.new_zeros(B, N, N)
     K[:, :n, :n] = H
-    K[:, :n, n:n + a] = Ga.mT
-    K[:, n:n + a, :n] = Ga
-    K[:, n:n + a, n:n + a] = torch.diag_embed(diag)
-    K[:, :n, n + a:] = A.mT
-    K[:, n + a:, :n] = A
-    rhs = torch.cat([rx, -torch.gather(glam, 1, order) * valid, -gnu], -1)
+    K[:, :n, n:] = C.mT
+    K[:, n:, :n] = C
+    K[:, n:, n:] = torch.diag_embed(-e)
+    rhs = torch.cat([r1, r2], -1)
     LU, piv, _ = torch.linalg.lu_factor_ex(K)
     sol = torch.linalg.lu_solve(LU, piv, rhs.unsqueeze(-1)).squeeze(-1)
     # One step of iterative refinement: cheap, and recovers digits lost to pivoting.
     sol = sol + torch.linalg.lu_solve(LU, piv, (rhs - mv(K, sol)).unsqueeze(-1)).squeeze(-1)
-    wx, ya, wnu = sol[:, :n], sol[:, n:n + a], sol[:, n + a:]
-    u = d_in * (mv(data.G, wx) + glam) if m else glam.clone()
-    if a:
-        u = u.scatter(1, order, torch.where(valid, ya, torch.gather(u, 1, order)))
-    return wx, u, wnu
+    return sol[:, :n], sol[:, n:]
+
+
+def _solve_schur(Q: Tensor, Lq: Tensor, C: Tensor, e: Tensor, r1: Tensor, r2: Tensor) -> tuple[Tensor, Tensor]:
+    """The same system through Q = Lq Lqᵀ (PD): (C Q⁻¹ Cᵀ + E) y = C Q⁻¹ r1 − r2,
+    w = Q⁻¹ (r1 − Cᵀ y). Costs an (a+k)³ LU per element instead of (n+a+k)³; the
+    Schur complement is symmetric but may be only semi-definite (+δ) for degenerate
+    active sets, hence LU rather than Cholesky. Q (B|1, n, n), Lq (B|1, n, n).
+    """
+    c = C.shape[1]
+    if c == 0:
+        return chol_solve(Lq, r1.unsqueeze(-1)).squeeze(-1), r2
+    V = chol_solve(Lq, C.mT)  # Q⁻¹Cᵀ (B, n, c)
+    S = torch.matmul(C, V) + torch.diag_embed(e)
+    LU, piv, _ = torch.linalg.lu_factor_ex(S)
+
+    def once(q1: Tensor, q2: Tensor) -> tuple[Tensor, Tensor]:
+        t = chol_solve(Lq, q1.unsqueeze(-1)).squeeze(-1)
+        y = torch.linalg.lu_solve(LU, piv, (mv(C, t) - q2).unsqueeze(-1)).squeeze(-1)
+        return t - mv(V, y), y
+
+    w, y = once(r1, r2)
+    # One step of iterative refinement on the full bordered system.
+    cw, cy = once(r1 - mv(Q, w) - mtv(C, y), r2 - mv(C, w) + e * y)
+    return w + cw, y + cy
 
 
 class QPFunction(torch.autograd.Function):
@@ -129,7 +190,9 @@ class QPFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, settings: Any, warm: QPWarmStart | None, batch: int, shapes: tuple,
                 out: list, Q: Tensor, p: Tensor, G: Tensor, h: Tensor, A: Tensor, b: Tensor):
-        data = QPData(Q, p, G, h, A, b, QPData.outer_rows(G))
+        n, m, k = Q.shape[-1], G.shape[-2], A.shape[-2]
+        qf = QFactor.build(Q, G, A) if prefer_dual(n, m, k) else None
+        data = QPData(Q, p, G, h, A, b, None if qf is not None else QPData.outer_rows(G), qf)
         tol = max(settings.tol, 1000 * torch.finfo(Q.dtype).eps)
         res: IPMResult = interior_point(
             data, batch, tol=tol, eps_inf=settings.eps_inf, max_iter=settings.max_iter,
@@ -140,6 +203,7 @@ class QPFunction(torch.autograd.Function):
         out.append(res)
         ctx.save_for_backward(Q, p, G, h, A, b)
         ctx.res = res
+        ctx.Lq = None if qf is None else qf.L  # reused by the backward's Schur solve
         ctx.shapes = shapes
         return res.x, res.lam, res.nu
 
@@ -154,7 +218,8 @@ class QPFunction(torch.autograd.Function):
         glam = torch.zeros_like(lam) if glam is None else glam
         gnu = torch.zeros_like(nu) if gnu is None else gnu
         data = QPData(*ctx.saved_tensors, None)
-        wx, u, wnu = _adjoint(data, res.s, lam, gx, glam, gnu)
+        Lq = ctx.Lq if ctx.Lq is not None else q_cholesky(data.Q)
+        wx, u, wnu = _adjoint(data, res.s, lam, gx, glam, gnu, Lq)
         bad = res.status != Status.CONVERGED.code
         if bool(bad.any()):
             nan = float("nan")
@@ -165,16 +230,16 @@ class QPFunction(torch.autograd.Function):
         sQ, sp, sG, sh, sA, sb = ctx.shapes
         grads: list[Tensor | None] = [None] * 6
         if need[0]:
-            outer = wx.unsqueeze(2) * x.unsqueeze(1)
-            grads[0] = _reduce(0.5 * (outer + outer.mT), sQ)
+            g = _outer([(wx, x)], sQ)
+            grads[0] = 0.5 * (g + g.mT)
         if need[1]:
             grads[1] = _reduce(wx, sp)
         if need[2]:
-            grads[2] = _reduce(lam.unsqueeze(2) * wx.unsqueeze(1) + u.unsqueeze(2) * x.unsqueeze(1), sG)
+            grads[2] = _outer([(lam, wx), (u, x)], sG)
         if need[3]:
             grads[3] = _reduce(-u, sh)
         if need[4]:
-            grads[4] = _reduce(nu.unsqueeze(2) * wx.unsqueeze(1) + wnu.unsqueeze(2) * x.unsqueeze(1), sA)
+            grads[4] = _outer([(nu, wx), (wnu, x)], sA)
         if need[5]:
             grads[5] = _reduce(-wnu, sb)
         return (None, None, None, None, None, *grads)

@@ -15,7 +15,7 @@ as CVXOPT's coneqp and qpth, Amos & Kolter 2017). Eliminating ds and dλ,
     ds = −r_p − G dx,    dλ = D(G dx + r_p) − r_c / s,    D = diag(λ / s),
     (Q + GᵀDG) dx + Aᵀ dν = −r_d − Gᵀ(D r_p − r_c / s),    A dx = −r_e,
 
-which `qp_kkt.KKTFactor` factors once per iteration and solves twice (predictor,
+which `qp_kkt.factor_kkt` factors once per iteration and solves twice (predictor,
 corrector). Elements that finish (converged, infeasible, unbounded, failed) leave the
 active set and stop costing work.
 
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from gridlearn.implicit.qp_kkt import KKTFactor, QPData, mtv, mv
+from gridlearn.implicit.qp_kkt import QPData, factor_kkt, mtv, mv
 from gridlearn.implicit.solution import Status
 
 RUNNING = -1
@@ -88,7 +88,7 @@ def _cold_start(data: QPData, batch: int, reg: float, refine: int) -> tuple[Tens
     """
     dt, dev, m = data.Q.dtype, data.Q.device, data.m
     ones = torch.ones(batch, m, dtype=dt, device=dev)
-    f = KKTFactor.factor(data, ones, reg, refine)
+    f = factor_kkt(data, ones, reg, refine)
     p = data.p.expand(batch, data.n)
     h = data.h.expand(batch, m)
     rx = -p + (mtv(data.G, h) if m else 0.0)
@@ -142,8 +142,11 @@ def interior_point(
     p_inf = _inf(data.p.expand(batch, n))
     hb_inf = torch.maximum(_inf(data.h.expand(batch, m)), _inf(data.b.expand(batch, k)))
 
+    # ``sub`` is always ``data`` restricted to ``idx``: it is narrowed as elements finish
+    # and carried to the next iteration, so each element's Q, G... is copied once per
+    # narrowing rather than re-gathered from the full batch every iteration.
+    sub = data
     for it in range(max_iter + 1):
-        sub = data.take(idx) if idx.numel() < batch else data
         xa, sa, la, na = x[idx], s[idx], lam[idx], nu[idx]
         nb = idx.numel()
         Gx = mv(sub.G, xa) if m else xa.new_zeros(nb, 0)
@@ -200,7 +203,7 @@ def interior_point(
             r_d, r_p, r_e = r_d[loc], r_p[loc], r_e[loc]
             gap = gap[loc]
         G = sub.G
-        f = KKTFactor.factor(sub, la / sa if m else la, reg, refine_steps)
+        f = factor_kkt(sub, la / sa if m else la, reg, refine_steps)
         if bool(f.broken.any()):
             # Elements whose KKT system is singular even after regularisation.
             status[idx[loc[f.broken]]] = Status.NUMERICAL.code

@@ -209,3 +209,97 @@ def test_bad_settings_raise_config_error(kw):
         QPLayer(**kw)
     with pytest.raises(ConfigError):
         QPSettings(**kw)
+
+
+# --- Fast paths: the dual (Schur-on-Q) reduction, merged Gram rows, Schur backward ---
+
+def _solve_and_grads(ins):
+    ins = [t.clone().requires_grad_() for t in ins]
+    sol = solve_qp(*ins)
+    assert sol.ok, sol.statuses
+    w = torch.linspace(-1.0, 1.0, sol.value.numel(), dtype=F64).view_as(sol.value)
+    ((sol.value * w).sum() + sol.extras["lam"].sum() + sol.extras["nu"].pow(2).sum()).backward()
+    return sol, [t.grad for t in ins]
+
+
+def test_dual_reduction_matches_the_primal_reduction(monkeypatch):
+    from gridlearn.implicit import qp_backward
+    from gridlearn.implicit.qp_kkt import prefer_dual
+
+    data = random_qp(10, B=4, n=40, m=6, k=2)
+    assert prefer_dual(40, 6, 2)  # the default path for this shape is the dual one
+    sol_d, g_d = _solve_and_grads(data)
+    monkeypatch.setattr(qp_backward, "prefer_dual", lambda n, m, k: False)
+    monkeypatch.setattr(qp_backward, "q_cholesky", lambda Q: None)  # bordered-LU backward too
+    sol_p, g_p = _solve_and_grads(data)
+    assert int(((sol_p.extras["lam"] > 1e-6) & (sol_p.extras["slack"] < 1e-6)).sum()) > 0
+    for key in ("lam", "nu"):
+        torch.testing.assert_close(sol_d.extras[key], sol_p.extras[key], atol=1e-8, rtol=1e-7)
+    torch.testing.assert_close(sol_d.value, sol_p.value, atol=1e-9, rtol=1e-8)
+    for a, b in zip(g_d, g_p):
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shared_q", [False, True])
+def test_gradcheck_forced_dual_reduction(monkeypatch, shared_q):
+    from gridlearn.implicit import qp_backward
+
+    monkeypatch.setattr(qp_backward, "prefer_dual", lambda n, m, k: True)
+    Q, p, G, h, A, b = random_qp(11, B=2, n=5, m=3, k=1)
+    if shared_q:
+        Q = Q[0]
+    ins = [t.clone().requires_grad_() for t in (Q, p, G, h, A, b)]
+    assert torch.autograd.gradcheck(_wrapped(), ins, eps=1e-5, atol=1e-6, rtol=1e-4, fast_mode=True)
+
+
+def test_schur_backward_solve_matches_bordered_lu():
+    from gridlearn.implicit.qp_backward import _solve_bordered, _solve_schur
+    from gridlearn.implicit.qp_kkt import q_cholesky
+
+    g = torch.Generator().manual_seed(12)
+    B, n, c = 3, 9, 5
+    M = torch.randn(B, n, n, generator=g, dtype=F64)
+    Q = M @ M.mT + torch.eye(n, dtype=F64)
+    C = torch.randn(B, c, n, generator=g, dtype=F64)
+    C[:, 3] = 0.0  # a padded row: reads −y = r
+    e = torch.tensor([1e-14, 1e-14, 0.0, 1.0, 0.0], dtype=F64).expand(B, c)
+    r1 = torch.randn(B, n, generator=g, dtype=F64)
+    r2 = torch.randn(B, c, generator=g, dtype=F64)
+    w_s, y_s = _solve_schur(Q, q_cholesky(Q), C, e, r1, r2)
+    w_b, y_b = _solve_bordered(Q, C, e, r1, r2)
+    torch.testing.assert_close(w_s, w_b, atol=1e-10, rtol=1e-9)
+    torch.testing.assert_close(y_s, y_b, atol=1e-10, rtol=1e-9)
+    # And the equations themselves hold.
+    torch.testing.assert_close((Q @ w_s.unsqueeze(-1)).squeeze(-1) + (y_s.unsqueeze(-2) @ C).squeeze(-2), r1)
+    torch.testing.assert_close((C @ w_s.unsqueeze(-1)).squeeze(-1) - e * y_s, r2)
+
+
+def test_gram_rows_merge_signed_duplicates_and_bounds():
+    from gridlearn.implicit.qp_kkt import GramRows
+
+    g = torch.Generator().manual_seed(13)
+    n = 4
+    r1, r2 = torch.randn(2, n, generator=g, dtype=F64)
+    unit = torch.zeros(n, dtype=F64)
+    unit[2] = 1.0
+    G = torch.stack([r1, -r1, 2.0 * unit, -unit, torch.zeros(n, dtype=F64), r2, -unit])
+    d = torch.rand(3, G.shape[0], generator=g, dtype=F64) + 0.1
+    Q = torch.eye(n, dtype=F64).expand(3, n, n).clone()
+    gram = GramRows.build(G.unsqueeze(0))
+    assert gram.n_dense == 2 and gram.col.numel() == 2  # {±r1, r2} dense; {2e, ±e} on the diagonal
+    H = gram.hessian(Q, d)
+    torch.testing.assert_close(H, Q + G.T @ (d.unsqueeze(-1) * G), atol=1e-13, rtol=1e-13)
+    torch.testing.assert_close(gram.hessian(Q[:1], d), H, atol=1e-13, rtol=1e-13)  # shared Q
+
+
+def test_shared_inputs_get_nan_gradients_from_a_failed_element():
+    # Shared-input gradients are summed over the batch by a matmul: NaN must survive it.
+    Q = torch.eye(3, dtype=F64).expand(2, 3, 3).clone()
+    p = torch.ones(2, 3, dtype=F64)
+    G = torch.tensor([[1.0, 0, 0], [-1.0, 0, 0]], dtype=F64, requires_grad=True)
+    A = torch.tensor([[0.0, 1.0, 1.0]], dtype=F64, requires_grad=True)
+    h = torch.tensor([[1.0, 1.0], [1.0, -2.0]], dtype=F64)
+    sol = solve_qp(Q, p, G, h, A, torch.zeros(1, dtype=F64))
+    assert sol.statuses[0] == Status.CONVERGED and sol.statuses[1] == Status.INFEASIBLE
+    sol.value.sum().backward()
+    assert torch.isnan(G.grad).all() and torch.isnan(A.grad).all()
