@@ -53,30 +53,102 @@ class ActiveSet:
     angle: Tensor  # branch positions whose angle-difference limit binds
 
 
-def active_set(result, n_bus: int, n_gen: int, tol: float, sample: int = 0) -> ActiveSet:
-    """Classify each bound/limit as active (multiplier > slack) or inactive; raise on ambiguity.
+#: A constraint whose scaled slack and scaled multiplier are within this factor of each other
+#: is weakly active. Ipopt keeps ``slack * multiplier`` ~ its final barrier parameter, so an
+#: exactly weakly active bound comes back with both ~ its square root (case9, pmax set at the
+#: unconstrained optimum: 1.65e-6 and 1.9e-6 scaled), while on case9-case118 at Ipopt
+#: ``tol=1e-9`` every other constraint had the larger >= 100x the smaller (and >= 1.4e-5).
+SEPARATION = 10.0
+#: Default of `active_set`'s ``tol``: a constraint whose scaled slack and multiplier are both
+#: below it is weakly active whatever their ratio (both are zero to solver precision).
+ACTIVE_TOL = 1e-9
 
-    Ipopt stops with slack * multiplier ~ its barrier parameter, so for a strictly
-    complementary solution one of the two is orders of magnitude above the other. Both
-    below ``tol`` means a weakly active constraint, where no derivative exists.
+
+def multiplier_scale(result, nlp=None) -> float:
+    """The problem's multiplier scale, $/h per pu.
+
+    With the sample's `ACOPFNLP`: the largest entry of the objective's gradient at the
+    solution (a generator's marginal cost times the base MVA), which the multipliers of a
+    binding constraint are commensurate with. Without it: the largest |balance multiplier|
+    (|LMP| * base), which congestion can inflate (PGLib case57: 1e6 against costs ~4e3).
     """
+    if nlp is not None:
+        base = float(nlp.base)
+        x = nlp.to_x(torch.cat([result.va_rad, result.vm_pu, result.pg_mw / base, result.qg_mvar / base]).numpy())
+        grad = np.abs(nlp.gradient(x))
+        m = float(grad.max()) if grad.size else 0.0
+    else:
+        d = result.duals
+        lam = torch.cat([d["p_balance"], d["q_balance"]]).abs()
+        m = float(lam.max()) if lam.numel() else 0.0
+    return m if m > 0 else 1.0  # all costs zero: multipliers are then plain numbers
+
+
+def active_set(result, n_bus: int, n_gen: int, tol: float = ACTIVE_TOL, sample: int = 0, *, nlp=None) -> ActiveSet:
+    """Classify each bound and limit as active or inactive, scale-aware; raise on a weakly active one.
+
+    Ipopt stops with ``slack * multiplier ~ barrier parameter``, so for a strictly
+    complementary solution one of the two is orders of magnitude above the other. The two
+    live in different units: slacks are per unit or radians (O(1) by construction),
+    multipliers in $/h per pu, which scale with the cost coefficients. So each multiplier is
+    divided by `multiplier_scale` M (the objective gradient's size) before comparing:
+    active when ``|mult| / M > slack``. Without that a bound multiplier of 8e-5 $/h per pu on
+    case118 (M ~ 4e3: relative 2e-8, slack 1e-4) counted as active and the sensitivity was
+    wrong; and the active set is now the same when every cost is scaled by 1e3 (tested). A
+    constraint whose two scaled quantities are within a factor `SEPARATION` of each other, or
+    both below ``tol``, is weakly active (strict complementarity fails): the solution map
+    has a kink there and `SolverFailure` is raised rather than a one-sided, silently wrong
+    gradient.
+
+    ``nlp``: the sample's `ACOPFNLP`, which gives the variable bounds (so variable bounds are
+    judged by slack too, and a variable with equal bounds counts as fixed). Without it a
+    variable is at a bound when its scaled multiplier exceeds ``tol`` (no weak-activity check
+    for variable bounds).
+    """
+    if not tol > 0:
+        raise ValueError(f"tol must be positive, got {tol}")
     d = result.duals
+    scale = multiplier_scale(result, nlp)
     fixed = torch.cat([result.fixed["va"], result.fixed["vm"], torch.zeros(2 * n_gen, dtype=torch.bool)])
-    lower = torch.cat([d["va_lower"], d["vm_lower"], d["pg_lower"], d["qg_lower"]])
-    upper = torch.cat([d["va_upper"], d["vm_upper"], d["pg_upper"], d["qg_upper"]])
-    at_bound = (lower.abs() > tol) | (upper.abs() > tol)
+    lower = torch.cat([d["va_lower"], d["vm_lower"], d["pg_lower"], d["qg_lower"]]).abs() / scale
+    upper = torch.cat([d["va_upper"], d["vm_upper"], d["pg_upper"], d["qg_upper"]]).abs() / scale
+
+    def weak_error(what: str, slack: float, mult: float) -> SolverFailure:
+        return SolverFailure(
+            f"AC-OPF sample {sample}: {what} is weakly active (slack {slack:.2e}, multiplier {mult:.2e} relative to "
+            f"{scale:.3g} $/h per pu: within a factor {SEPARATION:g} or both below {tol:g}); strict complementarity "
+            "fails, so the solution is not differentiable there", indices=[sample])
+
+    def is_weak(mult: Tensor, slack: Tensor) -> Tensor:
+        big, small = torch.maximum(mult, slack), torch.minimum(mult, slack)
+        return (big < tol) | (big < SEPARATION * small)
+
+    if nlp is None:
+        at_bound = (lower > tol) | (upper > tol)
+    else:
+        base = float(nlp.base)
+        z = torch.cat([result.va_rad, result.vm_pu, result.pg_mw / base, result.qg_mvar / base]).numpy()
+        lb = np.full(z.size, -np.inf)
+        ub = np.full(z.size, np.inf)
+        lb[nlp.free], ub[nlp.free] = nlp.x_lb, nlp.x_ub
+        fixed = fixed | torch.as_tensor(ub - lb <= 1e-12)  # pmin = pmax (a synchronous condenser): a constant
+        at_bound = torch.zeros(z.size, dtype=torch.bool)
+        for mult, slack, side in ((lower, torch.as_tensor(z - lb), "lower"), (upper, torch.as_tensor(ub - z), "upper")):
+            weak = ~fixed & is_weak(mult, slack.abs())
+            if weak.any():
+                i = int(weak.nonzero()[0])
+                raise weak_error(f"{side} bound of variable {_variable_name(i, n_bus, n_gen)}", float(slack[i]),
+                                 float(mult[i]))
+            at_bound |= mult > slack.abs()
     free = (~fixed & ~at_bound).nonzero().flatten()
 
     def binding(mult: Tensor, slack: Tensor, what: str) -> Tensor:
-        weak = (mult.abs() < tol) & (slack.abs() < tol)
+        m = mult.abs() / scale
+        weak = is_weak(m, slack.abs())
         if weak.any():
             i = int(weak.nonzero()[0])
-            raise SolverFailure(
-                f"AC-OPF sample {sample}: {what} {i} is weakly active (slack {float(slack[i]):.2e}, multiplier "
-                f"{float(mult[i]):.2e}); strict complementarity fails, so the solution is not differentiable there",
-                indices=[sample],
-            )
-        return ((mult.abs() >= tol) & (mult.abs() > slack.abs())).nonzero().flatten()
+            raise weak_error(f"{what} {i}", float(slack[i]), float(m[i]))
+        return (m > slack.abs()).nonzero().flatten()
 
     slacks = result.slacks
     return ActiveSet(
@@ -85,6 +157,15 @@ def active_set(result, n_bus: int, n_gen: int, tol: float, sample: int = 0) -> A
         flow_t=binding(d["flow_t"], slacks["flow_t"], "to-end flow limit of branch"),
         angle=binding(d["angle"], slacks["angle"], "angle limit of branch"),
     )
+
+
+def _variable_name(i: int, n_bus: int, n_gen: int) -> str:
+    names = (("va", n_bus), ("vm", n_bus), ("pg", n_gen), ("qg", n_gen))
+    for name, n in names:
+        if i < n:
+            return f"{name}[{i}]"
+        i -= n
+    return f"z[{i}]"
 
 
 class KKTSystem:

@@ -28,9 +28,30 @@ from gridlearn.errors import ConfigError, SolverFailure
 from gridlearn.inverse.params import cost_unknowns, parameter_table
 
 
+#: Two off-limit dispatches of one generator closer than this (MW) cannot separate c2 from c1.
+DISTINCT_MW = 1e-3
+
+
+def _separable(pg_mw: np.ndarray, at_limit: np.ndarray) -> np.ndarray:
+    """bool (G,): the generator is off its limits in two samples with different dispatch.
+
+    Only then do its stationarity equations ``2 c2 p + c1 = LMP`` pin both coefficients (a
+    line through two points); at a limit the equation holds only up to the limit's multiplier.
+    """
+    out = np.zeros(pg_mw.shape[1], dtype=bool)
+    for g in range(pg_mw.shape[1]):
+        p = pg_mw[~at_limit[:, g], g]
+        out[g] = p.size >= 2 and float(p.max() - p.min()) > DISTINCT_MW
+    return out
+
+
 @dataclass
 class BaselineResult:
-    """``parameters``: same layout as `InverseResult.parameters` (c2 and c1 rows); ``residual_rms`` in $/MWh."""
+    """``parameters``: same layout as `InverseResult.parameters` (c2 and c1 rows); ``residual_rms`` in $/MWh.
+
+    ``parameters["identifiable"]``: the generator is off its limits in at least two samples
+    with different dispatch (else only a bound, or only ``2 c2 p + c1``, is determined).
+    """
 
     parameters: pd.DataFrame
     theta: torch.Tensor
@@ -82,8 +103,6 @@ def kkt_residual_costs(network, observations, gens: Sequence[int] | None = None,
 
         columns["true"] = current_values(truth, unknowns)
     table = parameter_table(network, unknowns, columns)
-    # only a bound is known for a generator at a limit in every sample; its fit is arbitrary
-    pinned = (observations.at_pmin | observations.at_pmax).all(dim=0).cpu().numpy()[gens]
-    table["identifiable"] = np.repeat(~pinned, 2)
+    table["identifiable"] = np.repeat(_separable(pg, lo + hi > 0), 2)
     return BaselineResult(parameters=table, theta=theta, residual_rms=float(np.sqrt(max(problem.value, 0.0))),
                           solve_time_s=elapsed, status=str(problem.status))

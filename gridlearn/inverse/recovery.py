@@ -15,10 +15,15 @@ from 0). Methods:
   backtracking (Armijo) line search; gradient from the layer's adjoint.
 - ``"adam"``: projected Adam (Kingma & Ba 2015); gradient from the layer's adjoint.
 - ``"lm"``: Levenberg-Marquardt on the residuals with the forward-mode KKT Jacobian
-  (`sensitivity`), i.e. Gauss-Newton with a trust parameter.
+  (`sensitivity`), i.e. Gauss-Newton with a trust parameter. A sample whose optimum is not
+  differentiable at the current iterate (a weakly active constraint) is left out of that
+  iteration's Jacobian and residual (logged): the step is only a search direction, and its
+  acceptance still checks the full loss over every sample.
 
 A trial point where any sample's AC-OPF fails (infeasible, not converged, not
 differentiable) is rejected and the step shrinks; the optimiser never crashes on it.
+With ``warm_start=True`` (default) every AC-OPF of a trial point starts from that
+sample's solution at the last accepted iterate (`ACOPFLayer`'s ``warm_start``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import torch
 from torch import Tensor
 
 from gridlearn.errors import ConfigError, SolverFailure
+from gridlearn.grid.acopf_kkt import ACTIVE_TOL
 from gridlearn.inverse.identifiability import IdentifiabilityReport, at_limit_every_sample, identifiability_report
 from gridlearn.inverse.params import Unknown, current_values, parameter_table, parse_unknowns, substitute
 
@@ -54,8 +60,9 @@ class InverseSolver:
     step_tol: float = 1e-8  # or when the relative step is this small
     max_shrinks: int = 10
     convention: str = "matpower"
-    ipopt_tol: float = 1e-9  # 1e-10 makes Ipopt stop at "acceptable" on some case30 loads
-    active_tol: float = 1e-3  # Ipopt multipliers are in $/h per pu: 1e-5 calls near-zero ones active
+    ipopt_tol: float = 1e-9  # the ACOPFLayer default; 1e-10 makes Ipopt stop at "acceptable" on some case30 loads
+    active_tol: float = ACTIVE_TOL  # relative (scale-aware) active-set threshold, see acopf_kkt.active_set
+    warm_start: bool = True  # start each trial point's AC-OPFs from the last accepted iterate's solutions
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -64,6 +71,8 @@ class InverseSolver:
             raise ConfigError("max_iter must be >= 0, memory and max_shrinks >= 1")
         if not self.lr > 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
+        if not self.active_tol > 0 or not self.ipopt_tol > 0:
+            raise ConfigError(f"active_tol and ipopt_tol must be positive, got {self.active_tol}, {self.ipopt_tol}")
 
 
 @dataclass
@@ -88,6 +97,7 @@ class InverseResult:
     iterations: int
     n_rejected_steps: int
     timings: dict[str, float] = field(default_factory=dict)
+    report_skipped_samples: list[int] = field(default_factory=list)  # no sensitivity at the solution: not in the report
 
 
 class InverseProblem:
@@ -105,6 +115,12 @@ class InverseProblem:
         self.layer = ACOPFLayer(network, convention=solver.convention, ipopt_options={"tol": solver.ipopt_tol},
                                 active_tol=solver.active_tol)
         self.timings = {"forward_s": 0.0, "backward_s": 0.0, "jacobian_s": 0.0, "n_forward": 0, "n_backward": 0}
+        self.warm: list | None = None  # per-sample ACOPFResult of the last accepted iterate
+
+    def accept(self, results: list | None) -> None:
+        """Remember an accepted iterate's per-sample solutions as the next warm start."""
+        if self.solver.warm_start and results is not None:
+            self.warm = list(results)
 
     def fields(self, theta: Tensor) -> dict[str, Tensor]:
         net = substitute(self.network, self.unknowns, theta)
@@ -117,17 +133,18 @@ class InverseProblem:
         r_lmp = (lmp[:, self.obs.lmp_buses] - self.obs.lmp_usd_per_mwh) * self.weights[1] ** 0.5
         return torch.cat([r_pg, r_lmp], dim=1)
 
-    def loss(self, theta: Tensor, grad: bool) -> tuple[float, Tensor | None, Tensor, list | None]:
-        """(loss, gradient or None, residuals (S, m), per-sample results or None); raises SolverFailure."""
+    def loss(self, theta: Tensor, grad: bool) -> tuple[float, Tensor | None, Tensor, list]:
+        """(loss, gradient or None, residuals (S, m), per-sample results); raises SolverFailure."""
         t0 = time.perf_counter()
         if not grad:
-            sol = self.layer.solve(self.obs.pd_mw, self.obs.qd_mvar, **self.fields(theta))
+            sol = self.layer.solve(self.obs.pd_mw, self.obs.qd_mvar, warm_start=self.warm, **self.fields(theta))
             self._count("forward_s", t0)
             sol.raise_on_failure("AC-OPF at trial parameters")
             r = self.residuals(sol.value.pg_mw, sol.value.lmp_usd_per_mwh)
             return float((r**2).sum() / r.shape[0]), None, r, sol.extras["results"]
         th = theta.detach().clone().requires_grad_(True)
-        out = self.layer(self.obs.pd_mw, self.obs.qd_mvar, **self.fields(th))
+        out, sol = self.layer.forward_with_solution(self.obs.pd_mw, self.obs.qd_mvar, warm_start=self.warm,
+                                                    **self.fields(th))
         self._count("forward_s", t0)
         r = self.residuals(out.pg_mw, out.lmp_usd_per_mwh)
         value = (r**2).sum() / r.shape[0]
@@ -135,22 +152,22 @@ class InverseProblem:
         (g,) = torch.autograd.grad(value, th)
         self.timings["backward_s"] += time.perf_counter() - t1
         self.timings["n_backward"] += 1
-        return float(value.detach()), g, r.detach(), None
+        return float(value.detach()), g, r.detach(), sol.extras["results"]
 
     def _count(self, key: str, t0: float) -> None:
         self.timings[key] += time.perf_counter() - t0
         self.timings["n_forward"] += 1
 
     def jacobian(self, theta: Tensor, results) -> Tensor:
-        """(S * m, P) Jacobian of the weighted residuals (forward-mode KKT sensitivity)."""
+        """(S, m, P) Jacobian of the weighted residuals (forward-mode KKT sensitivity); NaN for a
+        sample whose optimum has no derivative (see `observation_jacobian`'s ``skip_failed``)."""
         from gridlearn.inverse.sensitivity import observation_jacobian
 
         t0 = time.perf_counter()
         j_pg, j_lmp = observation_jacobian(self.network, self.obs, self.unknowns, theta, results,
-                                           self.solver.convention, self.solver.active_tol)
+                                           self.solver.convention, self.solver.active_tol, skip_failed=True)
         self.timings["jacobian_s"] += time.perf_counter() - t0
-        j = torch.cat([j_pg * self.weights[0] ** 0.5, j_lmp * self.weights[1] ** 0.5], dim=1)
-        return j.reshape(-1, len(self.unknowns))
+        return torch.cat([j_pg * self.weights[0] ** 0.5, j_lmp * self.weights[1] ** 0.5], dim=1)
 
 
 def _projector(prior: Tensor, unknowns: Sequence[Unknown]):
@@ -221,16 +238,19 @@ def recover(
         "rmse_lmp_usd_per_mwh": (((r[:, n_pg:] ** 2).mean(1).sqrt() / max(w[1], 1e-300) ** 0.5).numpy()
                                  if r.shape[1] > n_pg else np.full(r.shape[0], np.nan)),
     })
-    rep = None
+    rep, skipped = None, []
     if report:
-        try:
-            j = problem.jacobian(theta, results).reshape(observations.n_samples, -1, len(unknowns))
+        j = problem.jacobian(theta, results)
+        ok = torch.isfinite(j).all(dim=(1, 2))
+        skipped = (~ok).nonzero().flatten().tolist()
+        if ok.any():
+            j = j[ok]
             j_pg = j[:, :n_pg] / w[0] ** 0.5 if w[0] > 0 else j[:, :n_pg]
             j_lmp = j[:, n_pg:] / w[1] ** 0.5 if w[1] > 0 else j[:, n_pg:]
             rep = identifiability_report(unknowns, theta, j_pg, j_lmp, at_limit_every_sample(observations),
-                                  observations.has_lmp, weights=w)
-        except SolverFailure as exc:
-            log.warning("identifiability report skipped: %s", exc)
+                                         observations.has_lmp, weights=w)
+        else:
+            log.warning("identifiability report skipped: no sample's optimum is differentiable at the solution")
     columns = {"value": theta, "prior": prior}
     if truth is not None:
         columns["true"] = current_values(truth, unknowns)
@@ -240,7 +260,8 @@ def recover(
         table["reason"] = rep.table["reason"].to_numpy()
         table["rel_std"] = rep.table["rel_std"].to_numpy()
     return InverseResult(parameters=table, theta=theta, unknowns=unknowns, loss_history=history, per_sample=per_sample,
-                         report=rep, weights=w, iterations=iters, n_rejected_steps=rejected, timings=timings)
+                         report=rep, weights=w, iterations=iters, n_rejected_steps=rejected, timings=timings,
+                         report_skipped_samples=skipped)
 
 
 # ---------------------------------------------------------------------- optimisers
@@ -262,10 +283,16 @@ def _lm(problem, theta, scale, project):
     if first is None:
         raise SolverFailure("the AC-OPF fails at the prior parameters; start from a feasible prior")
     loss, _, r, results = first
+    problem.accept(results)
     history, rejected, mu, it = [loss], 0, 1e-3, 0
     for it in range(1, s.max_iter + 1):
-        j = problem.jacobian(theta, results) * scale  # relative units
-        rv = r.reshape(-1)
+        j = problem.jacobian(theta, results)
+        ok = torch.isfinite(j).all(dim=(1, 2))  # samples with no derivative here: left out of this step
+        if not ok.any():
+            log.info("LM: no sample is differentiable at iteration %d; stopping", it)
+            break
+        j = j[ok].reshape(-1, len(problem.unknowns)) * scale  # relative units
+        rv = r[ok].reshape(-1)
         jtj, jtr = j.T @ j, j.T @ rv
         damping = jtj.diagonal().clamp_min(1e-12 * float(jtj.diagonal().max().clamp_min(1e-300)))
         accepted = False
@@ -276,6 +303,7 @@ def _lm(problem, theta, scale, project):
             if out is not None and out[0] < loss:
                 step_rel = float(((trial - theta) / scale).norm())
                 theta, (loss, _, r, results) = trial, out
+                problem.accept(results)
                 mu = max(mu / 10, 1e-12)
                 accepted = True
                 break
@@ -295,7 +323,8 @@ def _adam(problem, theta, scale, project):
     first = _try(problem, theta, grad=True)
     if first is None:
         raise SolverFailure("the AC-OPF fails at the prior parameters; start from a feasible prior")
-    loss, g, _, _ = first
+    loss, g, _, results = first
+    problem.accept(results)
     history, rejected = [loss], 0
     m = torch.zeros_like(theta)
     v = torch.zeros_like(theta)
@@ -317,11 +346,12 @@ def _adam(problem, theta, scale, project):
             log.info("Adam: every shrunk step failed at iteration %d; stopping", it)
             break
         step_rel = float(((trial - theta) / scale).norm())
-        theta, (loss, g, _, _) = trial, out
+        theta, (loss, g, _, results) = trial, out
+        problem.accept(results)
         history.append(loss)
         if _done(history, step_rel, s):
             break
-    return theta, history, rejected, it, None
+    return theta, history, rejected, it, results
 
 
 def _lbfgs(problem, theta, scale, project):
@@ -329,7 +359,8 @@ def _lbfgs(problem, theta, scale, project):
     first = _try(problem, theta, grad=True)
     if first is None:
         raise SolverFailure("the AC-OPF fails at the prior parameters; start from a feasible prior")
-    loss, g, _, _ = first
+    loss, g, _, results = first
+    problem.accept(results)
     history, rejected = [loss], 0
     pairs: list[tuple[Tensor, Tensor]] = []
     it = 0
@@ -367,7 +398,8 @@ def _lbfgs(problem, theta, scale, project):
         if not accepted:
             log.info("L-BFGS: line search failed at iteration %d; stopping", it)
             break
-        new_loss, new_g, _, _ = out
+        new_loss, new_g, _, results = out
+        problem.accept(results)
         yk = (new_g - g) * scale
         if float(yk @ du) > 1e-12 * float(du @ du) ** 0.5 * float(yk @ yk) ** 0.5:
             pairs.append((du, yk))
@@ -376,4 +408,4 @@ def _lbfgs(problem, theta, scale, project):
         history.append(loss)
         if _done(history, float(du.norm()), s):
             break
-    return theta, history, rejected, it, None
+    return theta, history, rejected, it, results

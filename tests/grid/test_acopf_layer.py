@@ -168,3 +168,124 @@ def test_new_parameters_each_call_match_fresh_solves(case30):
         assert float(out.objective_usd_per_h[0]) == pytest.approx(fresh.objective, rel=1e-8)
         assert torch.allclose(out.pg_mw[0], fresh.pg_mw, atol=1e-6)
         assert torch.allclose(out.lmp_usd_per_mwh[0], fresh.lmp_usd_per_mwh, atol=1e-6)
+
+
+# ---------------------------------------------------------------- active set, Ipopt tolerance, warm starts
+def test_active_set_is_invariant_to_cost_scale(case30):
+    """Multipliers scale with the costs, the optimum and its active set do not.
+
+    An absolute threshold (1e-5 $/h per pu) called 25 bounds of case30 active at costs x1000
+    instead of 1; the scale-aware test must give the same active set and the same gradient.
+    """
+    import numpy as np
+
+    from gridlearn.grid.acopf import solve_acopf_nlp
+    from gridlearn.grid.acopf_kkt import active_set
+    from gridlearn.grid.formulations import get_convention
+
+    conv = get_convention("matpower")
+    sets, grads = [], []
+    for scale in (1e-3, 1.0, 1e3):
+        net = case30.with_(cost_c1_usd_per_mwh=case30.gen.cost_c1_usd_per_mwh * scale,
+                           cost_c2_usd_per_mw2h=case30.gen.cost_c2_usd_per_mw2h * scale)
+        _, _, res, nlp = solve_acopf_nlp(net, conv, None, {"tol": 1e-9})
+        act = active_set(res, net.n_bus, net.n_gen, nlp=nlp)
+        sets.append([a.tolist() for a in (act.free, act.flow_f, act.flow_t, act.angle)])
+        pd = net.bus.pd_mw.clone()[None].requires_grad_()
+        (g,) = torch.autograd.grad(ACOPFLayer(net)(pd).pg_mw[0, 1], pd)
+        grads.append(g)
+    assert sets[0] == sets[1] == sets[2]
+    assert len(sets[1][0]) == 2 * case30.n_bus + 2 * case30.n_gen - 2  # reference angle fixed, one bound active
+    for g in (grads[0], grads[2]):
+        np.testing.assert_allclose(g.numpy(), grads[1].numpy(), rtol=1e-4, atol=1e-7 * float(grads[1].abs().max()))
+
+
+def test_weakly_active_bound_raises_instead_of_a_one_sided_gradient():
+    """pmax set exactly at the unconstrained optimum: slack and multiplier both ~0, no derivative."""
+    from gridlearn.errors import SolverFailure
+
+    net = load_case("case9")
+    free = solve_acopf(net, backend="direct", tol=1e-9)
+    pmax = net.gen.pmax_mw.clone()
+    pmax[1] = free.pg_mw[1]
+    tight = net.with_(pmax_mw=pmax)
+    pd = tight.bus.pd_mw.clone()[None].requires_grad_()
+    out = ACOPFLayer(tight)(pd)
+    assert float(out.pg_mw[0, 1].detach()) == pytest.approx(float(free.pg_mw[1]), abs=1e-3)  # the solve itself is fine
+    with pytest.raises(SolverFailure, match="pg\\[1\\] is weakly active"):
+        torch.autograd.grad(out.pg_mw[0, 1], pd)
+    # a bound moved 1 MW away is cleanly inactive again
+    pmax[1] = free.pg_mw[1] + 1.0
+    pd2 = pd.detach().clone().requires_grad_()
+    (g,) = torch.autograd.grad(ACOPFLayer(net.with_(pmax_mw=pmax))(pd2).pg_mw[0, 1], pd2)
+    assert torch.isfinite(g).all() and g.abs().max() > 0
+
+
+def _case30_scenario_23(net):
+    """The 24th draw of the load stream that made Ipopt stop at "acceptable" with tol=1e-10."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for _ in range(24):
+        level = rng.uniform(0.9, 1.1)
+        factor = torch.as_tensor(level * rng.uniform(0.9, 1.1, net.n_bus))
+    return net.bus.pd_mw * factor, net.bus.qd_mvar * factor
+
+
+def test_default_tolerance_converges_where_1e10_stops_at_acceptable(case30):
+    from gridlearn.errors import SolverFailure
+
+    pd, qd = _case30_scenario_23(case30)
+    strict = ACOPFLayer(case30, ipopt_options={"tol": 1e-10})
+    sol = strict.solve(pd[None], qd[None])
+    # Ipopt 3.14 (cyipopt wheel, MUMPS) ends this one "Solved_To_Acceptable_Level": reported, not accepted
+    assert sol.statuses == [Status.NUMERICAL]
+    with pytest.raises(SolverFailure, match="NUMERICAL"):
+        strict(pd[None], qd[None])
+    layer = ACOPFLayer(case30)
+    assert layer.ipopt_options["tol"] == 1e-9
+    out = layer(pd[None], qd[None])
+    ref = solve_acopf(case30.with_(pd_mw=pd, qd_mvar=qd), backend="direct", tol=1e-8)
+    assert torch.allclose(out.pg_mw[0], ref.pg_mw, atol=1e-4)
+
+
+def test_warm_start_is_used_and_changes_nothing_but_the_start(case30, monkeypatch):
+    import gridlearn.grid.acopf_layer as mod
+
+    layer = ACOPFLayer(case30)
+    gen = torch.Generator().manual_seed(7)
+    pd = case30.bus.pd_mw[None] * (0.97 + 0.03 * torch.rand(2, 1, generator=gen, dtype=torch.float64))
+    c1 = case30.gen.cost_c1_usd_per_mwh.clone().requires_grad_()
+    cold, sol = layer.forward_with_solution(pd, cost_c1_usd_per_mwh=c1)
+    results = sol.extras["results"]
+    assert len(results) == 2 and all(r is not None for r in results)
+    (g_cold,) = torch.autograd.grad(cold.lmp_usd_per_mwh.sum(), c1)
+
+    starts, options = [], []
+    real = mod.solve_acopf_nlp
+
+    def spy(net, conv, warm, opts):
+        starts.append(warm)
+        options.append(opts)
+        return real(net, conv, warm, opts)
+
+    monkeypatch.setattr(mod, "solve_acopf_nlp", spy)
+    c1b = (c1.detach() * 1.001).requires_grad_()
+    warm = layer(pd, cost_c1_usd_per_mwh=c1b, warm_start=results)
+    assert starts == results  # each sample started from its own previous solution
+    (g_warm,) = torch.autograd.grad(warm.lmp_usd_per_mwh.sum(), c1b)
+    fresh = layer(pd, cost_c1_usd_per_mwh=c1b.detach())
+    assert torch.allclose(warm.pg_mw, fresh.pg_mw, atol=1e-6)
+    assert torch.allclose(warm.lmp_usd_per_mwh, fresh.lmp_usd_per_mwh, atol=1e-6)
+    assert torch.allclose(g_warm, g_cold, rtol=1e-2)  # 0.1% cost change: gradients nearly equal
+    assert all(o["mu_init"] == mod.WARM_IPOPT_OPTIONS["mu_init"] for o in options[:2])  # the warm-started pair
+    assert all("mu_init" not in o for o in options[2:])  # `fresh`: cold
+    starts.clear()
+    options.clear()
+    layer.solve(pd, warm_start=[None, results[0]])
+    assert starts[1] is results[0] and starts[0] is None
+    assert "mu_init" not in options[0] and options[1]["mu_init"] == mod.WARM_IPOPT_OPTIONS["mu_init"]
+    with pytest.raises(ValueError, match="warm_start has 1 entries"):
+        layer.solve(pd, warm_start=results[:1])
+    with pytest.raises(TypeError, match="unexpected parameters"):
+        layer.solve(pd, cost_c1=c1)
