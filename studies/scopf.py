@@ -17,6 +17,7 @@ PGLib cases are read from $GRIDLEARN_DATA_DIR/pglib-opf (or downloaded once).
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from gridlearn.errors import ConfigError, GridlearnError  # noqa: E402
 from gridlearn.grid import load_case  # noqa: E402
 from gridlearn.results import start_run  # noqa: E402
 from gridlearn.scopf import attack_contingencies, defend, enumerate_contingencies  # noqa: E402
+from gridlearn.scopf.enumeration import sample_contingencies  # noqa: E402
 from gridlearn.scopf.dc import DCContingencyModel  # noqa: E402
 from gridlearn.scopf.dispatch import base_dispatch, dispatch_cost, solve_scopf  # noqa: E402
 from gridlearn.scopf.outages import ElementSpace  # noqa: E402
@@ -57,6 +59,14 @@ class Config:
     defence_load_scale: float = 0.6  # PGLib base loads are not preventively N-1 securable in DC
     defence_steps: int = 8
     threads: int = 1
+    polish: int = 2
+    executor: str = "serial"  # enumeration: serial | local | ray
+    chunk_size: int = 16384
+    # AC references: enumerate when C(n, k) <= ac_enum_limit, else the best of ac_samples random sets.
+    ac_enum_limit: int = 20000
+    ac_samples: int = 5000
+    defence_cases: tuple[str, ...] = ()  # extra cases for the defence table (cost vs insecure and N-1)
+    defence: bool = True  # False: attack-vs-enumeration only (the dashboard then has no defence table)
 
     def __post_init__(self):
         if self.physics not in ("dc", "ac"):
@@ -87,22 +97,32 @@ def attack_vs_enumeration(cfg: Config) -> pd.DataFrame:
             except GridlearnError as exc:
                 log.warning("%s scenario %d: base OPF failed (%s); skipped", case, s, exc)
                 continue
+            n_el = ElementSpace.of(net, cfg.elements).size
             for k in cfg.ks:
-                enum = enumerate_contingencies(net, pg, k, cfg.physics, elements=cfg.elements)
+                total = math.comb(n_el, k)
+                if cfg.physics == "ac" and total > cfg.ac_enum_limit:
+                    enum = sample_contingencies(net, pg, k, cfg.physics, n_samples=cfg.ac_samples, seed=cfg.seed + s,
+                                                elements=cfg.elements, executor=cfg.executor, chunk_size=cfg.chunk_size)
+                    reference = f"best of {len(enum)} random sets (of {total})"
+                else:
+                    enum = enumerate_contingencies(net, pg, k, cfg.physics, elements=cfg.elements,
+                                                   executor=cfg.executor, chunk_size=cfg.chunk_size)
+                    reference = "enumeration"
                 res = attack_contingencies(net, pg, k, cfg.physics, elements=cfg.elements, restarts=cfg.restarts,
-                                           steps=cfg.steps, seed=cfg.seed + s)
+                                           steps=cfg.steps, seed=cfg.seed + s, polish=cfg.polish)
                 ok = enum[enum["status"] == "ok"].reset_index(drop=True)
                 worst = _worst(enum)
                 found = float(res.ranking["violation_mw"].iloc[0]) if len(res.ranking) else 0.0
                 # rank = 1 + number of sets strictly worse than the best found (ties share a rank)
                 rank = 1 + int((ok["violation_mw"] > found + 1e-6).sum())
                 rows.append({
-                    "case": case, "scenario": s, "k": k, "physics": cfg.physics,
+                    "case": case, "scenario": s, "k": k, "physics": cfg.physics, "reference": reference,
                     "worst_mw": worst, "found_mw": found, "recall": bool(found >= worst - 1e-6), "rank": rank,
                     "worst_outage": str(ok["outage"].iloc[0]) if len(ok) else "", "found_outage": str(res.best),
                     "enum_power_flows": enum.attrs["n_power_flows"], "enum_time_s": enum.attrs["wall_time_s"],
                     "attack_power_flows": res.n_power_flows, "attack_time_s": res.wall_time_s,
                     "islanded_sets": int((enum["status"] == "islanded").sum()),
+                    "not_converged_sets": int((enum["status"] == "not_converged").sum()),
                 })
                 log.info("%s s%d N-%d: worst %.2f found %.2f rank %d; PF %d vs %d", case, s, k, worst, found, rank,
                          res.n_power_flows, enum.attrs["n_power_flows"])
@@ -142,10 +162,55 @@ def defence_curve(cfg: Config) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def defence_table(cfg: Config) -> pd.DataFrame:
+    """Per defence case and method: cost, its increase over the insecure DC-OPF and over the
+    preventive N-1 SC-OPF ($/h), and the worst N-1 and N-2 branch violations by enumeration."""
+    rows = []
+    for case in dict.fromkeys((cfg.defence_case, *cfg.defence_cases)):
+        net = load_case(case)
+        net = net.with_(pd_mw=net.bus.pd_mw * cfg.defence_load_scale, qd_mvar=net.bus.qd_mvar * cfg.defence_load_scale)
+        model = DCContingencyModel.build(net, ElementSpace.of(net, "branches"))
+        dispatches: list[tuple[str, int, str, object, float]] = []
+        t0 = time.perf_counter()
+        pg0, _ = solve_scopf(model)
+        dispatches.append(("DC-OPF (insecure)", 0, "-", pg0, time.perf_counter() - t0))
+        n1 = enumerate_contingencies(net, pg0, 1, elements="branches")
+        sets = [model.space.indices_of(o) for o in n1.loc[n1["status"] == "ok", "outage"]]
+        t0 = time.perf_counter()
+        try:
+            pg_n1, _ = solve_scopf(model, torch.as_tensor(sets))
+            dispatches.append(("N-1 SC-OPF (all non-islanding N-1 branch sets, one QP)", 1, "secure", pg_n1,
+                               time.perf_counter() - t0))
+        except GridlearnError as exc:
+            log.warning("%s: preventive N-1 SC-OPF failed: %s", case, exc)
+            pg_n1 = None
+        for k in (1, 2):
+            for method in ("constraint_generation", "adversarial"):
+                res = defend(net, k, method=method, max_steps=cfg.defence_steps,
+                             attack_options={"restarts": cfg.restarts, "steps": cfg.steps, "seed": cfg.seed})
+                dispatches.append((f"defend {method}", k, res.status, res.dispatch_mw, res.wall_time_s))
+        c0 = float(dispatch_cost(net, pg0))
+        c1 = float(dispatch_cost(net, pg_n1)) if pg_n1 is not None else float("nan")
+        for label, k, status, pg, wall in dispatches:
+            cost = float(dispatch_cost(net, pg))
+            w1 = _worst(enumerate_contingencies(net, pg, 1, elements="branches"))
+            w2 = _worst(enumerate_contingencies(net, pg, 2, elements="branches"))
+            rows.append({"case": case, "load_scale": cfg.defence_load_scale, "method": label, "k_defended": k,
+                         "status": status, "cost_usd_per_h": cost, "d_cost_vs_insecure_usd_per_h": cost - c0,
+                         "d_cost_vs_n1_scopf_usd_per_h": cost - c1, "worst_n1_violation_mw": w1,
+                         "worst_n2_violation_mw": w2, "wall_time_s": wall})
+            log.info("defence table %s %s N-%d: %s cost %.2f worst N-1 %.3f N-2 %.3f",
+                     case, label, k, status, cost, w1, w2)
+    return pd.DataFrame(rows)
+
+
 def main(cfg: Config, results_dir: str | None = None) -> dict:
     torch.set_num_threads(cfg.threads)
     with start_run("scopf", cfg, root=results_dir) as run:
-        table = attack_vs_enumeration(cfg)
+        table = attack_vs_enumeration(cfg)  # no cases (--cases ""): defence only
+        if table.empty:
+            table = pd.DataFrame(columns=["case", "k", "recall", "rank", "attack_power_flows", "enum_power_flows",
+                                          "attack_time_s", "enum_time_s"])
         run.write_table("attack_vs_enumeration", table)
         summary = table.groupby(["case", "k"]).agg(
             recall=("recall", "mean"), mean_rank=("rank", "mean"), attack_pf=("attack_power_flows", "mean"),
@@ -154,8 +219,12 @@ def main(cfg: Config, results_dir: str | None = None) -> dict:
         summary["pf_ratio"] = summary["enum_pf"] / summary["attack_pf"]
         summary["time_ratio"] = summary["enum_s"] / summary["attack_s"]
         run.write_table("summary", summary)
-        curve = defence_curve(cfg)
+        curve = defence_curve(cfg) if cfg.defence else pd.DataFrame(
+            columns=["method", "step", "cost_usd_per_h", "worst_violation_mw"])
         run.write_table("defence", curve)
+        dtable = defence_table(cfg) if cfg.defence else pd.DataFrame()
+        if cfg.defence:
+            run.write_table("defence_summary", dtable)
         metrics = {f"recall_{r.case}_k{r.k}": float(r.recall) for r in summary.itertuples()}
         metrics.update({f"pf_ratio_{r.case}_k{r.k}": float(r.pf_ratio) for r in summary.itertuples()})
         run.log_metrics(**metrics)
@@ -186,7 +255,7 @@ def main(cfg: Config, results_dir: str | None = None) -> dict:
         fig.tight_layout()
         run.save_figure("defence_tradeoff", fig)
         plt.close(fig)
-        out = {"summary": summary, "defence": curve}
+        out = {"summary": summary, "defence": curve, "defence_summary": dtable}
     out["run_dir"] = str(run.final_dir)
     log.info("run written to %s", run.final_dir)
     return out
@@ -209,13 +278,22 @@ def run(
     defence_case: str = typer.Option(Config.defence_case),
     defence_k: int = typer.Option(Config.defence_k),
     defence_load_scale: float = typer.Option(Config.defence_load_scale),
+    defence_cases: str = typer.Option("", help="extra comma-separated cases for the defence table"),
+    polish: int = typer.Option(Config.polish, help="attack: best sets given the exact full-neighbourhood search"),
+    executor: str = typer.Option(Config.executor, help="enumeration executor: serial | local | ray"),
+    chunk_size: int = typer.Option(Config.chunk_size),
+    ac_enum_limit: int = typer.Option(Config.ac_enum_limit, help="AC: enumerate up to this many sets, else sample"),
+    ac_samples: int = typer.Option(Config.ac_samples, help="AC: random sets scored when not enumerating"),
+    skip_defence: bool = typer.Option(False, help="attack-vs-enumeration only"),
     results_dir: str = typer.Option(None, help="results root (default ./results)"),
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = Config(cases=tuple(c for c in cases.split(",") if c), ks=tuple(int(k) for k in ks.split(",")),
                  scenarios=scenarios, load_spread=load_spread, restarts=restarts, steps=steps, seed=seed,
                  elements=elements, physics=physics, defence_case=defence_case, defence_k=defence_k,
-                 defence_load_scale=defence_load_scale)
+                 defence_load_scale=defence_load_scale, polish=polish, executor=executor, chunk_size=chunk_size,
+                 ac_enum_limit=ac_enum_limit, ac_samples=ac_samples,
+                 defence_cases=tuple(c for c in defence_cases.split(",") if c), defence=not skip_defence)
     out = main(cfg, results_dir)
     typer.echo(out["summary"].to_string(index=False))
     typer.echo(out["run_dir"])

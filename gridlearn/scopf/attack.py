@@ -19,7 +19,8 @@ exactly (n power flows) and the ``swap_pool`` worst single elements join every p
 Islanding sets are never scored (they rank below
 every scored set), and the search moves away from them.
 
-Polish (``polish`` > 0): the ``polish`` best distinct sets found so far are improved by
+Polish (``polish`` > 0): the ``polish`` best distinct sets found so far, and the best set
+found containing each of the ``polish`` worst single elements (screen), are improved by
 exact best-improvement local search over their *whole* 1-swap neighbourhood (k (n - k)
 sets each per round, scored exactly) until no swap helps. Why it is needed: the
 relaxation's gradient misses partners whose effect is strongly nonlinear in alpha. After
@@ -199,6 +200,7 @@ def attack_contingencies(
     current = [tuple(sorted(int(i) for i in order[r, :k])) for r in range(restarts)]
     pools = [[int(i) for i in order[r, : k + swap_pool]] for r in range(restarts)]
     n_screen_flows = 0
+    singles: list[int] = []
     if screen:
         # Exact N-1 screen: each element's own outage is one power flow; the worst few
         # join every restart's swap pool (the relaxation alone can settle on a
@@ -207,6 +209,7 @@ def attack_contingencies(
         n_screen_flows = n
         v1 = np.where(np.asarray(st1) == "ok", np.nan_to_num(v1, nan=-np.inf), -np.inf)
         screen_pool = [int(i) for i in np.argsort(-v1, kind="stable")[:swap_pool]]
+        singles = screen_pool
         pools = [p + screen_pool for p in pools]
         if k == 1:
             scorer.cache.update({(i,): (float(v1[i]) if st1[i] == "ok" else float("nan"), st1[i], float(lost1[i]))
@@ -242,7 +245,7 @@ def attack_contingencies(
                 current[r], values[r], moved = best, flat_values[best], True
         if not moved:
             break
-    _polish(scorer, k, n, polish, max_swap_rounds)
+    _polish(scorer, k, n, polish, max_swap_rounds, singles)
 
     sets = list(scorer.cache)
     table = result_table(space, sets, np.array([scorer.cache[s][0] for s in sets]),
@@ -254,14 +257,18 @@ def attack_contingencies(
                         alpha=alpha.detach(), dispatch_mw=pg, trace=trace)
 
 
-def _polish(scorer: _Scorer, k: int, n: int, polish: int, max_rounds: int) -> None:
-    """Exact best-improvement 1-swap local search from the ``polish`` best distinct k-sets
-    in ``scorer``'s cache (see the module docstring); every set tried lands in the cache.
-    Searches that reach the same set merge, so the distinct local optima stay distinct."""
-    if polish == 0:
+def _polish(scorer: _Scorer, k: int, n: int, polish: int, max_rounds: int, singles: list[int]) -> None:
+    """Exact best-improvement 1-swap local search (see the module docstring) from the
+    ``polish`` best distinct k-sets in ``scorer``'s cache, and from the best cached set
+    containing each of the ``polish`` worst single elements (``singles``, from the N-1
+    screen; the greedy "worst element, best completion" start). Every set tried lands in
+    the cache. Searches that reach the same set merge."""
+    if polish == 0 or k == n:
         return
     ranked = sorted(((v, s) for s, (v, st, _) in scorer.cache.items() if st == "ok" and len(s) == k), reverse=True)
     current = [s for _, s in ranked[:polish]]
+    for e in singles[:polish]:
+        current += [s for _, s in ranked if e in s][:1]
     done: set[tuple[int, ...]] = set()  # sets whose whole neighbourhood is scored: local optima
     for _ in range(max(max_rounds, 1) * 4):  # each round climbs strictly; the cap only bounds the cost
         active = [s for s in dict.fromkeys(current) if s not in done]
@@ -271,9 +278,8 @@ def _polish(scorer: _Scorer, k: int, n: int, polish: int, max_rounds: int) -> No
         values = dict(zip((c for h in hoods for c in h), scorer([c for h in hoods for c in h])))
         current = []
         for s, hood in zip(active, hoods):
-            best = max(hood, key=lambda c: values[c]) if hood else s  # k == n: no neighbour
-            here = scorer([s])[0]
-            if hood and values[best] > here + 1e-9:
+            best = max(hood, key=lambda c: values[c])
+            if values[best] > scorer([s])[0] + 1e-9:
                 current.append(best)
             else:
                 done.add(s)

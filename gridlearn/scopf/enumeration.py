@@ -57,8 +57,10 @@ def enumerate_contingencies(
     chunk_size: int = 4096,
     participation: Tensor | None = None,
     progress: bool = False,
+    sets: "list[tuple[int, ...]] | None" = None,
 ) -> pd.DataFrame:
-    """Score every set of exactly ``k`` attackable elements.
+    """Score every set of exactly ``k`` attackable elements (or only ``sets``: k-tuples of
+    indices into the element space, as `sample_contingencies` passes).
 
     Returns a DataFrame best first with columns ``outage`` (tuple of labels),
     ``violation_mw`` (exact; NaN when not scored), ``status`` ("ok", "islanded",
@@ -70,7 +72,12 @@ def enumerate_contingencies(
         raise ConfigError(f"chunk_size must be a positive int, got {chunk_size!r}")
     t0 = time.perf_counter()
     space, pg, model = setup(network, dispatch, k, physics, elements, participation)
-    n_sets = math.comb(space.size, k)
+    if sets is not None:
+        sets = [tuple(int(i) for i in s) for s in sets]
+        bad = [s for s in sets if len(s) != k or len(set(s)) != k or min(s) < 0 or max(s) >= space.size]
+        if bad:
+            raise ConfigError(f"sets must be k = {k} distinct indices in [0, {space.size}); got e.g. {bad[0]}")
+    n_sets = math.comb(space.size, k) if sets is None else len(sets)
     log.info("enumerating %d N-%d sets of %d elements (%s)", n_sets, k, space.size, physics)
     if physics == "ac":
         from gridlearn.scopf.ac import ACContingencyModel
@@ -80,7 +87,7 @@ def enumerate_contingencies(
         chunk_size = min(chunk_size, 256)  # Newton batches are dense: keep memory modest
     else:
         fn = _score_chunk_dc
-    combos = itertools.combinations(range(space.size), k)
+    combos = itertools.combinations(range(space.size), k) if sets is None else iter(sets)
     chunks = []
     while True:
         block = list(itertools.islice(combos, chunk_size))
@@ -103,4 +110,40 @@ def enumerate_contingencies(
     return df
 
 
-__all__ = ["enumerate_contingencies"]
+def sample_contingencies(
+    network: Network,
+    dispatch: Any = None,
+    k: int = 1,
+    physics: str = "dc",
+    *,
+    n_samples: int,
+    seed: int = 0,
+    elements: str = "all",
+    executor: "str | Executor | None" = "serial",
+    chunk_size: int = 4096,
+    participation: Tensor | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Score ``n_samples`` distinct k-sets drawn uniformly at random (without replacement
+    among sets): the reference where enumerating all C(n, k) sets is too costly (AC N-3).
+    Same table and attrs as `enumerate_contingencies`; ``attrs["n_sets_total"]`` = C(n, k)."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise ConfigError(f"n_samples must be a positive int, got {n_samples!r}")
+    space, pg, _ = setup(network, dispatch, k, physics, elements, participation)
+    total = math.comb(space.size, k)
+    rng = np.random.default_rng(seed)
+    picked: set[tuple[int, ...]] = set()
+    want = min(n_samples, total)
+    while len(picked) < want:
+        draw = np.sort(np.argsort(rng.random((2 * (want - len(picked)), space.size)), axis=1)[:, :k], axis=1)
+        for row in map(tuple, draw.tolist()):
+            if len(picked) < want:
+                picked.add(row)
+    df = enumerate_contingencies(network, pg, k, physics, elements=elements, executor=executor,
+                                 chunk_size=chunk_size, participation=participation, progress=progress,
+                                 sets=sorted(picked))
+    df.attrs["n_sets_total"] = total
+    return df
+
+
+__all__ = ["enumerate_contingencies", "sample_contingencies"]

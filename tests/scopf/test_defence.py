@@ -1,0 +1,46 @@
+"""The defence's inner oracle: the attack, checked by the DC enumeration when that is small."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from gridlearn.errors import ConfigError
+from gridlearn.scopf import defend, enumerate_contingencies
+
+
+@pytest.fixture(scope="module")
+def pglib30_light(shared_data):
+    from gridlearn.grid import load_case
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = load_case(shared_data / "pglib-opf" / "pglib_opf_case30_ieee.m")
+    return net.with_(pd_mw=net.bus.pd_mw * 0.6, qd_mvar=net.bus.qd_mvar * 0.6)
+
+
+@pytest.mark.slow
+def test_n2_defence_is_not_declared_secure_on_the_attacks_word_alone(pglib30_light):
+    """At 60 % load on PGLib case30, after securing the pairs the attack finds, the pair
+    (line 9, line 33) still overloads line 26 by 0.9 MW; neither outage alone loads
+    anything much, so the attack misses it. The enumeration check finds it, and no
+    preventive dispatch secures it, so the status is "infeasible", not "secure"."""
+    opts = {"restarts": 8, "steps": 15, "seed": 0}
+    res = defend(pglib30_light, 2, max_steps=6, attack_options=opts)
+    assert res.status == "infeasible"
+    h = res.history
+    assert h["oracle"].iloc[-1] == "enumeration"
+    assert h["worst_outage"].iloc[-1] == (("line", 9), ("line", 33))
+    enum = enumerate_contingencies(pglib30_light, res.dispatch_mw, 2, elements="branches")
+    ok = enum[enum["status"] == "ok"]
+    assert float(ok["violation_mw"].iloc[0]) == pytest.approx(float(h["worst_violation_mw"].iloc[-1]), abs=1e-9)
+    # without the check the attack's view alone calls the same dispatch secure
+    blind = defend(pglib30_light, 2, max_steps=6, attack_options=opts, verify_limit=0)
+    assert blind.status == "secure"
+    assert (blind.history["oracle"] == "attack").all()
+
+
+def test_defence_rejects_a_bad_verify_limit(pglib30_light):
+    with pytest.raises(ConfigError, match="verify_limit"):
+        defend(pglib30_light, 1, verify_limit=-1)
