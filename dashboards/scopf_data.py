@@ -58,9 +58,9 @@ class ScopfRun:
         return self.record.run_id
 
 
-def _checked(rec: RunRecord, name: str, columns: list[str], numeric: list[str]) -> pd.DataFrame:
+def _checked(rec: RunRecord, name: str, columns: list[str], numeric: list[str], allow_empty: bool = False) -> pd.DataFrame:
     table = require_numeric(read_table(rec, name, columns), name, numeric)
-    if table.empty:
+    if table.empty and not allow_empty:
         raise DataError(f"table {name}.csv has no rows")
     return table
 
@@ -69,7 +69,8 @@ def load_scopf_run(rec: RunRecord) -> ScopfRun:
     """Read and check one run's tables; DataError says what is wrong."""
     attack = _checked(rec, ATTACK_TABLE, ATTACK_COLUMNS, ATTACK_NUMERIC)
     summary = _checked(rec, SUMMARY_TABLE, SUMMARY_COLUMNS, SUMMARY_NUMERIC)
-    defence = _checked(rec, DEFENCE_TABLE, DEFENCE_COLUMNS, DEFENCE_NUMERIC)
+    # a run made with --skip-defence writes the defence table with its header only
+    defence = _checked(rec, DEFENCE_TABLE, DEFENCE_COLUMNS, DEFENCE_NUMERIC, allow_empty=True)
     return ScopfRun(
         record=rec,
         attack=attack.assign(case=attack["case"].astype(str), k=attack["k"].astype(int)),

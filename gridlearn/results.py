@@ -167,10 +167,22 @@ def start_run(study: str, config: Any, root: str | Path | None = None) -> Iterat
     logger.removeHandler(handler)
     handler.close()
     meta["finished_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
-    _write_json(run.path("run.json"), meta)
     if not (tmp / "metrics.json").exists():
         _write_json(tmp / "metrics.json", {})
-    os.replace(tmp, final)  # atomic on one filesystem
+    # Another process may have taken the name since the start (same study, same second,
+    # same revision): rename() refuses a non-empty target, so take the next suffix.
+    while True:
+        meta["run_id"] = final.name
+        _write_json(tmp / "run.json", meta)
+        try:
+            os.rename(tmp, final)  # atomic on one filesystem
+            break
+        except OSError:
+            if not final.exists():
+                raise
+            n += 1
+            final = study_dir / f"{run_id}-{n}"
+    run.final_dir = final
     run.dir = final
 
 

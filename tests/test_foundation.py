@@ -116,3 +116,13 @@ def test_unknown_study_lists_the_available_ones():
 
     result = CliRunner().invoke(app, ["run", "no-such-study"])
     assert result.exit_code == 2 and "task-forecasting" in result.output
+
+
+def test_a_run_whose_name_was_taken_meanwhile_gets_the_next_suffix(tmp_path):
+    with start_run("toy", {"a": 1}, root=tmp_path) as run:
+        # another process finishes a run with the very name this one picked
+        squatter = run.final_dir
+        squatter.mkdir()
+        (squatter / "config.json").write_text("{}")
+    assert run.dir != squatter and run.dir.name.startswith(squatter.name + "-")
+    assert load_run(run.dir).meta["run_id"] == run.dir.name

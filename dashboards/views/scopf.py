@@ -72,13 +72,16 @@ def render(runs: list[RunRecord], results_dir: Path) -> None:
     cfg = run.record.config
     case = cfg.get("defence_case", "the defence case")
     st.subheader("Defence: dispatch cost vs worst-case violation")
-    st.caption(
-        f"{case}, N-{cfg.get('defence_k', '?')}, loads × {cfg.get('defence_load_scale', '?')}. Dashed: the "
-        "violation as the defence's own attack saw it at each step; solid: the dispatch's worst violation "
-        "scored by enumeration."
-    )
-    st.plotly_chart(defence_figure(run), key="sc_fig_defence")
-    st.dataframe(run.defence, hide_index=True, key="sc_defence_table")
+    if run.defence.empty:
+        st.info("This run skipped the defence (--skip-defence); run `gridlearn run scopf` without it to see the trade-off.")
+    else:
+        st.caption(
+            f"{case}, N-{cfg.get('defence_k', '?')}, loads × {cfg.get('defence_load_scale', '?')}. Dashed: the "
+            "violation as the defence's own attack saw it at each step; solid: the dispatch's worst violation "
+            "scored by enumeration."
+        )
+        st.plotly_chart(defence_figure(run), key="sc_fig_defence")
+        st.dataframe(run.defence, hide_index=True, key="sc_defence_table")
 
     st.subheader("Figures saved by the study")
     show_figures(run.record)
