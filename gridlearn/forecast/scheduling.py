@@ -317,6 +317,32 @@ class StochasticScheduler(nn.Module):
         g, h = self.params.ramp_constraints(mu)
         return self.qp(q, p, g, h, warm_start=sol.extras["qp_warm_start"])
 
+    def forward_converged(
+        self, mu: torch.Tensor, sigma: torch.Tensor, z0: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For training loops: ``(z_ok, ok, z_all)`` where a day whose SQP failed is left out.
+
+        ``ok`` is the bool mask of converged days, ``z_ok`` their differentiable schedules
+        (exact IFT gradients, as in `forward`), ``z_all`` every day's detached schedule with
+        failed days set to ``mu`` (a safe warm start next time). Why: one ill-conditioned day
+        out of thousands must not end a long training run, and it must not contribute a
+        gradient either. Raises `SolverFailure` only if no day converged.
+        """
+        sol = self.solve(mu, sigma, z0)
+        ok = sol.converged
+        if not bool(ok.any()):
+            sol.raise_on_failure("SQP scheduling (batch element = day)")
+        z_all = torch.where(ok[:, None], sol.value, mu.detach())
+        if not bool(ok.all()):
+            log.warning("SQP scheduling: %d of %d days did not converge (%s); left out of this step",
+                        int((~ok).sum()), ok.numel(), sorted({s.name for s in sol.statuses if s.name != "CONVERGED"}))
+        if not (mu.requires_grad or sigma.requires_grad):
+            return z_all[ok], ok, z_all
+        mu_ok, sigma_ok = mu[ok], sigma[ok]
+        q, p = _quadratic_model(z_all[ok], mu_ok, sigma_ok, self.params)
+        g, h = self.params.ramp_constraints(mu_ok)
+        return self.qp(q, p, g, h), ok, z_all
+
     def _check(self, mu: torch.Tensor, sigma: torch.Tensor) -> None:
         if mu.dim() != 2 or mu.shape != sigma.shape or mu.shape[-1] != self.params.n_hours:
             raise ValueError(f"mu and sigma must both be (batch, {self.params.n_hours}); got {tuple(mu.shape)}, {tuple(sigma.shape)}")

@@ -138,22 +138,22 @@ class _WarmSchedules:
     def __init__(self):
         self.z: dict[str, torch.Tensor] = {}
 
-    def __call__(self, scheduler: StochasticScheduler, key: str, mu, sigma, differentiable: bool) -> torch.Tensor:
+    def __call__(self, scheduler: StochasticScheduler, key: str, mu, sigma, differentiable: bool):
+        """``(z_ok, ok)``: schedules of the days whose SQP converged, and that mask."""
         z0 = self.z.get(key)
-        if differentiable:
-            z = scheduler(mu, sigma, z0)
-        else:
-            with torch.no_grad():
-                z = scheduler(mu, sigma, z0)
-        self.z[key] = z.detach()
-        return z
+        with torch.set_grad_enabled(differentiable):
+            z_ok, ok, z_all = scheduler.forward_converged(mu, sigma, z0)
+        self.z[key] = z_all.detach()
+        return z_ok, ok
 
 
 def val_task_cost(model, scheduler: StochasticScheduler, x, y, warm: _WarmSchedules | None = None, key: str = "val") -> float:
     with torch.no_grad():
         mu, sigma = model(x)
-        z = warm(scheduler, key, mu, sigma, False) if warm else scheduler(mu, sigma)
-        return float(task_loss(z, y, scheduler.params))
+        if warm is None:
+            return float(task_loss(scheduler(mu, sigma), y, scheduler.params))
+        z, ok = warm(scheduler, key, mu, sigma, False)
+        return float(task_loss(z, y[ok], scheduler.params))
 
 
 def train_task(model, scheduler: StochasticScheduler, x_tr, y_tr, x_val, y_val, settings: TrainSettings, mse_weight: float = 0.0) -> History:
@@ -162,8 +162,8 @@ def train_task(model, scheduler: StochasticScheduler, x_tr, y_tr, x_val, y_val, 
 
     def train_loss():
         mu, sigma = model(x_tr)
-        z = warm(scheduler, "train", mu, sigma, True)
-        loss = task_loss(z, y_tr, scheduler.params)
+        z, ok = warm(scheduler, "train", mu, sigma, True)
+        loss = task_loss(z, y_tr[ok], scheduler.params)
         if mse_weight:
             loss = loss + mse_weight * ((mu - y_tr) ** 2).mean()
         return loss

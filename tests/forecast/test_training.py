@@ -84,3 +84,32 @@ def test_cost_weighted_rmse_runs_and_returns_its_best_round():
     hist = train_weighted_rmse(net, sched, xt[:36], yt[:36], xt[36:], yt[36:], TrainSettings(weighted_rounds=2, weighted_epochs=10))
     assert len(hist.val) == 2
     assert val_task_cost(net, sched, xt[36:], yt[36:]) == pytest.approx(hist.best_val, rel=1e-9)
+
+
+def test_a_day_whose_sqp_failed_is_left_out_of_the_training_step(monkeypatch):
+    from gridlearn.forecast import StochasticScheduler
+    from gridlearn.implicit import Status
+
+    sched = StochasticScheduler()
+    gen = torch.Generator().manual_seed(0)
+    mu = (2.0 + 0.3 * torch.rand(3, 24, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    sigma = torch.full((3, 24), 0.1, dtype=torch.float64, requires_grad=True)
+    real_solve = sched.solve
+
+    def solve_with_day_1_failing(mu, sigma, z0=None, warm=None):
+        sol = real_solve(mu, sigma, z0, warm)
+        sol.status_code = sol.status_code.clone()
+        sol.status_code[1] = Status.NUMERICAL.code
+        return sol
+
+    monkeypatch.setattr(sched, "solve", solve_with_day_1_failing)
+    z_ok, ok, z_all = sched.forward_converged(mu, sigma)
+    assert ok.tolist() == [True, False, True] and z_ok.shape == (2, 24)
+    torch.testing.assert_close(z_all[1], mu[1].detach())
+    z_ok.sum().backward()
+    assert float(mu.grad[1].abs().sum()) == 0.0 and float(mu.grad[0].abs().sum()) > 0.0
+    # the plain forward still refuses to return a schedule for a failed day
+    from gridlearn.errors import SolverFailure
+
+    with pytest.raises(SolverFailure, match="#1"):
+        sched(mu.detach(), sigma.detach())
