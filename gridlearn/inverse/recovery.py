@@ -277,13 +277,18 @@ def _done(history: list[float], step_rel: float, solver: InverseSolver) -> bool:
     return history[-1] <= solver.rtol * max(history[0], 1e-300) or step_rel < solver.step_tol
 
 
-def _lm(problem, theta, scale, project):
-    s = problem.solver
-    first = _try(problem, theta, grad=False)
+def _start(problem, theta, grad: bool):
+    """Solve at the prior and accept it; every optimiser needs a feasible starting point."""
+    first = _try(problem, theta, grad=grad)
     if first is None:
         raise SolverFailure("the AC-OPF fails at the prior parameters; start from a feasible prior")
-    loss, _, r, results = first
-    problem.accept(results)
+    problem.accept(first[3])
+    return first
+
+
+def _lm(problem, theta, scale, project):
+    s = problem.solver
+    loss, _, r, results = _start(problem, theta, grad=False)
     history, rejected, mu, it = [loss], 0, 1e-3, 0
     for it in range(1, s.max_iter + 1):
         j = problem.jacobian(theta, results)
@@ -320,11 +325,7 @@ def _lm(problem, theta, scale, project):
 
 def _adam(problem, theta, scale, project):
     s = problem.solver
-    first = _try(problem, theta, grad=True)
-    if first is None:
-        raise SolverFailure("the AC-OPF fails at the prior parameters; start from a feasible prior")
-    loss, g, _, results = first
-    problem.accept(results)
+    loss, g, _, results = _start(problem, theta, grad=True)
     history, rejected = [loss], 0
     m = torch.zeros_like(theta)
     v = torch.zeros_like(theta)
@@ -356,11 +357,7 @@ def _adam(problem, theta, scale, project):
 
 def _lbfgs(problem, theta, scale, project):
     s = problem.solver
-    first = _try(problem, theta, grad=True)
-    if first is None:
-        raise SolverFailure("the AC-OPF fails at the prior parameters; start from a feasible prior")
-    loss, g, _, results = first
-    problem.accept(results)
+    loss, g, _, results = _start(problem, theta, grad=True)
     history, rejected = [loss], 0
     pairs: list[tuple[Tensor, Tensor]] = []
     it = 0
