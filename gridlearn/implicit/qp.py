@@ -18,8 +18,20 @@ batched; shared inputs receive gradients summed over the batch. Outputs are (B, 
 Edge cases, decided: G=None/h=None or G with 0 rows means no inequalities (an
 equality-constrained or unconstrained QP is solved by the same code, by one Newton
 step); A=None/b=None means no equalities. Q must be symmetric (asymmetry above
-1e-5·(1 + max|Q|) is rejected; the symmetric part is used) and PSD (not checked: a
-non-convex Q ends as UNBOUNDED or NUMERICAL).
+1e-5·(1 + max|Q|) is rejected; the symmetric part is used). A batch of size 0 gives
+empty outputs.
+
+Contract (see `qp_scaling`):
+
+* Convexity is checked, per element, by a Cholesky factorisation of Q + δI with
+  δ = 100·n·eps·‖Q‖_max (after objective scaling). An element whose Q fails it is not
+  solved: status NONCONVEX, x, λ, ν NaN, NaN gradients (`QPLayer.forward` raises
+  `SolverFailure` naming it). A NONCONVEX element is never CONVERGED. The test is global:
+  a Q convex only on the null space of A is NONCONVEX too (add ρAᵀA to Q and −ρAᵀb to p).
+* Scale invariance: the problem is solved with the objective scaled by a power of two σ
+  (‖σp‖_∞ ∈ [2, 4), or ‖σQ‖ when p ≈ 0); the iterates and every stopping test (primal,
+  dual, gap and certificates) are therefore the same for (Q, p) and s·(Q, p), any s > 0
+  (the duals come back as λ, ν of the caller's problem, which scale with s).
 """
 
 from __future__ import annotations
@@ -133,13 +145,28 @@ def _prepare(Q, p, G, h, A, b):
     return ins, B, batched
 
 
+def _empty_solution(ins: list[Tensor]) -> Solution:
+    """The result for a batch of size 0: empty tensors, still attached to the inputs' graph."""
+    Q, G, A = ins[0], ins[2], ins[4]
+    n, m, k = Q.shape[-1], G.shape[-2], A.shape[-2]
+    link = sum((t.sum() * 0 for t in ins if t.requires_grad), Q.new_zeros(()))
+    x, lam, nu = Q.new_zeros(0, n) + link, Q.new_zeros(0, m) + link, Q.new_zeros(0, k) + link
+    dev = Q.device
+    empty_long = torch.zeros(0, dtype=torch.long, device=dev)
+    warm = QPWarmStart(x.detach(), Q.new_zeros(0, m), lam.detach(), nu.detach())
+    return Solution(value=x, status_code=empty_long, residual=Q.new_zeros(0), steps=empty_long,
+                    extras={"lam": lam, "nu": nu, "slack": Q.new_zeros(0, m), "iterations": empty_long,
+                            "warm_start": warm})
+
+
 def solve_qp(Q: Tensor, p: Tensor, G: Tensor | None, h: Tensor | None, A: Tensor | None = None,
              b: Tensor | None = None, *, settings: QPSettings | None = None,
              warm_start: Solution | QPWarmStart | None = None) -> Solution:
     """Solve a batch of QPs; never raises on non-convergence (see module docstring).
 
     Returns a `Solution`: value = x (B, n), per-element status (CONVERGED, INFEASIBLE,
-    UNBOUNDED, MAX_STEPS, NUMERICAL), residual, steps (iterations); extras: ``lam``
+    UNBOUNDED, MAX_STEPS, NUMERICAL, NONCONVEX), residual (the relative KKT residual of
+    the objective-scaled problem, invariant under (Q, p) -> s(Q, p)), steps (iterations); extras: ``lam``
     (B, m), ``nu`` (B, k), ``slack`` (B, m), ``iterations``, ``warm_start`` (a
     `QPWarmStart` to pass to the next, perturbed, solve). x, lam and nu are
     differentiable; elements that did not converge get NaN gradients.
@@ -148,6 +175,8 @@ def solve_qp(Q: Tensor, p: Tensor, G: Tensor | None, h: Tensor | None, A: Tensor
     if not isinstance(settings, QPSettings):
         raise TypeError(f"settings must be QPSettings, got {type(settings).__name__}")
     ins, B, batched = _prepare(Q, p, G, h, A, b)
+    if B == 0:
+        return _empty_solution(ins)
     ws = warm_start.extras["warm_start"] if isinstance(warm_start, Solution) else warm_start
     if ws is not None:
         n, m, k = ins[0].shape[-1], ins[2].shape[-2], ins[4].shape[-2]

@@ -53,6 +53,7 @@ from torch import Tensor
 
 from gridlearn.implicit.qp_ipm import IPMResult, QPWarmStart, interior_point
 from gridlearn.implicit.qp_kkt import QFactor, QPData, chol_solve, mtv, mv, prefer_dual, q_cholesky
+from gridlearn.implicit.qp_scaling import objective_scale, psd_mask
 from gridlearn.implicit.solution import Status
 
 
@@ -179,48 +180,106 @@ def _solve_schur(Q: Tensor, Lq: Tensor, C: Tensor, e: Tensor, r1: Tensor, r2: Te
     return w + cw, y + cy
 
 
+def _nan_result(batch: int, n: int, m: int, k: int, like: Tensor) -> IPMResult:
+    """An all-NONCONVEX result (nothing was solved)."""
+    nan = float("nan")
+    f = lambda *shape: like.new_full(shape, nan)  # noqa: E731
+    status = torch.full((batch,), Status.NONCONVEX.code, dtype=torch.long, device=like.device)
+    return IPMResult(f(batch, n), f(batch, m), f(batch, m), f(batch, k), status,
+                     like.new_full((batch,), float("inf")), torch.zeros(batch, dtype=torch.long, device=like.device))
+
+
+def _run(settings: Any, warm: QPWarmStart | None, batch: int, Q, p, G, h, A, b) -> tuple[IPMResult, Tensor | None]:
+    """Interior point on already scaled, convex inputs -> (result, Q's Cholesky or None)."""
+    n, m, k = Q.shape[-1], G.shape[-2], A.shape[-2]
+    qf = QFactor.build(Q, G, A) if prefer_dual(n, m, k) else None
+    data = QPData(Q, p, G, h, A, b, None if qf is not None else QPData.outer_rows(G), qf)
+    tol = max(settings.tol, 1000 * torch.finfo(Q.dtype).eps)
+    res = interior_point(
+        data, batch, tol=tol, eps_inf=settings.eps_inf, max_iter=settings.max_iter,
+        reg=settings.reg, refine_steps=settings.refine_steps,
+        step_fraction=settings.step_fraction, warm_start=warm,
+        warm_push=settings.warm_push,
+    )
+    return res, None if qf is None else qf.L
+
+
+def _solve_convex_part(settings: Any, warm: QPWarmStart | None, batch: int, convex: Tensor,
+                       ins: list[Tensor]) -> tuple[IPMResult, Tensor | None]:
+    """Solve the elements whose Q passed `psd_mask`; the others come back NONCONVEX."""
+    Q, G, A = ins[0], ins[2], ins[4]
+    n, m, k = Q.shape[-1], G.shape[-2], A.shape[-2]
+    ok = convex.expand(batch) if convex.shape[0] == 1 else convex
+    if bool(ok.all()):
+        return _run(settings, warm, batch, *ins)
+    full = _nan_result(batch, n, m, k, Q)
+    idx = torch.nonzero(ok).flatten()
+    if idx.numel() == 0:
+        return full, None
+    sub = [t if t.shape[0] == 1 else t.index_select(0, idx) for t in ins]
+    ws = None if warm is None else QPWarmStart(warm.x[idx], warm.s[idx], warm.lam[idx], warm.nu[idx])
+    res, _ = _run(settings, ws, idx.numel(), *sub)
+    for name in ("x", "s", "lam", "nu", "status", "residual", "iterations"):
+        getattr(full, name)[idx] = getattr(res, name)
+    return full, None
+
+
 class QPFunction(torch.autograd.Function):
     """x, λ, ν = QP(Q, p, G, h, A, b); inputs already validated and broadcast-ready.
 
     Inputs carry a leading batch dim of size B or 1 (shared). ``settings`` is a
     `gridlearn.implicit.qp.QPSettings`; ``out`` is a one-slot list receiving the
-    `IPMResult` (status, iterations...) since autograd outputs must be tensors.
+    `IPMResult` (status, iterations...; duals in the caller's units) since autograd
+    outputs must be tensors. The solve and the backward work on the objective-scaled
+    problem (σQ, σp) of `qp_scaling`, whose duals are σλ, σν; elements whose Q is not
+    PSD are not solved and come back NONCONVEX.
     """
 
     @staticmethod
     def forward(ctx: Any, settings: Any, warm: QPWarmStart | None, batch: int, shapes: tuple,
                 out: list, Q: Tensor, p: Tensor, G: Tensor, h: Tensor, A: Tensor, b: Tensor):
-        n, m, k = Q.shape[-1], G.shape[-2], A.shape[-2]
-        qf = QFactor.build(Q, G, A) if prefer_dual(n, m, k) else None
-        data = QPData(Q, p, G, h, A, b, None if qf is not None else QPData.outer_rows(G), qf)
-        tol = max(settings.tol, 1000 * torch.finfo(Q.dtype).eps)
-        res: IPMResult = interior_point(
-            data, batch, tol=tol, eps_inf=settings.eps_inf, max_iter=settings.max_iter,
-            reg=settings.reg, refine_steps=settings.refine_steps,
-            step_fraction=settings.step_fraction, warm_start=warm,
-            warm_push=settings.warm_push,
-        )
-        out.append(res)
-        ctx.save_for_backward(Q, p, G, h, A, b)
+        sigma = objective_scale(Q, p)
+        Qs, ps = Q * sigma[:, None, None], p * sigma[:, None]
+        sig_b = sigma.expand(batch)[:, None]
+        if warm is not None:
+            warm = QPWarmStart(warm.x, warm.s, warm.lam * sig_b, warm.nu * sig_b)
+        res, Lq = _solve_convex_part(settings, warm, batch, psd_mask(Qs), [Qs, ps, G, h, A, b])
+        # Caller's units for everything that leaves; the scaled duals stay for the backward.
+        out.append(IPMResult(res.x, res.s, res.lam / sig_b, res.nu / sig_b, res.status,
+                             res.residual, res.iterations))
+        ctx.save_for_backward(Qs, ps, G, h, A, b)
         ctx.res = res
-        ctx.Lq = None if qf is None else qf.L  # reused by the backward's Schur solve
+        ctx.sigma = sig_b
+        ctx.Lq = Lq  # reused by the backward's Schur solve
         ctx.shapes = shapes
-        return res.x, res.lam, res.nu
+        return res.x, res.lam / sig_b, res.nu / sig_b
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, gx: Tensor | None, glam: Tensor | None, gnu: Tensor | None):
         res: IPMResult = ctx.res
-        x, lam, nu = res.x, res.lam, res.nu
+        x, lam, nu = res.x, res.lam, res.nu  # duals of the scaled problem
+        sig = ctx.sigma  # (B, 1)
         B, n = x.shape
         m, k = lam.shape[-1], nu.shape[-1]
+        bad = res.status != Status.CONVERGED.code
+        # Elements that did not converge (NONCONVEX ones are NaN) take a finite stand-in so
+        # they cannot disturb the batched solves; their gradients are set to NaN below.
+        if bool(bad.any()):
+            keep = ~bad[:, None]
+            x = torch.where(keep, x, torch.zeros_like(x))
+            lam = torch.where(keep, lam, torch.ones_like(lam))
+            nu = torch.where(keep, nu, torch.zeros_like(nu))
+            s_b = torch.where(keep, res.s, torch.ones_like(res.s))
+        else:
+            s_b = res.s
         gx = torch.zeros_like(x) if gx is None else gx
-        glam = torch.zeros_like(lam) if glam is None else glam
-        gnu = torch.zeros_like(nu) if gnu is None else gnu
+        # L(x, λ, ν) = L(x, λ_s/σ, ν_s/σ): cotangents of the scaled duals are ḡ/σ.
+        glam = torch.zeros_like(lam) if glam is None else glam / sig
+        gnu = torch.zeros_like(nu) if gnu is None else gnu / sig
         data = QPData(*ctx.saved_tensors, None)
         Lq = ctx.Lq if ctx.Lq is not None else q_cholesky(data.Q)
-        wx, u, wnu = _adjoint(data, res.s, lam, gx, glam, gnu, Lq)
-        bad = res.status != Status.CONVERGED.code
+        wx, u, wnu = _adjoint(data, s_b, lam, gx, glam, gnu, Lq)
         if bool(bad.any()):
             nan = float("nan")
             wx = wx.masked_fill(bad[:, None], nan)
@@ -229,11 +288,14 @@ class QPFunction(torch.autograd.Function):
         need = ctx.needs_input_grad[5:]
         sQ, sp, sG, sh, sA, sb = ctx.shapes
         grads: list[Tensor | None] = [None] * 6
+        # Q and p enter the solved problem as σQ and σp (σ is locally constant: the
+        # scaled problem's solution scales exactly with it).
+        wxs = wx * sig
         if need[0]:
-            g = _outer([(wx, x)], sQ)
+            g = _outer([(wxs, x)], sQ)
             grads[0] = 0.5 * (g + g.mT)
         if need[1]:
-            grads[1] = _reduce(wx, sp)
+            grads[1] = _reduce(wxs, sp)
         if need[2]:
             grads[2] = _outer([(lam, wx), (u, x)], sG)
         if need[3]:

@@ -27,6 +27,10 @@ class Status(enum.Enum):
     INFEASIBLE = "primal infeasible: no point satisfies the constraints"
     UNBOUNDED = "dual infeasible: the objective is unbounded below"
     NUMERICAL = "numerical trouble: the linear systems became too ill-conditioned to continue"
+    # Appended after the others so that the integer codes of existing statuses do not change.
+    NONCONVEX = "Q is not positive semidefinite: the QP is not convex, so no KKT point is certified a minimum"
+    SINGULAR = "the Jacobian is singular at the solution (e.g. a multiple root): it is not locally unique and has no finite derivative"
+    UNSTABLE = "fixed-step integration is unstable or inaccurate at this step_size (step-doubling error above tolerance); lower step_size or use dopri5"
 
     @property
     def code(self) -> int:

@@ -100,9 +100,14 @@ def test_gradcheck_every_input_and_the_duals(batched):
 
 
 def test_gradcheck_psd_only_q():
-    Q, p, G, h, A, b = random_qp(4, B=2, n=5, m=8, k=1, psd_rank=2)
-    ins = [t.clone().requires_grad_() for t in (Q, p, G, h, A, b)]
-    assert torch.autograd.gradcheck(_wrapped(), ins, eps=1e-5, atol=1e-6, rtol=1e-4, fast_mode=True)
+    # Q = M Mᵀ of rank 2 is differentiated through its factor M: a finite-difference
+    # step on Q's own entries would leave the PSD cone, and such a Q is NONCONVEX.
+    _, p, G, h, A, b = random_qp(4, B=2, n=5, m=8, k=1, psd_rank=2)
+    M = torch.randn(2, 5, 2, generator=torch.Generator().manual_seed(4), dtype=F64)
+    ins = [t.clone().requires_grad_() for t in (M, p, G, h, A, b)]
+    f = _wrapped()
+    assert torch.autograd.gradcheck(lambda M, *rest: f(M @ M.mT, *rest), ins, eps=1e-5, atol=1e-6, rtol=1e-4,
+                                    fast_mode=True)
 
 
 def test_psd_only_q_including_an_lp():
