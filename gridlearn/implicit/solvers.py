@@ -41,6 +41,12 @@ _MAX_STEPS = Status.MAX_STEPS.code
 _DIVERGED = Status.DIVERGED.code
 _NONFINITE = Status.NONFINITE.code
 _NUMERICAL = Status.NUMERICAL.code
+_SINGULAR = Status.SINGULAR.code
+
+# Kantorovich number above which a Newton root is not certified simple (see `Newton`).
+# A double root gives exactly 1/2 at every iterate, a triple root 2/3; a simple root's
+# number falls quadratically to 0 as the iterates converge.
+_KANTOROVICH_MAX = 0.1
 
 
 def _bmask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -377,6 +383,16 @@ class Newton(_SolverBase):
     in which case α is halved per element (up to that many times) until ``‖g‖`` decreases.
     An element whose Jacobian is singular (``linalg.solve_ex`` fails or gives non-finite
     steps) is stopped with status NUMERICAL.
+
+    A root that meets the tolerance is reported CONVERGED only if it is certified simple:
+    at the final iterate y, with J = ∂g/∂y(y), the Newton step d = J⁻¹g(y) and the
+    Lipschitz constant of J estimated from the last step, γ ≈ ‖J(y) − J(y_prev)‖₂ / ‖y − y_prev‖,
+    the Kantorovich number h = γ‖d‖/σ_min(J) must be at most 0.1 (by Kantorovich's
+    theorem h ≤ ½ guarantees a root within 2‖d‖; a margin keeps it unique and simple), and J
+    must not be numerically singular (σ_min ≤ n·eps·σ_max). Otherwise the status is
+    SINGULAR: at a multiple root (g = y² − w at w = 0) Newton converges only linearly, h
+    stays at ½, the iterate's error is of the order of the tolerance's square root, and
+    the implicit derivative does not exist; no gradient is given (on_failure applies).
     """
 
     max_backtracks: int = 0
@@ -400,6 +416,7 @@ class Newton(_SolverBase):
         gy = g(y)
         nfev = 1
         tr = _Tracker(self, gy.detach().norm(dim=-1), y, root=root)
+        y_prev, J_prev = y.detach().clone(), None
         for _ in range(int(self.max_steps)):
             if not bool(tr.active.any()):
                 break
@@ -410,6 +427,9 @@ class Newton(_SolverBase):
                 J, _ = autograd_jacobian(g, y, create_graph=unrolled)
                 if not unrolled:
                     J = J.detach()
+            Jd = J.detach()
+            J_prev = Jd.clone() if J_prev is None else torch.where(_bmask(act, Jd), Jd, J_prev)
+            y_prev = torch.where(_bmask(act, y_prev), y.detach(), y_prev)
             d, info = torch.linalg.solve_ex(J, -gy.unsqueeze(-1))
             d = d.squeeze(-1)
             singular = (info != 0) | ~torch.isfinite(d.detach()).all(dim=-1)
@@ -434,7 +454,40 @@ class Newton(_SolverBase):
             y = torch.where(m, y_try, y)
             gy = torch.where(m, g_try, gy)
             tr.update(gy.detach().norm(dim=-1), y, act)
+        conv = tr.status == _CONVERGED
+        if bool(conv.any()):
+            # Checked on the whole batch (g may not accept a sub-batch); the others are
+            # replaced by a harmless finite stand-in and their result ignored.
+            c = _bmask(conv, y)
+            yc = torch.where(c, y.detach(), torch.zeros_like(y))
+            gc = torch.where(c, gy.detach(), torch.zeros_like(gy))
+            simple = self._simple_root(g, yc, gc, jacobian, torch.where(c, y_prev, torch.zeros_like(y_prev)),
+                                       None if J_prev is None else torch.where(conv[:, None, None], J_prev, torch.zeros_like(J_prev)),
+                                       tr.steps, conv)
+            tr.status[conv & ~simple] = _SINGULAR
         return tr.solution(y, nfev=nfev)
+
+    @staticmethod
+    def _simple_root(g: Map, y: torch.Tensor, gy: torch.Tensor, jacobian: Optional[Map], y_prev: torch.Tensor,
+                     J_prev: Optional[torch.Tensor], steps: torch.Tensor, conv: torch.Tensor) -> torch.Tensor:
+        """(batch,) bool: the Kantorovich test of the class docstring at the final iterates."""
+        with torch.no_grad():
+            J = jacobian(y).detach() if jacobian is not None else autograd_jacobian(g, y)[0].detach()
+            eye = torch.eye(J.shape[-1], dtype=J.dtype, device=J.device)
+            J = torch.where(conv[:, None, None] & torch.isfinite(J).all(-1).all(-1)[:, None, None], J, eye)
+            sv = torch.linalg.svdvals(J)
+            smax, smin = sv[:, 0], sv[:, -1]
+            n = y.shape[-1]
+            eps = torch.finfo(y.dtype).eps
+            ok = torch.isfinite(sv).all(-1) & (smin > n * eps * smax) & (smin > 0)
+            d = torch.linalg.lstsq(J, gy.unsqueeze(-1)).solution.squeeze(-1) if n else gy
+            if J_prev is not None:
+                dy = (y - y_prev).norm(dim=-1)
+                dJ = torch.linalg.matrix_norm(J - J_prev, ord=2)
+                gamma = torch.where((steps > 0) & (dy > 0), dJ / dy.clamp_min(torch.finfo(y.dtype).tiny), torch.zeros_like(dy))
+                kant = gamma * d.norm(dim=-1) / smin.clamp_min(torch.finfo(y.dtype).tiny)
+                ok = ok & ~(kant > _KANTOROVICH_MAX)
+        return ok
 
 
 FixedPointSolver = _FixedPointIteration
