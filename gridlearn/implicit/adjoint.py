@@ -127,12 +127,53 @@ class PhantomAdjoint:
 class UnrolledAdjoint:
     """Backpropagate through every forward iteration (the solver runs with autograd on).
 
-    The gradient is that of the computation actually performed, converged or not, so it
-    is given even for elements that hit max_steps; memory grows with the iteration count.
+    The gradient is that of the computation actually performed; elements that did not
+    converge follow ``on_failure`` like every other path (NaN by default), since the
+    derivative of an unfinished iteration is not the derivative of the solution; pass
+    ``on_failure="keep"`` to ask for that derivative anyway (truncated backprop). Memory
+    grows with the iteration count.
     """
 
 
 Adjoint = ImplicitAdjoint | PhantomAdjoint | UnrolledAdjoint
+
+
+class _FailedGrad(torch.autograd.Function):
+    """Identity whose backward applies ``on_failure`` to the cotangents of failed elements."""
+
+    @staticmethod
+    def forward(ctx, value, failed, dim, on_failure, what):
+        ctx.failed, ctx.dim, ctx.on_failure, ctx.what = failed, dim, on_failure, what
+        return value.view_as(value)
+
+    @staticmethod
+    def backward(ctx, grad):
+        shape = [1] * grad.dim()
+        shape[ctx.dim] = -1
+        bad = ctx.failed.view(shape)
+        others = [d for d in range(grad.dim()) if d != ctx.dim]
+        needed = (grad != 0).any(dim=others) if others else grad != 0
+        hit = ctx.failed & needed
+        if bool(hit.any()):
+            if ctx.on_failure == "raise":
+                idx = torch.nonzero(hit).flatten().tolist()
+                raise SolverFailure(f"{ctx.what}: no gradient: the forward solve did not converge for elements {idx}",
+                                    indices=idx)
+            fill = float("nan") if ctx.on_failure == "nan" else 0.0
+            grad = torch.where(bad, torch.full_like(grad, fill), grad)
+        return grad, None, None, None, None
+
+
+def mask_failed_grad(value: torch.Tensor, converged: torch.Tensor, on_failure: str, what: str,
+                     dim: int = 0) -> torch.Tensor:
+    """``value`` unchanged; in backward, the batch elements (along ``dim``) that did not
+    converge get ``on_failure`` applied to their cotangent ("nan": NaN, which backprop then
+    carries into every input and parameter they touch; "zero"; "raise": `SolverFailure`).
+    """
+    check_on_failure(on_failure)
+    if not (torch.is_grad_enabled() and value.requires_grad) or bool(converged.all()):
+        return value
+    return _FailedGrad.apply(value, (~converged.detach().bool()).clone(), dim, on_failure, what)
 
 
 def check_adjoint(adjoint) -> None:
@@ -244,4 +285,4 @@ def attach_implicit_grad(
     return _ImplicitLink.apply(h, y_star, backward_fn)
 
 
-__all__ = ["ImplicitAdjoint", "PhantomAdjoint", "UnrolledAdjoint", "attach_implicit_grad", "check_adjoint", "check_on_failure"]
+__all__ = ["ImplicitAdjoint", "PhantomAdjoint", "UnrolledAdjoint", "attach_implicit_grad", "mask_failed_grad", "check_adjoint", "check_on_failure"]

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from gridlearn.errors import ConfigError, SolverFailure
-from gridlearn.implicit.adjoint import check_on_failure
+from gridlearn.implicit.adjoint import check_on_failure, mask_failed_grad
 from gridlearn.implicit.ode_solvers import TABLEAUS, integrate
 from gridlearn.implicit.solution import Solution, Status
 
@@ -178,12 +178,13 @@ def odeint_solve(
 
     Returns a `Solution` (never raises on solver failure): ``value (T, batch, ...)``
     (NaN at times an element never reached), per-element status (CONVERGED, MAX_STEPS,
-    STEP_TOO_SMALL, NONFINITE), ``residual`` = time left to ``t[-1]``, ``steps`` accepted,
+    STEP_TOO_SMALL, NONFINITE; UNSTABLE for rk4 steps that fail the step-doubling check), ``residual`` = time left to ``t[-1]``, ``steps`` accepted,
     and ``extras``: ``nfev`` (per element), ``attempts``, ``calls`` (batched evaluations).
 
     ``gradient="adjoint"``: gradients to y0, tensor args and ``params`` (default: the
-    parameters of func when it is an nn.Module) by the adjoint method; non-converged
-    elements' gradients follow ``on_failure`` ("nan", "zero" or "raise" in backward).
+    parameters of func when it is an nn.Module) by the adjoint method; ``"backprop"``:
+    through the solver's operations. On both paths non-converged elements' gradients
+    follow ``on_failure`` ("nan", "zero" or "raise" in backward).
     """
     check_on_failure(on_failure)
     if gradient not in _GRADIENTS:
@@ -210,7 +211,9 @@ def odeint_solve(
         res = cfg.result
     else:
         res = integrate(lambda tv, y: (cfg.flat(tv, y, list(args)), None), y0f, t.detach(), **kw)
-        ys = torch.stack(res.ys)
+        # A failed element's outputs past where it stopped are NaN constants, so plain
+        # backprop would hand it a gradient of 0: give it on_failure's instead.
+        ys = mask_failed_grad(torch.stack(res.ys), res.status == Status.CONVERGED.code, on_failure, "odeint", dim=1)
     value = ys.reshape(t.shape[0], *shape)
     return Solution(
         value=value,

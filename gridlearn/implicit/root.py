@@ -29,6 +29,7 @@ from gridlearn.implicit.adjoint import (
     attach_implicit_grad,
     check_adjoint,
     check_on_failure,
+    mask_failed_grad,
 )
 from gridlearn.implicit.solution import Solution
 from gridlearn.implicit.solvers import Newton, SolverBase
@@ -73,7 +74,11 @@ def implicit_solve(
     if not isinstance(solver, SolverBase):
         raise ConfigError(f"{what}: solver must be Picard, Anderson, Broyden or Newton, got {type(solver).__name__}")
     check_adjoint(adjoint)
-    check_on_failure(on_failure)
+    # "keep" (UnrolledAdjoint only): the caller asks for the derivative of the truncated
+    # iteration itself (truncated backprop), converged or not.
+    keep = on_failure == "keep" and isinstance(adjoint, UnrolledAdjoint)
+    if not keep:
+        check_on_failure(on_failure)
     shape = y0.shape
     b = shape[0]
     y0f = y0.detach().reshape(b, -1)
@@ -91,7 +96,7 @@ def implicit_solve(
 
     if isinstance(adjoint, UnrolledAdjoint):
         sol = run(args)  # autograd records every iteration
-        value = sol.value
+        value = sol.value if keep else mask_failed_grad(sol.value, sol.converged, on_failure, what)
     else:
         with torch.no_grad():
             sol = run(args)
@@ -122,7 +127,8 @@ def root_solve(
             state; Newton uses it instead of autograd and `ImplicitAdjoint` solves
             ``Jᵀv = w`` with it directly.
         on_failure: what a non-converged element's gradient is: "nan" (default), "zero",
-            or "raise" (`SolverFailure` in backward if it receives a gradient).
+            or "raise" (`SolverFailure` in backward if it receives a gradient); with
+            `UnrolledAdjoint` also "keep": the derivative of the iterations performed.
     """
     _check_state("y0", y0)
     return implicit_solve(

@@ -44,13 +44,23 @@ def test_lecture_example_unrolled_gradient(steps, expected, tol):
     omega = torch.tensor([[2.0]], dtype=torch.float64, requires_grad=True)
     sol = fixed_point_solve(
         gradient_step, torch.zeros(1, 1, dtype=torch.float64), omega,
-        solver=Picard(rtol=0, atol=0, max_steps=steps), adjoint=UnrolledAdjoint(),
+        solver=Picard(rtol=0, atol=0, max_steps=steps), adjoint=UnrolledAdjoint(), on_failure="keep",
     )
     assert int(sol.steps) == steps and sol.statuses == [Status.MAX_STEPS]
     (d,) = torch.autograd.grad(sol.value.sum(), omega)
     assert float(d) == pytest.approx(expected, abs=tol)
     if steps == 5:
         assert abs(float(d) - math.pi / 8) > 0.3  # far from the implicit gradient
+
+
+def test_unrolled_gradient_of_a_failed_element_is_nan_unless_kept():
+    omega = torch.tensor([[2.0], [2.0]], dtype=torch.float64, requires_grad=True)
+    z0 = torch.tensor([[0.0], [-math.pi / 4]], dtype=torch.float64)  # the second starts at x*
+    sol = fixed_point_solve(gradient_step, z0, omega, solver=Picard(rtol=0, atol=1e-12, max_steps=5),
+                            adjoint=UnrolledAdjoint())
+    assert sol.statuses == [Status.MAX_STEPS, Status.CONVERGED]
+    (d,) = torch.autograd.grad(sol.value.sum(), omega)
+    assert torch.isnan(d[0]).all() and torch.isfinite(d[1]).all()
 
 
 SOLVERS = [
