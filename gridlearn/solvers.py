@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from gridlearn._env import configure_pyomo_env, pynumero_config_dir
-from gridlearn.errors import SolverUnavailable
+from gridlearn.errors import ConfigError, SolverUnavailable
 
 _FIX = (
     "Run `bash scripts/setup.sh` (it installs libamplsolver-dev and builds the PyNumero "
@@ -53,10 +53,88 @@ def ipopt_version() -> str | None:
         return "unknown"
 
 
+class _Tiny:
+    """min x² on [-1, 1]: the smallest problem Ipopt accepts, to try options on."""
+
+    def objective(self, x):
+        return float(x @ x)
+
+    def gradient(self, x):
+        return 2 * x
+
+    def constraints(self, x):
+        import numpy as np
+
+        return np.zeros(0)
+
+    def jacobian(self, x):
+        import numpy as np
+
+        return np.zeros(0)
+
+
+def _captured_stdout(fn) -> str:
+    """Run fn() with the C-level stdout sent to a temporary file; return what was written.
+
+    Ipopt explains a rejected option only on stdout, not in the exception.
+    """
+    import ctypes
+    import sys
+    import tempfile
+
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 1)
+        try:
+            fn()
+        finally:
+            libc.fflush(None)
+            os.dup2(saved, 1)
+            os.close(saved)
+        tmp.seek(0)
+        return tmp.read().decode("utf-8", "replace")
+
+
+def check_ipopt_options(options: dict[str, Any]) -> None:
+    """Raise `ConfigError` naming the first option Ipopt rejects (unknown name, wrong type or
+    out of range), with Ipopt's own explanation. Tries each on a one-variable problem."""
+    try:
+        import cyipopt
+    except ImportError as exc:
+        raise SolverUnavailable(f"Ipopt is not installed: cannot import cyipopt ({exc}). {_FIX}") from exc
+    import numpy as np
+
+    for key, value in options.items():
+        if not isinstance(key, str) or not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"Ipopt option {key!r}={value!r}: names are strings and values str, int or float")
+        problem = cyipopt.Problem(n=1, m=0, problem_obj=_Tiny(), lb=np.array([-1.0]), ub=np.array([1.0]),
+                                  cl=np.zeros(0), cu=np.zeros(0))
+        failed: list[Exception] = []
+
+        def attempt():
+            try:
+                problem.add_option(key, value)
+            except (TypeError, ValueError) as exc:
+                failed.append(exc)
+
+        try:
+            said = _captured_stdout(attempt)
+        except OSError:  # no usable file descriptor 1: try without Ipopt's explanation
+            said = ""
+            attempt()
+        if failed:
+            why = " ".join(line.strip() for line in said.strip().splitlines()[:2]) or "unknown option, or a value of the wrong type or range"
+            raise ConfigError(f"Ipopt rejected option {key!r}={value!r}: {why} "
+                              "(see https://coin-or.github.io/Ipopt/OPTIONS.html)") from failed[0]
+
+
 def get_ipopt(**options: Any):
     """Return a ready Pyomo ``cyipopt`` solver with gridlearn's default options merged in.
 
     Raises:
+        ConfigError: naming an option Ipopt does not accept (misspelt, wrong type, out of range).
         SolverUnavailable: with the steps that fix the install, if cyipopt or the
             PyNumero ASL library cannot be loaded.
     """
@@ -80,6 +158,7 @@ def get_ipopt(**options: Any):
     if not solver.available(exception_flag=False):
         raise SolverUnavailable(f"Pyomo's cyipopt interface reports Ipopt unavailable. {_FIX}")
     merged = {**DEFAULT_IPOPT_OPTIONS, **options}
+    check_ipopt_options(options)
     for key, value in merged.items():
         solver.config.options[key] = value
     return solver

@@ -134,8 +134,9 @@ def _ipopt_problem(nlp: ACOPFNLP, options: dict[str, Any]):
     except ImportError as exc:
         raise SolverUnavailable(f"Ipopt is not installed: cannot import cyipopt ({exc}). "
                                 "Install the `cyipopt-wheels` package (scripts/setup.sh does).") from exc
-    from gridlearn.solvers import DEFAULT_IPOPT_OPTIONS
+    from gridlearn.solvers import DEFAULT_IPOPT_OPTIONS, check_ipopt_options
 
+    check_ipopt_options(options)  # a misspelt option is a ConfigError naming it, not a TypeError
     problem = cyipopt.Problem(n=nlp.n, m=nlp.m, problem_obj=nlp, lb=nlp.x_lb, ub=nlp.x_ub, cl=nlp.g_lb, cu=nlp.g_ub)
     for key, value in {**DEFAULT_IPOPT_OPTIONS, **options}.items():
         problem.add_option(key, value)

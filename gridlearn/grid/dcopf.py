@@ -123,6 +123,9 @@ class DCOPFLayer(nn.Module):
         if not (isinstance(interval_h, (int, float)) and interval_h > 0):
             raise ConfigError(f"interval_h must be a positive number, got {interval_h!r}")
         pd, c2, c1, ramp, p0, batched = self._inputs(network, pd_mw, cost_c2, cost_c1, ramp_mw_per_h, p0_mw)
+        if pd.shape[0] == 0:
+            raise DataError("DCOPFLayer: the batch of load scenarios is empty (pd_mw has batch size 0); "
+                            "pass at least one scenario")
         st = DCStructure.build(network)
         qp = assemble(network, st, pd, c2, c1, ramp, p0, float(interval_h), screen=self.screen_limits)
         qsol = solve_qp(qp.Q, qp.p, qp.G, qp.h, qp.A, qp.b, settings=self.settings)

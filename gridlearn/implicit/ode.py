@@ -21,6 +21,8 @@ its own time. No gradient is returned for ``t``.
 
 from __future__ import annotations
 
+import math
+
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -47,7 +49,7 @@ class _Settings:
         if not isinstance(out, torch.Tensor) or out.shape[1:] != self.shape[1:] or out.shape[0] != y.shape[0]:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"vector field must return a tensor shaped like the state {tuple(self.shape)}, got {got}")
-        return out.reshape(y.shape[0], -1)
+        return out.reshape(y.shape[0], math.prod(self.shape[1:]))
 
     def with_tensors(self, tensors):
         args = list(self.args)
@@ -200,7 +202,7 @@ def odeint_solve(
         raise ValueError("t must be strictly increasing or strictly decreasing")
     shape = y0.shape
     b = shape[0]
-    y0f = y0.reshape(b, -1)
+    y0f = y0.reshape(b, math.prod(shape[1:]))  # not -1: a batch of 0 is allowed
     if params is None:
         params = list(func.parameters()) if isinstance(func, nn.Module) else []
     tensor_pos = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]

@@ -17,6 +17,8 @@ the iterations (unless `UnrolledAdjoint` is asked for).
 
 from __future__ import annotations
 
+import math
+
 from typing import Callable, Optional
 
 import torch
@@ -49,7 +51,7 @@ def flat_problem(fn: Callable[..., torch.Tensor], shape: torch.Size, args, what:
         if not isinstance(out, torch.Tensor) or out.shape != shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"{what} must return a tensor shaped like the state {tuple(shape)}, got {got}")
-        return out.reshape(b, -1)
+        return out.reshape(b, math.prod(shape[1:]))
 
     return flat
 
@@ -81,7 +83,7 @@ def implicit_solve(
         check_on_failure(on_failure)
     shape = y0.shape
     b = shape[0]
-    y0f = y0.detach().reshape(b, -1)
+    y0f = y0.detach().reshape(b, math.prod(shape[1:]))  # not -1: a batch of 0 is allowed
     jac_flat = None
     if jacobian is not None:
         if y0.dim() != 2:
@@ -185,7 +187,7 @@ def implicit_root_grad(
     if converged is None:
         converged = torch.ones(b, dtype=torch.bool, device=y_star.device)
     out = attach_implicit_grad(
-        flat_problem(g, shape, args, "g"), y_star.detach().reshape(b, -1), args, adjoint=adjoint,
+        flat_problem(g, shape, args, "g"), y_star.detach().reshape(b, math.prod(shape[1:])), args, adjoint=adjoint,
         converged=converged, jacobian=jacobian, on_failure=on_failure, what="implicit_root_grad",
     )
     return out.reshape(shape)
