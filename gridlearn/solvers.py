@@ -109,6 +109,8 @@ def check_ipopt_options(options: dict[str, Any]) -> None:
     for key, value in options.items():
         if not isinstance(key, str) or not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"Ipopt option {key!r}={value!r}: names are strings and values str, int or float")
+        if (key, type(value), value) in _ACCEPTED:
+            continue
         problem = cyipopt.Problem(n=1, m=0, problem_obj=_Tiny(), lb=np.array([-1.0]), ub=np.array([1.0]),
                                   cl=np.zeros(0), cu=np.zeros(0))
         failed: list[Exception] = []
@@ -128,6 +130,11 @@ def check_ipopt_options(options: dict[str, Any]) -> None:
             why = " ".join(line.strip() for line in said.strip().splitlines()[:2]) or "unknown option, or a value of the wrong type or range"
             raise ConfigError(f"Ipopt rejected option {key!r}={value!r}: {why} "
                               "(see https://coin-or.github.io/Ipopt/OPTIONS.html)") from failed[0]
+        _ACCEPTED.add((key, type(value), value))
+
+
+# Options already accepted once: layers solving many AC-OPFs check each only once.
+_ACCEPTED: set[tuple[str, type, Any]] = set()
 
 
 def get_ipopt(**options: Any):

@@ -5,7 +5,8 @@ about 1.0-3.05, temperature in deg F). The features are the paper's 149: yesterd
 loads, 24 temperatures and their squares; today's 24 temperatures, squares and cubes;
 weekend, US federal holiday and daylight-saving flags; sin and cos of the day of year.
 Features are built per file (the day before a file's first day is not in it), the two
-files are concatenated and split 80/20 chronologically: 2553 training and 639 test days.
+files are concatenated and split 80/20 chronologically: 2552 training and 639 test days
+(the paper had 3192 days; 2016-09-28, with 1 of 24 hours observed, is dropped here).
 
 Differences from the original code (locuslab/e2e-model-learning, power_sched/main.py),
 on purpose: features are standardised with training-split statistics (the original used
@@ -34,6 +35,14 @@ PJM_FILES = ("pjm_load_data_2008-11.txt", "pjm_load_data_2012-16.txt")
 SOURCE_URL = "https://raw.githubusercontent.com/locuslab/e2e-model-learning/2bf4384/power_sched/{name}"
 TIMEZONE = "America/New_York"
 _REPO = Path(__file__).resolve().parents[2]
+
+# A day counts as observed when at least this many of its hours are in the file.
+MIN_HOURS = 20
+# Plausible ranges: loads are scaled to about 1.0-3.05; temperatures are in deg F. A
+# value outside is a corrupt row, not weather (1e30 used to be accepted).
+LOAD_RANGE = (0.0, 100.0)
+TEMPERATURE_RANGE_F = (-100.0, 150.0)
+TIME_RANGE_S = (0.0, 4.1e9)  # 1970 to 2099
 
 
 def pjm_data_dir(data_dir: str | Path | None = None) -> Path:
@@ -98,6 +107,10 @@ def read_pjm_file(path: str | Path) -> np.ndarray:
             raise DataError(f"{path.name}, line {lineno}: not a number: {line!r}") from None
         if not all(np.isfinite(row)):
             raise DataError(f"{path.name}, line {lineno}: NaN or inf: {line!r}")
+        for what, v, (lo, hi) in (("unix time", row[0], TIME_RANGE_S), ("load", row[1], LOAD_RANGE),
+                                  ("temperature (deg F)", row[2], TEMPERATURE_RANGE_F)):
+            if not lo < v < hi:
+                raise DataError(f"{path.name}, line {lineno}: {what} {v:g} is outside the plausible range ({lo:g}, {hi:g}): {line!r}")
         rows.append(row)
     if len(rows) < 48:
         raise DataError(f"{path.name}: only {len(rows)} hourly rows; need at least two days")
@@ -127,16 +140,39 @@ def _calendar(dates: pd.Index) -> pd.DataFrame:
 
 
 def _file_features(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Features of one file. A target day is kept only if it and the day before are both
+    *complete*: at least `MIN_HOURS` of their 24 hours observed (a DST day has 23). A day
+    with fewer, or with no rows at all, is not back-filled: it and the day after it (whose
+    "yesterday" features it would be) are dropped, and the drop is logged. Without this a
+    missing calendar day made the next day's "yesterday" come from two days earlier, and
+    a day with one hour left was back-filled from that hour (2016-09-28, the last day of
+    the 2012-16 file, is such a day and is dropped)."""
     data = read_pjm_file(path)
     # The files were written from local (US Eastern) wall-clock hours.
     time = pd.to_datetime(data[:, 0], unit="s", utc=True).tz_convert(TIMEZONE)
     load = daily_table(time, data[:, 1])
     temp = daily_table(time, data[:, 2])
-    return day_ahead_features(load, _calendar(load.index), temperature=temp)
+    hours = pd.DataFrame({"date": time.date, "hour": time.hour}).drop_duplicates().groupby("date").size()
+    dates = pd.date_range(min(load.index), max(load.index), freq="D").date
+    complete = hours.reindex(dates, fill_value=0).to_numpy() >= MIN_HOURS
+    keep = complete[1:] & complete[:-1]  # per target day (dates[1:])
+    if not keep.any():
+        raise DataError(f"{path.name}: no two consecutive days with at least {MIN_HOURS} of 24 hours observed")
+    dropped = [str(d) for d, k in zip(dates[1:], keep) if not k]
+    if dropped:
+        log.warning("%s: %d target day(s) dropped (the day or the day before has under %d hours observed): %s",
+                    path.name, len(dropped), MIN_HOURS, ", ".join(dropped[:10]) + (" ..." if len(dropped) > 10 else ""))
+    # Incomplete days get placeholder zeros only so the tables are aligned day by day;
+    # every row that would read one is dropped below.
+    mask = np.repeat(complete[:, None], 24, axis=1)
+    load = load.reindex(dates).where(mask, 0.0)
+    temp = temp.reindex(dates).where(mask, 0.0)
+    x, y, target_dates, names = day_ahead_features(load, _calendar(load.index), temperature=temp)
+    return x[keep], y[keep], target_dates[keep], names
 
 
 def load_pjm(data_dir: str | Path | None = None, download: bool = False, train_fraction: float = 0.8) -> DayAheadData:
-    """Load PJM with the paper's 149 features, split 80/20 chronologically (2553/639 days).
+    """Load PJM with the paper's 149 features, split 80/20 chronologically (2552/639 days).
 
     Args:
         data_dir: directory with the two files (see `pjm_data_dir` for the default).
