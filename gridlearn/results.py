@@ -10,7 +10,13 @@ A run lives at ``<root>/<study>/<YYYYmmdd-HHMMSS>-<short-sha>/`` and holds:
 
 It is written atomically: everything goes to a hidden temporary directory beside the
 final one, renamed into place only when the study finishes. A study that raises leaves
-nothing behind, so a reader never sees a half-written run.
+nothing behind, so a reader never sees a half-written run. A process killed outright
+(kill -9, power loss) cannot clean up: its temporary directory records the owner's pid
+and host, and the next `start_run` of that study removes it once that process is gone
+(or, if the owner cannot be told, once it is a day old).
+
+Study names are one path component of letters, digits, ``.``, ``_`` and ``-`` (not
+starting with ``.``), so a run can never be written outside the results root.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import logging
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -32,10 +39,69 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from gridlearn.errors import DataError
+from gridlearn.errors import ConfigError, DataError
 
 DEFAULT_ROOT = Path(os.environ.get("GRIDLEARN_RESULTS_DIR", "results"))
 TMP_PREFIX = ".tmp-"
+OWNER_FILE = ".owner.json"
+STALE_AFTER_S = 24 * 3600  # a temporary dir whose owner cannot be checked is removed after this
+_STUDY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+# <YYYYmmdd-HHMMSS>-<sha or nogit>[-dirty][-<n>]: n orders runs started in the same second.
+_RUN_ID = re.compile(r"(?P<ts>\d{8}-\d{6})-(?P<rev>[0-9a-f]{8}|nogit)(?:-dirty)?(?:-(?P<n>\d+))?")
+
+
+def check_study_name(study: Any) -> str:
+    """Return ``study`` if it is a safe single path component, else raise `ConfigError`."""
+    if not isinstance(study, str) or len(study) > 200 or not _STUDY_NAME.fullmatch(study):
+        raise ConfigError(
+            f"study name {study!r} is not allowed: use letters, digits, '.', '_' and '-' only, not starting "
+            "with '.' (one directory name under the results root, at most 200 characters)"
+        )
+    return study
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def clean_stale_tmp(study_dir: Path, now: float | None = None) -> list[Path]:
+    """Remove temporary run dirs under ``study_dir`` whose writer is gone; return them.
+
+    Gone: the pid in its owner file is not running on this host, or (no owner file, or
+    another host) it has not been touched for `STALE_AFTER_S`.
+    """
+    import time
+
+    now = time.time() if now is None else now
+    removed = []
+    if not study_dir.is_dir():
+        return removed
+    for d in study_dir.iterdir():
+        if not (d.name.startswith(TMP_PREFIX) and d.is_dir()):
+            continue
+        stale = False
+        try:
+            owner = json.loads((d / OWNER_FILE).read_text())
+            same_host = owner.get("host") == platform.node()
+            stale = (same_host and not _pid_alive(int(owner["pid"]))) or (
+                not same_host and now - d.stat().st_mtime > STALE_AFTER_S)
+        except (OSError, ValueError, KeyError, TypeError):
+            try:
+                stale = now - d.stat().st_mtime > STALE_AFTER_S
+            except OSError:
+                continue
+        if stale:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
 
 
 def git_revision(cwd: str | Path | None = None) -> tuple[str, bool]:
@@ -99,9 +165,22 @@ class Run:
         return p
 
     def log_metrics(self, **metrics: Any) -> None:
-        """Merge metrics into metrics.json (rewritten each call, so a crash keeps nothing)."""
-        self._metrics.update(metrics)
-        _write_json(self.path("metrics.json"), self._metrics)
+        """Merge metrics into metrics.json (rewritten each call, so a crash keeps nothing).
+
+        A call that fails (a value JSON cannot hold) raises `DataError` naming the metric
+        and changes nothing: the metrics logged before stay, and later calls work.
+        """
+        merged = {**self._metrics, **metrics}
+        for key, value in metrics.items():
+            try:
+                json.dumps(_jsonable(value))
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"metric {key!r} cannot be written as JSON ({type(value).__name__}): {exc}") from exc
+        path = self.path("metrics.json")
+        part = path.with_name(path.name + ".part")
+        _write_json(part, merged)
+        os.replace(part, path)  # atomic: metrics.json is never half-written
+        self._metrics = merged
 
     def write_table(self, name: str, table: pd.DataFrame, index: bool = False) -> Path:
         p = self.path("tables", f"{name}.csv")
@@ -125,9 +204,11 @@ def start_run(study: str, config: Any, root: str | Path | None = None) -> Iterat
 
     The run's log (``log.txt``) receives every ``gridlearn`` logger record while the block runs.
     """
+    check_study_name(study)
     root = Path(root) if root is not None else DEFAULT_ROOT
     study_dir = root / study
     study_dir.mkdir(parents=True, exist_ok=True)
+    clean_stale_tmp(study_dir)
     sha, dirty = git_revision()
     started = _dt.datetime.now(_dt.timezone.utc)
     run_id = f"{started:%Y%m%d-%H%M%S}-{sha}{'-dirty' if dirty else ''}"
@@ -137,6 +218,7 @@ def start_run(study: str, config: Any, root: str | Path | None = None) -> Iterat
         n += 1
         final = study_dir / f"{run_id}-{n}"
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=study_dir))
+    _write_json(tmp / OWNER_FILE, {"pid": os.getpid(), "host": platform.node()})
     run = Run(study, tmp, final)
     _write_json(run.path("config.json"), config)
     meta = {
@@ -169,6 +251,7 @@ def start_run(study: str, config: Any, root: str | Path | None = None) -> Iterat
     meta["finished_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
     if not (tmp / "metrics.json").exists():
         _write_json(tmp / "metrics.json", {})
+    (tmp / OWNER_FILE).unlink(missing_ok=True)
     # Another process may have taken the name since the start (same study, same second,
     # same revision): rename() refuses a non-empty target, so take the next suffix.
     while True:
@@ -245,6 +328,8 @@ def list_runs(root: str | Path | None = None, study: str | None = None) -> list[
     root = Path(root) if root is not None else DEFAULT_ROOT
     if not root.is_dir():
         return []
+    if study is not None:
+        check_study_name(study)
     studies = [root / study] if study else sorted(p for p in root.iterdir() if p.is_dir())
     runs = []
     for sdir in studies:
@@ -253,5 +338,15 @@ def list_runs(root: str | Path | None = None, study: str | None = None) -> list[
         for rdir in sdir.iterdir():
             if rdir.is_dir() and not rdir.name.startswith(TMP_PREFIX):
                 runs.append(load_run(rdir))
-    runs.sort(key=lambda r: r.run_id, reverse=True)
+    runs.sort(key=_newest_first_key, reverse=True)
     return runs
+
+
+def _newest_first_key(rec: RunRecord) -> tuple:
+    """Start second, then the exact start time, then the same-second suffix as a number
+    (so ``-10`` sorts after ``-9``, which plain string order got wrong)."""
+    m = _RUN_ID.fullmatch(rec.run_id)
+    if m is None:
+        return ("", "", 0, rec.run_id)
+    started = rec.meta.get("started_utc") if isinstance(rec.meta.get("started_utc"), str) else ""
+    return (m["ts"], started, int(m["n"] or 1), rec.run_id)
