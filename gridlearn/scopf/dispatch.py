@@ -26,6 +26,9 @@ from gridlearn.scopf.dc import DCContingencyModel
 # A ridge on Q keeps the interior point's Cholesky definite for linear-cost generators;
 # relative to the cost scale it moves the optimum by well under 1e-6 MW.
 _RIDGE = 1e-7
+# How far outside [pmin, pmax] a given dispatch may be (solver round-off), MW + relative.
+_LIMIT_TOL_MW = 1e-3
+_LIMIT_TOL_REL = 1e-4
 
 
 def as_dispatch(network: Network, dispatch: Any) -> Tensor:
@@ -33,11 +36,15 @@ def as_dispatch(network: Network, dispatch: Any) -> Tensor:
 
     Accepts a tensor/array of shape (n_gen,) or a pandas Series indexed by generator
     labels ((table, index) tuples). Raises DataError on a wrong shape, unknown or missing
-    labels, or non-finite values.
+    labels, duplicated labels, non-finite values, or values outside [pmin, pmax] by
+    more than 1e-3 MW + 1e-4·|limit|.
     """
     import pandas as pd
 
     if isinstance(dispatch, pd.Series):
+        dup = dispatch.index[dispatch.index.duplicated()].unique().tolist()
+        if dup:
+            raise DataError(f"dispatch lists generators more than once: {dup[:10]}; give each generator one value")
         lookup = {tuple(lbl): i for i, lbl in enumerate(network.gen.labels)}
         values = np.full(network.n_gen, np.nan)
         for lbl, v in dispatch.items():
@@ -55,6 +62,14 @@ def as_dispatch(network: Network, dispatch: Any) -> Tensor:
         raise DataError(f"dispatch must have shape ({network.n_gen},) (MW per generator), got {tuple(out.shape)}")
     if not bool(torch.isfinite(out).all()):
         raise DataError("dispatch has NaN or inf entries")
+    # Outside [pmin, pmax] by more than a solver's tolerance is not a dispatch of this grid.
+    lo, hi = network.gen.pmin_mw.detach(), network.gen.pmax_mw.detach()
+    slack = _LIMIT_TOL_MW + _LIMIT_TOL_REL * torch.maximum(lo.abs(), hi.abs()).nan_to_num(nan=0.0, posinf=0.0)
+    bad = (torch.isfinite(hi) & (out.detach() > hi + slack)) | (torch.isfinite(lo) & (out.detach() < lo - slack))
+    if bool(bad.any()):
+        shown = ", ".join(f"{network.gen.labels[i]}: {float(out[i]):.4g} MW outside [{float(lo[i]):.4g}, {float(hi[i]):.4g}]"
+                          for i in torch.nonzero(bad).flatten().tolist()[:10])
+        raise DataError(f"dispatch violates generator limits: {shown}")
     return out
 
 
