@@ -27,3 +27,20 @@ def shared_data() -> Path:
     if d is None:
         pytest.skip("reference data not found: set GRIDLEARN_DATA_DIR or place shared/data beside the checkout")
     return d
+
+
+# Hypothesis profiles for tests/fuzz. They are registered here, in the root conftest, because
+# `--hypothesis-profile=NAME` is applied when pytest configures, before tests/fuzz/conftest.py
+# is read. "ci" (the default) is small and derandomized, so CI is deterministic; "thorough"
+# runs 10x the examples with fresh random draws: `pytest tests/fuzz --hypothesis-profile=thorough`.
+try:
+    from hypothesis import HealthCheck, settings as _hyp_settings
+
+    _quiet = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+    _hyp_settings.register_profile("ci", max_examples=20, derandomize=True, deadline=None,
+                                   suppress_health_check=_quiet, print_blob=True)
+    _hyp_settings.register_profile("thorough", max_examples=200, derandomize=False, deadline=None,
+                                   suppress_health_check=_quiet, print_blob=True)
+    _hyp_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # hypothesis is a dev dependency; without it only tests/fuzz is skipped
+    pass
