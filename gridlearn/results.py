@@ -300,9 +300,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise DataError(f"missing {path.name}")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"corrupt {path.name}: {exc}") from exc
+    except OSError as exc:
+        raise DataError(f"unreadable {path.name}: {exc}") from exc
     if not isinstance(data, dict):
         raise DataError(f"corrupt {path.name}: expected a JSON object")
     return data
