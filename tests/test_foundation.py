@@ -126,3 +126,15 @@ def test_a_run_whose_name_was_taken_meanwhile_gets_the_next_suffix(tmp_path):
         (squatter / "config.json").write_text("{}")
     assert run.dir != squatter and run.dir.name.startswith(squatter.name + "-")
     assert load_run(run.dir).meta["run_id"] == run.dir.name
+
+
+@pytest.mark.parametrize("options, match", [({"tol_x": 1.0}, "'tol_x'.*not a valid option"),
+                                            ({"max_iter": "abc"}, "'max_iter'.*type"),
+                                            ({"tol": -1.0}, "'tol'.*not a valid setting")])
+def test_a_rejected_ipopt_option_is_a_config_error_naming_it(options, match):
+    from gridlearn.errors import ConfigError
+    from gridlearn.solvers import check_ipopt_options
+
+    with pytest.raises(ConfigError, match=match):
+        check_ipopt_options(options)
+    check_ipopt_options({"tol": 1e-9, "max_iter": 50})  # good ones pass

@@ -102,3 +102,56 @@ def test_truncated_download_is_not_cached(tmp_path):
 def test_missing_directory_says_how_to_fix(tmp_path):
     with pytest.raises(DataError, match="GRIDLEARN_DATA_DIR"):
         load_pjm(tmp_path / "nowhere")
+
+
+def _two_files(tmp_path: Path, lines: list[str]) -> Path:
+    for k, name in enumerate(PJM_FILES):
+        shift = k * 86400 * 40
+        out = []
+        for ln in lines:
+            t, v, temp = ln.split()
+            out.append(f"{float(t) + shift:.8e} {v} {temp}")
+        (tmp_path / name).write_text("\n".join(out) + "\n")
+    return tmp_path
+
+
+def _days(n: int) -> list[str]:
+    t0 = 1199163600  # 2008-01-01 00:00 EST
+    return [f"{t0 + 3600 * i:.8e} {1.0 + (i // 24) + 0.01 * (i % 24):.6e} {30.0:.6e}" for i in range(24 * n)]
+
+
+def test_a_missing_calendar_day_drops_the_day_after_instead_of_misaligning_it(tmp_path):
+    from gridlearn.data import pjm
+
+    lines = _days(10)
+    del lines[24 * 4:24 * 5]  # day 4 missing entirely
+    x, y, dates, _ = pjm._file_features(_two_files(tmp_path, lines) / PJM_FILES[0])
+    kept = [str(d) for d in dates]
+    assert "2008-01-05" not in kept and "2008-01-06" not in kept  # day 4 and the day after it
+    for i in range(1, len(dates)):
+        if (dates[i] - dates[i - 1]).astype(int) == 1:
+            np.testing.assert_allclose(x[i, :24], y[i - 1])  # "yesterday" is the previous day
+    # Day 5's own "yesterday" would have been day 3 (two days earlier): it is gone.
+    assert not any(np.allclose(x[i, :24], 4.0 + 0.01 * np.arange(24)) for i in range(len(dates)))
+
+
+def test_a_day_with_23_hours_missing_is_dropped_not_back_filled(tmp_path):
+    from gridlearn.data import pjm
+
+    lines = _days(10)
+    del lines[24 * 6 + 1:24 * 7]  # day 6 keeps one hour
+    x, y, dates, _ = pjm._file_features(_two_files(tmp_path, lines) / PJM_FILES[0])
+    kept = [str(d) for d in dates]
+    assert "2008-01-07" not in kept and "2008-01-08" not in kept
+    assert not any(np.ptp(row) == 0 for row in y)  # no day flattened to one value
+
+
+def test_absurd_values_are_rejected_naming_the_line(tmp_path):
+    lines = _good_lines()
+    lines[5] = lines[5].split()[0] + " 1e30 3.0e+01"
+    with pytest.raises(DataError, match="line 6: load 1e\\+30 is outside"):
+        read_pjm_file(_write(tmp_path, lines))
+    lines = _good_lines()
+    lines[7] = lines[7].split()[0] + " 1.5 -400"
+    with pytest.raises(DataError, match="line 8: temperature"):
+        read_pjm_file(_write(tmp_path, lines))
