@@ -92,6 +92,11 @@ class ImplicitAdjoint:
             v, info = torch.linalg.solve_ex(J.transpose(-1, -2), w.unsqueeze(-1))
             v = v.squeeze(-1)
             ok = (info == 0) & torch.isfinite(v).all(dim=-1)
+            # A Jacobian singular to working precision has no meaningful inverse even when
+            # LU happens to succeed on its rounding noise: no gradient rather than a huge one.
+            sv = torch.linalg.svdvals(torch.where(torch.isfinite(J), J, torch.zeros_like(J)))
+            if sv.shape[-1]:
+                ok = ok & (sv[..., -1] > d * torch.finfo(J.dtype).eps * sv[..., 0])
             return v, ok
         sol = self.backward_solver(forward).solve_fixed_point(lambda v: w + v - vjp(v), w)
         return sol.value, sol.converged
