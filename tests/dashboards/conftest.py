@@ -46,6 +46,11 @@ class ForecastFixture:
         return self.path.name
 
 
+def day_iso(d: int) -> str:
+    """Test day ``d`` (0, 1, ...) as the study writes it: an ISO date."""
+    return str(np.datetime64("2016-10-20") + d)
+
+
 def write_forecast_run(
     root: Path, *, dataset: str, rng_seed: int, methods=METHODS, seeds=(0, 1, 2), n_days: int = 3, lr: float = 1e-3
 ) -> ForecastFixture:
@@ -86,7 +91,7 @@ def write_forecast_run(
                 sigma = 1.0 + 0.5 * rng.random(24)
                 schedule = mu + 0.5 * sigma
                 for h in hours:
-                    rows.append([m, s, d, int(h), actual[h], mu[h], sigma[h], schedule[h]])
+                    rows.append([m, s, day_iso(d), int(h), actual[h], mu[h], sigma[h], schedule[h]])
     forecasts = pd.DataFrame(rows, columns=FORECASTS_COLUMNS)
     grouped = summary.groupby("method")
     methods_metrics = {

@@ -20,7 +20,7 @@ from gridlearn.errors import DataError
 from gridlearn.forecast.schema import STUDY
 from gridlearn.results import list_runs, load_run
 
-from .conftest import METHODS, OTHER_STUDY
+from .conftest import METHODS, OTHER_STUDY, day_iso
 
 APP = Path(__file__).resolve().parents[2] / "dashboards" / "app.py"
 TIMEOUT_S = 30  # the first run imports plotly; later runs take a fraction of a second
@@ -131,11 +131,12 @@ def test_forecast_day_follows_the_selected_method_seed_and_day(results_root):
     key = f"tf_fc_{{}}_{run.run_id}"
     at.selectbox(key=key.format("method")).set_value("task_net").run()
     at.selectbox(key=key.format("seed")).set_value(1).run()
-    at.selectbox(key=key.format("day")).set_value(2).run()
+    at.selectbox(key=key.format("day")).set_value(day_iso(2)).run()
     assert not at.exception
     fig = figures(at)["tf_fig_day"]
-    assert fig["layout"]["title"]["text"] == "task_net, seed 1, test day 2"
-    rows = run.forecasts.query("method == 'task_net' and seed == 1 and day == 2").sort_values("hour")
+    assert fig["layout"]["title"]["text"] == f"task_net, seed 1, test day {day_iso(2)}"
+    day2 = day_iso(2)
+    rows = run.forecasts.query("method == 'task_net' and seed == 1 and day == @day2").sort_values("hour")
     tr = traces(fig)
     np.testing.assert_allclose(tr["actual"]["y"], rows["actual"], rtol=1e-12)
     np.testing.assert_allclose(tr["forecast μ"]["y"], rows["mu"], rtol=1e-12)
