@@ -28,12 +28,14 @@ class TableSchema:
     """One table: ``name`` (``tables/<name>.csv``), ``columns`` as ``(column, kind)`` pairs in order.
 
     ``optional`` names columns a study may leave out (e.g. an ``error`` column written only
-    when something failed); they are checked when present.
+    when something failed); they are checked when present. ``extra_columns``: the study may
+    write further columns (diagnostics no page reads), kept after the declared ones.
     """
 
     name: str
     columns: tuple[tuple[str, str], ...]
     optional: tuple[str, ...] = ()
+    extra_columns: bool = False
 
     def __post_init__(self):
         for col, kind in self.columns:
@@ -62,12 +64,12 @@ class TableSchema:
         """The rows as a DataFrame in schema order, checked; a column outside the schema is an error."""
         df = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
         extra = [c for c in df.columns if c not in self.names]
-        if extra:
+        if extra and not self.extra_columns:
             raise ConfigError(f"table {self.name}: columns {extra} are not in the schema {self.names}")
-        if df.empty and not len(df.columns):
-            df = pd.DataFrame(columns=self.required)
+        if df.empty:  # a header-only table still carries every declared column
+            df = df.reindex(columns=[*self.required, *[c for c in df.columns if c not in self.required]])
         present = [c for c in self.names if c in df.columns]
-        return self.check(df[present])
+        return self.check(df[present + extra])
 
     def check(self, df: pd.DataFrame) -> pd.DataFrame:
         """``df`` if it has every required column with values of the declared kind; else DataError naming the column."""

@@ -21,6 +21,7 @@ import typer
 from tqdm import tqdm
 
 from gridlearn.implicit import SATNet
+from gridlearn.logic import schema
 from gridlearn.results import start_run
 
 logger = logging.getLogger("gridlearn.studies.satnet_parity")
@@ -65,7 +66,7 @@ def main(cfg: Config) -> dict:
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     rows, level = [], 2
     t_start = time.perf_counter()
-    with start_run("satnet_parity", cfg) as run:
+    with start_run(schema.PARITY_STUDY, cfg) as run:
         for epoch in tqdm(range(cfg.max_epochs), desc="parity epochs"):
             t0 = time.perf_counter()
             perm = torch.randperm(cfg.n_train, generator=g)
@@ -96,7 +97,7 @@ def main(cfg: Config) -> dict:
             elif test_acc == 1.0 and level == cfg.length:
                 break
         table = pd.DataFrame(rows)
-        run.write_table("training", table)
+        run.write_table(schema.TRAINING_TABLE, schema.PARITY_TRAINING.frame(table))
         results = {"test_accuracy": rows[-1]["test_acc_full_length"], "epochs": len(rows),
                    "final_level": level, "wall_s": time.perf_counter() - t_start,
                    "mean_epoch_s": float(table["epoch_s"].mean()),

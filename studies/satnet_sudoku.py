@@ -42,6 +42,7 @@ from gridlearn.logic.sudoku import (
     one_hot,
     render_boards,
 )
+from gridlearn.logic import schema
 from gridlearn.results import start_run
 
 logger = logging.getLogger("gridlearn.studies.satnet_sudoku")
@@ -155,7 +156,7 @@ def main(cfg: Config) -> dict:
                 "test_converged": float(np.mean(conv))}
 
     rows, batch_times = [], []
-    with start_run("satnet_sudoku", cfg) as run:
+    with start_run(schema.SUDOKU_STUDY, cfg) as run:
         logger.info("data: %d puzzles, %.1f givens on average, %.1f s to generate or load", len(ds),
                     float((ds.puzzles != 0).sum(axis=(1, 2)).mean()), gen_s)
         for epoch in range(cfg.epochs):
@@ -184,7 +185,7 @@ def main(cfg: Config) -> dict:
             rows.append(row)
             logger.info("epoch %d: %s", epoch, row)
         table = pd.DataFrame(rows)
-        run.write_table("training", table)
+        run.write_table(schema.TRAINING_TABLE, schema.SUDOKU_TRAINING.frame(table))
         batches_per_epoch = int(np.ceil(cfg.n_train / cfg.batch_size))
         results = {**rows[-1], "generation_or_load_s": gen_s,
                    "mean_givens": float((ds.puzzles != 0).sum(axis=(1, 2)).mean()),

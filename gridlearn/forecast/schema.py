@@ -37,3 +37,11 @@ METHOD_STAT_KEYS = ("rmse_mean", "rmse_std", "task_cost_mean", "task_cost_std", 
 HEADLINE_KEY = "task_cost_reduction_vs_rmse"  # 1 - task cost of task net / that of the rmse net
 
 FIGURES = ["cost_vs_rmse", "per_hour_cost"]
+
+
+def headline(metrics: dict) -> tuple[str, str] | None:
+    """(label, value) for the overview card: the task net's cost reduction against the RMSE net."""
+    value = metrics.get(HEADLINE_KEY)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
+        return None
+    return "task cost reduction, task net vs RMSE net", f"{value:.1%}"
