@@ -42,6 +42,7 @@ from gridlearn.forecast.training import (  # noqa: E402
     train_rmse,
     train_rmse_epochs,
     train_task,
+    train_task_epochs,
     train_weighted_rmse,
 )
 from gridlearn.results import start_run  # noqa: E402
@@ -128,44 +129,57 @@ def _train_seed(cfg: Config, data: DayAheadData, seed: int, scheduler: Stochasti
     x_all, y_all = torch.cat([d["x_fit"], d["x_val"]]), torch.cat([d["y_fit"], d["y_val"]])
 
     def fitted(make, nll=False):
-        # Early stopping on the validation days chooses the epoch count; with `refit` the net
-        # is then trained again, from a fresh start, on every training day for that many
-        # epochs. Without the refit the net never sees the last 20% of the training period,
-        # the months just before the test days, and its test RMSE is ~25% worse.
+        """(net trained on the fit days, early-stopped on the validation days; the net to report).
+
+        Early stopping on the validation days chooses the epoch count; with `refit` the net
+        is then trained again, from a fresh start, on every training day for that many
+        epochs. Without the refit the net never sees the last 20% of the training period,
+        the months just before the test days, and its PJM test RMSE is ~25% worse.
+        """
         model = make(xf, yf)
         hist = train_rmse(model, *fit, settings, nll=nll)
         if not cfg.refit:
-            return model
-        model = make(data.x_train, data.y_train)
-        train_rmse_epochs(model, x_all, y_all, max(hist.best_epoch, 1), settings.rmse_lr, nll=nll, progress=cfg.progress)
+            return model, model
+        full = make(data.x_train, data.y_train)
+        train_rmse_epochs(full, x_all, y_all, max(hist.best_epoch, 1), settings.rmse_lr, nll=nll, progress=cfg.progress)
         log.info("seed %d %s: refit on all %d training days for the %d epochs validation chose", seed,
                  "nll" if nll else "rmse", len(x_all), max(hist.best_epoch, 1))
-        return model
+        return model, full
 
     out: dict[str, dict[str, Any]] = {}
     with torch.random.fork_rng():  # seeds init and dropout without touching the caller's RNG
         torch.manual_seed(seed)
-        rmse_net = None
+        rmse_fit = rmse_net = None
         if {"rmse", "task", "hybrid"} & set(cfg.methods):
             t0 = time.perf_counter()
-            rmse_net = fitted(lambda x, y: GaussianNet(x, y).double())
+            rmse_fit, rmse_net = fitted(lambda x, y: GaussianNet(x, y).double())
             out["rmse"] = {"model": rmse_net, "train_s": time.perf_counter() - t0}
         for method in cfg.methods:
             t0 = time.perf_counter()
             if method == "rmse":
                 continue
             if method == "nll":
-                model = fitted(lambda x, y: HeteroscedasticNet(x, y).double(), nll=True)
+                model = fitted(lambda x, y: HeteroscedasticNet(x, y).double(), nll=True)[1]
             elif method == "weighted_rmse":
                 model = GaussianNet(xf, yf).double()
                 hist = train_weighted_rmse(model, scheduler, *fit, settings)
                 if cfg.refit:
                     model = GaussianNet(data.x_train, data.y_train).double()
                     train_weighted_rmse(model, scheduler, x_all, y_all, None, None, settings, keep_round=hist.best_epoch)
-            else:  # task, hybrid: start from the RMSE net (refit on all training days when `refit`)
-                # Task training steps on the fit days and stops early on the validation days.
-                model = copy.deepcopy(rmse_net)
-                train_task(model, scheduler, *fit, settings, mse_weight=cfg.mse_weight if method == "hybrid" else 0.0)
+            else:  # task, hybrid: start from the RMSE net
+                # Task training steps on the fit days from the RMSE net trained on the fit days,
+                # and stops early on the validation days, which neither net has seen. With
+                # `refit`, the refit RMSE net is then task-trained on every training day for
+                # the epoch count that chose (0: it stays the refit RMSE net).
+                weight = cfg.mse_weight if method == "hybrid" else 0.0
+                model = copy.deepcopy(rmse_fit)
+                hist = train_task(model, scheduler, *fit, settings, mse_weight=weight)
+                if cfg.refit:
+                    model = copy.deepcopy(rmse_net)
+                    if hist.best_epoch > 0:
+                        train_task_epochs(model, scheduler, x_all, y_all, hist.best_epoch, settings, mse_weight=weight)
+                    log.info("seed %d %s: refit on all %d training days for the %d epochs validation chose", seed,
+                             method, len(x_all), hist.best_epoch)
             out[method] = {"model": model, "train_s": time.perf_counter() - t0}
     return _evaluate_all(cfg, out, scheduler, d["x_test"], d["y_test"], seed)
 

@@ -192,6 +192,27 @@ def train_task(model, scheduler: StochasticScheduler, x_tr, y_tr, x_val, y_val, 
     return _fit(model, settings.task_epochs, settings.task_lr, train_loss, val_loss, settings, "hybrid" if mse_weight else "task", settings.patience)
 
 
+def train_task_epochs(model, scheduler: StochasticScheduler, x, y, epochs: int, settings: TrainSettings, mse_weight: float = 0.0) -> None:
+    """Task (or hybrid) training for exactly ``epochs`` full-batch steps, no validation: the refit
+    on every training day for the epoch count early stopping chose."""
+    if epochs < 1:
+        raise ConfigError(f"epochs must be >= 1, got {epochs}")
+    warm = _WarmSchedules()
+    opt = torch.optim.Adam(model.parameters(), lr=settings.task_lr)
+    for epoch in tqdm(range(1, epochs + 1), desc="task refit", disable=not settings.progress, leave=False):
+        model.train()
+        opt.zero_grad()
+        mu, sigma = model(x)
+        z, ok = warm(scheduler, "train", mu, sigma, True)
+        loss = task_loss(z, y[ok], scheduler.params)
+        if mse_weight:
+            loss = loss + mse_weight * ((mu - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+        log.info("task refit epoch %d: train %.5g", epoch, loss.item())
+    model.eval()
+
+
 def train_weighted_rmse(model, scheduler: StochasticScheduler, x_tr, y_tr, x_val, y_val, settings: TrainSettings,
                         keep_round: int | None = None) -> History:
     """Cost-weighted RMSE (definition in the module docstring); best round by validation task cost.
