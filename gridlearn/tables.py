@@ -6,7 +6,7 @@ Each study has a schema module (``gridlearn/forecast/schema.py`` and the like) h
 column's name or kind cannot drift between the two: the ``day`` column of the forecasting
 study is an ISO date, and both sides now say so in one place.
 
-Kinds: ``"text"`` (anything), ``"number"`` (numeric, NaN allowed), ``"integer"``,
+Kinds: ``"text"`` (anything), ``"number"`` (numeric, NaN allowed; True/False count as 1/0), ``"integer"``,
 ``"bool"`` (true/false, as pandas writes and reads them) and ``"date"`` (ISO
 ``YYYY-MM-DD`` text).
 """
@@ -81,7 +81,7 @@ class TableSchema:
                 continue
             values = df[col]
             if kind in ("number", "integer"):
-                bad = not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+                bad = not pd.api.types.is_numeric_dtype(values)  # bools count as 0/1 (a recall per scenario)
                 bad_values = values[pd.to_numeric(values, errors="coerce").isna() & values.notna()] if bad else values[:0]
                 if bad:
                     example = bad_values.iloc[0] if len(bad_values) else values.iloc[0]
