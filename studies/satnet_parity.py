@@ -23,6 +23,7 @@ from tqdm import tqdm
 from gridlearn.implicit import SATNet
 from gridlearn.logic import schema
 from gridlearn.results import start_run
+from gridlearn.study import study_app
 
 logger = logging.getLogger("gridlearn.studies.satnet_parity")
 
@@ -107,17 +108,13 @@ def main(cfg: Config) -> dict:
     return results
 
 
-app = typer.Typer(add_completion=False)
-
-
-@app.command()
-def cli(length: int = 20, n_train: int = 1000, n_test: int = 1000, max_epochs: int = 60, lr: float = 0.1,
-        on_failure: str = "ignore", seed: int = 0) -> None:
+def _cli_main(cfg: Config) -> None:
     """Train SATNet on L-bit parity and write a run directory under results/satnet_parity/."""
     logging.basicConfig(level=logging.INFO)
-    res = main(Config(length=length, n_train=n_train, n_test=n_test, max_epochs=max_epochs, lr=lr,
-                      on_failure=on_failure, seed=seed))
-    typer.echo(res)
+    typer.echo(main(cfg))
+
+
+app = study_app(Config, _cli_main)  # every Config field is an option (`--help`)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from gridlearn.logic.sudoku import (
 )
 from gridlearn.logic import schema
 from gridlearn.results import start_run
+from gridlearn.study import study_app
 
 logger = logging.getLogger("gridlearn.studies.satnet_sudoku")
 
@@ -197,19 +198,13 @@ def main(cfg: Config) -> dict:
     return results
 
 
-app = typer.Typer(add_completion=False)
-
-
-@app.command()
-def cli(mode: str = "plain", box: int = 3, n_train: int = 9000, n_test: int = 1000, m: int = 600, aux: int = 300,
-        batch_size: int = 40, lr: float = 2e-3, epochs: int = 100, max_train_batches: int = 0, max_test: int = 0,
-        loss_on: str = "all", givens_min: int = 26, givens_max: int = 40, seed: int = 0) -> None:
+def _cli_main(cfg: Config) -> None:
     """Train SATNet on (visual) Sudoku; writes results/satnet_sudoku/<run>/."""
     logging.basicConfig(level=logging.INFO)
-    res = main(Config(mode=mode, box=box, n_train=n_train, n_test=n_test, m=m, aux=aux, batch_size=batch_size,
-                      lr=lr, epochs=epochs, max_train_batches=max_train_batches, max_test=max_test,
-                      loss_on=loss_on, givens_min=givens_min, givens_max=givens_max, seed=seed))
-    typer.echo(res)
+    typer.echo(main(cfg))
+
+
+app = study_app(Config, _cli_main)  # every Config field is an option (`--help`)
 
 
 if __name__ == "__main__":
