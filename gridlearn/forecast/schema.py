@@ -44,4 +44,4 @@ def headline(metrics: dict) -> tuple[str, str] | None:
     value = metrics.get(HEADLINE_KEY)
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
         return None
-    return "task cost reduction, task net vs RMSE net", f"{value:.1%}"
+    return "task cost cut, task vs RMSE net", f"{value:.1%}"

@@ -41,4 +41,4 @@ def headline(metrics: dict) -> tuple[str, str] | None:
     values = [v for k, v in metrics.items() if k.startswith(RECALL_PREFIX) and isinstance(v, (int, float))]
     if not values:
         return None
-    return f"attack recall of the worst set (mean of {len(values)} case/k)", f"{sum(values) / len(values):.0%}"
+    return f"worst-set recall, mean of {len(values)} case/k", f"{sum(values) / len(values):.0%}"
