@@ -107,8 +107,7 @@ def markdown(col: Collected, methods: Iterable[str] = ("rmse", "weighted_rmse", 
         g = s[s["method"] == m]
         hourly = _pm(g["rmse_hourly"], 4) if has_hourly else "—"
         lines.append(f"| {m} | {len(g)} | {_pm(g['rmse'], 4)} | {hourly} | {_pm(g['task_cost'], 3)} |")
-    lines += ["", "| comparison (B vs A, per seed) | metric | seeds | mean of B − A ± std | B/A − 1 | paired t p | Wilcoxon p |",
-              "|---|---|---|---|---|---|---|"]
+    comparisons: list[str] = []
     for a, b in pairs:
         if a not in methods or b not in methods:
             continue
@@ -118,6 +117,9 @@ def markdown(col: Collected, methods: Iterable[str] = ("rmse", "weighted_rmse", 
             r = paired(s, a, b, metric)
             digits = 3 if metric == "task_cost" else 4
             spread = f" ± {r['diff_std']:.{digits}f}" if r["diff_std"] == r["diff_std"] else ""
-            lines.append(f"| {b} vs {a} | {metric} | {r['n']} | {r['diff_mean']:+.{digits}f}{spread} | {r['relative']:+.1%} | "
-                         f"{_p(r['t_p'])} | {_p(r['wilcoxon_p'])} |")
+            comparisons.append(f"| {b} vs {a} | {metric} | {r['n']} | {r['diff_mean']:+.{digits}f}{spread} | {r['relative']:+.1%} | "
+                               f"{_p(r['t_p'])} | {_p(r['wilcoxon_p'])} |")
+    if comparisons:  # none when a single method was run
+        lines += ["", "| comparison (B vs A, per seed) | metric | seeds | mean of B − A ± std | B/A − 1 | paired t p | Wilcoxon p |",
+                  "|---|---|---|---|---|---|---|", *comparisons]
     return "\n".join(lines)
