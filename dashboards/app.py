@@ -6,8 +6,10 @@ Prefer ``dashboards.launch.launch``/``serve`` (or ``gridlearn dashboard``), whic
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
+from typing import Any
 
 # Streamlit puts this file's folder on sys.path, not the repository root that holds the
 # `dashboards` package.
@@ -22,7 +24,10 @@ from dashboards.registry import PageSpec, discover_pages  # noqa: E402
 from gridlearn.results import RunRecord, list_runs  # noqa: E402
 
 
-def _page_body(spec: PageSpec, results_dir: Path, runs: list[RunRecord]):
+def _page_body(spec: PageSpec, results_dir: Path, runs: list[RunRecord], pages: dict[str, tuple[PageSpec, Any]]):
+    # A render that takes ``pages`` (the overview) gets every page, to link to them.
+    wants_pages = "pages" in inspect.signature(spec.render).parameters
+
     def body() -> None:
         message = empty_state_message(results_dir, runs, spec.study)
         if message is not None:
@@ -30,7 +35,10 @@ def _page_body(spec: PageSpec, results_dir: Path, runs: list[RunRecord]):
             st.info(message)
             return
         mine = runs if spec.study is None else [r for r in runs if r.study == spec.study]
-        spec.render(mine, results_dir)
+        if wants_pages:
+            spec.render(mine, results_dir, pages=pages)
+        else:
+            spec.render(mine, results_dir)
 
     return body
 
@@ -51,9 +59,10 @@ def main(results_dir: str | Path | None = None, default_page: str | None = None)
     specs, page_errors = discover_pages()
     if default_page is not None and default_page not in {s.name for s in specs}:
         raise ValueError(f"no dashboard page {default_page!r}; pages are {[s.name for s in specs]}")
+    by_name: dict[str, tuple[PageSpec, Any]] = {}  # filled below, read when a page runs
     pages = [
         st.Page(
-            _page_body(spec, results_dir, runs),
+            _page_body(spec, results_dir, runs, by_name),
             title=spec.title,
             icon=spec.icon,
             url_path=spec.name,
@@ -61,6 +70,7 @@ def main(results_dir: str | Path | None = None, default_page: str | None = None)
         )
         for i, spec in enumerate(specs)
     ]
+    by_name.update({spec.name: (spec, page) for spec, page in zip(specs, pages)})
     selected = st.navigation(pages)
     with st.sidebar:
         n_bad = sum(not r.readable for r in runs)

@@ -16,6 +16,7 @@ import streamlit as st
 
 from gridlearn.errors import DataError
 from gridlearn.results import RunRecord
+from gridlearn.tables import TableSchema
 
 RESULTS_ENV = "GRIDLEARN_RESULTS_DIR"
 DEFAULT_RESULTS = Path("results")
@@ -145,6 +146,13 @@ def read_table(rec: RunRecord, name: str, columns: Iterable[str] = ()) -> pd.Dat
     if missing:
         raise DataError(f"table {name}.csv lacks columns {missing} (has {list(table.columns)})")
     return table
+
+
+def read_schema_table(rec: RunRecord, schema: TableSchema, check_values: bool = True) -> pd.DataFrame:
+    """Table ``schema.name`` of a run, checked against the study's schema (columns, and their kinds
+    unless ``check_values`` is False); raises DataError saying what is wrong."""
+    table = read_table(rec, schema.name, schema.required)
+    return schema.check(table) if check_values else table
 
 
 def require_numeric(table: pd.DataFrame, name: str, columns: Iterable[str]) -> pd.DataFrame:

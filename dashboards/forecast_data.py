@@ -13,20 +13,12 @@ from typing import Sequence
 
 import pandas as pd
 
-from dashboards.common import read_table, require_numeric
+from dashboards.common import read_schema_table
 from gridlearn.errors import DataError
-from gridlearn.forecast.schema import (
-    FORECASTS_COLUMNS,
-    FORECASTS_TABLE,
-    METRICS_METHODS_KEY,
-    PER_HOUR_COLUMNS,
-    PER_HOUR_TABLE,
-    SUMMARY_COLUMNS,
-    SUMMARY_TABLE,
-)
+from gridlearn.forecast.schema import FORECASTS, METHOD_STAT_KEYS, METRICS_METHODS_KEY, PER_HOUR, SUMMARY
 from gridlearn.results import RunRecord
 
-STAT_KEYS = ["rmse_mean", "rmse_std", "task_cost_mean", "task_cost_std", "n_seeds"]
+STAT_KEYS = list(METHOD_STAT_KEYS)
 
 
 @dataclass(frozen=True)
@@ -80,16 +72,14 @@ def load_forecast_run(rec: RunRecord) -> ForecastRun:
     """Read and check one run's summary, per-hour table and metrics; DataError says what is wrong."""
     if not rec.readable:
         raise DataError(rec.error or "unreadable")
-    summary = read_table(rec, SUMMARY_TABLE, SUMMARY_COLUMNS)
-    require_numeric(summary, SUMMARY_TABLE, ["seed", "rmse", "task_cost"])
+    summary = read_schema_table(rec, SUMMARY)
     if summary.empty:
-        raise DataError(f"table {SUMMARY_TABLE}.csv has no rows")
+        raise DataError(f"table {SUMMARY.name}.csv has no rows")
     summary = summary.assign(method=summary["method"].astype(str))
-    per_hour = read_table(rec, PER_HOUR_TABLE, PER_HOUR_COLUMNS)
-    require_numeric(per_hour, PER_HOUR_TABLE, ["seed", "hour", "task_cost"])
+    per_hour = read_schema_table(rec, PER_HOUR)
     per_hour = per_hour.assign(method=per_hour["method"].astype(str))
-    # Header only: the forecasts table is read in full when a day is shown.
-    read_table(rec, FORECASTS_TABLE, FORECASTS_COLUMNS)
+    # Columns only: the forecasts table is checked in full when a day is shown.
+    read_schema_table(rec, FORECASTS, check_values=False)
     stats = _method_stats(rec, summary["method"].unique())
     return ForecastRun(record=rec, summary=summary, per_hour=per_hour, stats=stats)
 
@@ -107,10 +97,10 @@ def split_forecast_runs(runs: Sequence[RunRecord]) -> tuple[list[ForecastRun], l
 
 
 def read_forecasts(run: ForecastRun) -> pd.DataFrame:
-    """The run's forecasts table (method, seed, day, hour, actual, mu, sigma, schedule), checked."""
-    table = read_table(run.record, FORECASTS_TABLE, FORECASTS_COLUMNS)
-    require_numeric(table, FORECASTS_TABLE, ["seed", "day", "hour", "actual", "mu", "sigma", "schedule"])
-    return table.assign(method=table["method"].astype(str))
+    """The run's forecasts table (`gridlearn.forecast.schema.FORECASTS`), checked."""
+    table = read_schema_table(run.record, FORECASTS)
+    # day is an ISO date (schema kind "date"): kept as text, which sorts chronologically.
+    return table.assign(method=table["method"].astype(str), day=table["day"].astype(str))
 
 
 def stats_table(run: ForecastRun) -> pd.DataFrame:

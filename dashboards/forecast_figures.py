@@ -120,7 +120,7 @@ def per_hour_figure(run: ForecastRun) -> go.Figure:
     return fig
 
 
-def forecast_day_figure(day_rows: pd.DataFrame, method: str, seed: int, day: int, color: str | None = None) -> go.Figure:
+def forecast_day_figure(day_rows: pd.DataFrame, method: str, seed: int, day: str, color: str | None = None) -> go.Figure:
     """Actual load, forecast mean μ with the predictive band μ ± 2σ, and the schedule the
     forecast led to, over the hours of one test day (rows of one method and seed)."""
     rows = day_rows.sort_values("hour")

@@ -26,16 +26,12 @@ from dashboards.common import read_table, require_numeric
 from gridlearn.errors import DataError
 from gridlearn.results import RunRecord
 
-STUDY = "inverse_acopf"
-RECOVERY_TABLE = "recovery"
-PARAMETERS_TABLE = "parameters_paper"
-ADMITTANCE_TABLE = "admittance"
+from gridlearn.inverse.schema import ADMITTANCE, PARAMETERS, RECOVERY, STUDY  # noqa: E402 - the study's own schema
 
-RECOVERY_NUMERIC = ["noise", "n_samples", "max_rel_err", "max_rel_err_identifiable"]
-RECOVERY_COLUMNS = ["case", "observe", "method", *RECOVERY_NUMERIC]
-PARAMETERS_NUMERIC = ["value", "prior", "true", "noise", "n_samples"]
-PARAMETERS_COLUMNS = ["element", "coefficient", "identifiable", "reason", "observe", *PARAMETERS_NUMERIC]
-ADMITTANCE_COLUMNS = ["branch", "method"]
+RECOVERY_TABLE, PARAMETERS_TABLE, ADMITTANCE_TABLE = RECOVERY.name, PARAMETERS.name, ADMITTANCE.name
+RECOVERY_NUMERIC, RECOVERY_COLUMNS = RECOVERY.numeric, RECOVERY.required
+PARAMETERS_NUMERIC, PARAMETERS_COLUMNS = PARAMETERS.numeric, PARAMETERS.names
+ADMITTANCE_COLUMNS = ADMITTANCE.names
 
 # The two error measures of the recovery table, as offered on the page.
 ERROR_MEASURES = {

@@ -2,13 +2,14 @@
 
 `launch` starts ``streamlit run dashboards/app.py`` in a child process bound to localhost
 and returns it; `wait_until_healthy` polls Streamlit's health endpoint; `serve` does
-both and blocks until the server exits (Ctrl-C stops it).
+both and blocks until the server exits (SIGINT or SIGTERM to it stop the server too).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -108,12 +109,31 @@ def stop(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
 
 
 def serve(results_dir: str | Path, port: int = 8501, host: str = "127.0.0.1", headless: bool = True) -> int:
-    """Run the dashboard in the foreground until it exits or Ctrl-C; returns its exit code."""
+    """Run the dashboard in the foreground until it exits or this process is told to stop.
+
+    The server leads its own session (see `launch`), so a signal sent to this process alone
+    (a process manager's or container's SIGTERM, a test harness) would not reach it. SIGTERM
+    and SIGINT are therefore forwarded to the server's process group, which is then waited
+    for (and killed if it lingers). Returns the server's exit code; 0 after Ctrl-C and
+    128 + 15 after SIGTERM, as a shell reports a terminated command.
+    """
     process = launch(results_dir, port=port, host=host, headless=headless)
+    received: list[int] = []
+
+    def forward(signum, frame):  # noqa: ARG001 - the signal module's handler signature
+        received.append(signum)
+        try:
+            os.killpg(process.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return process.wait()
-    except KeyboardInterrupt:
-        stop(process)
-        return 0
+        code = process.wait()
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         stop(process)
+    if received:
+        return 0 if received[0] == signal.SIGINT else 128 + received[0]
+    return code

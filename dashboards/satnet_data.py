@@ -17,7 +17,7 @@ from dashboards.common import read_table, require_numeric
 from gridlearn.errors import DataError
 from gridlearn.results import RunRecord
 
-TRAINING_TABLE = "training"
+from gridlearn.logic.schema import PARITY_STUDY, SUDOKU_STUDY, TRAINING_TABLE  # noqa: E402 - the studies' schema
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class SatnetLayout:
 
 
 PARITY = SatnetLayout(
-    study="satnet_parity",
+    study=PARITY_STUDY,
     accuracy={"train_acc": "train accuracy (current length)", "test_acc_full_length": "test accuracy (full length)"},
     loss={"train_loss": "train loss (BCE)"},
     converged={"converged_train": "train solves converged", "converged_test": "test solves converged"},
@@ -65,7 +65,7 @@ PARITY = SatnetLayout(
 )
 
 SUDOKU = SatnetLayout(
-    study="satnet_sudoku",
+    study=SUDOKU_STUDY,
     accuracy={
         "test_board_acc": "test boards solved",
         "test_blank_cell_acc": "test blank cells right",

@@ -23,20 +23,12 @@ from dashboards.common import read_table, require_numeric
 from gridlearn.errors import DataError
 from gridlearn.results import RunRecord
 
-STUDY = "scopf"
-ATTACK_TABLE = "attack_vs_enumeration"
-SUMMARY_TABLE = "summary"
-DEFENCE_TABLE = "defence"
+from gridlearn.scopf.schema import ATTACK, DEFENCE, STUDY, SUMMARY  # noqa: E402 - the study's own schema
 
-ATTACK_NUMERIC = [
-    "scenario", "k", "worst_mw", "found_mw", "recall", "rank",
-    "enum_power_flows", "enum_time_s", "attack_power_flows", "attack_time_s",
-]
-ATTACK_COLUMNS = ["case", *ATTACK_NUMERIC]
-SUMMARY_NUMERIC = ["k", "recall", "mean_rank", "attack_pf", "enum_pf", "attack_s", "enum_s", "pf_ratio", "time_ratio"]
-SUMMARY_COLUMNS = ["case", *SUMMARY_NUMERIC]
-DEFENCE_NUMERIC = ["step", "cost_usd_per_h", "worst_violation_mw"]
-DEFENCE_COLUMNS = ["method", *DEFENCE_NUMERIC]
+ATTACK_TABLE, SUMMARY_TABLE, DEFENCE_TABLE = ATTACK.name, SUMMARY.name, DEFENCE.name
+ATTACK_NUMERIC, ATTACK_COLUMNS = ATTACK.numeric, ATTACK.names
+SUMMARY_NUMERIC, SUMMARY_COLUMNS = SUMMARY.numeric, SUMMARY.names
+DEFENCE_NUMERIC, DEFENCE_COLUMNS = DEFENCE.numeric, DEFENCE.names
 
 
 def short_case(case: str) -> str:
@@ -69,7 +61,7 @@ def load_scopf_run(rec: RunRecord) -> ScopfRun:
     """Read and check one run's tables; DataError says what is wrong."""
     attack = _checked(rec, ATTACK_TABLE, ATTACK_COLUMNS, ATTACK_NUMERIC)
     summary = _checked(rec, SUMMARY_TABLE, SUMMARY_COLUMNS, SUMMARY_NUMERIC)
-    # a run made with --skip-defence writes the defence table with its header only
+    # a run made with --no-defence writes the defence table with its header only
     defence = _checked(rec, DEFENCE_TABLE, DEFENCE_COLUMNS, DEFENCE_NUMERIC, allow_empty=True)
     return ScopfRun(
         record=rec,

@@ -91,7 +91,10 @@ def dashboard(
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)  # type: ignore[union-attr]
         if hasattr(module, "serve"):
-            module.serve(results_dir=results, port=port, host=host)
+            # serve() forwards SIGTERM/SIGINT to the server's process group and returns its code.
+            code = module.serve(results_dir=results, port=port, host=host)
+            if code:
+                raise typer.Exit(code=code)
             return
     cmd = [sys.executable, "-m", "streamlit", "run", str(DASHBOARD_APP), "--server.address", host,
            "--server.port", str(port), "--server.headless", "true", "--", "--results", str(results)]

@@ -32,6 +32,7 @@ from gridlearn.errors import ConfigError, GridlearnError
 from gridlearn.grid import load_case
 from gridlearn.inverse import InverseSolver, Unknown, kkt_residual_costs, recover, simulate_market
 from gridlearn.inverse.params import cost_unknowns, current_values, substitute
+from gridlearn.inverse import schema
 from gridlearn.results import start_run
 
 log = logging.getLogger("gridlearn.studies.inverse_acopf")
@@ -133,7 +134,7 @@ def main(cfg: Config, root=None) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with start_run("inverse_acopf", asdict(cfg), root=root) as run:
+    with start_run(schema.STUDY, asdict(cfg), root=root) as run:
         # ---------------- part A: the paper's experiment
         truth, priced = paper_case14()
         unknowns = cost_unknowns(truth, priced)
@@ -178,9 +179,9 @@ def main(cfg: Config, root=None) -> dict:
                     run.write_table(f"parameters_{case}_prior{spread:g}", df)
             rows.append({**common, **_baseline_row(net, obs, None, net)})
         results = pd.DataFrame(rows)
-        run.write_table("recovery", results)
+        run.write_table(schema.RECOVERY.name, schema.RECOVERY.frame(results))
         if ident_rows:
-            run.write_table("parameters_paper", pd.concat(ident_rows, ignore_index=True))
+            run.write_table(schema.PARAMETERS.name, schema.PARAMETERS.frame(pd.concat(ident_rows, ignore_index=True)))
 
         # ---------------- part C: line reactances, one at a time, costs known
         obs = simulate_market(truth, 10, seed=cfg.seed, ipopt_tol=1e-9)
@@ -194,7 +195,7 @@ def main(cfg: Config, root=None) -> dict:
                            rel_std=float(res.parameters["rel_std"].iloc[0]))
             adm_rows.append({"branch": str(truth.branch.labels[k]), **row})
         adm = pd.DataFrame(adm_rows)
-        run.write_table("admittance", adm)
+        run.write_table(schema.ADMITTANCE.name, schema.ADMITTANCE.frame(adm))
 
         # ---------------- plots
         ok = results[results.get("error").isna()] if "error" in results else results

@@ -21,7 +21,9 @@ import typer
 from tqdm import tqdm
 
 from gridlearn.implicit import SATNet
+from gridlearn.logic import schema
 from gridlearn.results import start_run
+from gridlearn.study import study_app
 
 logger = logging.getLogger("gridlearn.studies.satnet_parity")
 
@@ -65,7 +67,7 @@ def main(cfg: Config) -> dict:
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     rows, level = [], 2
     t_start = time.perf_counter()
-    with start_run("satnet_parity", cfg) as run:
+    with start_run(schema.PARITY_STUDY, cfg) as run:
         for epoch in tqdm(range(cfg.max_epochs), desc="parity epochs"):
             t0 = time.perf_counter()
             perm = torch.randperm(cfg.n_train, generator=g)
@@ -96,7 +98,7 @@ def main(cfg: Config) -> dict:
             elif test_acc == 1.0 and level == cfg.length:
                 break
         table = pd.DataFrame(rows)
-        run.write_table("training", table)
+        run.write_table(schema.TRAINING_TABLE, schema.PARITY_TRAINING.frame(table))
         results = {"test_accuracy": rows[-1]["test_acc_full_length"], "epochs": len(rows),
                    "final_level": level, "wall_s": time.perf_counter() - t_start,
                    "mean_epoch_s": float(table["epoch_s"].mean()),
@@ -106,17 +108,13 @@ def main(cfg: Config) -> dict:
     return results
 
 
-app = typer.Typer(add_completion=False)
-
-
-@app.command()
-def cli(length: int = 20, n_train: int = 1000, n_test: int = 1000, max_epochs: int = 60, lr: float = 0.1,
-        on_failure: str = "ignore", seed: int = 0) -> None:
+def _cli_main(cfg: Config) -> None:
     """Train SATNet on L-bit parity and write a run directory under results/satnet_parity/."""
     logging.basicConfig(level=logging.INFO)
-    res = main(Config(length=length, n_train=n_train, n_test=n_test, max_epochs=max_epochs, lr=lr,
-                      on_failure=on_failure, seed=seed))
-    typer.echo(res)
+    typer.echo(main(cfg))
+
+
+app = study_app(Config, _cli_main)  # every Config field is an option (`--help`)
 
 
 if __name__ == "__main__":

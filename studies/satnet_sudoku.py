@@ -42,7 +42,9 @@ from gridlearn.logic.sudoku import (
     one_hot,
     render_boards,
 )
+from gridlearn.logic import schema
 from gridlearn.results import start_run
+from gridlearn.study import study_app
 
 logger = logging.getLogger("gridlearn.studies.satnet_sudoku")
 
@@ -155,7 +157,7 @@ def main(cfg: Config) -> dict:
                 "test_converged": float(np.mean(conv))}
 
     rows, batch_times = [], []
-    with start_run("satnet_sudoku", cfg) as run:
+    with start_run(schema.SUDOKU_STUDY, cfg) as run:
         logger.info("data: %d puzzles, %.1f givens on average, %.1f s to generate or load", len(ds),
                     float((ds.puzzles != 0).sum(axis=(1, 2)).mean()), gen_s)
         for epoch in range(cfg.epochs):
@@ -184,7 +186,7 @@ def main(cfg: Config) -> dict:
             rows.append(row)
             logger.info("epoch %d: %s", epoch, row)
         table = pd.DataFrame(rows)
-        run.write_table("training", table)
+        run.write_table(schema.TRAINING_TABLE, schema.SUDOKU_TRAINING.frame(table))
         batches_per_epoch = int(np.ceil(cfg.n_train / cfg.batch_size))
         results = {**rows[-1], "generation_or_load_s": gen_s,
                    "mean_givens": float((ds.puzzles != 0).sum(axis=(1, 2)).mean()),
@@ -196,19 +198,13 @@ def main(cfg: Config) -> dict:
     return results
 
 
-app = typer.Typer(add_completion=False)
-
-
-@app.command()
-def cli(mode: str = "plain", box: int = 3, n_train: int = 9000, n_test: int = 1000, m: int = 600, aux: int = 300,
-        batch_size: int = 40, lr: float = 2e-3, epochs: int = 100, max_train_batches: int = 0, max_test: int = 0,
-        loss_on: str = "all", givens_min: int = 26, givens_max: int = 40, seed: int = 0) -> None:
+def _cli_main(cfg: Config) -> None:
     """Train SATNet on (visual) Sudoku; writes results/satnet_sudoku/<run>/."""
     logging.basicConfig(level=logging.INFO)
-    res = main(Config(mode=mode, box=box, n_train=n_train, n_test=n_test, m=m, aux=aux, batch_size=batch_size,
-                      lr=lr, epochs=epochs, max_train_batches=max_train_batches, max_test=max_test,
-                      loss_on=loss_on, givens_min=givens_min, givens_max=givens_max, seed=seed))
-    typer.echo(res)
+    typer.echo(main(cfg))
+
+
+app = study_app(Config, _cli_main)  # every Config field is an option (`--help`)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from gridlearn.errors import ConfigError, GridlearnError  # noqa: E402
 from gridlearn.grid import load_case  # noqa: E402
 from gridlearn.results import start_run  # noqa: E402
+from gridlearn.study import study_app  # noqa: E402
 from gridlearn.scopf import attack_contingencies, defend, enumerate_contingencies  # noqa: E402
+from gridlearn.scopf import schema  # noqa: E402
 from gridlearn.scopf.enumeration import sample_contingencies  # noqa: E402
 from gridlearn.scopf.dc import DCContingencyModel  # noqa: E402
 from gridlearn.scopf.dispatch import base_dispatch, dispatch_cost, solve_scopf  # noqa: E402
@@ -67,6 +69,7 @@ class Config:
     ac_samples: int = 5000
     defence_cases: tuple[str, ...] = ()  # extra cases for the defence table (cost vs insecure and N-1)
     defence: bool = True  # False: attack-vs-enumeration only (the dashboard then has no defence table)
+    results_dir: str | None = None  # results root (default: $GRIDLEARN_RESULTS_DIR or ./results)
 
     def __post_init__(self):
         if self.physics not in ("dc", "ac"):
@@ -206,25 +209,26 @@ def defence_table(cfg: Config) -> pd.DataFrame:
 
 def main(cfg: Config, results_dir: str | None = None) -> dict:
     torch.set_num_threads(cfg.threads)
-    with start_run("scopf", cfg, root=results_dir) as run:
+    results_dir = results_dir if results_dir is not None else cfg.results_dir
+    with start_run(schema.STUDY, cfg, root=results_dir) as run:
         table = attack_vs_enumeration(cfg)  # no cases (--cases ""): defence only
         if table.empty:
             table = pd.DataFrame(columns=["case", "k", "recall", "rank", "attack_power_flows", "enum_power_flows",
                                           "attack_time_s", "enum_time_s"])
-        run.write_table("attack_vs_enumeration", table)
+        run.write_table(schema.ATTACK.name, schema.ATTACK.frame(table))
         summary = table.groupby(["case", "k"]).agg(
             recall=("recall", "mean"), mean_rank=("rank", "mean"), attack_pf=("attack_power_flows", "mean"),
             enum_pf=("enum_power_flows", "mean"), attack_s=("attack_time_s", "mean"), enum_s=("enum_time_s", "mean"),
         ).reset_index()
         summary["pf_ratio"] = summary["enum_pf"] / summary["attack_pf"]
         summary["time_ratio"] = summary["enum_s"] / summary["attack_s"]
-        run.write_table("summary", summary)
+        run.write_table(schema.SUMMARY.name, schema.SUMMARY.frame(summary))
         curve = defence_curve(cfg) if cfg.defence else pd.DataFrame(
             columns=["method", "step", "cost_usd_per_h", "worst_violation_mw"])
-        run.write_table("defence", curve)
+        run.write_table(schema.DEFENCE.name, schema.DEFENCE.frame(curve))
         dtable = defence_table(cfg) if cfg.defence else pd.DataFrame()
         if cfg.defence:
-            run.write_table("defence_summary", dtable)
+            run.write_table(schema.DEFENCE_SUMMARY_TABLE, dtable)
         metrics = {f"recall_{r.case}_k{r.k}": float(r.recall) for r in summary.itertuples()}
         metrics.update({f"pf_ratio_{r.case}_k{r.k}": float(r.pf_ratio) for r in summary.itertuples()})
         run.log_metrics(**metrics)
@@ -261,42 +265,19 @@ def main(cfg: Config, results_dir: str | None = None) -> dict:
     return out
 
 
-app = typer.Typer(add_completion=False, help="Adversarial N-k contingency search vs enumeration, and the defence.")
-
-
-@app.command()
-def run(
-    cases: str = typer.Option(",".join(Config.cases), help="comma-separated case names"),
-    ks: str = typer.Option(",".join(map(str, Config.ks)), help="comma-separated k values"),
-    scenarios: int = typer.Option(Config.scenarios),
-    load_spread: float = typer.Option(Config.load_spread),
-    restarts: int = typer.Option(Config.restarts),
-    steps: int = typer.Option(Config.steps),
-    seed: int = typer.Option(Config.seed),
-    elements: str = typer.Option(Config.elements, help="all | branches | generators"),
-    physics: str = typer.Option(Config.physics, help="dc | ac (the defence is always DC)"),
-    defence_case: str = typer.Option(Config.defence_case),
-    defence_k: int = typer.Option(Config.defence_k),
-    defence_load_scale: float = typer.Option(Config.defence_load_scale),
-    defence_cases: str = typer.Option("", help="extra comma-separated cases for the defence table"),
-    polish: int = typer.Option(Config.polish, help="attack: best sets given the exact full-neighbourhood search"),
-    executor: str = typer.Option(Config.executor, help="enumeration executor: serial | local | ray"),
-    chunk_size: int = typer.Option(Config.chunk_size),
-    ac_enum_limit: int = typer.Option(Config.ac_enum_limit, help="AC: enumerate up to this many sets, else sample"),
-    ac_samples: int = typer.Option(Config.ac_samples, help="AC: random sets scored when not enumerating"),
-    skip_defence: bool = typer.Option(False, help="attack-vs-enumeration only"),
-    results_dir: str = typer.Option(None, help="results root (default ./results)"),
-) -> None:
+def _cli_main(cfg: Config) -> None:
+    """Run the SC-OPF study; print the per-case summary and the run directory."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    cfg = Config(cases=tuple(c for c in cases.split(",") if c), ks=tuple(int(k) for k in ks.split(",")),
-                 scenarios=scenarios, load_spread=load_spread, restarts=restarts, steps=steps, seed=seed,
-                 elements=elements, physics=physics, defence_case=defence_case, defence_k=defence_k,
-                 defence_load_scale=defence_load_scale, polish=polish, executor=executor, chunk_size=chunk_size,
-                 ac_enum_limit=ac_enum_limit, ac_samples=ac_samples,
-                 defence_cases=tuple(c for c in defence_cases.split(",") if c), defence=not skip_defence)
-    out = main(cfg, results_dir)
+    out = main(cfg)
     typer.echo(out["summary"].to_string(index=False))
     typer.echo(out["run_dir"])
+
+
+# A quick attack-and-defence run on case14 (about a minute): what `make demo` runs.
+DEMO = dict(cases=("pglib_opf_case14_ieee",), ks=(1, 2), scenarios=2, restarts=4, steps=10,
+            defence_case="pglib_opf_case14_ieee", defence_steps=3)
+
+app = study_app(Config, _cli_main, demo=DEMO, help="Adversarial N-k contingency search vs enumeration, and the defence.")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
@@ -47,6 +46,7 @@ from gridlearn.forecast.network_aware import (  # noqa: E402
 from gridlearn.forecast.training import TrainSettings  # noqa: E402
 from gridlearn.grid.cases import load_case  # noqa: E402
 from gridlearn.results import start_run  # noqa: E402
+from gridlearn.study import study_app  # noqa: E402
 
 log = logging.getLogger("gridlearn.studies.task_forecasting_network")
 
@@ -233,35 +233,7 @@ def main(cfg: Config) -> Path:
     return run.dir
 
 
-app = typer.Typer(add_completion=False, help="Network-aware task-based forecasting through a multi-period DC-OPF.")
-
-
-@app.command()
-def run(
-    case: str = typer.Option(Config.case, help="pandapower case name or SimBench code"),
-    seeds: int = typer.Option(Config.seeds),
-    methods: str = typer.Option(",".join(Config.methods), help=f"comma-separated, from {','.join(METHODS)}"),
-    rmse_epochs: int = typer.Option(Config.rmse_epochs),
-    task_epochs: int = typer.Option(Config.task_epochs),
-    task_lr: float = typer.Option(Config.task_lr),
-    batch_days: int = typer.Option(Config.batch_days),
-    eval_every: int = typer.Option(Config.eval_every),
-    patience: int = typer.Option(Config.patience),
-    n_tight_lines: int = typer.Option(Config.n_tight_lines),
-    rating_factor: float = typer.Option(Config.rating_factor),
-    ramp_fraction: float = typer.Option(Config.ramp_fraction),
-    max_train_days: int = typer.Option(None, help="use only the first N training days"),
-    max_test_days: int = typer.Option(None, help="use only the first N test days"),
-    results_dir: str = typer.Option(None, help="results root (default ./results)"),
-    threads: int = typer.Option(Config.threads),
-    progress: bool = typer.Option(Config.progress),
-) -> None:
-    """Train RMSE and task forecasters of bus loads, schedule the test days, write results/task_forecasting_network/<run-id>/."""
-    main(Config(case=case, seeds=seeds, methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
-                rmse_epochs=rmse_epochs, task_epochs=task_epochs, task_lr=task_lr, batch_days=batch_days,
-                eval_every=eval_every, patience=patience, n_tight_lines=n_tight_lines, rating_factor=rating_factor,
-                ramp_fraction=ramp_fraction, max_train_days=max_train_days, max_test_days=max_test_days,
-                results_dir=results_dir, threads=threads, progress=progress))
+app = study_app(Config, main, help="Network-aware task-based forecasting through a multi-period DC-OPF.")
 
 
 if __name__ == "__main__":

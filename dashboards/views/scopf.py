@@ -73,7 +73,7 @@ def render(runs: list[RunRecord], results_dir: Path) -> None:
     case = cfg.get("defence_case", "the defence case")
     st.subheader("Defence: dispatch cost vs worst-case violation")
     if run.defence.empty:
-        st.info("This run skipped the defence (--skip-defence); run `gridlearn run scopf` without it to see the trade-off.")
+        st.info("This run skipped the defence (--no-defence); run `gridlearn run scopf` without it to see the trade-off.")
     else:
         st.caption(
             f"{case}, N-{cfg.get('defence_k', '?')}, loads × {cfg.get('defence_load_scale', '?')}. Dashed: the "

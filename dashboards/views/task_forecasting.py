@@ -62,7 +62,7 @@ def _forecast_day_section(run: ForecastRun) -> None:
     of_method = forecasts[forecasts["method"] == method]
     seed = c2.selectbox("Seed", sorted(int(s) for s in of_method["seed"].unique()), key=f"tf_fc_seed_{run.run_id}")
     of_seed = of_method[of_method["seed"] == seed]
-    day = c3.selectbox("Test day", sorted(int(d) for d in of_seed["day"].unique()), key=f"tf_fc_day_{run.run_id}")
+    day = c3.selectbox("Test day", sorted(of_seed["day"].unique()), key=f"tf_fc_day_{run.run_id}")
     rows = of_seed[of_seed["day"] == day]
     color = method_colors(run.methods).get(method)  # the method's colour in the other charts
     st.plotly_chart(forecast_day_figure(rows, method, seed, day, color=color), key="tf_fig_day")

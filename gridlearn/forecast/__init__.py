@@ -17,6 +17,15 @@ _EXPORTS = {
     "train_task": "training",
     "train_weighted_rmse": "training",
     "evaluate": "training",
+    "train_rmse_epochs": "training",
+    "train_task_epochs": "training",
+    # locuslab/e2e-model-learning power_sched's protocol, step by step
+    "ReferenceSettings": "reference_protocol",
+    "whole_data_standardised": "reference_protocol",
+    "random_holdout": "reference_protocol",
+    "train_rmse_fixed": "reference_protocol",
+    "train_weighted_rmse_reference": "reference_protocol",
+    "train_task_reference": "reference_protocol",
     # the network-aware variant: bus-level loads scheduled by a multi-period DC-OPF
     "NetworkTaskParams": "network_aware",
     "NetworkScheduler": "network_aware",

@@ -132,6 +132,24 @@ def train_rmse(model, x_tr, y_tr, x_val, y_val, settings: TrainSettings, nll: bo
     return hist
 
 
+def train_rmse_epochs(model, x, y, epochs: int, lr: float, nll: bool = False, progress: bool = False) -> None:
+    """MSE (or Gaussian NLL) training for exactly ``epochs`` full-batch Adam steps, no early stopping;
+    then sigma from residuals. Used to refit on every training day for the epoch count that
+    early stopping chose on the validation split, and by the reference protocol."""
+    if epochs < 1:
+        raise ConfigError(f"epochs must be >= 1, got {epochs}")
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in tqdm(range(epochs), desc="nll refit" if nll else "rmse refit", disable=not progress, leave=False):
+        model.train()
+        opt.zero_grad()
+        mu, sigma = model(x)
+        loss = _nll(mu, sigma, y) if nll else ((mu - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+    model.eval()
+    model.set_sigma_from_residuals(x, y)
+
+
 class _WarmSchedules:
     """Last schedules per data set, so each epoch's SQP starts next to its answer."""
 
@@ -174,12 +192,38 @@ def train_task(model, scheduler: StochasticScheduler, x_tr, y_tr, x_val, y_val, 
     return _fit(model, settings.task_epochs, settings.task_lr, train_loss, val_loss, settings, "hybrid" if mse_weight else "task", settings.patience)
 
 
-def train_weighted_rmse(model, scheduler: StochasticScheduler, x_tr, y_tr, x_val, y_val, settings: TrainSettings) -> History:
-    """Cost-weighted RMSE (definition in the module docstring); best round by validation task cost."""
+def train_task_epochs(model, scheduler: StochasticScheduler, x, y, epochs: int, settings: TrainSettings, mse_weight: float = 0.0) -> None:
+    """Task (or hybrid) training for exactly ``epochs`` full-batch steps, no validation: the refit
+    on every training day for the epoch count early stopping chose."""
+    if epochs < 1:
+        raise ConfigError(f"epochs must be >= 1, got {epochs}")
+    warm = _WarmSchedules()
+    opt = torch.optim.Adam(model.parameters(), lr=settings.task_lr)
+    for epoch in tqdm(range(1, epochs + 1), desc="task refit", disable=not settings.progress, leave=False):
+        model.train()
+        opt.zero_grad()
+        mu, sigma = model(x)
+        z, ok = warm(scheduler, "train", mu, sigma, True)
+        loss = task_loss(z, y[ok], scheduler.params)
+        if mse_weight:
+            loss = loss + mse_weight * ((mu - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+        log.info("task refit epoch %d: train %.5g", epoch, loss.item())
+    model.eval()
+
+
+def train_weighted_rmse(model, scheduler: StochasticScheduler, x_tr, y_tr, x_val, y_val, settings: TrainSettings,
+                        keep_round: int | None = None) -> History:
+    """Cost-weighted RMSE (definition in the module docstring); best round by validation task cost.
+
+    ``keep_round``: no validation (``x_val``, ``y_val`` unused); run rounds 0..keep_round and
+    keep the last (a refit for the round that validation chose).
+    """
     w = torch.ones_like(y_tr)
     opt = torch.optim.Adam(model.parameters(), lr=settings.rmse_lr)
     best_val, best_round, best_state, history = float("inf"), 0, None, []
-    for r in range(settings.weighted_rounds):
+    for r in range(settings.weighted_rounds if keep_round is None else keep_round + 1):
         # no early stopping inside a round: rounds are compared on validation task cost below
         for _ in tqdm(range(settings.weighted_epochs), desc=f"weighted round {r}", disable=not settings.progress, leave=False):
             model.train()
@@ -194,6 +238,9 @@ def train_weighted_rmse(model, scheduler: StochasticScheduler, x_tr, y_tr, x_val
             mu, sigma = model(x_tr)
             cost = realised_cost(scheduler(mu, sigma), y_tr, scheduler.params)
             w = cost / cost.mean()
+        if keep_round is not None:
+            best_round, best_state = r, copy.deepcopy(model.state_dict())
+            continue
         v = val_task_cost(model, scheduler, x_val, y_val)
         history.append((r, v))
         log.info("weighted_rmse round %d: val task cost %.5g", r, v)
@@ -201,13 +248,15 @@ def train_weighted_rmse(model, scheduler: StochasticScheduler, x_tr, y_tr, x_val
             best_val, best_round, best_state = v, r, copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     model.eval()
-    return History(history, best_round, best_val)
+    return History(history, best_round, best_val)  # best_val is inf for a refit (no validation)
 
 
 @torch.no_grad()
 def evaluate(model, scheduler: StochasticScheduler, x, y) -> dict[str, torch.Tensor | float]:
-    """Test metrics: mu, sigma, schedule z ``(n_days, 24)``; rmse (over all day-hours); task_cost
-    (mean daily cost); per_hour_cost ``(24,)`` (mean over days of the cost in each hour)."""
+    """Test metrics: mu, sigma, schedule z ``(n_days, 24)``; rmse (over all day-hours); rmse_hourly
+    (the mean over the 24 hours of each hour's RMSE over days: the number the reference code
+    reports, ``rmse_loss`` in power_sched/nets.py, and never above rmse); task_cost (mean
+    daily cost); per_hour_cost ``(24,)`` (mean over days of the cost in each hour)."""
     model.eval()
     mu, sigma = model(x)
     z = scheduler(mu, sigma)
@@ -217,6 +266,7 @@ def evaluate(model, scheduler: StochasticScheduler, x, y) -> dict[str, torch.Ten
         "sigma": sigma,
         "schedule": z,
         "rmse": float(((mu - y) ** 2).mean().sqrt()),
+        "rmse_hourly": float(((mu - y) ** 2).mean(0).sqrt().mean()),
         "task_cost": float(cost.sum(-1).mean()),
         "per_hour_cost": cost.mean(0),
     }

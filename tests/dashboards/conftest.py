@@ -46,6 +46,11 @@ class ForecastFixture:
         return self.path.name
 
 
+def day_iso(d: int) -> str:
+    """Test day ``d`` (0, 1, ...) as the study writes it: an ISO date."""
+    return str(np.datetime64("2016-10-20") + d)
+
+
 def write_forecast_run(
     root: Path, *, dataset: str, rng_seed: int, methods=METHODS, seeds=(0, 1, 2), n_days: int = 3, lr: float = 1e-3
 ) -> ForecastFixture:
@@ -86,7 +91,7 @@ def write_forecast_run(
                 sigma = 1.0 + 0.5 * rng.random(24)
                 schedule = mu + 0.5 * sigma
                 for h in hours:
-                    rows.append([m, s, d, int(h), actual[h], mu[h], sigma[h], schedule[h]])
+                    rows.append([m, s, day_iso(d), int(h), actual[h], mu[h], sigma[h], schedule[h]])
     forecasts = pd.DataFrame(rows, columns=FORECASTS_COLUMNS)
     grouped = summary.groupby("method")
     methods_metrics = {
@@ -335,3 +340,30 @@ def _restore_main_module():
     yield
     if main is not None:
         sys.modules["__main__"] = main
+
+
+@pytest.fixture(scope="session")
+def real_forecast_root(tmp_path_factory) -> Path:
+    """A results root holding one tiny but real task-forecasting run: `studies/task_forecasting.py`
+    itself on SimBench, so the page reads exactly what the study writes (ISO dates included)."""
+    pytest.importorskip("simbench")
+    import importlib.util
+    import os
+    import sys
+
+    root = tmp_path_factory.mktemp("real_results")
+    path = Path(__file__).resolve().parents[2] / "studies" / "task_forecasting.py"
+    spec = importlib.util.spec_from_file_location("task_forecasting_for_dashboards", path)
+    study = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = study  # dataclasses look their module up there
+    spec.loader.exec_module(study)
+    old = os.environ.get("GRIDLEARN_CACHE_DIR")
+    os.environ.setdefault("GRIDLEARN_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    try:
+        study.main(study.Config(dataset="simbench", seeds=1, methods=("rmse", "weighted_rmse", "task"), rmse_epochs=4,
+                                task_epochs=1, weighted_rounds=1, weighted_epochs=1, eval_every=1, results_dir=str(root),
+                                progress=False))
+    finally:
+        if old is None:
+            os.environ.pop("GRIDLEARN_CACHE_DIR", None)
+    return root

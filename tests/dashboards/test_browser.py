@@ -76,7 +76,7 @@ def test_dashboard_in_headless_chromium(server, results_root, tmp_path):
         )
         try:
             page = context.new_page()
-            page.goto(server, wait_until="domcontentloaded", timeout=WAIT_MS)
+            page.goto(f"{server}/task_forecasting", wait_until="domcontentloaded", timeout=WAIT_MS)
             page.wait_for_selector(".js-plotly-plot .legendtext", timeout=WAIT_MS)
             page.get_by_text("Dispatch cost vs RMSE").wait_for(timeout=WAIT_MS)
 
@@ -103,3 +103,30 @@ def test_dashboard_in_headless_chromium(server, results_root, tmp_path):
             assert shot.stat().st_size > 10_000  # a rendered page, not a blank one
         finally:
             context.close()
+
+
+def test_forecasting_page_on_a_real_run_shows_no_error_box(real_forecast_root, tmp_path):
+    """Headless Chromium on the forecasting page over a real (tiny) study run: every panel, no error box."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    port = free_port()
+    with (tmp_path / "streamlit.log").open("wb") as log:
+        process = launch(real_forecast_root, port=port, host=HOST, headless=True, log=log)
+        try:
+            wait_until_healthy(HOST, port, timeout_s=60, process=process)
+            with sync_api.sync_playwright() as pw:
+                context = pw.chromium.launch_persistent_context(
+                    user_data_dir=str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
+                    args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000},
+                )
+                try:
+                    page = context.new_page()
+                    page.goto(f"http://{HOST}:{port}/task_forecasting", wait_until="domcontentloaded", timeout=WAIT_MS)
+                    page.get_by_text("Forecast vs actual on one test day").wait_for(timeout=WAIT_MS)
+                    # the scatter, the per-hour chart and the test-day chart (the comparison needs two runs)
+                    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 3", timeout=WAIT_MS)
+                    assert page.locator('[data-testid="stException"]').count() == 0
+                    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+                finally:
+                    context.close()
+        finally:
+            stop(process)

@@ -20,7 +20,7 @@ from gridlearn.errors import DataError
 from gridlearn.forecast.schema import STUDY
 from gridlearn.results import list_runs, load_run
 
-from .conftest import METHODS, OTHER_STUDY
+from .conftest import METHODS, OTHER_STUDY, day_iso
 
 APP = Path(__file__).resolve().parents[2] / "dashboards" / "app.py"
 TIMEOUT_S = 30  # the first run imports plotly; later runs take a fraction of a second
@@ -33,7 +33,7 @@ def _entry(results_dir: str, default_page: str | None) -> None:
     main(results_dir=results_dir, default_page=default_page)
 
 
-def run_app(results_dir: Path, page: str | None = None) -> AppTest:
+def run_app(results_dir: Path, page: str | None = "task_forecasting") -> AppTest:
     at = AppTest.from_function(_entry, kwargs={"results_dir": str(results_dir), "default_page": page}, default_timeout=TIMEOUT_S)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -70,9 +70,10 @@ def test_real_entry_script_reads_results_from_environment(results_root, monkeypa
     monkeypatch.setenv("GRIDLEARN_RESULTS_DIR", str(results_root["root"]))
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S).run()
     assert not at.exception
-    assert at.title[0].value == "Task-based forecasting"  # the landing page
+    assert at.title[0].value == "gridlearn results"  # the landing page: the overview
     assert f"`{results_root['root']}` · 3 run(s)" in at.sidebar.caption[0].value
-    assert {"tf_fig_scatter", "tf_fig_per_hour", "tf_fig_day"} <= set(figures(at))
+    # its forecasting card shows the newest forecasting run
+    assert any(newest(results_root["root"]).run_id in c.value for c in at.caption)
 
 
 def test_scatter_plots_every_method_and_seed_with_mean_and_std(results_root):
@@ -131,11 +132,12 @@ def test_forecast_day_follows_the_selected_method_seed_and_day(results_root):
     key = f"tf_fc_{{}}_{run.run_id}"
     at.selectbox(key=key.format("method")).set_value("task_net").run()
     at.selectbox(key=key.format("seed")).set_value(1).run()
-    at.selectbox(key=key.format("day")).set_value(2).run()
+    at.selectbox(key=key.format("day")).set_value(day_iso(2)).run()
     assert not at.exception
     fig = figures(at)["tf_fig_day"]
-    assert fig["layout"]["title"]["text"] == "task_net, seed 1, test day 2"
-    rows = run.forecasts.query("method == 'task_net' and seed == 1 and day == 2").sort_values("hour")
+    assert fig["layout"]["title"]["text"] == f"task_net, seed 1, test day {day_iso(2)}"
+    day2 = day_iso(2)
+    rows = run.forecasts.query("method == 'task_net' and seed == 1 and day == @day2").sort_values("hour")
     tr = traces(fig)
     np.testing.assert_allclose(tr["actual"]["y"], rows["actual"], rtol=1e-12)
     np.testing.assert_allclose(tr["forecast μ"]["y"], rows["mu"], rtol=1e-12)
@@ -247,7 +249,8 @@ def test_pages_are_discovered_and_a_broken_page_does_not_hide_the_others(tmp_pat
     specs, errors = discover_pages()
     pages = [(s.name, s.study) for s in specs]
     # Later studies add pages in between; the landing page and the run browser stay put.
-    assert pages[0] == ("task_forecasting", STUDY) and pages[-1] == ("run_browser", None)
+    assert pages[0] == ("overview", None) and pages[-1] == ("run_browser", None)
+    assert ("task_forecasting", STUDY) in pages
     assert errors == []
 
     pkg = tmp_path / "plugged_views"

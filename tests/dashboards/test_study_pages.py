@@ -67,9 +67,9 @@ def test_study_pages_are_discovered_with_their_studies():
     assert errors == []
     found = {s.name: s.study for s in specs}
     assert {name: found.get(name) for name in NEW_PAGES} == NEW_PAGES
-    # The landing page stays the forecasting page; the run browser stays last.
+    # The landing page is the overview; the run browser stays last.
     names = [s.name for s in specs]
-    assert names[0] == "task_forecasting" and names[-1] == "run_browser"
+    assert names[0] == "overview" and names[-1] == "run_browser"
 
 
 # --------------------------------------------------------------------------- SC-OPF

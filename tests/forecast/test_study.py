@@ -49,7 +49,10 @@ def test_tiny_study_writes_the_schema(tmp_path, monkeypatch):
     pd.testing.assert_series_equal(daily.sort_index(), merged.sort_index(), check_names=False, rtol=1e-9)
     methods = rec.metrics[schema.METRICS_METHODS_KEY]
     assert set(methods) == {"nll", "task"}  # the rmse net trained for task is not reported
-    assert set(methods["task"]) == {"rmse_mean", "rmse_std", "task_cost_mean", "task_cost_std", "n_seeds"}
+    assert set(methods["task"]) == {"rmse_mean", "rmse_std", "rmse_hourly_mean", "rmse_hourly_std", "task_cost_mean",
+                                    "task_cost_std", "n_seeds"}
+    # the reference code's RMSE (mean over hours of each hour's RMSE) is never above the overall RMSE
+    assert (summary["rmse_hourly"] <= summary["rmse"] + 1e-12).all()
     assert rec.metrics["n_test_days"] == 73 and rec.config["dataset"] == "simbench"
     # schedules respect the ramp limit on every test day
     sched = fc.sort_values(["method", "seed", "day", "hour"]).groupby(["method", "seed", "day"]).schedule
