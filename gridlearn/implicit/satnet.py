@@ -81,7 +81,10 @@ def satnet_solve(
     Returns a `Solution` with ``value`` ``(B, n)`` (differentiable in z and S) and the
     per-element status, residual (largest vector move in the last sweep) and sweeps.
     Never raises on non-convergence (``on_failure="raise"`` acts in `SATNet.forward`
-    and in the backward pass).
+    and in the backward pass). ``extras["adjoint"]`` is empty until the backward pass has
+    run; then it holds the adjoint solve's per-element ``status_code``, ``residual`` and
+    ``steps``, and ``gradient_given`` (bool ``(B,)``: forward and adjoint both converged,
+    so the element got an implicit gradient under "mask").
     """
     m, N = S.shape
     n = N - 1 - settings.aux
@@ -90,8 +93,10 @@ def satnet_solve(
     z, is_input = _validate(z, is_input, n)
     if S.dtype != z.dtype or S.device != z.device:
         raise ValueError(f"z ({z.dtype}, {z.device}) must match S ({S.dtype}, {S.device})")
-    z_out, code, residual, steps = MixingFunction.apply(z, S, is_input, settings, generator)
-    return Solution(value=z_out, status_code=code, residual=residual, steps=steps, extras={"is_input": is_input})
+    adjoint: dict = {}
+    z_out, code, residual, steps = MixingFunction.apply(z, S, is_input, settings, generator, adjoint)
+    return Solution(value=z_out, status_code=code, residual=residual, steps=steps,
+                    extras={"is_input": is_input, "adjoint": adjoint})
 
 
 class SATNet(nn.Module):

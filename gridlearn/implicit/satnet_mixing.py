@@ -342,13 +342,14 @@ class MixingFunction(torch.autograd.Function):
     """autograd Function: forward = mixing method, backward = analytic adjoint solve."""
 
     @staticmethod
-    def forward(ctx, z, S, is_input, settings, generator):
+    def forward(ctx, z, S, is_input, settings, generator, adjoint_report):
         with torch.no_grad():
             z_out, V, W, r_perp, g_norm, is_out, cols, code, residual, steps = mixing_forward(
                 S.detach(), z.detach(), is_input, settings, generator
             )
         ctx.settings = settings
         ctx.cols = cols
+        ctx.adjoint_report = adjoint_report
         ctx.save_for_backward(S, z, is_input, V, W, r_perp, g_norm, is_out, code)
         ctx.mark_non_differentiable(code, residual, steps)
         return z_out, code, residual, steps
@@ -363,6 +364,9 @@ class MixingFunction(torch.autograd.Function):
             S, z, is_input, dz_out, V, W, r_perp, g_norm, is_out, ctx.cols, settings
         )
         ok = (code == Status.CONVERGED.code) & (fwd_code == Status.CONVERGED.code)
+        if ctx.adjoint_report is not None:
+            # the caller's Solution.extras["adjoint"]: how the backward solve went, per element
+            ctx.adjoint_report.update(status_code=code, residual=residual, steps=steps, gradient_given=ok)
         if settings.on_failure == "raise" and not bool(ok.all()):
             Solution(None, torch.where(code == Status.CONVERGED.code, fwd_code, code), residual, steps).raise_on_failure(
                 "SATNet backward (adjoint coordinate descent)"
@@ -379,7 +383,7 @@ class MixingFunction(torch.autograd.Function):
             U = U * keep
             Psi = Psi * keep
         dz, dS = gradients_from_adjoint(S, z, is_input, dz_out, V, W, r_perp, U, Psi)
-        return dz, dS, None, None, None
+        return dz, dS, None, None, None, None
 
 
 __all__ = ["MixingSettings", "MixingFunction", "default_rank", "mixing_forward", "mixing_backward"]
