@@ -42,9 +42,9 @@ def _kernels():
     if _KERNELS is None:
         import numba
 
-        from gridlearn.implicit.satnet_kernels_numba import sweeps
+        from gridlearn.implicit.satnet_kernels_numba import sweeps, sweeps_serial
 
-        _KERNELS = numba, sweeps
+        _KERNELS = numba, sweeps, sweeps_serial
     return _KERNELS
 
 
@@ -65,8 +65,13 @@ def run_sweeps(forward: bool, St, sq, X, W, idx, ptr, V, rhs, gn, max_iter: int,
     most numba's pool. Returns (steps long ``(B,)``, residual float64 ``(B,)``,
     converged bool ``(B,)``).
     """
-    numba, sweeps = _kernels()
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    numba, sweeps_parallel, sweeps_serial = _kernels()
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, X.shape[0]))
+    if threads > 1:
+        numba.set_num_threads(threads)
+        sweeps = sweeps_parallel
+    else:
+        sweeps = sweeps_serial
     B = X.shape[0]
     out = np.zeros((B, 3), dtype=np.float64)
     npy = [t.numpy() for t in (St, sq, X, W, V, rhs, gn)]

@@ -121,3 +121,11 @@ def sweeps(forward, St, sq, X, W, idx, ptr, V, rhs, gn, max_iter, eps, tiny, out
     for b in prange(X.shape[0]):
         _sweeps_one(forward, St, sq, X[b], W[b], idx[ptr[b] : ptr[b + 1]], V[b], rhs[b], gn[b],
                     max_iter, eps, tiny, out[b])
+
+
+@njit(**_OPTS)
+def sweeps_serial(forward, St, sq, X, W, idx, ptr, V, rhs, gn, max_iter, eps, tiny, out):
+    # one thread: no parallel region, whose barrier costs milliseconds on a loaded machine
+    for b in range(X.shape[0]):
+        _sweeps_one(forward, St, sq, X[b], W[b], idx[ptr[b] : ptr[b + 1]], V[b], rhs[b], gn[b],
+                    max_iter, eps, tiny, out[b])
