@@ -160,7 +160,14 @@ def main(cfg: Config) -> dict:
     g = torch.Generator().manual_seed(cfg.seed)
     sat = SATNet(D**3, cfg.m, aux=cfg.aux, max_iter=cfg.max_iter, on_failure=cfg.on_failure,
                  adjoint_damping=cfg.adjoint_damping, generator=g)
-    digits = DigitNet(D) if cfg.mode == "visual" else None
+    # the solves' random initial vectors come from their own generator (saved in
+    # checkpoints), so a run does not depend on torch's global generator
+    g_solve = torch.Generator().manual_seed(cfg.seed + 1)
+    digits = None
+    if cfg.mode == "visual":
+        with torch.random.fork_rng():  # a seeded classifier init, global state left as it was
+            torch.manual_seed(cfg.seed)
+            digits = DigitNet(D)
     groups = [{"params": sat.parameters(), "lr": cfg.lr}]
     if digits is not None:
         groups.append({"params": digits.parameters(), "lr": cfg.lr_classifier})
@@ -179,7 +186,7 @@ def main(cfg: Config) -> dict:
         with torch.no_grad():
             for idx in batches("test", False):
                 z = _inputs(cfg, digits, T["images"][idx] if digits is not None else None, T["z"][idx])
-                sol = sat.solve(z, T["mask"][idx])
+                sol = sat.solve(z, T["mask"][idx], generator=g_solve)
                 conv.append(float(sol.converged.float().mean()))
                 pred = decode(sol.value.numpy(), D)
                 truth = T["boards"][idx.numpy()]
@@ -210,6 +217,8 @@ def main(cfg: Config) -> dict:
             digits.load_state_dict(state["digits"])
         opt.load_state_dict(state["opt"])
         g.set_state(state["generator"])
+        if "solve_generator" in state:
+            g_solve.set_state(state["solve_generator"])
         torch.set_rng_state(state["torch_rng"])
         st = state["train"]
 
@@ -218,7 +227,8 @@ def main(cfg: Config) -> dict:
             _save_checkpoint(ckpt_path, {
                 "config": asdict(cfg), "sat": sat.state_dict(), "opt": opt.state_dict(),
                 "digits": digits.state_dict() if digits is not None else None,
-                "generator": g.get_state(), "torch_rng": torch.get_rng_state(), "train": st})
+                "generator": g.get_state(), "solve_generator": g_solve.get_state(),
+                "torch_rng": torch.get_rng_state(), "train": st})
 
     done_here, stopped = 0, False
     with start_run("satnet_sudoku", cfg) as run:
@@ -240,7 +250,7 @@ def main(cfg: Config) -> dict:
                 tb = time.perf_counter()
                 z = _inputs(cfg, digits, tr["images"][idx] if digits is not None else None, tr["z"][idx])
                 mask = tr["mask"][idx]
-                sol = sat.solve(z, mask)
+                sol = sat.solve(z, mask, generator=g_solve)
                 out, y = sol.value.clamp(1e-6, 1 - 1e-6), tr["y"][idx]
                 sel = ~mask if (cfg.mode == "visual" and cfg.loss_on == "blanks") else torch.ones_like(mask)
                 loss = nn.functional.binary_cross_entropy(out[sel], y[sel])
