@@ -13,8 +13,9 @@ the classifier. ``loss_on="blanks"`` removes that leak (Chang et al., NeurIPS 20
 report 0% boards for SATNet then). Classifier accuracy on the given cells is reported.
 
 ``box=2`` runs the 4x4 version (n=64), which learns in minutes on a CPU; 9x9 on CPU costs
-a few seconds per batch of 40 with the compiled kernels (see benchmarks/bench_satnet.py),
-about 20-40 minutes an epoch on 2 cores, so long runs checkpoint and resume:
+a few seconds per batch of 40 with the compiled kernels (benchmarks/README.md: 2-9x faster
+than the reference's 24 s; an estimate of 10-40 minutes an epoch, not measured on a quiet
+machine), so long runs checkpoint and resume:
 
     .venv/bin/python studies/satnet_sudoku.py --box 2 --epochs 10
     .venv/bin/python studies/satnet_sudoku.py --threads 2 --checkpoint ckpt/sudoku.pt   # 100 epochs
