@@ -1,13 +1,28 @@
-"""SATNet on the paper's Sudoku configuration (n=729, aux=300, m=600, batch 40, 40 sweeps).
+"""SATNet, side by side with the reference extension (locuslab/SATNet), on CPU.
 
-Times forward (mixing) and backward (adjoint solve) per batch on CPU, one thread, over a
-few batches of generated puzzles, and extrapolates an epoch of 9000 puzzles (225 batches).
-No peer runs here: the reference C++/CUDA extension does not build (see the SATNet task
-notes), so only gridlearn's numbers are recorded. Before timing, the gradient of a tiny
-instance is checked against central finite differences, so the timed code is the
-checked code. Writes benchmarks/results/satnet.json.
+Cases (issue #21): the paper's Sudoku layer (n=729, m=600, aux=300, max_iter 40, eps 1e-4)
+at batch 40 on 1 and 2 threads and batch 8 on 1 thread, and one step of the parity
+chain (n=3: two input bits and their XOR, m=4, aux=1, as studies/satnet_parity.py) at batch
+100. Each peer does forward
++ backward of a binary cross-entropy loss on the same inputs with the same S; the figure
+is the minimum over ``--repeats`` passes, the peers taking turns within each pass. Peers:
 
-    .venv/bin/python benchmarks/bench_satnet.py [--batches 2]
+- ``reference``: locuslab/SATNet's CPU (C++/SSE/OpenMP) extension, k = 32 (hard-coded there),
+  prox_lam 1e-2; only when ``--reference DIR`` points at a checkout of it. Never vendored:
+
+      git clone https://github.com/locuslab/SATNet /tmp/satnet/ref
+      .venv/bin/python benchmarks/bench_satnet.py --reference /tmp/satnet/ref --build-reference
+
+  (``--build-reference`` runs ``python setup.py build_ext --inplace`` there once.)
+- ``numba_k32``: gridlearn's compiled kernels at the reference's k, for a like-for-like time;
+- ``numba``: gridlearn's default (k = floor(sqrt(2N)) + 1 = 46 for Sudoku);
+- ``torch``: gridlearn's pure-torch reference path (default k), the code before the kernels;
+  slow, so only in the cases named by ``--torch-cases``.
+
+Before any time: (1) the compiled and the torch path agree (float64, values and S
+gradients) on a random instance; (2) gridlearn and the reference, both iterated to
+convergence on a small instance with the same S (k = 32, no damping), agree on outputs and
+S gradients. Writes benchmarks/results/satnet.json.
 """
 
 from __future__ import annotations
@@ -15,6 +30,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,91 +42,179 @@ from gridlearn.implicit.satnet import MixingSettings, SATNet, satnet_solve
 from gridlearn.logic.sudoku import generate_dataset, input_mask, one_hot
 
 OUT = Path(__file__).resolve().parent / "results" / "satnet.json"
+SUDOKU = dict(n=729, m=600, aux=300)
+PARITY = dict(n=3, m=4, aux=1)  # one XOR step of the parity chain (studies/satnet_parity.py)
+CASES = [("sudoku_b40_t1", "sudoku", 40, 1), ("sudoku_b40_t2", "sudoku", 40, 2),
+         ("sudoku_b8_t1", "sudoku", 8, 1), ("parity_b100_t1", "parity", 100, 1)]
 
 
-def check_gradient() -> float:
+def load_reference(path: str | None, build: bool):
+    if path is None:
+        return None
+    if build:
+        subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=path, check=True,
+                       stdout=subprocess.DEVNULL)
+    sys.path.insert(0, str(Path(path).resolve()))
+    import satnet  # the reference package
+
+    return satnet
+
+
+def check_backends_agree() -> dict:
     g = torch.Generator().manual_seed(0)
-    S = torch.randn(6, 7, generator=g, dtype=torch.float64, requires_grad=True)
-    z = torch.rand(2, 5, generator=g, dtype=torch.float64) * 0.8 + 0.1
-    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 0, 1, 0, 1]], dtype=torch.bool)
-    st = MixingSettings(aux=1, k=5, max_iter=5000, eps=1e-11, on_failure="raise")
-
-    def f(S):
-        return satnet_solve(S, z, mask, st, torch.Generator().manual_seed(1)).value
-
-    w = torch.randn(2, 5, generator=g, dtype=torch.float64)
-    (gS,) = torch.autograd.grad((f(S) * w).sum(), S)
-    err = 0.0
-    with torch.no_grad():
-        for idx in range(S.numel()):
-            d = torch.zeros_like(S).view(-1)
-            d[idx] = 1e-6
-            d = d.view_as(S)
-            num = ((f(S + d) * w).sum() - (f(S - d) * w).sum()) / 2e-6
-            err = max(err, abs(float(num) - float(gS.view(-1)[idx])))
-    if err > 1e-5:
-        raise SystemExit(f"gradient check failed: max abs error {err:.3g}")
+    B, n, m, aux = 4, 20, 16, 5
+    S = torch.randn(m, n + 1 + aux, generator=g, dtype=torch.float64)
+    z = torch.rand(B, n, generator=g, dtype=torch.float64)
+    mask = torch.rand(B, n, generator=g) < 0.4
+    w = torch.randn(B, n, generator=g, dtype=torch.float64)
+    res = {}
+    for be in ("torch", "numba"):
+        st = MixingSettings(aux=aux, k=6, max_iter=300, eps=1e-10, backend=be, on_failure="ignore")
+        Sr = S.clone().requires_grad_(True)
+        sol = satnet_solve(Sr, z, mask, st, torch.Generator().manual_seed(1))
+        (sol.value * w).sum().backward()
+        res[be] = (sol.value.detach(), Sr.grad)
+    err = {"value_max_abs": float((res["torch"][0] - res["numba"][0]).abs().max()),
+           "dS_max_abs": float((res["torch"][1] - res["numba"][1]).abs().max())}
+    if max(err.values()) > 1e-10:
+        raise SystemExit(f"compiled and torch paths disagree: {err}")
     return err
+
+
+def check_reference_agrees(ref) -> dict:
+    n, m, aux, B = 12, 8, 4, 3
+    net = SATNet(n, m, aux=aux, k=32, max_iter=3000, eps=1e-14, seed=0, adjoint_damping=0.0,
+                 on_failure="ignore", generator=torch.Generator().manual_seed(0), dtype=torch.float32)
+    r = ref.SATNet(n, m, aux=aux, max_iter=3000, eps=1e-14, prox_lam=0.0)
+    with torch.no_grad():
+        r.S.copy_(net.S.t())
+    g = torch.Generator().manual_seed(1)
+    z = (torch.rand(B, n, generator=g) > 0.5).float()
+    mask = torch.rand(B, n, generator=g) < 0.5
+    w = torch.randn(B, n, generator=g)
+    torch.manual_seed(0)
+    a = r(z.clone(), mask.int())
+    (a * w).sum().backward()
+    sol = net.solve(z, mask)
+    (sol.value * w).sum().backward()
+    err = {"value_max_abs": float((a.detach() - sol.value.detach()).abs().max()),
+           "dS_rel": float((r.S.grad.t() - net.S.grad).norm() / net.S.grad.norm())}
+    if not sol.ok or err["value_max_abs"] > 1e-4 or err["dS_rel"] > 1e-3:
+        raise SystemExit(f"gridlearn and the reference disagree at convergence: {err}")
+    return err
+
+
+def inputs(task: str, B: int, seed: int = 123):
+    if task == "sudoku":
+        ds = generate_dataset(B, seed=seed)
+        return (torch.from_numpy(one_hot(ds.puzzles)), torch.from_numpy(input_mask(ds.puzzles)),
+                torch.from_numpy(one_hot(ds.solutions)))
+    g = torch.Generator().manual_seed(seed)
+    bits = PARITY["n"] - 1
+    x = (torch.rand(B, bits, generator=g) > 0.5).float()
+    y = torch.cat([x, (x.sum(dim=1, keepdim=True) % 2)], dim=1)
+    z = torch.cat([x, torch.zeros(B, 1)], dim=1)
+    mask = torch.zeros(B, bits + 1, dtype=torch.bool)
+    mask[:, :bits] = True
+    return z, mask, y
+
+
+def make_peer(name, task, ref):
+    """A closure doing one forward + backward pass of peer ``name``; returns (output, Solution or None)."""
+    cfg = SUDOKU if task == "sudoku" else PARITY
+    S0 = SATNet(cfg["n"], cfg["m"], aux=cfg["aux"], generator=torch.Generator().manual_seed(0)).S.detach()
+    if name == "reference":
+        layer = ref.SATNet(cfg["n"], cfg["m"], aux=cfg["aux"], max_iter=40, eps=1e-4)
+        with torch.no_grad():
+            layer.S.copy_(S0.t())
+
+        def solve(z, mask):
+            return layer(z, mask.int()), None
+    else:
+        k = 32 if name == "numba_k32" else None
+        backend = "torch" if name == "torch" else "numba"
+        layer = SATNet(cfg["n"], cfg["m"], aux=cfg["aux"], max_iter=40, eps=1e-4, k=k, backend=backend, seed=0)
+        with torch.no_grad():
+            layer.S.copy_(S0)
+
+        def solve(z, mask):
+            sol = layer.solve(z, mask)
+            return sol.value, sol
+    return layer, solve
+
+
+def time_case(peers, task, z, mask, y, ref, repeats):
+    """Peers interleaved within each repeat (A B C A B C), so load changes hit them alike."""
+    made = {p: make_peer(p, task, ref) for p in peers}
+    rows = {p: {"s_all": [], "k": 32 if p in ("reference", "numba_k32") else made[p][0].k} for p in peers}
+    for _ in range(repeats):
+        for p, (layer, solve) in made.items():
+            layer.zero_grad()
+            t0 = time.perf_counter()
+            out, sol = solve(z, mask)
+            torch.nn.functional.binary_cross_entropy(out.clamp(1e-6, 1 - 1e-6), y).backward()
+            rows[p]["s_all"].append(time.perf_counter() - t0)
+            if not (torch.isfinite(out).all() and torch.isfinite(layer.S.grad).all()):
+                raise SystemExit(f"{p}: non-finite output or gradient")
+            if sol is not None:
+                rows[p].update(forward_converged=float(sol.converged.float().mean()),
+                               gradient_given=float(sol.extras["adjoint"]["gradient_given"].float().mean()),
+                               mean_forward_sweeps=float(sol.steps.float().mean()))
+    for r in rows.values():
+        r["s_min"] = min(r["s_all"])
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--batches", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=40)
+    ap.add_argument("--reference", default=None, help="a locuslab/SATNet checkout (built with --build-reference)")
+    ap.add_argument("--build-reference", action="store_true")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--torch-cases", default="parity_b100_t1",
+                    help="cases that also time the pure-torch path (comma-separated, or 'none')")
+    ap.add_argument("--cases", default=",".join(c[0] for c in CASES))
+    ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
+    ref = load_reference(args.reference, args.build_reference)
     torch.set_num_threads(1)
-    grad_err = check_gradient()
-    ds = generate_dataset(args.batches * args.batch_size, seed=123)
-    z = torch.from_numpy(one_hot(ds.puzzles))
-    y = torch.from_numpy(one_hot(ds.solutions))
-    mask = torch.from_numpy(input_mask(ds.puzzles))
-    net = SATNet(729, 600, aux=300, max_iter=40, eps=1e-4, on_failure="ignore", seed=0,
-                 generator=torch.Generator().manual_seed(0))
-    fwd, bwd, conv, sweeps = [], [], [], []
-    for b in range(args.batches):
-        sl = slice(b * args.batch_size, (b + 1) * args.batch_size)
-        t0 = time.perf_counter()
-        sol = net.solve(z[sl], mask[sl])
-        t1 = time.perf_counter()
-        loss = torch.nn.functional.binary_cross_entropy(sol.value.clamp(1e-6, 1 - 1e-6), y[sl])
-        net.zero_grad()
-        loss.backward()
-        t2 = time.perf_counter()
-        if not (torch.isfinite(sol.value).all() and torch.isfinite(net.S.grad).all()):
-            raise SystemExit("non-finite output or gradient")
-        fwd.append(t1 - t0)
-        bwd.append(t2 - t1)
-        conv.append(float(sol.converged.float().mean()))
-        sweeps.append(float(sol.steps.float().mean()))
-        print(f"batch {b}: forward {fwd[-1]:.1f} s, backward {bwd[-1]:.1f} s, "
-              f"converged {conv[-1]:.0%}, mean sweeps {sweeps[-1]:.1f}")
-    per_batch = float(np.mean(fwd) + np.mean(bwd))
+    checks = {"numba_vs_torch_float64": check_backends_agree()}
+    if ref is not None:
+        checks["gridlearn_vs_reference_converged"] = check_reference_agrees(ref)
+    # compile the kernels (float32; serial and parallel) before any time is taken
+    z, mask, y = inputs("parity", 4)
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        SATNet(PARITY["n"], PARITY["m"], aux=PARITY["aux"], seed=0).solve(z, mask).value.sum().backward()
+    rows = {}
+    for case, task, B, threads in CASES:
+        if case not in args.cases.split(","):
+            continue
+        torch.set_num_threads(threads)
+        z, mask, y = inputs(task, B)
+        peers = (["reference"] if ref is not None else []) + ["numba_k32", "numba"]
+        if case in args.torch_cases.split(","):
+            peers.append("torch")
+        rows[case] = time_case(peers, task, z, mask, y, ref, args.repeats)
+        line = "  ".join(f"{p} {r['s_min']:.4g} s" for p, r in rows[case].items())
+        print(f"{case}: {line}", flush=True)
+        if ref is not None:
+            for p in ("numba_k32", "numba"):
+                rows[case][p]["reference_over_this"] = rows[case]["reference"]["s_min"] / rows[case][p]["s_min"]
     result = {
-        "what": "gridlearn SATNet, paper Sudoku configuration, CPU",
-        "config": {"n": 729, "aux": 300, "m": 600, "k": net.k, "batch_size": args.batch_size,
-                   "max_iter": 40, "eps": 1e-4, "dtype": "float32"},
-        "torch_threads": 1,
-        "note": "one thread; shared 2-core machine with other jobs running, so times are upper bounds; "
-                "epoch time extrapolated from the timed batches (225 batches of 40 = 9000 puzzles); "
-                "no peer: the reference extension does not build here",
-        "gradient_check_max_abs_error": grad_err,
-        "batches_timed": args.batches,
-        "forward_s_per_batch": fwd,
-        "backward_s_per_batch": bwd,
-        "forward_s_mean": float(np.mean(fwd)),
-        "backward_s_mean": float(np.mean(bwd)),
-        "backward_over_forward": float(np.mean(bwd) / np.mean(fwd)),
-        "epoch_s_extrapolated": per_batch * 9000 / args.batch_size,
-        "fraction_converged_within_max_iter": conv,
-        "mean_sweeps": sweeps,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
+        "what": "SATNet forward + backward (BCE loss) per batch, CPU, seconds (min over repeats)",
+        "settings": {"max_iter": 40, "eps": 1e-4, "dtype": "float32", "sudoku": SUDOKU, "parity": PARITY,
+                     "gridlearn_adjoint_damping": 0.05, "reference_prox_lam": 1e-2},
+        "checks": checks,
+        "cases": rows,
+        "note": "shared 2-core machine with other jobs running: compare peers within a case (same run), "
+                "not absolute times; numba threads follow torch.set_num_threads",
+        "torch": torch.__version__, "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(),
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"per batch {per_batch:.1f} s (backward/forward {result['backward_over_forward']:.2f}); "
-          f"epoch of 9000 ~ {result['epoch_s_extrapolated'] / 3600:.2f} h (extrapolated); wrote {OUT}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(checks), f"\nwrote {out}")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ descent, then ``dl/dS = -(Psi^T V + Omega^T U)`` with ``Psi = U S^T``, ``Omega =
 No unrolling. Details and derivation notes: `gridlearn.implicit.satnet_mixing`.
 
 Failure policy. The paper runs a fixed number of sweeps and accepts the last iterate.
-Here every solve reports per element ``Status.CONVERGED`` (a full sweep moved no vector by
-more than ``eps``) or ``Status.MAX_STEPS`` through `SATNet.solve`, which returns a
+Here every solve reports per element ``Status.CONVERGED`` (a sweep lowered the objective
+by less than ``eps`` times the first sweep did: the paper's test, see
+`gridlearn.implicit.satnet_mixing`) or ``Status.MAX_STEPS`` through `SATNet.solve`, which returns a
 `Solution` whose ``value`` is differentiable. ``on_failure`` decides what ``forward`` and
 the backward pass do with an element that did not converge:
 
@@ -80,7 +81,10 @@ def satnet_solve(
     Returns a `Solution` with ``value`` ``(B, n)`` (differentiable in z and S) and the
     per-element status, residual (largest vector move in the last sweep) and sweeps.
     Never raises on non-convergence (``on_failure="raise"`` acts in `SATNet.forward`
-    and in the backward pass).
+    and in the backward pass). ``extras["adjoint"]`` is empty until the backward pass has
+    run; then it holds the adjoint solve's per-element ``status_code``, ``residual`` and
+    ``steps``, and ``gradient_given`` (bool ``(B,)``: forward and adjoint both converged,
+    so the element got an implicit gradient under "mask").
     """
     m, N = S.shape
     n = N - 1 - settings.aux
@@ -89,8 +93,10 @@ def satnet_solve(
     z, is_input = _validate(z, is_input, n)
     if S.dtype != z.dtype or S.device != z.device:
         raise ValueError(f"z ({z.dtype}, {z.device}) must match S ({S.dtype}, {S.device})")
-    z_out, code, residual, steps = MixingFunction.apply(z, S, is_input, settings, generator)
-    return Solution(value=z_out, status_code=code, residual=residual, steps=steps, extras={"is_input": is_input})
+    adjoint: dict = {}
+    z_out, code, residual, steps = MixingFunction.apply(z, S, is_input, settings, generator, adjoint)
+    return Solution(value=z_out, status_code=code, residual=residual, steps=steps,
+                    extras={"is_input": is_input, "adjoint": adjoint})
 
 
 class SATNet(nn.Module):
@@ -101,13 +107,20 @@ class SATNet(nn.Module):
         m: number of (relaxed) clauses; any m >= 1.
         aux: number of auxiliary (hidden) variables.
         max_iter: most coordinate-descent sweeps, forward and backward (paper: 40).
-        eps: a sweep moving no vector by more than eps counts as converged.
+        eps: a sweep lowering the objective by less than eps times the first sweep did
+            counts as converged (forward and adjoint alike; paper: 1e-4).
         k: dimension of the unit vectors; default ``floor(sqrt(2 N)) + 1`` (>= 4).
         on_failure: ``"mask"`` | ``"ignore"`` | ``"raise"``, see the module docstring.
         seed: if given, each call without an explicit generator draws its random unit
             vectors from a fresh generator seeded with it, so the layer is a
             deterministic function of (z, S). If None, torch's global generator is used.
         generator: generator for the initial clause matrix (reproducible init).
+        backend: ``"auto"`` (compiled numba kernels on CPU when numba imports, else
+            torch) | ``"numba"`` | ``"torch"`` (the pure-torch reference implementation).
+        adjoint_damping: relative damping of the backward system (default 0.05, the
+            reference's ``prox_lam = 1e-2`` at its initial scale): without it the adjoint
+            does not converge on Sudoku at the paper's settings, so "mask" would give no
+            gradient; 0 gives the exact implicit gradient. See `satnet_mixing.mixing_backward`.
 
     Initialisation of ``S`` (m, N): i.i.d. ``N(0, 1/(N + m))``, a Glorot-style scale (our
     choice; the optimum of the SDP does not depend on the scale of S, only the step size
@@ -127,6 +140,8 @@ class SATNet(nn.Module):
         *,
         k: int | None = None,
         on_failure: str = "mask",
+        backend: str = "auto",
+        adjoint_damping: float = 0.05,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         dtype: torch.dtype | None = None,
@@ -140,7 +155,8 @@ class SATNet(nn.Module):
         n_vars = n + 1 + aux
         self.n, self.m = n, m
         self.settings = MixingSettings(
-            aux=aux, k=k if k is not None else default_rank(n_vars), max_iter=max_iter, eps=eps, on_failure=on_failure
+            aux=aux, k=k if k is not None else default_rank(n_vars), max_iter=max_iter, eps=eps, on_failure=on_failure,
+            backend=backend, adjoint_damping=adjoint_damping,
         )
         self.seed = seed
         S = torch.randn((m, n_vars), generator=generator, dtype=dtype or torch.get_default_dtype())
@@ -171,7 +187,10 @@ class SATNet(nn.Module):
 
     def extra_repr(self) -> str:
         s = self.settings
-        return f"n={self.n}, m={self.m}, aux={s.aux}, k={s.k}, max_iter={s.max_iter}, eps={s.eps}, on_failure={s.on_failure!r}"
+        return (
+            f"n={self.n}, m={self.m}, aux={s.aux}, k={s.k}, max_iter={s.max_iter}, eps={s.eps}, "
+            f"on_failure={s.on_failure!r}, backend={s.backend!r}, adjoint_damping={s.adjoint_damping}"
+        )
 
 
 __all__ = ["SATNet", "satnet_solve", "MixingSettings"]

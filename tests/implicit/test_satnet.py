@@ -27,9 +27,10 @@ def _tiny_problem(dtype=torch.float64, batch=2, n=5, m=6, aux=1, seed=0):
     return S, z, mask
 
 
-def test_gradient_matches_finite_differences_float64():
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_gradient_matches_finite_differences_float64(backend):
     S, z, mask = _tiny_problem()
-    settings = MixingSettings(aux=1, k=5, max_iter=5000, eps=1e-11, on_failure="raise")
+    settings = MixingSettings(aux=1, k=5, max_iter=5000, eps=1e-11, on_failure="raise", backend=backend)
 
     def f(z, S):  # a fresh, identically seeded generator: the solve is a function of (z, S)
         return satnet_solve(S, z, mask, settings, torch.Generator().manual_seed(1)).value
@@ -185,3 +186,121 @@ def test_bad_inputs_raise_value_error_naming_the_argument():
         SATNet(5, 6, on_failure="bogus")
     with pytest.raises(ConfigError, match="m must be"):
         SATNet(5, 0)
+
+
+def _random_instance(seed, B=5, n=14, m=9, aux=4, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    S = torch.randn(m, n + 1 + aux, generator=g, dtype=dtype)
+    z = torch.rand(B, n, generator=g, dtype=dtype)
+    mask = torch.rand(B, n, generator=g) < 0.4
+    mask[0] = False  # one element with no inputs at all
+    w = torch.randn(B, n, generator=g, dtype=dtype)
+    return S, z, mask, w
+
+
+@pytest.mark.parametrize("seed,max_iter,damping", [(0, 300, 0.0), (1, 7, 0.0), (2, 300, 0.05)])
+def test_compiled_matches_torch_values_statuses_and_gradients(seed, max_iter, damping):
+    """The numba kernels and the torch reference path: same outputs, statuses, sweeps and
+    gradients (S and z) to 1e-10 in float64, including elements that stop at different
+    sweeps, one that does not converge (max_iter=7), and the adjoint damping."""
+    S, z, mask, w = _random_instance(seed)
+    got = {}
+    for backend in ("torch", "numba"):
+        st = MixingSettings(aux=4, k=6, max_iter=max_iter, eps=1e-7, backend=backend, on_failure="ignore",
+                            adjoint_damping=damping)
+        Sr, zr = S.clone().requires_grad_(True), z.clone().requires_grad_(True)
+        sol = satnet_solve(Sr, zr, mask, st, torch.Generator().manual_seed(seed))
+        (sol.value * w).sum().backward()
+        got[backend] = (sol, Sr.grad, zr.grad)
+    (a, dSa, dza), (b, dSb, dzb) = got["torch"], got["numba"]
+    assert torch.equal(a.status_code, b.status_code) and torch.equal(a.steps, b.steps)
+    assert torch.equal(a.extras["adjoint"]["steps"], b.extras["adjoint"]["steps"])
+    if max_iter == 7:
+        assert not a.ok
+    else:
+        assert len(set(a.steps.tolist())) > 1  # elements stopped on their own
+    torch.testing.assert_close(b.value, a.value, atol=1e-10, rtol=0)
+    torch.testing.assert_close(b.residual, a.residual, atol=1e-10, rtol=1e-8)
+    torch.testing.assert_close(dSb, dSa, atol=1e-10, rtol=0)
+    torch.testing.assert_close(dzb, dza, atol=1e-10, rtol=0)
+    assert float(dSa.abs().max()) > 1e-3
+
+
+def test_compiled_path_gradcheck_with_damping():
+    """gradcheck of the compiled path when the adjoint is damped: the gradient is then that of
+    the damped system, so it must NOT match finite differences (the damping does something),
+    while the undamped one does (test_gradient_matches_finite_differences_float64)."""
+    S, z, mask = _tiny_problem()
+    st = MixingSettings(aux=1, k=5, max_iter=5000, eps=1e-11, on_failure="raise", backend="numba",
+                        adjoint_damping=0.05)
+    S.requires_grad_(True)
+
+    def f(S):
+        return satnet_solve(S, z, mask, st, torch.Generator().manual_seed(1)).value
+
+    assert not torch.autograd.gradcheck(f, (S,), eps=1e-6, atol=1e-5, rtol=1e-4, raise_exception=False)
+
+
+def _reference_rule_sweeps(S, V0, unknown, eps, max_iter):
+    """The reference code's forward loop (locuslab/SATNet mix_forward), written from its
+    description: sweep the unknowns in order, delta = sum ||g_j|| ||v_j^new - v_j||^2, stop
+    after a sweep t >= 2 with delta < eps * (first sweep's delta). Returns sweeps done."""
+    C = (S.T @ S).numpy()
+    V = V0.numpy().copy()
+    delta0 = None
+    for t in range(max_iter):
+        delta = 0.0
+        for j in unknown:
+            g = C[j] @ V - C[j, j] * V[j]
+            gn = np.linalg.norm(g)
+            new = -g / gn
+            delta += gn * float(np.sum((new - V[j]) ** 2))
+            V[j] = new
+        if t == 0:
+            delta0 = delta
+        elif delta < eps * delta0:
+            return t + 1
+    return max_iter + 1  # did not fire
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_stopping_test_fires_where_the_reference_rule_does(backend):
+    n, m, aux = 8, 6, 3
+    N = n + 1 + aux
+    S, z, _ = _tiny_problem(batch=1, n=n, m=m, aux=aux, seed=5)
+    mask = torch.tensor([[True, False, True, False, False, True, False, False]])
+    for eps in (1e-2, 1e-4, 1e-6):
+        st = MixingSettings(aux=aux, k=5, max_iter=500, eps=eps, backend=backend)
+        sol = satnet_solve(S, z, mask, st, torch.Generator().manual_seed(2))
+        V0, _ = init_vectors(z, mask, N, 5, torch.Generator().manual_seed(2))
+        unknown = [j for j in range(1, N) if j > n or not bool(mask[0, j - 1])]
+        expected = _reference_rule_sweeps(S, V0[0], unknown, eps, 500)
+        assert expected <= 500, "the reference rule should fire on this instance"
+        assert sol.ok and int(sol.steps[0]) == expected, (eps, int(sol.steps[0]), expected)
+        assert float(sol.residual[0]) < eps
+
+
+def test_mask_policy_gives_gradients_on_sudoku_at_the_paper_settings():
+    """n=729, m=600, aux=300, max_iter 40, eps 1e-4, default "mask": the forward and the
+    (damped) adjoint converge on generated puzzles, so S gets a gradient. With the old move
+    test 0 of 40 puzzles converged; see benchmarks/bench_satnet.py for the batch-40 numbers."""
+    from gridlearn.logic.sudoku import generate_dataset, input_mask, one_hot
+
+    ds = generate_dataset(2, seed=7)
+    z = torch.from_numpy(one_hot(ds.puzzles))
+    y = torch.from_numpy(one_hot(ds.solutions))
+    mask = torch.from_numpy(input_mask(ds.puzzles))
+    net = SATNet(729, 600, aux=300, seed=0, generator=torch.Generator().manual_seed(0))
+    assert net.settings.on_failure == "mask" and net.settings.max_iter == 40 and net.settings.eps == 1e-4
+    sol = net.solve(z, mask)
+    torch.nn.functional.binary_cross_entropy(sol.value.clamp(1e-6, 1 - 1e-6), y).backward()
+    assert sol.ok and bool((sol.steps < 40).all())
+    assert bool(sol.extras["adjoint"]["gradient_given"].all())
+    assert float(net.S.grad.abs().max()) > 0.0
+
+
+def test_backend_and_damping_are_checked():
+    with pytest.raises(ConfigError, match="backend"):
+        SATNet(5, 6, backend="cuda-please")
+    with pytest.raises(ConfigError, match="adjoint_damping"):
+        SATNet(5, 6, adjoint_damping=-1.0)
