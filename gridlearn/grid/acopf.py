@@ -31,7 +31,8 @@ from gridlearn.errors import ConfigError, InfeasibleError, SolverFailure, Solver
 from gridlearn.grid.acopf_model import ACOPFArrays, acopf_arrays, build_acopf_model
 from gridlearn.grid.acopf_nlp import ACOPFNLP
 from gridlearn.grid.checks import check_costs, check_finite
-from gridlearn.grid.formulations import Convention, branch_end_power, flow_limit_residual, get_convention
+from gridlearn.grid.acopf_model import polar_formulation
+from gridlearn.grid.formulations import Convention, get_convention
 from gridlearn.implicit.solution import Status
 
 log = logging.getLogger(__name__)
@@ -305,15 +306,15 @@ def _pack(d: ACOPFArrays, conv: Convention, ipopt_status: str, objective: float,
         duals[f"{name}_lower"] = np.asarray(zl[lo:hi], dtype=float)
         duals[f"{name}_upper"] = np.asarray(zu[lo:hi], dtype=float)
     f, t = d.from_bus, d.to_bus
-    a = d.adm
-    pf, qf = branch_end_power(vm[f], vm[t], va[f] - va[t], a["g_ff"], a["b_ff"], a["g_ft"], a["b_ft"], np.cos, np.sin)
-    pt, qt = branch_end_power(vm[t], vm[f], va[t] - va[f], a["g_tt"], a["b_tt"], a["g_tf"], a["b_tf"], np.cos, np.sin)
+    form = polar_formulation(d, conv)
+    ends = form.end_state(va, vm)
+    pf, qf, pt, qt = form.flows(ends)
     base = d.base_mva
     slack_f = np.full(d.n_branch, np.inf)
     slack_t = np.full(d.n_branch, np.inf)
     lim = d.limited
-    slack_f[lim] = -flow_limit_residual(pf[lim], qf[lim], vm[f[lim]], d.rate_pu[lim], conv)
-    slack_t[lim] = -flow_limit_residual(pt[lim], qt[lim], vm[t[lim]], d.rate_pu[lim], conv)
+    h = form.limit_residual(ends)  # from ends of the limited branches, then their to ends
+    slack_f[lim], slack_t[lim] = -h[: lim.size], -h[lim.size :]
     dva = va[f] - va[t]
     slack_angle = np.full(d.n_branch, np.inf)
     al = d.angle_limited
