@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,10 +77,10 @@ class ACOPFResult:
     qg_mvar: Tensor  # (n_gen,)
     vm_pu: Tensor  # (n_bus,)
     va_rad: Tensor  # (n_bus,)
-    pf_mw: Tensor  # (n_branch,) active power into the branch at its from end
-    qf_mvar: Tensor
-    pt_mw: Tensor  # at the to end
-    qt_mvar: Tensor
+    p_from_mw: Tensor  # (n_branch,) active power into the branch at its from end
+    q_from_mvar: Tensor
+    p_to_mw: Tensor  # at the to end
+    q_to_mvar: Tensor
     lmp_usd_per_mwh: Tensor  # (n_bus,) d objective / d pd_mw
     lmp_q_usd_per_mvarh: Tensor  # (n_bus,) d objective / d qd_mvar
     duals: dict[str, Tensor] = field(repr=False)
@@ -87,6 +88,12 @@ class ACOPFResult:
     slacks: dict[str, Tensor] = field(repr=False)  # flow_f/flow_t: -h >= 0 (inf: unlimited); angle: to the nearer limit
     angle_bound_rad: Tensor = field(repr=False, default=None)  # (n_branch,) limit on the side whose dual is nonzero
     solve_time_s: float = 0.0  # Ipopt alone
+
+    # Old flow names (before the one vocabulary of issue 17), kept for one release.
+    pf_mw = property(lambda self: _renamed(self, "pf_mw", "p_from_mw"))
+    qf_mvar = property(lambda self: _renamed(self, "qf_mvar", "q_from_mvar"))
+    pt_mw = property(lambda self: _renamed(self, "pt_mw", "p_to_mw"))
+    qt_mvar = property(lambda self: _renamed(self, "qt_mvar", "q_to_mvar"))
 
     def start_point(self, base_mva: float) -> dict[str, np.ndarray]:
         """This solution as an Ipopt starting point (per unit)."""
@@ -96,6 +103,11 @@ class ACOPFResult:
             "pg": self.pg_mw.numpy() / base_mva,
             "qg": self.qg_mvar.numpy() / base_mva,
         }
+
+
+def _renamed(result: "ACOPFResult", old: str, new: str) -> Tensor:
+    warnings.warn(f"ACOPFResult.{old} is deprecated; use ACOPFResult.{new}", DeprecationWarning, stacklevel=3)
+    return getattr(result, new)
 
 
 def default_start(d: ACOPFArrays, network) -> dict[str, np.ndarray]:
@@ -139,7 +151,12 @@ def _ipopt_problem(nlp: ACOPFNLP, options: dict[str, Any]):
 
     problem = cyipopt.Problem(n=nlp.n, m=nlp.m, problem_obj=nlp, lb=nlp.x_lb, ub=nlp.x_ub, cl=nlp.g_lb, cu=nlp.g_ub)
     for key, value in {**DEFAULT_IPOPT_OPTIONS, **options}.items():
-        problem.add_option(key, value)
+        try:
+            problem.add_option(key, value)
+        except TypeError as exc:  # cyipopt: "Error while assigning an option", for any rejected option
+            problem.close()
+            raise ConfigError(f"Ipopt rejected the option {key}={value!r}: an unknown name, a value of the wrong type "
+                              "or out of range (see Ipopt's options reference)") from exc
     return problem
 
 
@@ -337,10 +354,10 @@ def _pack(d: ACOPFArrays, conv: Convention, ipopt_status: str, objective: float,
         qg_mvar=tt(qg * base),
         vm_pu=tt(vm),
         va_rad=tt(va),
-        pf_mw=tt(pf * base),
-        qf_mvar=tt(qf * base),
-        pt_mw=tt(pt * base),
-        qt_mvar=tt(qt * base),
+        p_from_mw=tt(pf * base),
+        q_from_mvar=tt(qf * base),
+        p_to_mw=tt(pt * base),
+        q_to_mvar=tt(qt * base),
         lmp_usd_per_mwh=tt(-duals["p_balance"] / base),
         lmp_q_usd_per_mvarh=tt(-duals["q_balance"] / base),
         duals={k: tt(v) for k, v in duals.items()},
