@@ -1,7 +1,7 @@
 """`solve_acopf`: polar AC-OPF of a `Network` solved by Ipopt, with all multipliers.
 
-The problem is the recipe in `acopf_model` over the physics in `formulations` (MATPOWER /
-pandapower conventions). `solve_acopf` builds that Pyomo model and solves it with Ipopt
+The problem is the recipe in `acopf_model` over the physics of `acphysics.ACPolar`, posed
+in one of the `formulations` conventions (MATPOWER / pandapower). `solve_acopf` builds that Pyomo model and solves it with Ipopt
 through Pyomo's cyipopt interface (``backend="pyomo"``, the default). With
 ``backend="direct"`` Ipopt (through cyipopt) evaluates the very same problem with the
 vectorised numpy callbacks of `acopf_nlp.ACOPFNLP` (analytic sparse Jacobian and

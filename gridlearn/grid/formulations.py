@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from gridlearn.errors import ConfigError
 from gridlearn.grid.acphysics.admittance import pi_admittance_parts
+from gridlearn.grid.acphysics.cost import QuadraticCost
 from gridlearn.grid.acphysics.limits import APPARENT_POWER, CURRENT, LIMITS, BranchLimit
 
 __all__ = ["Convention", "MATPOWER", "PANDAPOWER", "CONVENTIONS", "get_convention", "pi_admittance_parts",
@@ -69,6 +70,5 @@ def flow_limit_residual(p, q, vm_end, rate_pu, convention: Convention):
 
 
 def generation_cost(pg_pu, c2, c1, c0, base_mva):
-    """Cost in $/h of ``pg_pu`` (per unit) for coefficients in $/MW^2h, $/MWh, $/h."""
-    p_mw = pg_pu * base_mva
-    return c2 * p_mw * p_mw + c1 * p_mw + c0
+    """Cost in $/h of ``pg_pu`` (per unit) for coefficients in $/MW^2h, $/MWh, $/h (`QuadraticCost`)."""
+    return QuadraticCost(c2, c1, c0, base_mva).per_generator(pg_pu)

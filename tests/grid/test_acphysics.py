@@ -195,3 +195,19 @@ def test_limit_magnitude_and_residual_describe_the_same_set(limit):
     np.testing.assert_allclose(mag, expected, rtol=1e-14)
     h = limit.residual(p, q, vm, rate)
     assert ((mag <= rate) == (h <= 0)).all() and (h > 0).any() and (h < 0).any()
+
+
+def test_quadratic_cost_derivatives_match_torch_func_in_batch():
+    from gridlearn.grid.acphysics import QuadraticCost
+
+    g = torch.Generator().manual_seed(4)
+    c2, c1, c0 = (torch.rand(3, 5, generator=g, dtype=F64) * s for s in (0.1, 30.0, 100.0))  # 3 scenarios
+    cost = QuadraticCost(c2, c1, c0, base_mva=100.0)
+    pg = torch.rand(3, 5, generator=g, dtype=F64)
+    for k in range(3):
+        one = QuadraticCost(c2[k], c1[k], c0[k], base_mva=100.0)
+        torch.testing.assert_close(cost.gradient(pg)[k], torch.func.grad(lambda p: one.per_generator(p).sum())(pg[k]))
+        torch.testing.assert_close(torch.diag(cost.hessian_diagonal(pg)[k]),
+                                   torch.func.hessian(lambda p: one.per_generator(p).sum())(pg[k]))
+    p_mw = pg * 100.0
+    torch.testing.assert_close(cost.per_generator(pg), c2 * p_mw**2 + c1 * p_mw + c0)
