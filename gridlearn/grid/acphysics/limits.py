@@ -27,6 +27,15 @@ from typing import ClassVar
 from gridlearn.grid.acphysics.namespace import ops_for
 
 
+def _is_zero(w) -> bool:
+    """A weight term given as the plain number 0 (a constant): its terms are skipped, not computed."""
+    return isinstance(w, (int, float)) and w == 0
+
+
+def _is_one(w) -> bool:
+    return isinstance(w, (int, float)) and w == 1
+
+
 class BranchLimit(ABC):
     """``h = p^2 + q^2 - rate^2 w(vm) <= 0`` at a branch end (per unit); see the module docstring."""
 
@@ -38,26 +47,31 @@ class BranchLimit(ABC):
 
     @abstractmethod
     def weight_d1(self, vm):
-        """``w'(vm)``."""
+        """``w'(vm)`` (the plain number 0 where it vanishes: its terms are then skipped)."""
 
     @abstractmethod
     def weight_d2(self, vm):
-        """``w''(vm)``."""
+        """``w''(vm)`` (likewise)."""
 
     def residual(self, p, q, vm, rate_pu):
         """``h`` elementwise; ``<= 0`` where the limit holds."""
-        return p * p + q * q - rate_pu * rate_pu * self.weight(vm)
+        w = self.weight(vm)
+        return p * p + q * q - (rate_pu * rate_pu if _is_one(w) else rate_pu * rate_pu * w)
 
     def gradient(self, p, q, dp, dq, vm, rate_pu):
         """``dh/d(theta, vh, vo)`` from ``dp, dq`` = (d/dtheta, d/dvh, d/dvo) of the end's p and q."""
         g_theta = 2 * (p * dp[0] + q * dq[0])
-        g_here = 2 * (p * dp[1] + q * dq[1]) - rate_pu * rate_pu * self.weight_d1(vm)
+        g_here = 2 * (p * dp[1] + q * dq[1])
+        w1 = self.weight_d1(vm)
+        if not _is_zero(w1):
+            g_here = g_here - rate_pu * rate_pu * w1
         g_there = 2 * (p * dp[2] + q * dq[2])
         return g_theta, g_here, g_there
 
     def curvature(self, vm, rate_pu):
-        """``d2h/dvh2`` beyond the ``p``/``q`` terms: ``-rate^2 w''(vm)``."""
-        return -(rate_pu * rate_pu) * self.weight_d2(vm)
+        """``d2h/dvh2`` beyond the ``p``/``q`` terms: ``-rate^2 w''(vm)``; None when ``w''`` is 0."""
+        w2 = self.weight_d2(vm)
+        return None if _is_zero(w2) else -(rate_pu * rate_pu) * w2
 
     def magnitude(self, p, q, vm, eps: float = 0.0):
         """The limited quantity in the rate's units: ``sqrt((p^2 + q^2 + eps) / w(vm))``.

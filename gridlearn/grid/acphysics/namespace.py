@@ -33,7 +33,6 @@ class ArrayOps:
 
 
 def _np_scatter_add(values, idx, n):
-    values = np.asarray(values)
     if values.ndim == 1:  # the Ipopt callbacks' case: bincount is the fastest numpy scatter
         return np.bincount(idx, values, n)
     out = np.zeros(values.shape[:-1] + (n,), dtype=values.dtype)
@@ -57,13 +56,17 @@ def _object_scatter_add(values, idx, n):
 
 
 def _np_cat(parts):
+    try:  # the common case (one scenario, or a batch throughout) needs no broadcasting
+        return np.concatenate(parts, axis=-1)
+    except ValueError:
+        pass
     lead = np.broadcast_shapes(*(np.shape(p)[:-1] for p in parts))
     return np.concatenate([np.broadcast_to(p, lead + np.shape(p)[-1:]) for p in parts], axis=-1)
 
 
 def _torch_cat(parts):
     lead = torch.broadcast_shapes(*(p.shape[:-1] for p in parts))
-    return torch.cat([p.expand(lead + p.shape[-1:]) for p in parts], dim=-1)
+    return torch.cat([p if p.shape[:-1] == lead else p.expand(lead + p.shape[-1:]) for p in parts], dim=-1)
 
 
 def _object_cat(parts):

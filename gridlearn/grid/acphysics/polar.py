@@ -49,7 +49,7 @@ from gridlearn.grid.acphysics.limits import BranchLimit
 from gridlearn.grid.acphysics.namespace import NUMPY, TORCH, ArrayOps, ops_for
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: built at every Ipopt iterate, and a frozen __init__ is slower
 class EndState:
     """Branch-end quantities at one (va, vm), each ``(..., n_end)``; see the module docstring."""
 
@@ -63,12 +63,17 @@ class EndState:
     q: Any
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class EndJacobian:
     """``dp``, ``dq``: (d/dtheta, d/dvh, d/dvo) of each end's P and Q, each ``(..., n_end)``."""
 
     dp: tuple
     dq: tuple
+
+
+def _take(x, idx):
+    """``x[..., idx]``; plain ``x[idx]`` for 1-D ``x`` (numpy's Ellipsis fancy indexing costs ~4x)."""
+    return x[idx] if x.ndim == 1 else x[..., idx]
 
 
 def _zeros_like(x):
@@ -123,7 +128,7 @@ class ACPolar:
         f, t = idx(from_bus), idx(to_bus)
         nl = f.shape[0]
         lim = idx(limited)
-        rates = rate_pu[..., lim] if lim.shape[0] else like[..., :0]
+        rates = _take(rate_pu, lim) if lim.shape[0] else like[..., :0]
         return cls(
             n_bus=int(n_bus), n_gen=int(idx(gen_bus).shape[0]),
             here=ops.cat([f, t]), there=ops.cat([t, f]),
@@ -161,14 +166,16 @@ class ACPolar:
     def split(self, z):
         """``(va, vm, pg, qg)`` of ``z`` (..., n_z)."""
         nb, ng = self.n_bus, self.n_gen
+        if z.ndim == 1:
+            return z[:nb], z[nb : 2 * nb], z[2 * nb : 2 * nb + ng], z[2 * nb + ng :]
         return z[..., :nb], z[..., nb : 2 * nb], z[..., 2 * nb : 2 * nb + ng], z[..., 2 * nb + ng :]
 
     # ------------------------------------------------------------------ values
     def end_state(self, va, vm) -> EndState:
         """P, Q and the intermediate terms at every branch end (``va``, ``vm``: (..., n_bus))."""
         ops = ops_for(vm)
-        vh, vo = vm[..., self.here], vm[..., self.there]
-        theta = va[..., self.here] - va[..., self.there]
+        vh, vo = _take(vm, self.here), _take(vm, self.there)
+        theta = _take(va, self.here) - _take(va, self.there)
         c, s = ops.cos(theta), ops.sin(theta)
         a = self.g_mut * c + self.b_mut * s
         b = self.g_mut * s - self.b_mut * c
@@ -189,21 +196,23 @@ class ACPolar:
         vm2 = vm * vm
         # Pyomo sums each bus's branch terms branch by branch (from end, then to end), as the
         # model did before this object: the same NL expressions, so Ipopt takes the same path.
-        e = np.argsort(np.arange(self.n_end) % max(self.n_branch, 1), kind="stable") if ops.name == "pyomo" else slice(None)
-        here = self.here[e]
-        c_p = ops.scatter_add(pg, self.gen_bus, nb) - pd_pu - self.gs_pu * vm2 - ops.scatter_add(s.p[..., e], here, nb)
-        c_q = ops.scatter_add(qg, self.gen_bus, nb) - qd_pu + self.bs_pu * vm2 - ops.scatter_add(s.q[..., e], here, nb)
+        here, p, q = self.here, s.p, s.q
+        if ops.name == "pyomo":
+            e = np.argsort(np.arange(self.n_end) % max(self.n_branch, 1), kind="stable")
+            here, p, q = here[e], p[e], q[e]
+        c_p = ops.scatter_add(pg, self.gen_bus, nb) - pd_pu - self.gs_pu * vm2 - ops.scatter_add(p, here, nb)
+        c_q = ops.scatter_add(qg, self.gen_bus, nb) - qd_pu + self.bs_pu * vm2 - ops.scatter_add(q, here, nb)
         return c_p, c_q
 
     def limit_residual(self, s: EndState, ends=None, rate_pu=None):
         """The flow limits' ``h <= 0`` at ``ends`` (default: `limited_ends` at `rate_pu`)."""
         ends, rate_pu = (self.limited_ends, self.rate_pu) if ends is None else (ends, rate_pu)
-        return self.limit.residual(s.p[..., ends], s.q[..., ends], s.vh[..., ends], rate_pu)
+        return self.limit.residual(_take(s.p, ends), _take(s.q, ends), _take(s.vh, ends), rate_pu)
 
     def angle_difference(self, va, branches=None):
         """``va_from - va_to`` of ``branches`` (default: `angle_branches`)."""
         br = self.angle_branches if branches is None else branches
-        return va[..., self.here[br]] - va[..., self.there[br]]
+        return _take(va, self.here[br]) - _take(va, self.there[br])
 
     def constraints(self, z, pd_pu, qd_pu):
         """All constraints in the layout's order (..., n_constraints), numpy or torch."""
@@ -222,8 +231,8 @@ class ACPolar:
     def limit_jacobian(self, s: EndState, jac: EndJacobian):
         """``dh/d(theta, vh, vo)`` of the limited ends, each (..., n_lim)."""
         e = self.limited_ends
-        return self.limit.gradient(s.p[..., e], s.q[..., e], tuple(d[..., e] for d in jac.dp),
-                                   tuple(d[..., e] for d in jac.dq), s.vh[..., e], self.rate_pu)
+        return self.limit.gradient(_take(s.p, e), _take(s.q, e), tuple(_take(d, e) for d in jac.dp),
+                                   tuple(_take(d, e) for d in jac.dq), _take(s.vh, e), self.rate_pu)
 
     def _end_vars(self):
         """Indices in z of (va_here, va_there, vm_here, vm_there) of every end (numpy)."""
@@ -297,8 +306,8 @@ class ACPolar:
         lam_p, lam_q = lam[..., :nb], lam[..., nb : 2 * nb]
         mu_lim = lam[..., 2 * nb : 2 * nb + self.n_lim]
         mu = ops.scatter_add(mu_lim, e, ne)
-        wp = -lam_p[..., self.here] + 2 * mu * s.p
-        wq = -lam_q[..., self.here] + 2 * mu * s.q
+        wp = -_take(lam_p, self.here) + 2 * mu * s.p
+        wq = -_take(lam_q, self.here) + 2 * mu * s.q
         htt, hth, hto, hhh, hho, hoo = self.weighted_end_hessian(s, wp, wq)
         dp, dq = jac.dp, jac.dq
         m2 = 2 * mu
@@ -308,7 +317,9 @@ class ACPolar:
         hhh = hhh + m2 * (dp[1] * dp[1] + dq[1] * dq[1])
         hho = hho + m2 * (dp[1] * dp[2] + dq[1] * dq[2])
         hoo = hoo + m2 * (dp[2] * dp[2] + dq[2] * dq[2])
-        hhh = hhh + ops.scatter_add(mu_lim * self.limit.curvature(s.vh[..., e], self.rate_pu), e, ne)
+        curvature = self.limit.curvature(_take(s.vh, e), self.rate_pu)
+        if curvature is not None:
+            hhh = hhh + ops.scatter_add(mu_lim * curvature, e, ne)
         return ops.cat([htt, htt, -htt, hth, -hth, hto, -hto, hhh, hho, hoo,
                         -2 * self.gs_pu * lam_p + 2 * self.bs_pu * lam_q])
 
