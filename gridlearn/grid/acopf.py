@@ -1,7 +1,7 @@
 """`solve_acopf`: polar AC-OPF of a `Network` solved by Ipopt, with all multipliers.
 
-The problem is the recipe in `acopf_model` over the physics in `formulations` (MATPOWER /
-pandapower conventions). `solve_acopf` builds that Pyomo model and solves it with Ipopt
+The problem is the recipe in `acopf_model` over the physics of `acphysics.ACPolar`, posed
+in one of the `formulations` conventions (MATPOWER / pandapower). `solve_acopf` builds that Pyomo model and solves it with Ipopt
 through Pyomo's cyipopt interface (``backend="pyomo"``, the default). With
 ``backend="direct"`` Ipopt (through cyipopt) evaluates the very same problem with the
 vectorised numpy callbacks of `acopf_nlp.ACOPFNLP` (analytic sparse Jacobian and
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,8 @@ from gridlearn.errors import ConfigError, InfeasibleError, SolverFailure, Solver
 from gridlearn.grid.acopf_model import ACOPFArrays, acopf_arrays, build_acopf_model
 from gridlearn.grid.acopf_nlp import ACOPFNLP
 from gridlearn.grid.checks import check_costs, check_finite
-from gridlearn.grid.formulations import Convention, branch_end_power, flow_limit_residual, get_convention
+from gridlearn.grid.acopf_model import polar_formulation
+from gridlearn.grid.formulations import Convention, get_convention
 from gridlearn.implicit.solution import Status
 
 log = logging.getLogger(__name__)
@@ -75,10 +77,10 @@ class ACOPFResult:
     qg_mvar: Tensor  # (n_gen,)
     vm_pu: Tensor  # (n_bus,)
     va_rad: Tensor  # (n_bus,)
-    pf_mw: Tensor  # (n_branch,) active power into the branch at its from end
-    qf_mvar: Tensor
-    pt_mw: Tensor  # at the to end
-    qt_mvar: Tensor
+    p_from_mw: Tensor  # (n_branch,) active power into the branch at its from end
+    q_from_mvar: Tensor
+    p_to_mw: Tensor  # at the to end
+    q_to_mvar: Tensor
     lmp_usd_per_mwh: Tensor  # (n_bus,) d objective / d pd_mw
     lmp_q_usd_per_mvarh: Tensor  # (n_bus,) d objective / d qd_mvar
     duals: dict[str, Tensor] = field(repr=False)
@@ -86,6 +88,12 @@ class ACOPFResult:
     slacks: dict[str, Tensor] = field(repr=False)  # flow_f/flow_t: -h >= 0 (inf: unlimited); angle: to the nearer limit
     angle_bound_rad: Tensor = field(repr=False, default=None)  # (n_branch,) limit on the side whose dual is nonzero
     solve_time_s: float = 0.0  # Ipopt alone
+
+    # Old flow names (before the one vocabulary of issue 17), kept for one release.
+    pf_mw = property(lambda self: _renamed(self, "pf_mw", "p_from_mw"))
+    qf_mvar = property(lambda self: _renamed(self, "qf_mvar", "q_from_mvar"))
+    pt_mw = property(lambda self: _renamed(self, "pt_mw", "p_to_mw"))
+    qt_mvar = property(lambda self: _renamed(self, "qt_mvar", "q_to_mvar"))
 
     def start_point(self, base_mva: float) -> dict[str, np.ndarray]:
         """This solution as an Ipopt starting point (per unit)."""
@@ -95,6 +103,11 @@ class ACOPFResult:
             "pg": self.pg_mw.numpy() / base_mva,
             "qg": self.qg_mvar.numpy() / base_mva,
         }
+
+
+def _renamed(result: "ACOPFResult", old: str, new: str) -> Tensor:
+    warnings.warn(f"ACOPFResult.{old} is deprecated; use ACOPFResult.{new}", DeprecationWarning, stacklevel=3)
+    return getattr(result, new)
 
 
 def default_start(d: ACOPFArrays, network) -> dict[str, np.ndarray]:
@@ -139,7 +152,12 @@ def _ipopt_problem(nlp: ACOPFNLP, options: dict[str, Any]):
     check_ipopt_options(options)  # a misspelt option is a ConfigError naming it, not a TypeError
     problem = cyipopt.Problem(n=nlp.n, m=nlp.m, problem_obj=nlp, lb=nlp.x_lb, ub=nlp.x_ub, cl=nlp.g_lb, cu=nlp.g_ub)
     for key, value in {**DEFAULT_IPOPT_OPTIONS, **options}.items():
-        problem.add_option(key, value)
+        try:
+            problem.add_option(key, value)
+        except TypeError as exc:  # cyipopt: "Error while assigning an option", for any rejected option
+            problem.close()
+            raise ConfigError(f"Ipopt rejected the option {key}={value!r}: an unknown name, a value of the wrong type "
+                              "or out of range (see Ipopt's options reference)") from exc
     return problem
 
 
@@ -306,15 +324,15 @@ def _pack(d: ACOPFArrays, conv: Convention, ipopt_status: str, objective: float,
         duals[f"{name}_lower"] = np.asarray(zl[lo:hi], dtype=float)
         duals[f"{name}_upper"] = np.asarray(zu[lo:hi], dtype=float)
     f, t = d.from_bus, d.to_bus
-    a = d.adm
-    pf, qf = branch_end_power(vm[f], vm[t], va[f] - va[t], a["g_ff"], a["b_ff"], a["g_ft"], a["b_ft"], np.cos, np.sin)
-    pt, qt = branch_end_power(vm[t], vm[f], va[t] - va[f], a["g_tt"], a["b_tt"], a["g_tf"], a["b_tf"], np.cos, np.sin)
+    form = polar_formulation(d, conv)
+    ends = form.end_state(va, vm)
+    pf, qf, pt, qt = form.flows(ends)
     base = d.base_mva
     slack_f = np.full(d.n_branch, np.inf)
     slack_t = np.full(d.n_branch, np.inf)
     lim = d.limited
-    slack_f[lim] = -flow_limit_residual(pf[lim], qf[lim], vm[f[lim]], d.rate_pu[lim], conv)
-    slack_t[lim] = -flow_limit_residual(pt[lim], qt[lim], vm[t[lim]], d.rate_pu[lim], conv)
+    h = form.limit_residual(ends)  # from ends of the limited branches, then their to ends
+    slack_f[lim], slack_t[lim] = -h[: lim.size], -h[lim.size :]
     dva = va[f] - va[t]
     slack_angle = np.full(d.n_branch, np.inf)
     al = d.angle_limited
@@ -337,10 +355,10 @@ def _pack(d: ACOPFArrays, conv: Convention, ipopt_status: str, objective: float,
         qg_mvar=tt(qg * base),
         vm_pu=tt(vm),
         va_rad=tt(va),
-        pf_mw=tt(pf * base),
-        qf_mvar=tt(qf * base),
-        pt_mw=tt(pt * base),
-        qt_mvar=tt(qt * base),
+        p_from_mw=tt(pf * base),
+        q_from_mvar=tt(qf * base),
+        p_to_mw=tt(pt * base),
+        q_to_mvar=tt(qt * base),
         lmp_usd_per_mwh=tt(-duals["p_balance"] / base),
         lmp_q_usd_per_mvarh=tt(-duals["q_balance"] / base),
         duals={k: tt(v) for k, v in duals.items()},

@@ -7,7 +7,7 @@ are held fixed there), the reduced KKT system
     L = f(pg; c2, c1, c0) + lambda^T c(z, theta) + mu_A^T h_A(z, theta),   y = (z_F, lambda, mu_A)
 
 holds, with Ipopt's own multipliers (``c``: power balances, ``h_A``: active limits, the
-same functions as the Pyomo model via `formulations`). Backward (Amos & Kolter 2017,
+same `acphysics.ACPolar` as the Pyomo model and the Ipopt callbacks). Backward (Amos & Kolter 2017,
 OptNet; Fiacco 1976 for NLP sensitivity): for output cotangents ``v`` on y,
 
     K = dF/dy (symmetric),   K w = v,   grad_theta = -w^T dF/dtheta,
@@ -35,7 +35,8 @@ import torch
 from torch import Tensor
 
 from gridlearn.errors import SolverFailure
-from gridlearn.grid.formulations import Convention, branch_end_power, flow_limit_residual, generation_cost, pi_admittance_parts
+from gridlearn.grid.acphysics import ACPolar, pi_admittance_parts
+from gridlearn.grid.formulations import Convention, generation_cost
 
 # Parameters the layer differentiates through, as named in the Network tables.
 BRANCH_FIELDS = ("r_pu", "x_pu", "g_pu", "b_pu")
@@ -184,10 +185,13 @@ class KKTSystem:
         self.tap, self.shift = br.tap.detach(), br.shift_rad.detach()
         self.gs, self.bs = bus.gs_mw.detach() / self.base, bus.bs_mvar.detach() / self.base
         self.rate = br.rate_a_mva.detach() / self.base
-        self.cg = network.gen_incidence().detach()
+        self.gen_bus = gen.bus
         self.z0 = z0
         self.active = active
         self.angle_bound = angle_bound  # (n_branch,) the binding side's limit
+        # Binding flow limits as branch ends (from ends are 0..n_branch-1, to ends follow).
+        self.active_ends = torch.cat([active.flow_f, self.nl + active.flow_t])
+        self.active_branches = torch.cat([active.flow_f, active.flow_t])
         nz = z0.shape[0]
         self.sel = torch.zeros(nz, active.free.numel(), dtype=z0.dtype, device=z0.device)
         self.sel[active.free, torch.arange(active.free.numel(), device=z0.device)] = 1.0
@@ -200,24 +204,22 @@ class KKTSystem:
     def full_z(self, z_free: Tensor) -> Tensor:
         return self.z_const + self.sel @ z_free
 
+    def formulation(self, th: dict[str, Tensor]) -> ACPolar:
+        """The `ACPolar` physics at branch parameters ``th`` (differentiable in them)."""
+        y = pi_admittance_parts(th["r_pu"], th["x_pu"], th["g_pu"], th["b_pu"], self.tap, self.shift, torch.cos, torch.sin)
+        return ACPolar.from_branches(y, self.f, self.t, self.gen_bus, self.gs, self.bs, self.conv.branch_limit,
+                                     n_bus=self.nb)
+
     def constraints(self, z: Tensor, th: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """(c, h_A): power balances (2 n_bus) and active limits, exactly as in the Pyomo model."""
-        nb, ng = self.nb, self.ng
-        va, vm, pg, qg = z[:nb], z[nb : 2 * nb], z[2 * nb : 2 * nb + ng], z[2 * nb + ng :]
-        y = pi_admittance_parts(th["r_pu"], th["x_pu"], th["g_pu"], th["b_pu"], self.tap, self.shift, torch.cos, torch.sin)
-        f, t = self.f, self.t
-        pf, qf = branch_end_power(vm[f], vm[t], va[f] - va[t], y["g_ff"], y["b_ff"], y["g_ft"], y["b_ft"], torch.cos, torch.sin)
-        pt, qt = branch_end_power(vm[t], vm[f], va[t] - va[f], y["g_tt"], y["b_tt"], y["g_tf"], y["b_tf"], torch.cos, torch.sin)
-        zeros = torch.zeros(nb, dtype=z.dtype, device=z.device)
-        p_out = zeros.index_add(0, f, pf).index_add(0, t, pt)
-        q_out = zeros.index_add(0, f, qf).index_add(0, t, qt)
-        c_p = self.cg @ pg - th["pd_mw"] / self.base - self.gs * vm * vm - p_out
-        c_q = self.cg @ qg - th["qd_mvar"] / self.base + self.bs * vm * vm - q_out
+        form = self.formulation(th)
+        va, vm, pg, qg = form.split(z)
+        ends = form.end_state(va, vm)
+        c_p, c_q = form.balance(ends, vm, pg, qg, th["pd_mw"] / self.base, th["qd_mvar"] / self.base)
         a = self.active
         h = [
-            flow_limit_residual(pf[a.flow_f], qf[a.flow_f], vm[f[a.flow_f]], self.rate[a.flow_f], self.conv),
-            flow_limit_residual(pt[a.flow_t], qt[a.flow_t], vm[t[a.flow_t]], self.rate[a.flow_t], self.conv),
-            va[f[a.angle]] - va[t[a.angle]] - self.angle_bound[a.angle],
+            form.limit_residual(ends, self.active_ends, self.rate[self.active_branches]),
+            form.angle_difference(va, a.angle) - self.angle_bound[a.angle],
         ]
         return torch.cat([c_p, c_q]), torch.cat(h)
 

@@ -1,11 +1,11 @@
-"""The AC-OPF recipe as a Pyomo model (written once; the physics comes from `formulations`).
+"""The AC-OPF recipe as a Pyomo model (written once; the physics is `acphysics.ACPolar`'s).
 
 Polar form (MATPOWER manual, section 6.1), everything in per unit except the cost:
 
     min  sum_g c2 (B pg)^2 + c1 (B pg) + c0                          ($/h, B = base MVA)
     s.t. sum_{g at i} pg - pd_i/B - gs_i/B vm_i^2 - sum_{branch ends at i} p_end = 0   (p_balance)
          sum_{g at i} qg - qd_i/B + bs_i/B vm_i^2 - sum_{branch ends at i} q_end = 0   (q_balance)
-         flow_limit_residual(p_end, q_end, vm_end, rate/B) <= 0, both ends, finite rate    (flow_f, flow_t)
+         h(p_end, q_end, vm_end, rate/B) <= 0 (BranchLimit), both ends, finite rate      (flow_f, flow_t)
          angmin <= va_f - va_t <= angmax, finite limits (convention permitting)           (angle)
          vmin <= vm <= vmax, pmin <= pg <= pmax, qmin <= qg <= qmax     (variable bounds)
          va_ref fixed; vm at ext_grid buses fixed at the setpoint (pandapower convention)
@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gridlearn.grid.formulations import Convention, branch_end_power, flow_limit_residual, generation_cost, pi_admittance_parts
+from gridlearn.grid.acphysics import ACPolar, pi_admittance_parts
+from gridlearn.grid.acphysics.namespace import object_array
+from gridlearn.grid.formulations import Convention, generation_cost
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,13 @@ def acopf_arrays(network, convention: Convention) -> ACOPFArrays:
     )
 
 
+def polar_formulation(d: ACOPFArrays, convention: Convention) -> ACPolar:
+    """The `ACPolar` physics of ``d`` (numpy): limits at both ends of `limited` branches, angle
+    constraints on `angle_limited` ones, the convention's branch-limit strategy."""
+    return ACPolar.from_branches(d.adm, d.from_bus, d.to_bus, d.gen_bus, d.gs_pu, d.bs_pu, convention.branch_limit,
+                                 n_bus=d.n_bus, limited=d.limited, rate_pu=d.rate_pu, angle_branches=d.angle_limited)
+
+
 def _bound(v: float):
     return None if not np.isfinite(v) else float(v)
 
@@ -138,41 +147,26 @@ def build_acopf_model(d: ACOPFArrays, convention: Convention, start: dict[str, n
     for i, v in d.vm_fixed.items():
         m.vm[i].fix(v)
 
-    cos, sin = pyo.cos, pyo.sin
-    y = {k: v.tolist() for k, v in d.adm.items()}
-    fb, tb = d.from_bus.tolist(), d.to_bus.tolist()
-    pf, qf, pt, qt = {}, {}, {}, {}
-    for l in range(d.n_branch):
-        f, t = fb[l], tb[l]
-        pf[l], qf[l] = branch_end_power(m.vm[f], m.vm[t], m.va[f] - m.va[t], y["g_ff"][l], y["b_ff"][l],
-                                        y["g_ft"][l], y["b_ft"][l], cos, sin)
-        pt[l], qt[l] = branch_end_power(m.vm[t], m.vm[f], m.va[t] - m.va[f], y["g_tt"][l], y["b_tt"][l],
-                                        y["g_tf"][l], y["b_tf"][l], cos, sin)
-    at_bus: list[list[tuple[dict, dict, int]]] = [[] for _ in buses]
-    for l in range(d.n_branch):
-        at_bus[fb[l]].append((pf, qf, l))
-        at_bus[tb[l]].append((pt, qt, l))
-    gens_at: list[list[int]] = [[] for _ in buses]
-    for g, i in enumerate(d.gen_bus.tolist()):
-        gens_at[i].append(g)
-
-    def p_rule(_, i):
-        return (sum(m.pg[g] for g in gens_at[i]) - float(d.pd_pu[i]) - float(d.gs_pu[i]) * m.vm[i] ** 2
-                - sum(p[l] for p, _q, l in at_bus[i])) == 0
-
-    def q_rule(_, i):
-        return (sum(m.qg[g] for g in gens_at[i]) - float(d.qd_pu[i]) + float(d.bs_pu[i]) * m.vm[i] ** 2
-                - sum(q[l] for _p, q, l in at_bus[i])) == 0
-
-    m.p_balance = pyo.Constraint(buses, rule=p_rule)
-    m.q_balance = pyo.Constraint(buses, rule=q_rule)
+    # The physics is ACPolar's, evaluated on object arrays of Pyomo variables: one
+    # expression per end, balance and limit, built by the same code as the numpy callbacks.
+    form = polar_formulation(d, convention)
+    va, vm = object_array(m.va[i] for i in buses), object_array(m.vm[i] for i in buses)
+    pg, qg = object_array(m.pg[g] for g in gens), object_array(m.qg[g] for g in gens)
+    ends = form.end_state(va, vm)
+    c_p, c_q = form.balance(ends, vm, pg, qg, d.pd_pu, d.qd_pu)
+    m.p_balance = pyo.Constraint(buses, rule=lambda _, i: c_p[i] == 0)
+    m.q_balance = pyo.Constraint(buses, rule=lambda _, i: c_q[i] == 0)
+    pos = {l: k for k, l in enumerate(d.limited.tolist())}
+    h = form.limit_residual(ends)  # from ends of the limited branches, then their to ends
     lim = d.limited.tolist()
-    rate = d.rate_pu.tolist()
-    m.flow_f = pyo.Constraint(lim, rule=lambda _, l: flow_limit_residual(pf[l], qf[l], m.vm[fb[l]], rate[l], convention) <= 0)
-    m.flow_t = pyo.Constraint(lim, rule=lambda _, l: flow_limit_residual(pt[l], qt[l], m.vm[tb[l]], rate[l], convention) <= 0)
+    n_lim = len(lim)
+    m.flow_f = pyo.Constraint(lim, rule=lambda _, l: h[pos[l]] <= 0)
+    m.flow_t = pyo.Constraint(lim, rule=lambda _, l: h[n_lim + pos[l]] <= 0)
+    ang = form.angle_difference(va)
+    ang_pos = {l: k for k, l in enumerate(d.angle_limited.tolist())}
 
     def angle_rule(_, l):
-        return (_bound(d.angmin[l]), m.va[fb[l]] - m.va[tb[l]], _bound(d.angmax[l]))
+        return (_bound(d.angmin[l]), ang[ang_pos[l]], _bound(d.angmax[l]))
 
     m.angle = pyo.Constraint(d.angle_limited.tolist(), rule=angle_rule)
     c2, c1, c0 = d.c2.tolist(), d.c1.tolist(), d.c0.tolist()

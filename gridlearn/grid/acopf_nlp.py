@@ -1,7 +1,7 @@
 """The AC-OPF as an Ipopt NLP with vectorised numpy callbacks (analytic sparse derivatives).
 
 The same problem as the Pyomo model in `acopf_model` (see its docstring; physics from
-`formulations`), posed directly to Ipopt through cyipopt. Why not Pyomo for every solve:
+`acphysics.ACPolar`), posed directly to Ipopt through cyipopt. Why not Pyomo for every solve:
 on case118 Pyomo spent ~75% of an end-to-end solve building the expression tree and
 writing the NL file (one Python object per term), against ~20% in Ipopt. Here the model
 "build" is a few numpy index arrays and each callback is a handful of array operations
@@ -14,20 +14,9 @@ Pyomo, where fixed variables never reach Ipopt. Constraints ``g(x)``, in this or
 ``p_balance`` (n_bus), ``q_balance`` (n_bus), ``flow_f`` and ``flow_t`` (one per branch
 with a finite rate, ``<= 0``), ``angle`` (branches with an enforced angle limit).
 
-Derivatives of one branch end (``formulations.branch_end_power``), with
-``theta = va_here - va_there``, ``A = g_mut cos(theta) + b_mut sin(theta)``,
-``B = g_mut sin(theta) - b_mut cos(theta)`` (so ``A' = -B``, ``B' = A``):
-
-    P = g_self vh^2 + vh vo A      Q = -b_self vh^2 + vh vo B
-    dP/d(theta, vh, vo) = (-vh vo B, 2 g_self vh + vo A, vh A)
-    dQ/d(theta, vh, vo) = ( vh vo A, -2 b_self vh + vo B, vh B)
-    d2P: tt -vh vo A, t-vh -vo B, t-vo -vh B, vh-vh 2 g_self, vh-vo A, vo-vo 0
-    d2Q: tt -vh vo B, t-vh  vo A, t-vo  vh A, vh-vh -2 b_self, vh-vo B, vo-vo 0
-
-and a flow limit ``h = P^2 + Q^2 - rate^2 [vh^2]`` has
-``grad h = 2 P grad P + 2 Q grad Q [- 2 rate^2 vh e_vh]``,
-``hess h = 2 (gP gP^T + P hess P + gQ gQ^T + Q hess Q) [- 2 rate^2 e_vh e_vh^T]``.
-``d/dva_here = d/dtheta``, ``d/dva_there = -d/dtheta``.
+The constraint values, Jacobian and Hessian entries are `acphysics.ACPolar`'s (the
+derivative formulas are in its module docstring); this class only maps them from the full
+``z`` onto Ipopt's free variables (summing duplicates) and adds the objective's terms.
 """
 
 from __future__ import annotations
@@ -36,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gridlearn.grid.acopf_model import ACOPFArrays
+from gridlearn.grid.acopf_model import ACOPFArrays, polar_formulation
+from gridlearn.grid.acphysics import EndJacobian, EndState
 from gridlearn.grid.formulations import Convention
 
 
@@ -49,18 +39,12 @@ def _unique_pattern(rows: np.ndarray, cols: np.ndarray, keep: np.ndarray, n_cols
 
 @dataclass
 class _Point:
-    """Branch-end quantities at one x (2 n_branch ends: from ends, then to ends)."""
+    """The formulation's branch-end quantities at one x (cached: Ipopt asks for g, J and H at the same x)."""
 
     x: np.ndarray
     z: np.ndarray
-    vh: np.ndarray
-    vo: np.ndarray
-    a: np.ndarray
-    b: np.ndarray
-    p: np.ndarray
-    q: np.ndarray
-    dp: tuple  # (d theta, d vh, d vo)
-    dq: tuple
+    ends: EndState
+    jac: EndJacobian
 
 
 class ACOPFNLP:
@@ -93,22 +77,10 @@ class ACOPFNLP:
         ub = np.concatenate([np.full(nb, np.inf), d.vmax, d.pmax, d.qmax])
         self.x_lb, self.x_ub = lb[self.free], ub[self.free]
 
-        # Branch ends: from ends (here = from bus) then to ends (here = to bus).
-        y = d.adm
-        self.h_bus = np.concatenate([d.from_bus, d.to_bus]).astype(np.int64)
-        self.o_bus = np.concatenate([d.to_bus, d.from_bus]).astype(np.int64)
-        self.g_self = np.concatenate([y["g_ff"], y["g_tt"]])
-        self.b_self = np.concatenate([y["b_ff"], y["b_tt"]])
-        self.g_mut = np.concatenate([y["g_ft"], y["g_tf"]])
-        self.b_mut = np.concatenate([y["b_ft"], y["b_tf"]])
-        self.lim_end = np.concatenate([d.limited, nl + d.limited]).astype(np.int64)
-        rate = np.concatenate([d.rate_pu[d.limited], d.rate_pu[d.limited]])
-        self.rate2 = rate * rate
-        self.n_lim = self.lim_end.size
-        self._rate2_end = np.zeros(2 * nl)
-        self._rate2_end[self.lim_end] = self.rate2
+        self.form = polar_formulation(d, convention)
+        self.n_lim = self.form.n_lim
         self.ang = d.angle_limited.astype(np.int64)
-        self.m = 2 * nb + self.n_lim + self.ang.size
+        self.m = self.form.n_constraints
         self.g_lb = np.concatenate([np.zeros(2 * nb), np.full(self.n_lim, -np.inf), d.angmin[self.ang]])
         self.g_ub = np.concatenate([np.zeros(2 * nb), np.zeros(self.n_lim), d.angmax[self.ang]])
         self.gen_bus = d.gen_bus.astype(np.int64)
@@ -127,38 +99,17 @@ class ACOPFNLP:
         z[self.free] = x
         return z
 
-    def _end_vars(self):
-        """Full-z indices (va_h, va_o, vm_h, vm_o) of every end, each (2 n_branch,)."""
-        nb = self.nb
-        return self.h_bus, self.o_bus, nb + self.h_bus, nb + self.o_bus
-
     def _build_jacobian_pattern(self) -> None:
-        nb, ng = self.nb, self.ng
-        gb = self.gen_bus
-        vah, vao, vmh, vmo = self._end_vars()
-        lim = self.lim_end
-        flow_rows = 2 * nb + np.arange(self.n_lim)
-        ang_rows = 2 * nb + self.n_lim + np.arange(self.ang.size)
-        f, t = self.d.from_bus[self.ang], self.d.to_bus[self.ang]
-        rows = [gb, nb + gb, np.arange(nb), nb + np.arange(nb),
-                np.tile(self.h_bus, 4), np.tile(nb + self.h_bus, 4), np.tile(flow_rows, 4), ang_rows, ang_rows]
-        cols = [2 * nb + np.arange(ng), 2 * nb + ng + np.arange(ng), nb + np.arange(nb), nb + np.arange(nb),
-                np.concatenate([vah, vao, vmh, vmo]), np.concatenate([vah, vao, vmh, vmo]),
-                np.concatenate([vah[lim], vao[lim], vmh[lim], vmo[lim]]), f, t]
-        rows, cols = np.concatenate(rows).astype(np.int64), np.concatenate(cols).astype(np.int64)
+        rows, cols = self.form.jacobian_pattern()
         self._jac_keep = ~self.fixed[cols]
-        self.jac_rows, jc, self._jac_inv = _unique_pattern(rows, self.pos[cols], self._jac_keep, self.n)
-        self.jac_cols = jc
-        self._ang_vals = np.concatenate([np.ones(self.ang.size), -np.ones(self.ang.size)])
+        self.jac_rows, self.jac_cols, self._jac_inv = _unique_pattern(rows, self.pos[cols], self._jac_keep, self.n)
 
     def _build_hessian_pattern(self) -> None:
         nb, ng = self.nb, self.ng
-        vah, vao, vmh, vmo = self._end_vars()
-        # Per end, 10 entries: (vah,vah) (vao,vao) (vah,vao) (vah,vmh) (vao,vmh) (vah,vmo) (vao,vmo) (vmh,vmh) (vmh,vmo) (vmo,vmo)
-        pairs = [(vah, vah), (vao, vao), (vah, vao), (vah, vmh), (vao, vmh), (vah, vmo), (vao, vmo), (vmh, vmh),
-                 (vmh, vmo), (vmo, vmo)]
-        r = np.concatenate([p[0] for p in pairs] + [nb + np.arange(nb), 2 * nb + np.arange(ng)]).astype(np.int64)
-        c = np.concatenate([p[1] for p in pairs] + [nb + np.arange(nb), 2 * nb + np.arange(ng)]).astype(np.int64)
+        r, c = self.form.hessian_pattern()
+        # ... then the objective's diagonal in pg.
+        r = np.concatenate([r, 2 * nb + np.arange(ng)])
+        c = np.concatenate([c, 2 * nb + np.arange(ng)])
         keep = ~self.fixed[r] & ~self.fixed[c]
         pr, pc = self.pos[r], self.pos[c]
         lo, hi = np.minimum(pr, pc), np.maximum(pr, pc)
@@ -172,18 +123,8 @@ class ACOPFNLP:
             return pt
         z = self.to_z(x)
         nb = self.nb
-        va, vm = z[:nb], z[nb : 2 * nb]
-        vh, vo = vm[self.h_bus], vm[self.o_bus]
-        th = va[self.h_bus] - va[self.o_bus]
-        c, s = np.cos(th), np.sin(th)
-        a = self.g_mut * c + self.b_mut * s
-        b = self.g_mut * s - self.b_mut * c
-        vv = vh * vo
-        p = self.g_self * vh * vh + vv * a
-        q = -self.b_self * vh * vh + vv * b
-        dp = (-vv * b, 2 * self.g_self * vh + vo * a, vh * a)
-        dq = (vv * a, -2 * self.b_self * vh + vo * b, vh * b)
-        self._pt = _Point(x.copy(), z, vh, vo, a, b, p, q, dp, dq)
+        ends = self.form.end_state(z[:nb], z[nb : 2 * nb])
+        self._pt = _Point(x.copy(), z, ends, self.form.end_jacobian(ends))
         return self._pt
 
     def objective(self, x: np.ndarray) -> float:
@@ -199,44 +140,17 @@ class ACOPFNLP:
 
     def constraints(self, x: np.ndarray) -> np.ndarray:
         pt = self._point(x)
-        nb, ng, d = self.nb, self.ng, self.d
-        z = pt.z
-        vm, pg, qg = z[nb : 2 * nb], z[2 * nb : 2 * nb + ng], z[2 * nb + ng :]
-        vm2 = vm * vm
-        c_p = np.bincount(self.gen_bus, pg, nb) - d.pd_pu - d.gs_pu * vm2 - np.bincount(self.h_bus, pt.p, nb)
-        c_q = np.bincount(self.gen_bus, qg, nb) - d.qd_pu + d.bs_pu * vm2 - np.bincount(self.h_bus, pt.q, nb)
-        lim = self.lim_end
-        h = pt.p[lim] ** 2 + pt.q[lim] ** 2
-        h = h - self.rate2 * pt.vh[lim] ** 2 if self.conv.branch_limit == "current" else h - self.rate2
-        va = z[:nb]
-        ang = va[d.from_bus[self.ang]] - va[d.to_bus[self.ang]]
-        return np.concatenate([c_p, c_q, h, ang])
-
-    def flow_gradients(self, pt: _Point):
-        """d h / d(theta, vh, vo) of the limited ends."""
-        lim = self.lim_end
-        p, q = pt.p[lim], pt.q[lim]
-        gt = 2 * (p * pt.dp[0][lim] + q * pt.dq[0][lim])
-        gh = 2 * (p * pt.dp[1][lim] + q * pt.dq[1][lim])
-        go = 2 * (p * pt.dp[2][lim] + q * pt.dq[2][lim])
-        if self.conv.branch_limit == "current":
-            gh = gh - 2 * self.rate2 * pt.vh[lim]
-        return gt, gh, go
+        nb, d, form = self.nb, self.d, self.form
+        va, vm, pg, qg = form.split(pt.z)
+        c_p, c_q = form.balance(pt.ends, vm, pg, qg, d.pd_pu, d.qd_pu)
+        return np.concatenate([c_p, c_q, form.limit_residual(pt.ends), form.angle_difference(va)])
 
     def jacobianstructure(self):
         return self.jac_rows, self.jac_cols
 
     def jacobian(self, x: np.ndarray) -> np.ndarray:
         pt = self._point(x)
-        nb, d = self.nb, self.d
-        vm = pt.z[nb : 2 * nb]
-        gt, gh, go = self.flow_gradients(pt)
-        vals = np.concatenate([
-            np.ones(2 * self.ng), -2 * d.gs_pu * vm, 2 * d.bs_pu * vm,
-            -pt.dp[0], pt.dp[0], -pt.dp[1], -pt.dp[2],
-            -pt.dq[0], pt.dq[0], -pt.dq[1], -pt.dq[2],
-            gt, -gt, gh, go, self._ang_vals,
-        ])
+        vals = self.form.jacobian_values(pt.ends, pt.jac, pt.z[self.nb : 2 * self.nb])
         return np.bincount(self._jac_inv, vals[self._jac_keep], self.jac_rows.size)
 
     def hessianstructure(self):
@@ -244,37 +158,6 @@ class ACOPFNLP:
 
     def hessian(self, x: np.ndarray, lagrange: np.ndarray, obj_factor: float) -> np.ndarray:
         pt = self._point(x)
-        nb, ng, d = self.nb, self.ng, self.d
-        lam_p, lam_q = lagrange[:nb], lagrange[nb : 2 * nb]
-        # Weights of each end's P and Q in the Lagrangian: -lambda at its bus (+ 2 mu P for a limit).
-        wp, wq = -lam_p[self.h_bus], -lam_q[self.h_bus]
-        mu = np.zeros(2 * self.nl)
-        mu[self.lim_end] = lagrange[2 * nb : 2 * nb + self.n_lim]
-        wp = wp + 2 * mu * pt.p
-        wq = wq + 2 * mu * pt.q
-        vh, vo, a, b = pt.vh, pt.vo, pt.a, pt.b
-        vv = vh * vo
-        # Second derivatives in (theta, vh, vo): weighted Hessians of P and Q ...
-        htt = wp * (-vv * a) + wq * (-vv * b)
-        hth = wp * (-vo * b) + wq * (vo * a)
-        hto = wp * (-vh * b) + wq * (vh * a)
-        hhh = wp * (2 * self.g_self) + wq * (-2 * self.b_self)
-        hho = wp * a + wq * b
-        hoo = np.zeros_like(htt)
-        # ... plus the Gauss-Newton part 2 mu (gP gP^T + gQ gQ^T) of the flow limits.
-        dp, dq = pt.dp, pt.dq
-        m2 = 2 * mu
-        htt = htt + m2 * (dp[0] * dp[0] + dq[0] * dq[0])
-        hth = hth + m2 * (dp[0] * dp[1] + dq[0] * dq[1])
-        hto = hto + m2 * (dp[0] * dp[2] + dq[0] * dq[2])
-        hhh = hhh + m2 * (dp[1] * dp[1] + dq[1] * dq[1])
-        hho = hho + m2 * (dp[1] * dp[2] + dq[1] * dq[2])
-        hoo = hoo + m2 * (dp[2] * dp[2] + dq[2] * dq[2])
-        if self.conv.branch_limit == "current":
-            hhh = hhh - m2 * self._rate2_end
-        vals = np.concatenate([
-            htt, htt, -htt, hth, -hth, hto, -hto, hhh, hho, hoo,
-            -2 * d.gs_pu * lam_p + 2 * d.bs_pu * lam_q,
-            obj_factor * 2 * self.cost2 * np.ones(ng),
-        ])
+        vals = np.concatenate([self.form.hessian_values(pt.ends, pt.jac, lagrange),
+                               obj_factor * 2 * self.cost2 * np.ones(self.ng)])
         return np.bincount(self._hes_inv, vals[self._hes_keep], self.hes_rows.size)

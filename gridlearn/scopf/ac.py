@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gridlearn.grid.acphysics.limits import APPARENT_POWER, BranchLimit
 from gridlearn.grid.network import Network
 from gridlearn.scopf.dc import ISLANDED, NO_GENERATION, NOT_CONVERGED, OK, default_participation
 from gridlearn.scopf.outages import ElementSpace, islanded_load
@@ -34,6 +35,7 @@ class ACContingencyModel:
     space: ElementSpace
     participation: Tensor
     layer: object  # PowerFlowLayer
+    limit: BranchLimit = APPARENT_POWER  # what `rate_a_mva` limits at each branch end
 
     @classmethod
     def build(cls, network: Network, space: ElementSpace, participation: Tensor | None = None) -> "ACContingencyModel":
@@ -50,9 +52,11 @@ class ACContingencyModel:
         keep = 1.0 - a_gen
         sol = self.layer.solve(self.network, pg_mw=keep * pg_mw, scale=scale, participation=self.participation * keep)
         r = sol.value
+        # The limited quantity (|S| in MVA for APPARENT_POWER) from the same strategy the AC-OPF uses;
         # +1e-18 MVA^2: a branch with exactly zero flow would give sqrt's infinite slope (NaN gradients).
-        s_from = torch.sqrt(r.p_from_mw**2 + r.q_from_mvar**2 + 1e-18)
-        s_to = torch.sqrt(r.p_to_mw**2 + r.q_to_mvar**2 + 1e-18)
+        br = self.network.branch
+        s_from = self.limit.magnitude(r.p_from_mw, r.q_from_mvar, r.vm_pu[..., br.from_bus], eps=1e-18)
+        s_to = self.limit.magnitude(r.p_to_mw, r.q_to_mvar, r.vm_pu[..., br.to_bus], eps=1e-18)
         g = self.network.gen
         return sol.converged, torch.maximum(s_from, s_to), r.pg_mw, keep * g.pmin_mw, keep * g.pmax_mw, r.vm_pu
 

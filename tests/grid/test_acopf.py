@@ -73,10 +73,10 @@ def check_invariants(net, res, tol=1e-6, balance_mva=1e-3):
     """Power balance at every bus (within Ipopt's default constr_viol_tol) and every limit."""
     p_inj = torch.zeros(net.n_bus, dtype=torch.float64).index_add(0, net.gen.bus, res.pg_mw)
     q_inj = torch.zeros(net.n_bus, dtype=torch.float64).index_add(0, net.gen.bus, res.qg_mvar)
-    p_out = torch.zeros(net.n_bus, dtype=torch.float64).index_add(0, net.branch.from_bus, res.pf_mw).index_add(
-        0, net.branch.to_bus, res.pt_mw)
-    q_out = torch.zeros(net.n_bus, dtype=torch.float64).index_add(0, net.branch.from_bus, res.qf_mvar).index_add(
-        0, net.branch.to_bus, res.qt_mvar)
+    p_out = torch.zeros(net.n_bus, dtype=torch.float64).index_add(0, net.branch.from_bus, res.p_from_mw).index_add(
+        0, net.branch.to_bus, res.p_to_mw)
+    q_out = torch.zeros(net.n_bus, dtype=torch.float64).index_add(0, net.branch.from_bus, res.q_from_mvar).index_add(
+        0, net.branch.to_bus, res.q_to_mvar)
     vm2 = res.vm_pu**2
     assert torch.allclose(p_inj - net.bus.pd_mw - net.bus.gs_mw * vm2, p_out, atol=balance_mva)
     assert torch.allclose(q_inj - net.bus.qd_mvar + net.bus.bs_mvar * vm2, q_out, atol=balance_mva)
@@ -84,7 +84,7 @@ def check_invariants(net, res, tol=1e-6, balance_mva=1e-3):
     assert (res.pg_mw <= net.gen.pmax_mw + tol).all() and (res.pg_mw >= net.gen.pmin_mw - tol).all()
     assert (res.qg_mvar <= net.gen.qmax_mvar + tol).all() and (res.qg_mvar >= net.gen.qmin_mvar - tol).all()
     if res.convention == "matpower":
-        s = torch.maximum(torch.hypot(res.pf_mw, res.qf_mvar), torch.hypot(res.pt_mw, res.qt_mvar))
+        s = torch.maximum(torch.hypot(res.p_from_mw, res.q_from_mvar), torch.hypot(res.p_to_mw, res.q_to_mvar))
         assert (s <= net.branch.rate_a_mva * (1 + 1e-6) + 1e-6).all()
 
 
@@ -263,7 +263,7 @@ def test_nlp_path_matches_pyomo_reference(case, convention, shared_data):
     # Same problem, start and options; only the variable/constraint order differs (MUMPS
     # rounding), so both stop within Ipopt's tol=1e-8 of the same optimum.
     assert new.objective == pytest.approx(ref.objective, rel=1e-8)
-    for name in ("pg_mw", "qg_mvar", "vm_pu", "va_rad", "pf_mw", "qt_mvar", "lmp_usd_per_mwh", "lmp_q_usd_per_mvarh"):
+    for name in ("pg_mw", "qg_mvar", "vm_pu", "va_rad", "p_from_mw", "q_to_mvar", "lmp_usd_per_mwh", "lmp_q_usd_per_mvarh"):
         a, b = getattr(new, name), getattr(ref, name)
         assert torch.allclose(a, b, atol=1e-6 * max(1.0, float(b.abs().max()))), name
     flow_scale = max(1.0, float(ref.duals["flow_f"].abs().max()), float(ref.duals["flow_t"].abs().max()))
@@ -287,3 +287,16 @@ def test_pyomo_and_direct_backends_agree_and_bad_backend_is_config_error():
     assert torch.allclose(via_pyomo.lmp_usd_per_mwh, direct.lmp_usd_per_mwh, atol=1e-5)
     with pytest.raises(ConfigError, match="backend"):
         solve_acopf(net, backend="gams")
+
+
+def test_old_flow_names_warn_and_bad_ipopt_option_is_config_error():
+    from gridlearn.errors import ConfigError
+
+    net = load_case("case9")
+    res = solve_acopf(net, backend="direct")
+    for old, new in (("pf_mw", "p_from_mw"), ("qf_mvar", "q_from_mvar"), ("pt_mw", "p_to_mw"), ("qt_mvar", "q_to_mvar")):
+        with pytest.warns(DeprecationWarning, match=new):
+            assert torch.equal(getattr(res, old), getattr(res, new))
+    for bad in ({"tol": -1.0}, {"no_such_option": 1}, {"mu_strategy": "bogus"}):
+        with pytest.raises(ConfigError, match=f"Ipopt rejected the option {next(iter(bad))}"):
+            solve_acopf(net, backend="direct", **bad)
