@@ -83,8 +83,8 @@ class TableSchema:
             if kind in ("number", "integer"):
                 bad = not pd.api.types.is_numeric_dtype(values)  # bools count as 0/1 (a recall per scenario)
                 bad_values = values[pd.to_numeric(values, errors="coerce").isna() & values.notna()] if bad else values[:0]
-                if bad:
-                    example = bad_values.iloc[0] if len(bad_values) else values.iloc[0]
+                if len(bad_values):  # an object column of numbers and None (a metric undefined for a row) is fine
+                    example = bad_values.iloc[0]
                     raise DataError(f"table {self.name}.csv: column {col!r} is not numeric (e.g. {example!r})")
                 if kind == "integer":
                     finite = values.dropna()
