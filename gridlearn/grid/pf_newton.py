@@ -45,7 +45,7 @@ _INITS = ("dc", "flat")
 _BACKENDS = ("auto", "dense", "sparse")
 # Where the automatic choice switches to the sparse path: measured by
 # benchmarks/bench_pf_threshold.py (see benchmarks/README.md, "Sparse AC power flow").
-SPARSE_MIN_BUS = 1000
+SPARSE_MIN_BUS = 30
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -99,9 +99,10 @@ def test_gradcheck_sparse_case30_loads_and_reactance(jacobian):
     x = network.branch.x_pu.clone().requires_grad_()
 
     def f(pd, qd, x):
-        return _outputs(layer(network.with_(x_pu=x), pd_mw=pd, qd_mvar=qd))
+        r = layer(network.with_(x_pu=x), pd_mw=pd, qd_mvar=qd)
+        return r.vm_pu, r.va_rad, r.q_to_mvar, r.qg_mvar
 
-    # shared: every input; per_scenario: the loads only (the same backward, kept CI-sized)
+    # shared: loads and reactances; per_scenario: the loads (the same backward, kept CI-sized)
     inputs = (pd, qd, x) if jacobian == "shared" else (pd,)
     fn = f if jacobian == "shared" else (lambda pd: f(pd, qd.detach(), x.detach()))
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
@@ -178,13 +179,13 @@ def test_automatic_switch_chooses_sparse_above_threshold():
     assert solver.backend == "auto"
     assert not solver.use_sparse(SPARSE_MIN_BUS - 1) and solver.use_sparse(SPARSE_MIN_BUS)
     assert NewtonRaphson(backend="sparse").use_sparse(9) and not NewtonRaphson(backend="dense").use_sparse(10**5)
-    _, small = _case("case118")
+    _, small = _case("case9")
+    _, big = _case("case118")
+    assert small.n_bus < SPARSE_MIN_BUS <= big.n_bus
     assert PowerFlowLayer().solve(small).extras["backend"] == "dense"
-    assert PowerFlowLayer(solver=NewtonRaphson(sparse_min_bus=100)).solve(small).extras["backend"] == "sparse"
-    _, big = _case("case1354pegase")
-    assert big.n_bus >= SPARSE_MIN_BUS
     sol = PowerFlowLayer().solve(big)
     assert sol.ok and sol.extras["backend"] == "sparse"
+    assert PowerFlowLayer(solver=NewtonRaphson(sparse_min_bus=200)).solve(big).extras["backend"] == "dense"
 
 
 def test_sparse_path_builds_no_dense_bus_matrix(monkeypatch):
