@@ -249,12 +249,22 @@ def main() -> None:
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--pp-subset", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="powerflow_scale.json", help="file name under benchmarks/results/")
+    ap.add_argument("--merge", action="store_true",
+                    help="replace only these cases' rows in an existing --out file, then refit the exponents")
     a = ap.parse_args()
     torch.set_num_threads(1)
     import lightsim2grid
     import pandapower as pp
 
     out_cases = [bench_case(c, a.pp_subset, a.seed) for c in a.cases.split(",")]
+    rerun = None
+    if a.merge and (RESULTS / a.out).is_file():
+        old = json.loads((RESULTS / a.out).read_text())
+        new = {c["case"]: c for c in out_cases}
+        rerun = sorted(new)
+        out_cases = [new.pop(c["case"], c) for c in old["cases"]] + list(new.values())
+        out_cases.sort(key=lambda c: c["n_bus"])
     fits = {f"{key}_batch{b}": growth(out_cases, key, b) for key in ("gridlearn_s", "runpp_loop_s",
             "lightsim2grid_batched_s", "gridlearn_solve_peak_mb") for b in BATCHES}
     out = {"cases": out_cases, "growth_exponent_in_buses": fits, "threads": 1, "tolerance_mva": TOL_MVA,
@@ -262,9 +272,9 @@ def main() -> None:
            "note": "times are best of 3 for batches <= 10, one run for 100; runpp loop extrapolated from "
                    f"{a.pp_subset} timed scenarios; shared 2-core machine, so compare ratios",
            "torch": torch.__version__, "pandapower": pp.__version__, "lightsim2grid": lightsim2grid.__version__,
-           "machine": platform.platform()}
+           "machine": platform.platform(), "cases_rerun_by_merge": rerun}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "powerflow_scale.json").write_text(json.dumps(out, indent=2))
+    (RESULTS / a.out).write_text(json.dumps(out, indent=2))
     print("growth exponents (time or memory ∝ n_bus^k):", {k: (round(v, 2) if v else v) for k, v in fits.items()})
 
 
