@@ -1,6 +1,8 @@
 """Batched AC power flow (PowerFlowLayer) vs a loop of pandapower ``runpp``, case118.
 
 Run: .venv/bin/python benchmarks/bench_powerflow.py [--scenarios 1000] [--pp-subset 50]
+     .venv/bin/python benchmarks/bench_powerflow.py --scale [bench_pf_scale.py options]
+       (the transmission-scale table, case118 ... case9241pegase: see bench_pf_scale.py)
 
 Inputs: N load scenarios, every pandapower load's P and Q scaled by its own factor drawn
 uniformly in [0.9, 1.1] (seeded). gridlearn solves all N in one batched call (Newton–
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -46,6 +49,12 @@ def scenarios(net, network, n: int, seed: int):
 
 
 def main() -> None:
+    if "--scale" in sys.argv:
+        import bench_pf_scale
+
+        sys.argv = [a for a in sys.argv if a != "--scale"]
+        bench_pf_scale.main()
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--case", default="case118")
     ap.add_argument("--scenarios", type=int, default=1000)

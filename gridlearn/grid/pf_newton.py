@@ -20,7 +20,9 @@ The Jacobian is the analytic polar one (MATPOWER ``dSbus_dV``):
     ∂S/∂|V| = diag(V) conj(Y diag(V/|V|)) + conj(diag(I)) diag(V/|V|),   I = Y V,
 
 with real parts for P rows, imaginary parts for Q rows, and ∂(P mismatch)/∂k = −α.
-It is dense and batched, which is the right trade for a few hundred buses.
+It is dense and batched, which is the right trade for a few hundred buses; above
+``NewtonRaphson.sparse_min_bus`` buses `gridlearn.grid.pf_sparse` solves the same equations
+with a sparse Jacobian and sparse LU (``NewtonRaphson.backend``).
 
 This module is solver mechanics only; `gridlearn.grid.powerflow` builds the problem from
 a `Network`, calls `newton_raphson`, and attaches implicit-function-theorem gradients.
@@ -40,6 +42,10 @@ from gridlearn.implicit.solution import Solution, Status
 log = logging.getLogger(__name__)
 
 _INITS = ("dc", "flat")
+_BACKENDS = ("auto", "dense", "sparse")
+# Where the automatic choice switches to the sparse path: measured by
+# benchmarks/bench_pf_threshold.py (see benchmarks/README.md, "Sparse AC power flow").
+SPARSE_MIN_BUS = 30
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,7 +69,11 @@ class NewtonRaphson:
         (per-scenario ``scale`` or admittances) always uses "per_scenario".
     min_contraction: see ``jacobian``.
     chunk_size: scenarios whose exact Jacobians are built at once; bounds memory, each
-        dense Jacobian temporary takes ~16·chunk_size·n_bus² bytes.
+        dense Jacobian temporary takes ~16·chunk_size·n_bus² bytes (sparse: ~16·chunk_size·nnz(Ybus)).
+    backend: "dense" (this module), "sparse" (`pf_sparse`: sparse Jacobian, SuperLU) or
+        "auto" (default): sparse when the network has at least ``sparse_min_bus`` buses.
+    sparse_min_bus: the automatic switch point. Measured (benchmarks/bench_pf_threshold.py,
+        benchmarks/README.md): below it the dense batched kernels win.
     """
 
     tol_mva: float = 1e-8
@@ -73,6 +83,8 @@ class NewtonRaphson:
     jacobian: str = "shared"
     min_contraction: float = 0.25
     chunk_size: int = 256
+    backend: str = "auto"
+    sparse_min_bus: int = SPARSE_MIN_BUS
 
     def __post_init__(self):
         if not (self.tol_mva > 0):
@@ -89,6 +101,14 @@ class NewtonRaphson:
             raise ConfigError(f"NewtonRaphson: min_contraction must be in (0, 1), got {self.min_contraction}")
         if not (isinstance(self.chunk_size, int) and self.chunk_size >= 1):
             raise ConfigError(f"NewtonRaphson: chunk_size must be an int >= 1, got {self.chunk_size!r}")
+        if self.backend not in _BACKENDS:
+            raise ConfigError(f"NewtonRaphson: backend must be one of {_BACKENDS}, got {self.backend!r}")
+        if not (isinstance(self.sparse_min_bus, int) and self.sparse_min_bus >= 0):
+            raise ConfigError(f"NewtonRaphson: sparse_min_bus must be an int >= 0, got {self.sparse_min_bus!r}")
+
+    def use_sparse(self, n_bus: int) -> bool:
+        """Whether a network of ``n_bus`` buses is solved on the sparse path."""
+        return self.backend == "sparse" or (self.backend == "auto" and n_bus >= self.sparse_min_bus)
 
 
 @dataclass(frozen=True)
@@ -125,7 +145,12 @@ class PFLayout:
         rows = torch.cat([p_buses, pq])
 
         def diag(cols: Tensor, offset: int) -> tuple[Tensor, Tensor, Tensor]:
-            r, c = torch.nonzero(rows[:, None] == cols[None, :], as_tuple=True)
+            # Rows whose bus is also a column (each bus appears at most once in cols); a
+            # position lookup, not an (n_rows, n_cols) comparison, so it stays O(n_bus).
+            pos = torch.full((int(kind.shape[-1]),), -1, dtype=torch.long, device=dev)
+            pos[cols] = torch.arange(len(cols), device=dev)
+            r = torch.nonzero(pos[rows] >= 0).flatten()
+            c = pos[rows[r]]
             return r.to(dev), (c + offset).to(dev), rows[r]
 
         return cls(

@@ -14,6 +14,11 @@ branch parameters (through ``network.with_(x_pu=...)``) and the per-branch admit
 ``scale``. Flows and injections are explicit functions of the voltages and are
 differentiated by autograd on top.
 
+Above ``NewtonRaphson.sparse_min_bus`` buses (``backend="auto"``; or always with
+``backend="sparse"``) the forward and backward run on `gridlearn.grid.pf_sparse` instead:
+the same equations with a sparse Jacobian, SuperLU factorisations sharing one ordering,
+and an IFT backward by transposed solves with the forward's factors; no n_bus² tensor.
+
 A scenario that does not converge is never returned as a solution: `solve` marks it
 (MAX_STEPS, DIVERGED, NONFINITE, NUMERICAL) and fills its outputs with NaN, `forward`
 raises `SolverFailure` naming the scenarios.
@@ -32,6 +37,8 @@ from gridlearn.grid import matrices
 from gridlearn.grid.checks import check_finite
 from gridlearn.grid.network import Network
 from gridlearn.grid.pf_newton import NewtonRaphson, PFLayout, PFProblem, jacobian, newton_raphson, residual, voltages
+from gridlearn.grid.pf_sparse import solve_sparse
+from gridlearn.grid.sparse_matrices import SparseYbus, sparse_ybus
 from gridlearn.implicit.adjoint import ImplicitAdjoint, PhantomAdjoint
 from gridlearn.implicit.root import implicit_root_grad
 from gridlearn.implicit.solution import Solution
@@ -130,21 +137,26 @@ class PowerFlowLayer(nn.Module):
         """Like `forward` but never raises on non-convergence: a `Solution` whose value is a
         `PowerFlowResult` (NaN for scenarios that failed), per-scenario status, residual
         (largest mismatch, MVA) and Newton steps. extras["state"]: the raw final iterate;
-        extras["full_newton"]: scenarios that needed their own Jacobian."""
+        extras["full_newton"]: scenarios that needed their own Jacobian; extras["backend"]:
+        "dense" or "sparse", the path that solved it."""
         if not isinstance(network, Network):
             raise TypeError(f"network must be a gridlearn Network, got {type(network).__name__}")
-        pr, layout, batched, inputs = self._problem(network, pd_mw, qd_mvar, pg_mw, vg_pu, scale, participation)
-        sol = newton_raphson(layout, pr, self.solver, network.base_mva, self._b_red_lu(network, layout))
+        sparse = self.solver.use_sparse(network.n_bus)
+        pr, layout, batched, inputs = self._problem(network, pd_mw, qd_mvar, pg_mw, vg_pu, scale, participation, sparse)
+        if sparse:
+            sol, y = solve_sparse(network, layout, pr, self.solver, self.adjoint, _on_failure)
+        else:
+            sol = newton_raphson(layout, pr, self.solver, network.base_mva, self._b_red_lu(network, layout))
 
-        def g(y, ybus, p_inj, q_inj, vm_set, va_ref, alpha):
-            return residual(y, layout, PFProblem(ybus, p_inj, q_inj, vm_set, va_ref, alpha))
+            def g(y, ybus, p_inj, q_inj, vm_set, va_ref, alpha):
+                return residual(y, layout, PFProblem(ybus, p_inj, q_inj, vm_set, va_ref, alpha))
 
-        def jac(y, ybus, p_inj, q_inj, vm_set, va_ref, alpha):
-            return jacobian(y, layout, PFProblem(ybus, p_inj, q_inj, vm_set, va_ref, alpha))
+            def jac(y, ybus, p_inj, q_inj, vm_set, va_ref, alpha):
+                return jacobian(y, layout, PFProblem(ybus, p_inj, q_inj, vm_set, va_ref, alpha))
 
-        args = (pr.ybus, pr.p_inj, pr.q_inj, pr.vm_set, pr.va_ref, pr.alpha)
-        y = implicit_root_grad(g, sol.value, *args, jacobian=jac, adjoint=self.adjoint,
-                               converged=sol.converged, on_failure=_on_failure)
+            args = (pr.ybus, pr.p_inj, pr.q_inj, pr.vm_set, pr.va_ref, pr.alpha)
+            y = implicit_root_grad(g, sol.value, *args, jacobian=jac, adjoint=self.adjoint,
+                                   converged=sol.converged, on_failure=_on_failure)
         result = _outputs(network, layout, pr, inputs, y, scale)
         bad = ~sol.converged
         if bool(bad.any()):
@@ -152,10 +164,11 @@ class PowerFlowLayer(nn.Module):
         if not batched:
             result = result._map(lambda t: t[0])
         return Solution(value=result, status_code=sol.status_code, residual=sol.residual, steps=sol.steps,
-                        extras={"state": sol.value, "full_newton": sol.extras["full_newton"]})
+                        extras={"state": sol.value, "full_newton": sol.extras["full_newton"],
+                                "backend": "sparse" if sparse else "dense"})
 
     # ------------------------------------------------------------------ assembly
-    def _problem(self, network, pd_mw, qd_mvar, pg_mw, vg_pu, scale, participation):
+    def _problem(self, network, pd_mw, qd_mvar, pg_mw, vg_pu, scale, participation, sparse=False):
         nb, ng, nl = network.n_bus, network.n_gen, network.n_branch
         bus, gen = network.bus, network.gen
         pd_mw = bus.pd_mw if pd_mw is None else pd_mw
@@ -200,7 +213,6 @@ class PowerFlowLayer(nn.Module):
                 raise DataError("participation factors must not all be zero")
             part = part / total
         base = network.base_mva
-        cg = network.gen_incidence()
         pd = _batched("pd_mw", pd_mw, nb, bsz)
         qd = _batched("qd_mvar", qd_mvar, nb, bsz)
         pg = _batched("pg_mw", pg_mw, ng, bsz)
@@ -209,10 +221,17 @@ class PowerFlowLayer(nn.Module):
             scale = _batched("scale", scale, nl, bsz) if scale.dim() == 2 else scale
             if scale.shape[-1] != nl:
                 raise DataError(f"scale: expected last dimension {nl}, got {tuple(scale.shape)}")
-        ybus = matrices.ybus(network, scale)
-        if ybus.dim() == 3 and ybus.shape[0] != bsz:
-            ybus = ybus.expand(bsz, nb, nb)
-        p_inj = (pg @ cg.T - pd) / base
+        if sparse:  # O(n_bus + n_branch): no dense Ybus, no dense generator incidence
+            ybus = sparse_ybus(network, scale)
+            if ybus.values.dim() == 2 and ybus.values.shape[0] != bsz:
+                ybus = dataclasses.replace(ybus, values=ybus.values.expand(bsz, -1))
+            p_inj = (torch.zeros_like(pd).index_add(-1, gen.bus, pg) - pd) / base
+        else:
+            cg = network.gen_incidence()
+            ybus = matrices.ybus(network, scale)
+            if ybus.dim() == 3 and ybus.shape[0] != bsz:
+                ybus = ybus.expand(bsz, nb, nb)
+            p_inj = (pg @ cg.T - pd) / base
         q_inj = -qd / base
         # |V| setpoint per bus from its generators (pandapower: gen.vm_pu); PQ entries unused.
         # (the first generator listed at a bus sets it, as in MATPOWER)
@@ -223,7 +242,7 @@ class PowerFlowLayer(nn.Module):
         first_gen = torch.tensor(list(first.values()), dtype=torch.long, device=pd.device)
         vm_set = torch.ones(bsz, nb, dtype=pd.dtype, device=pd.device).index_copy(-1, gen_buses, vg[:, first_gen])
         va_ref = bus.va0_rad.expand(bsz, nb)
-        alpha = (part @ cg.T) if distributed else None
+        alpha = part.new_zeros(bsz, nb).index_add(-1, gen.bus, part) if distributed else None
         pr = PFProblem(ybus=ybus, p_inj=p_inj, q_inj=q_inj, vm_set=vm_set, va_ref=va_ref, alpha=alpha)
         inputs = _Inputs(pd_mw=pd, qd_mvar=qd, pg_mw=pg, participation=part if distributed else None)
         return pr, PFLayout.build(kind, distributed), batched, inputs
@@ -246,14 +265,21 @@ def _outputs(network: Network, layout: PFLayout, pr: PFProblem, c: "_Inputs", y:
     base = network.base_mva
     vm, va = voltages(y, layout, pr.vm_set, pr.va_ref)
     v = torch.polar(vm, va)
-    yf, yt = matrices.yf_yt(network, scale)
     f, t = network.branch.from_bus, network.branch.to_bus
+    if isinstance(pr.ybus, SparseYbus):  # branch currents from the two end voltages, O(n_branch)
+        yff, yft, ytf, ytt = matrices.branch_admittances(network, scale)
+        vf, vt = v[:, f], v[:, t]
+        sf = vf * (yff * vf + yft * vt).conj() * base
+        st = vt * (ytf * vf + ytt * vt).conj() * base
+        s_bus = v * pr.ybus.matvec(v).conj()
+    else:
+        yf, yt = matrices.yf_yt(network, scale)
 
-    def flow(ymat, end):
-        return v[:, end] * _matvec(ymat, v).conj() * base
+        def flow(ymat, end):
+            return v[:, end] * _matvec(ymat, v).conj() * base
 
-    sf, st = flow(yf, f), flow(yt, t)
-    s_bus = v * _matvec(pr.ybus, v).conj()
+        sf, st = flow(yf, f), flow(yt, t)
+        s_bus = v * _matvec(pr.ybus, v).conj()
     p_gen_bus = s_bus.real * base + c.pd_mw  # generation needed at each bus
     q_gen_bus = s_bus.imag * base + c.qd_mvar
     gen = network.gen
@@ -268,14 +294,14 @@ def _outputs(network: Network, layout: PFLayout, pr: PFProblem, c: "_Inputs", y:
         slack_mw = slack_pu * base
     else:
         slack_mw = torch.zeros_like(vm[:, 0])
-        ref_gens = [j for j in range(network.n_gen) if int(network.bus.kind[gen.bus[j]]) == 3]
+        ref_gens = torch.nonzero(network.bus.kind[gen.bus] == 3).flatten().tolist()
         seen: set[int] = set()
         for j in ref_gens:  # the first generator at each reference bus takes the slack
             bus_j = int(gen.bus[j])
             if bus_j in seen:
                 continue
             seen.add(bus_j)
-            others = [k for k in range(network.n_gen) if int(gen.bus[k]) == bus_j and k != j]
+            others = [k for k in torch.nonzero(gen.bus == bus_j).flatten().tolist() if k != j]
             p_j = p_gen_bus[:, bus_j] - (pg[:, others].sum(-1) if others else 0.0)
             pg = pg.index_copy(-1, torch.tensor([j], device=pg.device), p_j[:, None])
     return PowerFlowResult(
