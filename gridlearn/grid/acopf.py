@@ -18,8 +18,10 @@ the envelope theorem gives ``d f*/d pd_i = -lambda_i / B``: the LMP in $/MWh is
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +47,12 @@ IPOPT_STATUS = {
     "Diverging_Iterates": Status.DIVERGED,
     "Search_Direction_Becomes_Too_Small": Status.STEP_TOO_SMALL,
     "Invalid_Number_Detected": Status.NONFINITE,
+    "Solved_To_Acceptable_Level": Status.ACCEPTABLE,
 }
+
+
+class AcceptableWarning(UserWarning):
+    """An AC-OPF was solved only to Ipopt's acceptable level (its residuals are in the result)."""
 # Ipopt's ApplicationReturnStatus codes (IpReturnCodes_inc.h), as cyipopt reports them.
 IPOPT_RETURN_CODES = {
     0: "Solve_Succeeded", 1: "Solved_To_Acceptable_Level", 2: "Infeasible_Problem_Detected",
@@ -86,6 +93,11 @@ class ACOPFResult:
     slacks: dict[str, Tensor] = field(repr=False)  # flow_f/flow_t: -h >= 0 (inf: unlimited); angle: to the nearer limit
     angle_bound_rad: Tensor = field(repr=False, default=None)  # (n_branch,) limit on the side whose dual is nonzero
     solve_time_s: float = 0.0  # Ipopt alone
+    outcome: Status = Status.CONVERGED  # CONVERGED, or ACCEPTABLE (Ipopt's acceptable level; see residuals)
+    # Largest violations at the returned point, per unit: "primal" (constraints and bounds), "dual"
+    # (stationarity of Ipopt's Lagrangian, $/h per pu), "complementarity".
+    residuals: dict[str, float] = field(default_factory=dict)
+    start: str = "case"  # which start point gave this result: "warm", "case", "powerflow" or "flat"
 
     def start_point(self, base_mva: float) -> dict[str, np.ndarray]:
         """This solution as an Ipopt starting point (per unit)."""
@@ -112,8 +124,69 @@ def default_start(d: ACOPFArrays, network) -> dict[str, np.ndarray]:
     }
 
 
+def flat_start(d: ACOPFArrays, network) -> dict[str, np.ndarray]:
+    """MATPOWER's flat start: angles at the reference angle, vm and dispatch mid-range (finite bounds)."""
+    def mid(lo, hi, default):
+        m = np.where(np.isfinite(lo) & np.isfinite(hi), (lo + hi) / 2, np.where(np.isfinite(lo), lo, np.where(np.isfinite(hi), hi, default)))
+        return np.clip(m, lo, hi)
+
+    va = np.zeros(d.n_bus)
+    for i, v in d.va_fixed.items():
+        va[:] = v  # one reference angle for every bus
+        break
+    vm = mid(d.vmin, d.vmax, 1.0)
+    for i, v in d.vm_fixed.items():
+        vm[i] = v
+    return {"va": va, "vm": vm, "pg": mid(d.pmin, d.pmax, 0.0), "qg": mid(d.qmin, d.qmax, 0.0)}
+
+
+def powerflow_start(d: ACOPFArrays, network) -> dict[str, np.ndarray] | None:
+    """The case's AC power flow (setpoints as in the file) as a start, clipped to bounds; None if it fails."""
+    from gridlearn.errors import GridlearnError
+    from gridlearn.grid.powerflow import PowerFlowLayer
+
+    try:
+        sol = PowerFlowLayer().solve(network)
+    except (GridlearnError, ValueError, RuntimeError):  # e.g. a generator at a PQ bus
+        return None
+    if not bool(sol.converged.all()):
+        return None
+    r = sol.value
+
+    def a(t):
+        return t.detach().cpu().double().numpy().reshape(-1)
+
+    vm = np.clip(a(r.vm_pu), d.vmin, d.vmax)
+    for i, v in d.vm_fixed.items():
+        vm[i] = v
+    return {"va": a(r.va_rad), "vm": vm, "pg": np.clip(a(r.pg_mw) / d.base_mva, d.pmin, d.pmax),
+            "qg": np.clip(a(r.qg_mvar) / d.base_mva, d.qmin, d.qmax)}
+
+
+def kkt_residuals(nlp: ACOPFNLP, x: np.ndarray, mult_g: np.ndarray, zl: np.ndarray, zu: np.ndarray) -> dict[str, float]:
+    """Largest primal, dual and complementarity violations of Ipopt's KKT conditions at ``x``.
+
+    Stationarity of ``f + mult_g^T g(x) - zl^T (x - x_lb) + zu^T (x - x_ub)`` in x (Ipopt's
+    Lagrangian, ``zl``/``zu`` over Ipopt's x); primal: ``g`` outside ``[g_lb, g_ub]`` or ``x``
+    outside its bounds; complementarity: ``max zl (x - x_lb), zu (x_ub - x), |mult_g| slack``.
+    """
+    g = nlp.constraints(x)
+    primal = max(float(np.max(np.maximum(nlp.g_lb - g, g - nlp.g_ub), initial=0.0)),
+                 float(np.max(np.maximum(nlp.x_lb - x, x - nlp.x_ub), initial=0.0)))
+    rows, cols = nlp.jacobianstructure()
+    jt_lam = np.bincount(cols, nlp.jacobian(x) * mult_g[rows], nlp.n)
+    dual = float(np.max(np.abs(nlp.gradient(x) + jt_lam - zl + zu), initial=0.0))
+    with np.errstate(invalid="ignore"):
+        slack_g = np.minimum(np.where(np.isfinite(nlp.g_lb), g - nlp.g_lb, np.inf), np.where(np.isfinite(nlp.g_ub), nlp.g_ub - g, np.inf))
+        comp_g = np.where(np.isfinite(slack_g), np.abs(mult_g) * slack_g, 0.0)
+        comp_l = np.where(np.isfinite(nlp.x_lb), zl * (x - nlp.x_lb), 0.0)
+        comp_u = np.where(np.isfinite(nlp.x_ub), zu * (nlp.x_ub - x), 0.0)
+    comp = float(max(np.max(np.abs(comp_g), initial=0.0), np.max(np.abs(comp_l), initial=0.0), np.max(np.abs(comp_u), initial=0.0)))
+    return {"primal": primal, "dual": dual, "complementarity": comp}
+
+
 def _validate(network) -> None:
-    check_costs(network, convex=True)
+    check_costs(network, convex=True, pwl=True, reactive=True)
     for name in ("pd_mw", "qd_mvar", "gs_mw", "bs_mvar"):
         check_finite(f"bus.{name}", getattr(network.bus, name), network.bus.labels)
     for name in ("r_pu", "x_pu", "g_pu", "b_pu"):
@@ -145,7 +218,11 @@ def _ipopt_problem(nlp: ACOPFNLP, options: dict[str, Any]):
 def solve_acopf_status(
     network, convention: str | Convention = "matpower", warm_start: ACOPFResult | None = None, **ipopt_options: Any
 ) -> tuple[Status, str, ACOPFResult | None]:
-    """Like `solve_acopf` but never raises on solver failure: ``(Status, Ipopt status, result or None)``."""
+    """Like `solve_acopf` from one start, never raising on solver failure: ``(Status, Ipopt status, result or None)``.
+
+    The result is None unless the status is CONVERGED (an acceptable-level solve gives
+    Status.ACCEPTABLE and None here; `solve_acopf` returns it with a warning).
+    """
     return solve_acopf_nlp(network, get_convention(convention), warm_start, ipopt_options)[:3]
 
 
@@ -156,6 +233,13 @@ def solve_acopf_nlp(
     _validate(network)
     d = acopf_arrays(network, conv)
     start = _check_start(d, network, warm_start)
+    status, ipopt_status, result, nlp = _solve_direct(d, conv, start, ipopt_options, network.name)
+    return status, ipopt_status, (result if status is Status.CONVERGED else None), nlp
+
+
+def _solve_direct(d: ACOPFArrays, conv: Convention, start: dict[str, np.ndarray], ipopt_options: dict[str, Any],
+                  name: str) -> tuple[Status, str, ACOPFResult | None, ACOPFNLP]:
+    """One Ipopt solve through the vectorised callbacks; a result for CONVERGED and ACCEPTABLE."""
     nlp = ACOPFNLP(d, conv)
     z0 = np.concatenate([start["va"], start["vm"], start["pg"], start["qg"]])
     problem = _ipopt_problem(nlp, ipopt_options)
@@ -165,14 +249,23 @@ def solve_acopf_nlp(
     problem.close()
     ipopt_status = IPOPT_RETURN_CODES.get(int(info["status"]), f"return code {info['status']}")
     status = IPOPT_STATUS.get(ipopt_status, Status.NUMERICAL)
-    if status is not Status.CONVERGED:
-        log.info("AC-OPF %s (%s convention): Ipopt returned %s", network.name, conv.name, ipopt_status)
+    if status not in (Status.CONVERGED, Status.ACCEPTABLE):
+        log.info("AC-OPF %s (%s convention): Ipopt returned %s", name, conv.name, ipopt_status)
         return status, ipopt_status, None, nlp
     z = nlp.to_z(x)
+    mult_l, mult_u = np.asarray(info["mult_x_L"], dtype=float), np.asarray(info["mult_x_U"], dtype=float)
     zl, zu = np.zeros(nlp.nz), np.zeros(nlp.nz)
-    zl[nlp.free], zu[nlp.free] = info["mult_x_L"], info["mult_x_U"]
+    zl[nlp.free], zu[nlp.free] = mult_l[: nlp.n_free], mult_u[: nlp.n_free]
     g = np.asarray(info["mult_g"], dtype=float)
-    nb, nlim = d.n_bus, nlp.n_lim // 2
+    cons = _constraint_duals(d, nlp, g)
+    result = _pack(d, conv, ipopt_status, nlp.objective(x), solve_time, z, cons, zl, zu)
+    residuals = kkt_residuals(nlp, np.asarray(x, dtype=float), g, mult_l, mult_u)
+    return status, ipopt_status, dataclasses.replace(result, outcome=status, residuals=residuals), nlp
+
+
+def _constraint_duals(d: ACOPFArrays, nlp: ACOPFNLP, g: np.ndarray) -> dict[str, np.ndarray]:
+    """Ipopt's constraint multipliers (in `ACOPFNLP`'s row order) per named constraint."""
+    nb, nlim, nang = d.n_bus, nlp.n_lim // 2, d.angle_limited.size
 
     def per_branch(idx, values):
         out = np.zeros(d.n_branch)
@@ -180,14 +273,14 @@ def solve_acopf_nlp(
         return out
 
     o = 2 * nb
-    cons = {
+    return {
         "p_balance": g[:nb],
         "q_balance": g[nb:o],
         "flow_f": per_branch(d.limited, g[o : o + nlim]),
         "flow_t": per_branch(d.limited, g[o + nlim : o + 2 * nlim]),
-        "angle": per_branch(d.angle_limited, g[o + 2 * nlim :]),
+        "angle": per_branch(d.angle_limited, g[o + 2 * nlim : o + 2 * nlim + nang]),
+        "pwl": g[o + 2 * nlim + nang :],  # epigraph segments (empty without piecewise-linear costs)
     }
-    return status, ipopt_status, _pack(d, conv, ipopt_status, nlp.objective(x), solve_time, z, cons, zl, zu), nlp
 
 
 def solve_acopf_pyomo_status(
@@ -199,14 +292,21 @@ def solve_acopf_pyomo_status(
     Ipopt evaluates it through PyNumero's ASL; several times slower (model building and NL
     writing). Kept to cross-check the vectorised `ACOPFNLP` callbacks.
     """
-    import pyomo.environ as pyo
-
-    from gridlearn.solvers import get_ipopt
-
     conv = get_convention(convention)
     _validate(network)
     d = acopf_arrays(network, conv)
     start = _check_start(d, network, warm_start)
+    status, ipopt_status, result = _solve_pyomo(d, conv, start, ipopt_options, network.name)
+    return status, ipopt_status, (result if status is Status.CONVERGED else None)
+
+
+def _solve_pyomo(d: ACOPFArrays, conv: Convention, start: dict[str, np.ndarray], ipopt_options: dict[str, Any],
+                 name: str) -> tuple[Status, str, ACOPFResult | None]:
+    """One Ipopt solve of the Pyomo model; a result for CONVERGED and ACCEPTABLE."""
+    import pyomo.environ as pyo
+
+    from gridlearn.solvers import get_ipopt
+
     model = build_acopf_model(d, conv, start)
     solver = get_ipopt(**ipopt_options)
     t0 = time.perf_counter()
@@ -214,13 +314,29 @@ def solve_acopf_pyomo_status(
     solve_time = time.perf_counter() - t0
     ipopt_status = IPOPT_RETURN_CODES.get(int(results.solver.return_code), f"return code {results.solver.return_code}")
     status = IPOPT_STATUS.get(ipopt_status, Status.NUMERICAL)
-    if status is not Status.CONVERGED:
-        log.info("AC-OPF %s (%s convention): Ipopt returned %s", network.name, conv.name, ipopt_status)
+    if status not in (Status.CONVERGED, Status.ACCEPTABLE):
+        log.info("AC-OPF %s (%s convention): Ipopt returned %s", name, conv.name, ipopt_status)
         return status, ipopt_status, None
-    return status, ipopt_status, _extract(model, d, conv, ipopt_status, float(pyo.value(model.cost)), solve_time)
+    result = _extract(model, d, conv, ipopt_status, float(pyo.value(model.cost)), solve_time)
+    # The same KKT residuals as the direct path, from the NLP evaluated at Pyomo's point and multipliers.
+    nlp = ACOPFNLP(d, conv)
+    y = np.array([model.y[j].value for j in range(d.n_pwl)], dtype=float) if d.n_pwl else np.zeros(0)
+    z = np.concatenate([t.numpy() for t in (result.va_rad, result.vm_pu)] +
+                       [result.pg_mw.numpy() / d.base_mva, result.qg_mvar.numpy() / d.base_mva])
+    x = np.concatenate([z[nlp.free], y])
+    du = result.duals
+    mult_g = np.concatenate([du["p_balance"].numpy(), du["q_balance"].numpy(), du["flow_f"].numpy()[d.limited],
+                             du["flow_t"].numpy()[d.limited], du["angle"].numpy()[d.angle_limited], du["pwl"].numpy()])
+    zl = np.concatenate([du[f"{k}_lower"].numpy() for k in ("va", "vm", "pg", "qg")])[nlp.free]
+    zu = np.concatenate([du[f"{k}_upper"].numpy() for k in ("va", "vm", "pg", "qg")])[nlp.free]
+    residuals = kkt_residuals(nlp, x, mult_g, np.concatenate([zl, np.zeros(d.n_pwl)]),
+                              np.concatenate([zu, np.zeros(d.n_pwl)]))
+    return status, ipopt_status, dataclasses.replace(result, outcome=status, residuals=residuals)
 
 
 BACKENDS = ("pyomo", "direct")
+#: Start points `solve_acopf` tries, in order, until Ipopt converges (``retry=True``).
+RETRY_STARTS = ("powerflow", "flat")
 
 
 def solve_acopf(
@@ -228,12 +344,15 @@ def solve_acopf(
     convention: str | Convention = "matpower",
     warm_start: ACOPFResult | None = None,
     backend: str = "pyomo",
+    strict: bool = False,
+    retry: bool = True,
     **ipopt_options: Any,
 ) -> ACOPFResult:
     """Solve the polar AC-OPF of ``network`` with Ipopt (see `acopf_model` for the problem).
 
     Args:
-        network: a `Network` with polynomial convex costs.
+        network: a `Network` with convex costs: polynomial (degree <= 2), piecewise linear
+            (`Network.pwl_cost`, MATPOWER's epigraph) and reactive (`Network.reactive_cost`).
         convention: ``"matpower"`` (PGLib/MATPOWER: |S| limits, angle limits, reference
             voltage free) or ``"pandapower"`` (runopp: |I| limits, ext_grid voltage fixed).
         warm_start: a previous `ACOPFResult` of a network of the same size to start from;
@@ -242,28 +361,69 @@ def solve_acopf(
             `acopf_model`, through Pyomo's cyipopt interface. ``"direct"``: the same problem
             with vectorised numpy callbacks (`acopf_nlp`), no model build or NL file, about
             4x faster on case118; tests hold the two to the same solution and multipliers.
+        strict: raise `SolverFailure` when Ipopt reaches only its acceptable level
+            (``Solved_To_Acceptable_Level``) instead of returning that result with an
+            `AcceptableWarning` (``result.outcome`` is then Status.ACCEPTABLE and
+            ``result.residuals`` says how far from tolerance it is).
+        retry: when the first start does not converge, try again from the case's AC power
+            flow (`powerflow_start`, skipped when that power flow fails) and then from a flat
+            start (`flat_start`), in that order (`RETRY_STARTS`); the first converged result
+            wins (``result.start`` names its start). A failure is reported only after all.
         **ipopt_options: passed to Ipopt (e.g. ``tol=1e-10``, ``max_iter=500``).
 
     Raises:
-        InfeasibleError: Ipopt converged to a point of local infeasibility.
-        SolverFailure: any other Ipopt outcome than ``Solve_Succeeded`` (iteration limit,
-            restoration failure, ...).
+        InfeasibleError: Ipopt converged to a point of local infeasibility from every start.
+        SolverFailure: any other outcome from every start (iteration limit, restoration
+            failure, ...), or an acceptable-level result with ``strict=True``.
     """
     conv = get_convention(convention)
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    solve = solve_acopf_pyomo_status if backend == "pyomo" else solve_acopf_status
-    status, ipopt_status, result = solve(network, conv, warm_start, **ipopt_options)
-    if result is None:
-        msg = (
-            f"AC-OPF of {network.name or 'network'} ({conv.name} convention) failed: Ipopt returned {ipopt_status}. "
-            f"{status.name}: {status.value}"
-        )
-        if status is Status.INFEASIBLE:
-            raise InfeasibleError(msg + " (load exceeds what generation, voltage and line limits allow?)",
-                                  indices=[0], statuses=[status])
-        raise SolverFailure(msg + "; try a different warm_start or raise max_iter", indices=[0], statuses=[status])
-    return result
+    _validate(network)
+    d = acopf_arrays(network, conv)
+    first = _check_start(d, network, warm_start)
+    makers = {"powerflow": lambda: powerflow_start(d, network), "flat": lambda: flat_start(d, network)}
+    starts = [("warm" if warm_start is not None else "case", lambda: first)]
+    starts += [(name, makers[name]) for name in RETRY_STARTS] if retry else []
+    tried: list[tuple[str, Status | None, str]] = []
+    acceptable: ACOPFResult | None = None
+    for label, make in starts:
+        start = make()
+        if start is None:
+            tried.append((label, None, "no start point (the power flow did not converge)"))
+            continue
+        if backend == "pyomo":
+            status, ipopt_status, result = _solve_pyomo(d, conv, start, ipopt_options, network.name)
+        else:
+            status, ipopt_status, result, _ = _solve_direct(d, conv, start, ipopt_options, network.name)
+        tried.append((label, status, ipopt_status))
+        if status is Status.CONVERGED:
+            return dataclasses.replace(result, start=label)
+        if status is Status.ACCEPTABLE and acceptable is None:
+            acceptable = dataclasses.replace(result, start=label)
+    what = f"AC-OPF of {network.name or 'network'} ({conv.name} convention)"
+    summary = "; ".join(f"{label} start: {ipopt_status}" for label, _, ipopt_status in tried)
+    if acceptable is not None:
+        r = acceptable.residuals
+        msg = (f"{what}: Ipopt reached only its acceptable level ({summary}); residuals primal "
+               f"{r.get('primal', float('nan')):.2e}, dual {r.get('dual', float('nan')):.2e}, complementarity "
+               f"{r.get('complementarity', float('nan')):.2e}")
+        if strict:
+            raise SolverFailure(msg + " (strict=True)", indices=[0], statuses=[Status.ACCEPTABLE],
+                                residuals=[max(r.values(), default=float("nan"))])
+        warnings.warn(msg, AcceptableWarning, stacklevel=2)
+        return acceptable
+    statuses = [st for _, st, _ in tried if st is not None]
+    if statuses and all(st is Status.INFEASIBLE for st in statuses):
+        load = float(network.bus.pd_mw.detach().sum() + network.bus.gs_mw.detach().sum())
+        cap = float(network.gen.pmax_mw.detach().sum())
+        cause = (f"the load ({load:.1f} MW) exceeds the generation capacity ({cap:.1f} MW)" if load > cap else
+                 "Ipopt found only points of local infeasibility: the voltage, reactive and line limits admit no "
+                 "dispatch for this load, or Ipopt could not find one")
+        raise InfeasibleError(f"{what} failed: {summary}. {cause}", indices=[0], statuses=[Status.INFEASIBLE])
+    worst = statuses[0] if statuses else Status.NUMERICAL
+    raise SolverFailure(f"{what} failed from every start ({summary}). {worst.name}: {worst.value}; raise max_iter "
+                        "or give a warm_start", indices=[0], statuses=[worst])
 
 
 def _extract(model, d: ACOPFArrays, conv: Convention, ipopt_status: str, objective: float, solve_time: float) -> ACOPFResult:
@@ -286,6 +446,7 @@ def _extract(model, d: ACOPFArrays, conv: Convention, ipopt_status: str, objecti
         "flow_f": cons(model.flow_f, d.limited.tolist(), d.n_branch),
         "flow_t": cons(model.flow_t, d.limited.tolist(), d.n_branch),
         "angle": cons(model.angle, d.angle_limited.tolist(), d.n_branch),
+        "pwl": cons(model.pwl, range(d.pwl_gen.size), d.pwl_gen.size) if d.n_pwl else np.zeros(0),
     }
     zl, zu = [], []
     for var, n in ((model.va, d.n_bus), (model.vm, d.n_bus), (model.pg, d.n_gen), (model.qg, d.n_gen)):

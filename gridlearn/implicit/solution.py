@@ -27,6 +27,7 @@ class Status(enum.Enum):
     INFEASIBLE = "primal infeasible: no point satisfies the constraints"
     UNBOUNDED = "dual infeasible: the objective is unbounded below"
     NUMERICAL = "numerical trouble: the linear systems became too ill-conditioned to continue"
+    ACCEPTABLE = "solved only to the solver's acceptable level, not to its tolerance: check the residuals"
 
     @property
     def code(self) -> int:
