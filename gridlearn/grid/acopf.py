@@ -279,7 +279,7 @@ def _constraint_duals(d: ACOPFArrays, nlp: ACOPFNLP, g: np.ndarray) -> dict[str,
         "flow_f": per_branch(d.limited, g[o : o + nlim]),
         "flow_t": per_branch(d.limited, g[o + nlim : o + 2 * nlim]),
         "angle": per_branch(d.angle_limited, g[o + 2 * nlim : o + 2 * nlim + nang]),
-        "pwl": g[o + 2 * nlim + nang :],  # epigraph segments (empty without piecewise-linear costs)
+        **({"pwl": g[o + 2 * nlim + nang :]} if d.n_pwl else {}),  # epigraph segments
     }
 
 
@@ -326,7 +326,8 @@ def _solve_pyomo(d: ACOPFArrays, conv: Convention, start: dict[str, np.ndarray],
     x = np.concatenate([z[nlp.free], y])
     du = result.duals
     mult_g = np.concatenate([du["p_balance"].numpy(), du["q_balance"].numpy(), du["flow_f"].numpy()[d.limited],
-                             du["flow_t"].numpy()[d.limited], du["angle"].numpy()[d.angle_limited], du["pwl"].numpy()])
+                             du["flow_t"].numpy()[d.limited], du["angle"].numpy()[d.angle_limited]] +
+                            ([du["pwl"].numpy()] if d.n_pwl else []))
     zl = np.concatenate([du[f"{k}_lower"].numpy() for k in ("va", "vm", "pg", "qg")])[nlp.free]
     zu = np.concatenate([du[f"{k}_upper"].numpy() for k in ("va", "vm", "pg", "qg")])[nlp.free]
     residuals = kkt_residuals(nlp, x, mult_g, np.concatenate([zl, np.zeros(d.n_pwl)]),
@@ -446,7 +447,7 @@ def _extract(model, d: ACOPFArrays, conv: Convention, ipopt_status: str, objecti
         "flow_f": cons(model.flow_f, d.limited.tolist(), d.n_branch),
         "flow_t": cons(model.flow_t, d.limited.tolist(), d.n_branch),
         "angle": cons(model.angle, d.angle_limited.tolist(), d.n_branch),
-        "pwl": cons(model.pwl, range(d.pwl_gen.size), d.pwl_gen.size) if d.n_pwl else np.zeros(0),
+        **({"pwl": cons(model.pwl, range(d.pwl_gen.size), d.pwl_gen.size)} if d.n_pwl else {}),
     }
     zl, zu = [], []
     for var, n in ((model.va, d.n_bus), (model.vm, d.n_bus), (model.pg, d.n_gen), (model.qg, d.n_gen)):
