@@ -120,7 +120,7 @@ def net_totals(net) -> dict:
 
 
 def _same(a: dict, b: dict) -> bool:
-    return all(abs(a[k] - b[k]) <= 1e-9 * max(1.0, abs(a[k])) for k in a)
+    return all(a[k] == b[k] or abs(a[k] - b[k]) <= 1e-9 * max(1.0, abs(a[k])) for k in a)  # == : inf Pmax
 
 
 def dc_objective(net):

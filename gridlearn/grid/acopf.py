@@ -418,13 +418,43 @@ def solve_acopf(
     if statuses and all(st is Status.INFEASIBLE for st in statuses):
         load = float(network.bus.pd_mw.detach().sum() + network.bus.gs_mw.detach().sum())
         cap = float(network.gen.pmax_mw.detach().sum())
-        cause = (f"the load ({load:.1f} MW) exceeds the generation capacity ({cap:.1f} MW)" if load > cap else
-                 "Ipopt found only points of local infeasibility: the voltage, reactive and line limits admit no "
-                 "dispatch for this load, or Ipopt could not find one")
+        if load > cap:
+            cause = f"the load ({load:.1f} MW) exceeds the generation capacity ({cap:.1f} MW)"
+        else:
+            found = _relaxations_that_restore_feasibility(network, conv, ipopt_options)
+            cause = ("Ipopt found only points of local infeasibility; " +
+                     (f"the problem becomes feasible when only these limits are lifted: {', '.join(found)}" if found
+                      else "lifting voltage, reactive, capacity, line or angle limits one at a time does not make it feasible"))
         raise InfeasibleError(f"{what} failed: {summary}. {cause}", indices=[0], statuses=[Status.INFEASIBLE])
     worst = statuses[0] if statuses else Status.NUMERICAL
     raise SolverFailure(f"{what} failed from every start ({summary}). {worst.name}: {worst.value}; raise max_iter "
                         "or give a warm_start", indices=[0], statuses=[worst])
+
+
+#: Limits `solve_acopf` lifts one at a time to name the cause of an infeasible AC-OPF.
+_RELAXATIONS = {
+    "voltage limits (vmin_pu/vmax_pu)": lambda n: n.with_(vmin_pu=torch.zeros_like(n.bus.vmin_pu),
+                                                          vmax_pu=torch.full_like(n.bus.vmax_pu, 2.0)),
+    "reactive limits (qmin_mvar/qmax_mvar)": lambda n: n.with_(qmin_mvar=torch.full_like(n.gen.qmin_mvar, -float("inf")),
+                                                               qmax_mvar=torch.full_like(n.gen.qmax_mvar, float("inf"))),
+    # pmax only: with pmin = -inf a linear cost would make the problem unbounded
+    "generator capacities (pmax_mw)": lambda n: n.with_(pmax_mw=torch.full_like(n.gen.pmax_mw, float("inf"))),
+    "branch ratings (rate_a_mva)": lambda n: n.with_(rate_a_mva=torch.full_like(n.branch.rate_a_mva, float("inf"))),
+    "angle-difference limits": lambda n: n.with_(angmin_rad=torch.full_like(n.branch.angmin_rad, -float("inf")),
+                                                 angmax_rad=torch.full_like(n.branch.angmax_rad, float("inf"))),
+}
+
+
+def _relaxations_that_restore_feasibility(network, conv: Convention, ipopt_options: dict[str, Any]) -> list[str]:
+    """Which single family of limits, lifted, lets Ipopt converge (the likely true cause of infeasibility)."""
+    found = []
+    for what, relax in _RELAXATIONS.items():
+        relaxed = relax(network)
+        d = acopf_arrays(relaxed, conv)
+        status, *_ = _solve_direct(d, conv, default_start(d, relaxed), ipopt_options, network.name)
+        if status in (Status.CONVERGED, Status.ACCEPTABLE):
+            found.append(what)
+    return found
 
 
 def _extract(model, d: ACOPFArrays, conv: Convention, ipopt_status: str, objective: float, solve_time: float) -> ACOPFResult:

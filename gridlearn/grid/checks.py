@@ -118,7 +118,8 @@ def check_costs(network: "Network", convex: bool = True, pwl: bool = False, reac
         bad = (~torch.isfinite(v)).nonzero().flatten()
         if len(bad):
             raise DataError(
-                f"gen {g.labels[int(bad[0])]}: missing or non-finite cost ({name}); add a row to net.poly_cost"
+                f"gen {g.labels[int(bad[0])]}: missing or non-finite cost ({name}); the case has no cost for it "
+                "(a MATPOWER file without mpc.gencost, or no row in net.poly_cost): add one"
             )
     if convex:
         neg = (g.cost_c2_usd_per_mw2h.detach() < 0).nonzero().flatten()

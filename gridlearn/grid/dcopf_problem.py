@@ -33,8 +33,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from gridlearn.errors import DataError
 
 from gridlearn.grid import matrices
 from gridlearn.grid.network import Network
@@ -66,6 +69,7 @@ class DCStructure:
     def build(cls, network: Network) -> "DCStructure":
         if network.branch.x_pu.dim() > 1:
             raise ValueError("DC-OPF: batched branch parameters are not supported; pass a shared network")
+        _check_one_island(network)
         dc = matrices.dc_matrices(network)
         ref = int(network.ref_buses[0])
         n = network.n_bus
@@ -87,6 +91,21 @@ class DCStructure:
             cg=network.gen_incidence(), ref=ref, lim_lines=lim, ang_lines=ang,
             up_gens=finite(gen.pmax_mw), lo_gens=finite(gen.pmin_mw),
         )
+
+
+def _check_one_island(network: Network) -> None:
+    """The PTDF form balances one system at one reference bus: several islands (each with its
+    own reference bus, which `check_network` allows) would make B singular."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    f, t = network.branch.from_bus.cpu().numpy(), network.branch.to_bus.cpu().numpy()
+    n = network.n_bus
+    n_comp, comp = connected_components(coo_matrix((np.ones(len(f)), (f, t)), shape=(n, n)), directed=False)
+    if n_comp > 1:
+        refs = [network.bus.labels[int(i)] for i in network.ref_buses]
+        raise DataError(f"{network.name or 'the network'} has {n_comp} islands (reference buses {refs}); the DC-OPF "
+                        "takes one connected network: solve each island as its own Network")
 
 
 @dataclass(frozen=True)

@@ -286,3 +286,23 @@ def test_converged_result_residuals_are_small_and_failure_lists_every_start():
     assert res.start == "case" and res.residuals["primal"] < 1e-6
     with pytest.raises(SolverFailure, match="case start.*powerflow start.*flat start"):
         solve_acopf(load_case("case30"), backend="direct", max_iter=2)
+
+
+# ---------------------------------------------------------------------------- infeasible means infeasible
+def test_infeasible_feeders_name_their_true_cause():
+    from gridlearn.errors import InfeasibleError
+    from gridlearn.grid.acopf import solve_acopf
+
+    # case10ba: 12.37 MW of load on a 10 MW substation
+    with pytest.raises(InfeasibleError, match=r"load \(12.4 MW\) exceeds the generation capacity \(10.0 MW\)"):
+        solve_acopf(load_case("case10ba"), backend="direct")
+    # case85: the substation's voltage is fixed at 1 pu and the feeder's end falls below 0.9 pu
+    with pytest.raises(InfeasibleError, match=r"feasible when only these limits are lifted: voltage limits"):
+        solve_acopf(load_case("case85"), backend="direct")
+
+
+def test_dcopf_refuses_several_islands_by_name():
+    from gridlearn.grid.dcopf import DCOPFLayer
+
+    with pytest.raises(DataError, match="3 islands"):
+        DCOPFLayer()(load_case("case16ci"))  # three feeders, each with its own substation
