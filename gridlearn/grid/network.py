@@ -120,6 +120,9 @@ class Network:
             if rows is None or len(rows) == 0:
                 continue
             elements = net[table].index
+            if len(elements) and len(rows) == int(elements.max()) + 1 > len(elements):
+                # The lookup is indexed by element index; dropped (out-of-service) elements leave gaps.
+                rows = np.asarray(rows)[elements.values]
             if len(rows) != len(elements):  # pandapower lists only the in-service/controllable ones
                 mask = net[table].in_service.values.astype(bool)
                 if "controllable" in net[table]:
