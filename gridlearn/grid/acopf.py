@@ -415,16 +415,22 @@ def solve_acopf(
         warnings.warn(msg, AcceptableWarning, stacklevel=2)
         return acceptable
     statuses = [st for _, st, _ in tried if st is not None]
+    # Least possible withdrawal: loads, plus bus shunts gs vm^2 at their most favourable voltage;
+    # with r >= 0 and no branch conductance every branch loses power, so load > capacity is a proof.
+    bus, br = network.bus, network.branch
+    gs = bus.gs_mw.detach()
+    load = float(bus.pd_mw.detach().sum() + torch.where(gs > 0, gs * bus.vmin_pu.detach() ** 2,
+                                                         gs * bus.vmax_pu.detach() ** 2).sum())
+    cap = float(network.gen.pmax_mw.detach().sum())
+    lossy = bool((br.r_pu.detach() >= 0).all() and (br.g_pu.detach() >= 0).all())
+    if lossy and load > cap:  # a proof, whatever Ipopt said
+        raise InfeasibleError(f"{what} failed: {summary}. The load ({load:.1f} MW) exceeds the generation capacity "
+                              f"({cap:.1f} MW)", indices=[0], statuses=[Status.INFEASIBLE])
     if statuses and all(st is Status.INFEASIBLE for st in statuses):
-        load = float(network.bus.pd_mw.detach().sum() + network.bus.gs_mw.detach().sum())
-        cap = float(network.gen.pmax_mw.detach().sum())
-        if load > cap:
-            cause = f"the load ({load:.1f} MW) exceeds the generation capacity ({cap:.1f} MW)"
-        else:
-            found = _relaxations_that_restore_feasibility(network, conv, ipopt_options)
-            cause = ("Ipopt found only points of local infeasibility; " +
-                     (f"the problem becomes feasible when only these limits are lifted: {', '.join(found)}" if found
-                      else "lifting voltage, reactive, capacity, line or angle limits one at a time does not make it feasible"))
+        found = _relaxations_that_restore_feasibility(network, conv, ipopt_options)
+        cause = ("Ipopt found only points of local infeasibility; " +
+                 (f"the problem becomes feasible when only these limits are lifted: {', '.join(found)}" if found
+                  else "lifting voltage, reactive, capacity, line or angle limits one at a time does not make it feasible"))
         raise InfeasibleError(f"{what} failed: {summary}. {cause}", indices=[0], statuses=[Status.INFEASIBLE])
     worst = statuses[0] if statuses else Status.NUMERICAL
     raise SolverFailure(f"{what} failed from every start ({summary}). {worst.name}: {worst.value}; raise max_iter "
