@@ -133,7 +133,7 @@ def dc_objective(net):
     return status, float(sol.value.cost_usd_per_h) if bool(torch.isfinite(sol.value.cost_usd_per_h).all()) else None
 
 
-def run_one(path: Path, limit_s: float) -> dict:
+def run_one(path: Path, limit_s: float, load_only: bool = False) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -156,6 +156,8 @@ def run_one(path: Path, limit_s: float) -> dict:
     raw = raw_totals(read_m_file(path))
     row["totals_match_file"] = _same(raw, net_totals(net))
     row["totals"] = raw
+    if load_only:
+        return row
     # AC-OPF, both backends
     for backend in ("direct", "pyomo"):
         t, res = _timed(lambda: solve_acopf(net, backend=backend), limit_s)
@@ -268,6 +270,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT, help="results file (rows of other cases in it are kept)")
     ap.add_argument("--resume", action="store_true", help="skip cases already in corpus.json")
     ap.add_argument("--table", action="store_true", help="print the markdown table of the results file and exit")
+    ap.add_argument("--load-only", action="store_true", help="load and totals check only (no solves)")
     ap.add_argument("--isolate", action="store_true", help="one process per case")
     args = ap.parse_args()
     if args.one:
@@ -281,7 +284,7 @@ def main() -> None:
     files = corpus(args.max_bus)
     if args.cases:
         files = [f for f in files if f.stem in args.cases]
-    if not args.isolate:  # imports, numba's JIT and Pyomo's first model are not any case's time
+    if not args.isolate and not args.load_only:  # imports, numba's JIT and Pyomo's first model are not any case's time
         import pandapower.networks as pn
 
         run_one(_warm_path(), args.limit_s)
@@ -301,7 +304,7 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 row = {"case": f.stem, "load": f"case over {args.case_limit_s:.0f} s (whole process)"}
         else:
-            row = run_one(f, args.limit_s)
+            row = run_one(f, args.limit_s, load_only=args.load_only)
         done[f.stem] = row
         print(f"[{k + 1}/{len(files)}] {f.stem}: {time.perf_counter() - t:.0f}s load={row.get('load')} "
               f"ac={row.get('ac_direct')} dc={row.get('dc')} pf={row.get('pf')} err={row.get('ac_rel_error')}",

@@ -322,3 +322,12 @@ def test_pandapower_net_with_an_out_of_service_generator_converts():
     pp30.gen.loc[pp30.gen.index[0], "in_service"] = False
     out = Network.from_pandapower(pp30)
     assert out.n_gen == 5 and ("gen", 0) not in out.gen.labels
+
+
+def test_acopf_layer_refuses_costs_its_backward_does_not_model():
+    from gridlearn.grid.acopf_layer import ACOPFLayer
+
+    with pytest.raises(ConfigError, match="piecewise-linear"):
+        ACOPFLayer(load_case("case30pwl"))
+    with pytest.raises(ConfigError, match="reactive"):
+        ACOPFLayer(load_case("case30Q"))
