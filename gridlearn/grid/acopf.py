@@ -445,6 +445,7 @@ _RELAXATIONS = {
                                                                qmax_mvar=torch.full_like(n.gen.qmax_mvar, float("inf"))),
     # pmax only: with pmin = -inf a linear cost would make the problem unbounded
     "generator capacities (pmax_mw)": lambda n: n.with_(pmax_mw=torch.full_like(n.gen.pmax_mw, float("inf"))),
+    "generator minimum outputs (pmin_mw)": lambda n: n.with_(pmin_mw=torch.clamp(n.gen.pmin_mw, max=0.0)),
     "branch ratings (rate_a_mva)": lambda n: n.with_(rate_a_mva=torch.full_like(n.branch.rate_a_mva, float("inf"))),
     "angle-difference limits": lambda n: n.with_(angmin_rad=torch.full_like(n.branch.angmin_rad, -float("inf")),
                                                  angmax_rad=torch.full_like(n.branch.angmax_rad, float("inf"))),
