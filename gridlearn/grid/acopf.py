@@ -76,7 +76,7 @@ class ACOPFResult:
     """
 
     convention: str
-    status: str  # Ipopt's return status, "Solve_Succeeded" for every returned result
+    status: str  # Ipopt's return status: "Solve_Succeeded", or "Solved_To_Acceptable_Level" (outcome ACCEPTABLE)
     objective: float  # $/h
     pg_mw: Tensor  # (n_gen,)
     qg_mvar: Tensor  # (n_gen,)

@@ -6,6 +6,10 @@ interior point, and differentiated through the QP's KKT conditions (Amos & Kolte
 dispatch, flows, angles, cost and the LMPs (read from the duals) are differentiable
 w.r.t. loads and cost coefficients.
 
+Costs: polynomial, and piecewise linear (`Network.pwl_cost`) as MATPOWER's epigraph
+(`dcopf_problem._add_epigraph`); reactive-power costs have no DC counterpart and are left
+out, as in MATPOWER's DC OPF.
+
 Failure: a scenario with no feasible dispatch (load beyond what generation and line
 limits allow) raises `InfeasibleError` naming it from `forward`; `solve` returns the
 `Solution` with Status.INFEASIBLE instead. NaN loads or costs raise `DataError`.
