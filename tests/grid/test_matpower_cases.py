@@ -331,3 +331,13 @@ def test_acopf_layer_refuses_costs_its_backward_does_not_model():
         ACOPFLayer(load_case("case30pwl"))
     with pytest.raises(ConfigError, match="reactive"):
         ACOPFLayer(load_case("case30Q"))
+
+
+def test_power_flow_reproduces_the_solved_case39_stored_in_its_file():
+    """case39.m's header: "re-solved power flow": its bus VM/VA are MATPOWER's power-flow solution."""
+    from gridlearn.grid.powerflow import PowerFlowLayer
+
+    net = load_case("case39")
+    res = PowerFlowLayer()(net)
+    torch.testing.assert_close(res.vm_pu, net.bus.vm0_pu, atol=1e-6, rtol=0)
+    torch.testing.assert_close(res.va_rad, net.bus.va0_rad, atol=1e-6, rtol=0)
