@@ -113,8 +113,12 @@ def read_matpower(path: str | Path) -> Any:
 def load_pandapower_net(name_or_path: str | Path) -> Any:
     """The pandapower net of the case `load_case` names (for comparisons and pandapower's own tools).
 
-    For a MATPOWER/PGLib file or case name: pandapower's conversion of that same file
-    (``pandapower.converter.from_mpc``); ``"pandapower:NAME"``: pandapower's bundled net.
+    For a ``.m`` path, a PGLib name or a MATPOWER case name that pandapower does not bundle:
+    pandapower's conversion of that file (``pandapower.converter.from_mpc``). A name that
+    ``pandapower.networks`` bundles (``"case118"``, or ``"pandapower:case118"``) gives
+    pandapower's bundled net, as it always has; it can differ from MATPOWER's file (see the
+    module docstring): for pandapower's view of the file itself, pass the file's path
+    (`matpower_case_path`).
     """
     import pandapower.networks as pn
 
@@ -123,7 +127,7 @@ def load_pandapower_net(name_or_path: str | Path) -> Any:
         s = s.removeprefix(PANDAPOWER_PREFIX)
         if not callable(getattr(pn, s, None)):
             raise DataError(f"pandapower.networks has no case {s!r}")
-    else:
+    elif not callable(getattr(pn, s, None)):
         path = _resolve_file(s)
         if path is not None:
             return read_matpower(path)

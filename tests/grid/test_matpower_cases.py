@@ -97,7 +97,7 @@ def test_unit_statements_after_the_data_are_applied():
 @pytest.mark.parametrize("case", ["case9", "case30", "case24_ieee_rts", "case_ACTIVSg200"])
 def test_parser_agrees_with_pandapowers_converter_where_it_reads_right(case):
     """Files without post-data statements: pandapower's from_mpc sees the same loads and generators."""
-    pp_net = load_pandapower_net(case)
+    pp_net = load_pandapower_net(DATA / f"{case}.m")  # pandapower's conversion of the file itself
     net = load_case(case)
     load = pp_net.load[pp_net.load.in_service]
     assert float(net.bus.pd_mw.sum()) == pytest.approx(float(load.p_mw.sum()), rel=1e-12)
@@ -183,7 +183,7 @@ def test_dcopf_piecewise_linear_matches_pandapower_rundcopp():
 
     net = load_case("case30pwl")
     res = DCOPFLayer()(net)
-    pp_net = load_pandapower_net("case30pwl")
+    pp_net = load_pandapower_net(DATA / "case30pwl.m")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pp.rundcopp(pp_net)
