@@ -96,7 +96,10 @@ def _timed(fn, limit_s: float):
 
 
 def _err(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc)[:300]}"
+    msg = str(exc)
+    if len(msg) > 600:  # keep the cause, which the messages put last
+        msg = msg[:200] + " … " + msg[-400:]
+    return f"{type(exc).__name__}: {msg}"
 
 
 def raw_totals(case) -> dict:
