@@ -23,11 +23,14 @@ Labels follow pandapower's conversion of the same file, so results stay comparab
 pandapower nets: generator ``("ext_grid", k)`` for the first generator of each reference
 bus, ``("gen", k)`` for the first of each PV bus, ``("sgen", k)`` for the others; branch
 ``("line", k)``, ``("trafo", k)`` (off-nominal tap or phase shift) or ``("impedance", k)``;
-each counted in file order over all rows, in service or not. Bus labels are MATPOWER's
-bus numbers.
+each counted in file order over all rows, in service or not; and the elements are in
+pandapower's order (ext_grids, gens, sgens; lines, trafos, impedances). Bus labels are
+MATPOWER's bus numbers, buses in file order.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import torch
@@ -237,6 +240,12 @@ def network_from_matpower(case: MatpowerCase, name: str = "") -> Network:
     gen_labels, br_labels = _pandapower_labels(case, gen_bus_pos)
     poly, pwl, qcost = _costs(case, gen_on, gen_labels)
 
+    # pandapower's element order (ext_grids, gens, sgens; lines, trafos, impedances; each in file
+    # order), so that positions agree with `Network.from_pandapower` of the same case.
+    gen_rank = {"ext_grid": 0, "gen": 1, "sgen": 2}
+    br_rank = {"line": 0, "trafo": 1, "impedance": 2}
+    gen_order = np.array(sorted(np.flatnonzero(gen_on), key=lambda i: (gen_rank[gen_labels[i][0]], i)), dtype=np.int64)
+    br_order = np.array(sorted(np.flatnonzero(br_on), key=lambda i: (br_rank[br_labels[i][0]], i)), dtype=np.int64)
     new_index = -np.ones(len(bus), dtype=np.int64)
     new_index[bus_on] = np.arange(int(bus_on.sum()))
     b = bus[bus_on]
@@ -253,9 +262,19 @@ def network_from_matpower(case: MatpowerCase, name: str = "") -> Network:
         va0_rad=as_tensor(np.deg2rad(b[:, VA])),
         labels=tuple(int(x) for x in b[:, BUS_I]),
     )
-    g = gen[gen_on]
+    g = gen[gen_order]
+    keep_pos = -np.ones(len(gen), dtype=np.int64)
+    keep_pos[np.flatnonzero(gen_on)] = np.arange(int(gen_on.sum()))
+    perm = keep_pos[gen_order]  # position in the in-service list of each ordered generator
+    poly = poly[perm]
+    if pwl is not None:  # segments point at the new generator positions
+        inverse = np.empty_like(perm)
+        inverse[perm] = np.arange(len(perm))
+        pwl = dataclasses.replace(pwl, gen=torch.as_tensor(inverse[pwl.gen.numpy()]))
+    if qcost is not None:
+        qcost = ReactiveCost(*(torch.as_tensor(getattr(qcost, f.name).numpy()[perm]) for f in dataclasses.fields(qcost)))
     gen_params = GenParams(
-        bus=torch.as_tensor(new_index[gen_bus_pos[gen_on]]),
+        bus=torch.as_tensor(new_index[gen_bus_pos[gen_order]]),
         p_mw=as_tensor(g[:, PG]),
         vg_pu=as_tensor(g[:, VG]),
         pmin_mw=as_tensor(g[:, PMIN]),
@@ -265,9 +284,9 @@ def network_from_matpower(case: MatpowerCase, name: str = "") -> Network:
         cost_c2_usd_per_mw2h=as_tensor(poly[:, 0]),
         cost_c1_usd_per_mwh=as_tensor(poly[:, 1]),
         cost_c0_usd_per_h=as_tensor(poly[:, 2]),
-        labels=tuple(gen_labels[i] for i in np.flatnonzero(gen_on)),
+        labels=tuple(gen_labels[i] for i in gen_order),
     )
-    r = br[br_on]
+    r = br[br_order]
     ncol = br.shape[1]
     tap = np.where(r[:, TAP] == 0, 1.0, r[:, TAP])
     rate = np.where(r[:, RATE_A] == 0, np.inf, r[:, RATE_A])
@@ -279,8 +298,8 @@ def network_from_matpower(case: MatpowerCase, name: str = "") -> Network:
     else:
         amin, amax = np.full(len(r), -np.inf), np.full(len(r), np.inf)
     branch_params = BranchParams(
-        from_bus=torch.as_tensor(new_index[fpos[br_on]]),
-        to_bus=torch.as_tensor(new_index[tpos[br_on]]),
+        from_bus=torch.as_tensor(new_index[fpos[br_order]]),
+        to_bus=torch.as_tensor(new_index[tpos[br_order]]),
         r_pu=as_tensor(r[:, BR_R]),
         x_pu=as_tensor(r[:, BR_X]),
         g_pu=as_tensor(np.zeros(len(r))),
@@ -290,7 +309,7 @@ def network_from_matpower(case: MatpowerCase, name: str = "") -> Network:
         rate_a_mva=as_tensor(rate),
         angmin_rad=as_tensor(amin),
         angmax_rad=as_tensor(amax),
-        labels=tuple(br_labels[i] for i in np.flatnonzero(br_on)),
+        labels=tuple(br_labels[i] for i in br_order),
     )
     network = Network(base_mva=float(case.base_mva), bus=bus_params, gen=gen_params, branch=branch_params,
                       name=name, pwl_cost=pwl, reactive_cost=qcost)
