@@ -18,6 +18,7 @@ the envelope theorem gives ``d f*/d pd_i = -lambda_i / B``: the LMP in $/MWh is
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import warnings
@@ -31,6 +32,7 @@ from torch import Tensor
 from gridlearn.errors import ConfigError, InfeasibleError, SolverFailure, SolverUnavailable
 from gridlearn.grid.acopf_model import ACOPFArrays, acopf_arrays, build_acopf_model
 from gridlearn.grid.acopf_nlp import ACOPFNLP
+from gridlearn.grid.acopf_recovery import flat_start, kkt_residuals, powerflow_start, relaxations_that_restore_feasibility
 from gridlearn.grid.checks import check_costs, check_finite
 from gridlearn.grid.acopf_model import polar_formulation
 from gridlearn.grid.formulations import Convention, get_convention
@@ -47,7 +49,12 @@ IPOPT_STATUS = {
     "Diverging_Iterates": Status.DIVERGED,
     "Search_Direction_Becomes_Too_Small": Status.STEP_TOO_SMALL,
     "Invalid_Number_Detected": Status.NONFINITE,
+    "Solved_To_Acceptable_Level": Status.ACCEPTABLE,
 }
+
+
+class AcceptableWarning(UserWarning):
+    """An AC-OPF was solved only to Ipopt's acceptable level (its residuals are in the result)."""
 # Ipopt's ApplicationReturnStatus codes (IpReturnCodes_inc.h), as cyipopt reports them.
 IPOPT_RETURN_CODES = {
     0: "Solve_Succeeded", 1: "Solved_To_Acceptable_Level", 2: "Infeasible_Problem_Detected",
@@ -71,7 +78,7 @@ class ACOPFResult:
     """
 
     convention: str
-    status: str  # Ipopt's return status, "Solve_Succeeded" for every returned result
+    status: str  # Ipopt's return status: "Solve_Succeeded", or "Solved_To_Acceptable_Level" (outcome ACCEPTABLE)
     objective: float  # $/h
     pg_mw: Tensor  # (n_gen,)
     qg_mvar: Tensor  # (n_gen,)
@@ -88,6 +95,11 @@ class ACOPFResult:
     slacks: dict[str, Tensor] = field(repr=False)  # flow_f/flow_t: -h >= 0 (inf: unlimited); angle: to the nearer limit
     angle_bound_rad: Tensor = field(repr=False, default=None)  # (n_branch,) limit on the side whose dual is nonzero
     solve_time_s: float = 0.0  # Ipopt alone
+    outcome: Status = Status.CONVERGED  # CONVERGED, or ACCEPTABLE (Ipopt's acceptable level; see residuals)
+    # Largest violations at the returned point, per unit: "primal" (constraints and bounds), "dual"
+    # (stationarity of Ipopt's Lagrangian, $/h per pu), "complementarity".
+    residuals: dict[str, float] = field(default_factory=dict)
+    start: str = "case"  # which start point gave this result: "warm", "case", "powerflow" or "flat"
 
     # Old flow names (before the one vocabulary of issue 17), kept for one release.
     pf_mw = property(lambda self: _renamed(self, "pf_mw", "p_from_mw"))
@@ -126,7 +138,7 @@ def default_start(d: ACOPFArrays, network) -> dict[str, np.ndarray]:
 
 
 def _validate(network) -> None:
-    check_costs(network, convex=True)
+    check_costs(network, convex=True, pwl=True, reactive=True)
     for name in ("pd_mw", "qd_mvar", "gs_mw", "bs_mvar"):
         check_finite(f"bus.{name}", getattr(network.bus, name), network.bus.labels)
     for name in ("r_pu", "x_pu", "g_pu", "b_pu"):
@@ -164,7 +176,11 @@ def _ipopt_problem(nlp: ACOPFNLP, options: dict[str, Any]):
 def solve_acopf_status(
     network, convention: str | Convention = "matpower", warm_start: ACOPFResult | None = None, **ipopt_options: Any
 ) -> tuple[Status, str, ACOPFResult | None]:
-    """Like `solve_acopf` but never raises on solver failure: ``(Status, Ipopt status, result or None)``."""
+    """Like `solve_acopf` from one start, never raising on solver failure: ``(Status, Ipopt status, result or None)``.
+
+    The result is None unless the status is CONVERGED (an acceptable-level solve gives
+    Status.ACCEPTABLE and None here; `solve_acopf` returns it with a warning).
+    """
     return solve_acopf_nlp(network, get_convention(convention), warm_start, ipopt_options)[:3]
 
 
@@ -175,6 +191,13 @@ def solve_acopf_nlp(
     _validate(network)
     d = acopf_arrays(network, conv)
     start = _check_start(d, network, warm_start)
+    status, ipopt_status, result, nlp = _solve_direct(d, conv, start, ipopt_options, network.name)
+    return status, ipopt_status, (result if status is Status.CONVERGED else None), nlp
+
+
+def _solve_direct(d: ACOPFArrays, conv: Convention, start: dict[str, np.ndarray], ipopt_options: dict[str, Any],
+                  name: str) -> tuple[Status, str, ACOPFResult | None, ACOPFNLP]:
+    """One Ipopt solve through the vectorised callbacks; a result for CONVERGED and ACCEPTABLE."""
     nlp = ACOPFNLP(d, conv)
     z0 = np.concatenate([start["va"], start["vm"], start["pg"], start["qg"]])
     problem = _ipopt_problem(nlp, ipopt_options)
@@ -184,14 +207,23 @@ def solve_acopf_nlp(
     problem.close()
     ipopt_status = IPOPT_RETURN_CODES.get(int(info["status"]), f"return code {info['status']}")
     status = IPOPT_STATUS.get(ipopt_status, Status.NUMERICAL)
-    if status is not Status.CONVERGED:
-        log.info("AC-OPF %s (%s convention): Ipopt returned %s", network.name, conv.name, ipopt_status)
+    if status not in (Status.CONVERGED, Status.ACCEPTABLE):
+        log.info("AC-OPF %s (%s convention): Ipopt returned %s", name, conv.name, ipopt_status)
         return status, ipopt_status, None, nlp
     z = nlp.to_z(x)
+    mult_l, mult_u = np.asarray(info["mult_x_L"], dtype=float), np.asarray(info["mult_x_U"], dtype=float)
     zl, zu = np.zeros(nlp.nz), np.zeros(nlp.nz)
-    zl[nlp.free], zu[nlp.free] = info["mult_x_L"], info["mult_x_U"]
+    zl[nlp.free], zu[nlp.free] = mult_l[: nlp.n_free], mult_u[: nlp.n_free]
     g = np.asarray(info["mult_g"], dtype=float)
-    nb, nlim = d.n_bus, nlp.n_lim // 2
+    cons = _constraint_duals(d, nlp, g)
+    result = _pack(d, conv, ipopt_status, nlp.objective(x), solve_time, z, cons, zl, zu)
+    residuals = kkt_residuals(nlp, np.asarray(x, dtype=float), g, mult_l, mult_u)
+    return status, ipopt_status, dataclasses.replace(result, outcome=status, residuals=residuals), nlp
+
+
+def _constraint_duals(d: ACOPFArrays, nlp: ACOPFNLP, g: np.ndarray) -> dict[str, np.ndarray]:
+    """Ipopt's constraint multipliers (in `ACOPFNLP`'s row order) per named constraint."""
+    nb, nlim, nang = d.n_bus, nlp.n_lim // 2, d.angle_limited.size
 
     def per_branch(idx, values):
         out = np.zeros(d.n_branch)
@@ -199,14 +231,14 @@ def solve_acopf_nlp(
         return out
 
     o = 2 * nb
-    cons = {
+    return {
         "p_balance": g[:nb],
         "q_balance": g[nb:o],
         "flow_f": per_branch(d.limited, g[o : o + nlim]),
         "flow_t": per_branch(d.limited, g[o + nlim : o + 2 * nlim]),
-        "angle": per_branch(d.angle_limited, g[o + 2 * nlim :]),
+        "angle": per_branch(d.angle_limited, g[o + 2 * nlim : o + 2 * nlim + nang]),
+        **({"pwl": g[o + 2 * nlim + nang :]} if d.n_pwl else {}),  # epigraph segments
     }
-    return status, ipopt_status, _pack(d, conv, ipopt_status, nlp.objective(x), solve_time, z, cons, zl, zu), nlp
 
 
 def solve_acopf_pyomo_status(
@@ -218,14 +250,21 @@ def solve_acopf_pyomo_status(
     Ipopt evaluates it through PyNumero's ASL; several times slower (model building and NL
     writing). Kept to cross-check the vectorised `ACOPFNLP` callbacks.
     """
-    import pyomo.environ as pyo
-
-    from gridlearn.solvers import get_ipopt
-
     conv = get_convention(convention)
     _validate(network)
     d = acopf_arrays(network, conv)
     start = _check_start(d, network, warm_start)
+    status, ipopt_status, result = _solve_pyomo(d, conv, start, ipopt_options, network.name)
+    return status, ipopt_status, (result if status is Status.CONVERGED else None)
+
+
+def _solve_pyomo(d: ACOPFArrays, conv: Convention, start: dict[str, np.ndarray], ipopt_options: dict[str, Any],
+                 name: str) -> tuple[Status, str, ACOPFResult | None]:
+    """One Ipopt solve of the Pyomo model; a result for CONVERGED and ACCEPTABLE."""
+    import pyomo.environ as pyo
+
+    from gridlearn.solvers import get_ipopt
+
     model = build_acopf_model(d, conv, start)
     solver = get_ipopt(**ipopt_options)
     t0 = time.perf_counter()
@@ -233,13 +272,30 @@ def solve_acopf_pyomo_status(
     solve_time = time.perf_counter() - t0
     ipopt_status = IPOPT_RETURN_CODES.get(int(results.solver.return_code), f"return code {results.solver.return_code}")
     status = IPOPT_STATUS.get(ipopt_status, Status.NUMERICAL)
-    if status is not Status.CONVERGED:
-        log.info("AC-OPF %s (%s convention): Ipopt returned %s", network.name, conv.name, ipopt_status)
+    if status not in (Status.CONVERGED, Status.ACCEPTABLE):
+        log.info("AC-OPF %s (%s convention): Ipopt returned %s", name, conv.name, ipopt_status)
         return status, ipopt_status, None
-    return status, ipopt_status, _extract(model, d, conv, ipopt_status, float(pyo.value(model.cost)), solve_time)
+    result = _extract(model, d, conv, ipopt_status, float(pyo.value(model.cost)), solve_time)
+    # The same KKT residuals as the direct path, from the NLP evaluated at Pyomo's point and multipliers.
+    nlp = ACOPFNLP(d, conv)
+    y = np.array([model.y[j].value for j in range(d.n_pwl)], dtype=float) if d.n_pwl else np.zeros(0)
+    z = np.concatenate([t.numpy() for t in (result.va_rad, result.vm_pu)] +
+                       [result.pg_mw.numpy() / d.base_mva, result.qg_mvar.numpy() / d.base_mva])
+    x = np.concatenate([z[nlp.free], y])
+    du = result.duals
+    mult_g = np.concatenate([du["p_balance"].numpy(), du["q_balance"].numpy(), du["flow_f"].numpy()[d.limited],
+                             du["flow_t"].numpy()[d.limited], du["angle"].numpy()[d.angle_limited]] +
+                            ([du["pwl"].numpy()] if d.n_pwl else []))
+    zl = np.concatenate([du[f"{k}_lower"].numpy() for k in ("va", "vm", "pg", "qg")])[nlp.free]
+    zu = np.concatenate([du[f"{k}_upper"].numpy() for k in ("va", "vm", "pg", "qg")])[nlp.free]
+    residuals = kkt_residuals(nlp, x, mult_g, np.concatenate([zl, np.zeros(d.n_pwl)]),
+                              np.concatenate([zu, np.zeros(d.n_pwl)]))
+    return status, ipopt_status, dataclasses.replace(result, outcome=status, residuals=residuals)
 
 
 BACKENDS = ("pyomo", "direct")
+#: Start points `solve_acopf` tries, in order, until Ipopt converges (``retry=True``).
+RETRY_STARTS = ("powerflow", "flat")
 
 
 def solve_acopf(
@@ -247,12 +303,15 @@ def solve_acopf(
     convention: str | Convention = "matpower",
     warm_start: ACOPFResult | None = None,
     backend: str = "pyomo",
+    strict: bool = False,
+    retry: bool = True,
     **ipopt_options: Any,
 ) -> ACOPFResult:
     """Solve the polar AC-OPF of ``network`` with Ipopt (see `acopf_model` for the problem).
 
     Args:
-        network: a `Network` with polynomial convex costs.
+        network: a `Network` with convex costs: polynomial (degree <= 2), piecewise linear
+            (`Network.pwl_cost`, MATPOWER's epigraph) and reactive (`Network.reactive_cost`).
         convention: ``"matpower"`` (PGLib/MATPOWER: |S| limits, angle limits, reference
             voltage free) or ``"pandapower"`` (runopp: |I| limits, ext_grid voltage fixed).
         warm_start: a previous `ACOPFResult` of a network of the same size to start from;
@@ -261,28 +320,88 @@ def solve_acopf(
             `acopf_model`, through Pyomo's cyipopt interface. ``"direct"``: the same problem
             with vectorised numpy callbacks (`acopf_nlp`), no model build or NL file, about
             4x faster on case118; tests hold the two to the same solution and multipliers.
+        strict: raise `SolverFailure` when Ipopt reaches only its acceptable level
+            (``Solved_To_Acceptable_Level``) instead of returning that result with an
+            `AcceptableWarning` (``result.outcome`` is then Status.ACCEPTABLE and
+            ``result.residuals`` says how far from tolerance it is).
+        retry: when the first start does not converge, try again from the case's AC power
+            flow (`powerflow_start`, skipped when that power flow fails) and then from a flat
+            start (`flat_start`), in that order (`RETRY_STARTS`); the first converged result
+            wins (``result.start`` names its start). A failure is reported only after all.
         **ipopt_options: passed to Ipopt (e.g. ``tol=1e-10``, ``max_iter=500``).
 
     Raises:
-        InfeasibleError: Ipopt converged to a point of local infeasibility.
-        SolverFailure: any other Ipopt outcome than ``Solve_Succeeded`` (iteration limit,
-            restoration failure, ...).
+        InfeasibleError: Ipopt converged to a point of local infeasibility from every start.
+        SolverFailure: any other outcome from every start (iteration limit, restoration
+            failure, ...), or an acceptable-level result with ``strict=True``.
     """
     conv = get_convention(convention)
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    solve = solve_acopf_pyomo_status if backend == "pyomo" else solve_acopf_status
-    status, ipopt_status, result = solve(network, conv, warm_start, **ipopt_options)
-    if result is None:
-        msg = (
-            f"AC-OPF of {network.name or 'network'} ({conv.name} convention) failed: Ipopt returned {ipopt_status}. "
-            f"{status.name}: {status.value}"
-        )
-        if status is Status.INFEASIBLE:
-            raise InfeasibleError(msg + " (load exceeds what generation, voltage and line limits allow?)",
-                                  indices=[0], statuses=[status])
-        raise SolverFailure(msg + "; try a different warm_start or raise max_iter", indices=[0], statuses=[status])
-    return result
+    _validate(network)
+    d = acopf_arrays(network, conv)
+    first = _check_start(d, network, warm_start)
+    makers = {"powerflow": lambda: powerflow_start(d, network), "flat": lambda: flat_start(d, network)}
+    starts = [("warm" if warm_start is not None else "case", lambda: first)]
+    starts += [(name, makers[name]) for name in RETRY_STARTS] if retry else []
+    tried: list[tuple[str, Status | None, str]] = []
+    acceptable: ACOPFResult | None = None
+    for label, make in starts:
+        start = make()
+        if start is None:
+            tried.append((label, None, "no start point (the power flow did not converge)"))
+            continue
+        if backend == "pyomo":
+            status, ipopt_status, result = _solve_pyomo(d, conv, start, ipopt_options, network.name)
+        else:
+            status, ipopt_status, result, _ = _solve_direct(d, conv, start, ipopt_options, network.name)
+        tried.append((label, status, ipopt_status))
+        if status is Status.CONVERGED:
+            return dataclasses.replace(result, start=label)
+        if status is Status.ACCEPTABLE and acceptable is None:
+            acceptable = dataclasses.replace(result, start=label)
+    what = f"AC-OPF of {network.name or 'network'} ({conv.name} convention)"
+    summary = "; ".join(f"{label} start: {ipopt_status}" for label, _, ipopt_status in tried)
+    if acceptable is not None:
+        r = acceptable.residuals
+        msg = (f"{what}: Ipopt reached only its acceptable level ({summary}); residuals primal "
+               f"{r.get('primal', float('nan')):.2e}, dual {r.get('dual', float('nan')):.2e}, complementarity "
+               f"{r.get('complementarity', float('nan')):.2e}")
+        if strict:
+            raise SolverFailure(msg + " (strict=True)", indices=[0], statuses=[Status.ACCEPTABLE],
+                                residuals=[max(r.values(), default=float("nan"))])
+        warnings.warn(msg, AcceptableWarning, stacklevel=2)
+        return acceptable
+    statuses = [st for _, st, _ in tried if st is not None]
+    # Least possible withdrawal: loads, plus bus shunts gs vm^2 at their most favourable voltage;
+    # with r >= 0 and no branch conductance every branch loses power, so load > capacity is a proof.
+    bus, br = network.bus, network.branch
+    gs = bus.gs_mw.detach()
+    load = float(bus.pd_mw.detach().sum() + torch.where(gs > 0, gs * bus.vmin_pu.detach() ** 2,
+                                                         gs * bus.vmax_pu.detach() ** 2).sum())
+    cap = float(network.gen.pmax_mw.detach().sum())
+    lossy = bool((br.r_pu.detach() >= 0).all() and (br.g_pu.detach() >= 0).all())
+    if lossy and load > cap:  # a proof, whatever Ipopt said
+        raise InfeasibleError(f"{what} failed: {summary}. The load ({load:.1f} MW) exceeds the generation capacity "
+                              f"({cap:.1f} MW)", indices=[0], statuses=[Status.INFEASIBLE])
+    if statuses and all(st is Status.INFEASIBLE for st in statuses):
+        found = _explain(network, conv, ipopt_options)
+        cause = ("Ipopt found only points of local infeasibility; " +
+                 (f"the problem becomes feasible when only these limits are lifted: {', '.join(found)}" if found
+                  else "lifting voltage, reactive, capacity, line or angle limits one at a time does not make it feasible"))
+        raise InfeasibleError(f"{what} failed: {summary}. {cause}", indices=[0], statuses=[Status.INFEASIBLE])
+    worst = statuses[0] if statuses else Status.NUMERICAL
+    raise SolverFailure(f"{what} failed from every start ({summary}). {worst.name}: {worst.value}; raise max_iter "
+                        "or give a warm_start", indices=[0], statuses=[worst])
+
+
+def _explain(network, conv: Convention, ipopt_options: dict[str, Any]) -> list[str]:
+    """The limit families whose removal alone lets the direct path converge (see `acopf_recovery`)."""
+    def solve(relaxed) -> Status:
+        d = acopf_arrays(relaxed, conv)
+        return _solve_direct(d, conv, default_start(d, relaxed), ipopt_options, network.name)[0]
+
+    return relaxations_that_restore_feasibility(network, solve)
 
 
 def _extract(model, d: ACOPFArrays, conv: Convention, ipopt_status: str, objective: float, solve_time: float) -> ACOPFResult:
@@ -305,6 +424,7 @@ def _extract(model, d: ACOPFArrays, conv: Convention, ipopt_status: str, objecti
         "flow_f": cons(model.flow_f, d.limited.tolist(), d.n_branch),
         "flow_t": cons(model.flow_t, d.limited.tolist(), d.n_branch),
         "angle": cons(model.angle, d.angle_limited.tolist(), d.n_branch),
+        **({"pwl": cons(model.pwl, range(d.pwl_gen.size), d.pwl_gen.size)} if d.n_pwl else {}),
     }
     zl, zu = [], []
     for var, n in ((model.va, d.n_bus), (model.vm, d.n_bus), (model.pg, d.n_gen), (model.qg, d.n_gen)):

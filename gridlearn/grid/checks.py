@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gridlearn.errors import DataError
+from gridlearn.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from gridlearn.grid.network import Network
@@ -97,15 +97,29 @@ def check_network(network: "Network") -> None:
     check_islands(network)
 
 
-def check_costs(network: "Network", convex: bool = True) -> None:
-    """Every generator needs a polynomial cost; with ``convex``, c2 must be >= 0."""
+def check_costs(network: "Network", convex: bool = True, pwl: bool = False, reactive: bool = False) -> None:
+    """Every generator needs a polynomial cost; with ``convex``, c2 must be >= 0.
+
+    ``pwl``/``reactive``: whether the caller models `Network.pwl_cost` / `Network.reactive_cost`
+    (solve_acopf both, DCOPFLayer the first, reactive power having no DC counterpart). A
+    caller that does not would price those generators at zero, so it gets a ConfigError.
+    """
+    if network.pwl_cost is not None and not pwl:
+        gens = [network.gen.labels[i] for i in network.pwl_cost.generators()][:5]
+        raise ConfigError(f"{network.name or 'the network'} has piecewise-linear costs (generators {gens}); only "
+                          "solve_acopf and DCOPFLayer model them (epigraph): use one of those, or give the "
+                          "generators polynomial costs")
+    if network.reactive_cost is not None and not reactive:
+        raise ConfigError(f"{network.name or 'the network'} prices reactive power (a second block of gencost rows); "
+                          "only solve_acopf models that: use it, or drop network.reactive_cost")
     g = network.gen
     for name in sorted(_COST_FIELDS):
         v = getattr(g, name).detach()
         bad = (~torch.isfinite(v)).nonzero().flatten()
         if len(bad):
             raise DataError(
-                f"gen {g.labels[int(bad[0])]}: missing or non-finite cost ({name}); add a row to net.poly_cost"
+                f"gen {g.labels[int(bad[0])]}: missing or non-finite cost ({name}); the case has no cost for it "
+                "(a MATPOWER file without mpc.gencost, or no row in net.poly_cost): add one"
             )
     if convex:
         neg = (g.cost_c2_usd_per_mw2h.detach() < 0).nonzero().flatten()

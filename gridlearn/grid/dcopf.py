@@ -6,6 +6,10 @@ interior point, and differentiated through the QP's KKT conditions (Amos & Kolte
 dispatch, flows, angles, cost and the LMPs (read from the duals) are differentiable
 w.r.t. loads and cost coefficients.
 
+Costs: polynomial, and piecewise linear (`Network.pwl_cost`) as MATPOWER's epigraph
+(`dcopf_problem._add_epigraph`); reactive-power costs have no DC counterpart and are left
+out, as in MATPOWER's DC OPF.
+
 Failure: a scenario with no feasible dispatch (load beyond what generation and line
 limits allow) raises `InfeasibleError` naming it from `forward`; `solve` returns the
 `Solution` with Status.INFEASIBLE instead. NaN loads or costs raise `DataError`.
@@ -21,7 +25,7 @@ from torch import Tensor, nn
 
 from gridlearn.errors import ConfigError, DataError, InfeasibleError
 from gridlearn.grid.checks import check_costs, check_finite
-from gridlearn.grid.dcopf_problem import DCStructure, assemble, read_out
+from gridlearn.grid.dcopf_problem import DCStructure, assemble, pwl_cost_usd_per_h, read_out
 from gridlearn.grid.network import Network
 from gridlearn.implicit.qp import QPSettings, solve_qp
 from gridlearn.implicit.solution import Solution, Status
@@ -133,6 +137,8 @@ class DCOPFLayer(nn.Module):
         out = read_out(network, st, qp, x, lam, nu)
         pg = out["pg_mw"]
         cost = (c2[:, None, :] * pg**2 + c1[:, None, :] * pg).sum(-1) + torch.nan_to_num(network.gen.cost_c0_usd_per_h, nan=0.0).sum()
+        if network.pwl_cost is not None:
+            cost = cost + pwl_cost_usd_per_h(network, pg)
         result = DCOPFResult(cost_usd_per_h=cost, **out)
         bad = ~qsol.converged
         if bool(bad.any()):
@@ -151,8 +157,13 @@ class DCOPFLayer(nn.Module):
     def _inputs(self, network, pd_mw, cost_c2, cost_c1, ramp, p0):
         nb, ng = network.n_bus, network.n_gen
         pd_mw = network.bus.pd_mw if pd_mw is None else pd_mw
+        if network.pwl_cost is not None and (cost_c2 is not None or cost_c1 is not None):
+            raise ConfigError("cost_c2/cost_c1 replace polynomial costs, but this network prices generators "
+                              f"{[network.gen.labels[i] for i in network.pwl_cost.generators()][:5]} piecewise "
+                              "linearly; give those generators polynomial costs first")
         if cost_c2 is None or cost_c1 is None:
-            check_costs(network)
+            # Reactive-power costs have no DC counterpart (MATPOWER's DC OPF drops them too).
+            check_costs(network, pwl=True, reactive=True)
         c2 = network.gen.cost_c2_usd_per_mw2h if cost_c2 is None else cost_c2
         c1 = network.gen.cost_c1_usd_per_mwh if cost_c1 is None else cost_c1
         named = {"pd_mw": pd_mw, "cost_c2": c2, "cost_c1": c1}

@@ -33,8 +33,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from gridlearn.errors import DataError
 
 from gridlearn.grid import matrices
 from gridlearn.grid.network import Network
@@ -66,6 +69,7 @@ class DCStructure:
     def build(cls, network: Network) -> "DCStructure":
         if network.branch.x_pu.dim() > 1:
             raise ValueError("DC-OPF: batched branch parameters are not supported; pass a shared network")
+        _check_one_island(network)
         dc = matrices.dc_matrices(network)
         ref = int(network.ref_buses[0])
         n = network.n_bus
@@ -87,6 +91,21 @@ class DCStructure:
             cg=network.gen_incidence(), ref=ref, lim_lines=lim, ang_lines=ang,
             up_gens=finite(gen.pmax_mw), lo_gens=finite(gen.pmin_mw),
         )
+
+
+def _check_one_island(network: Network) -> None:
+    """The PTDF form balances one system at one reference bus: several islands (each with its
+    own reference bus, which `check_network` allows) would make B singular."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    f, t = network.branch.from_bus.cpu().numpy(), network.branch.to_bus.cpu().numpy()
+    n = network.n_bus
+    n_comp, comp = connected_components(coo_matrix((np.ones(len(f)), (f, t)), shape=(n, n)), directed=False)
+    if n_comp > 1:
+        refs = [network.bus.labels[int(i)] for i in network.ref_buses]
+        raise DataError(f"{network.name or 'the network'} has {n_comp} islands (reference buses {refs}); the DC-OPF "
+                        "takes one connected network: solve each island as its own Network")
 
 
 @dataclass(frozen=True)
@@ -204,7 +223,52 @@ def assemble(network: Network, st: DCStructure, pd_mw: Tensor, c2: Tensor, c1: T
     b = d.sum(-1) + shift.sum()  # (B, T); Σ shift = 0 but keeps the algebra explicit
     rows = {"flow_up": st.lim_lines[f_up], "flow_lo": st.lim_lines[f_lo], "ang_up": st.ang_lines[a_up],
             "ang_lo": st.ang_lines[a_lo]}
+    if network.pwl_cost is not None:
+        Q, p, G, h, A = _add_epigraph(network, periods, Q, p, G, h, A)
     return DCQP(Q=Q, p=p, G=G, h=h, A=A, b=b, n_per=n_per, withdrawal=d, rows=rows)
+
+
+def _add_epigraph(network: Network, periods: int, Q: Tensor, p: Tensor, G: Tensor, h: Tensor, A: Tensor):
+    """Piecewise-linear costs as MATPOWER poses them: a variable y_tj per period and priced
+    generator, in the objective, and rows ``slope_k base x_tg - y_tj <= -intercept_k`` per
+    segment k (appended after every other inequality row, so the duals' layout is unchanged).
+
+    Why scaled: y is in $/h (thousands) while x is per unit; the interior point stalls on
+    that spread (case30pwl: NUMERICAL after 185 steps). With y = s y', s = base * max|slope|,
+    the rows read ``(slope_k base / s) x - y' <= -intercept_k / s`` and y' weighs s.
+    """
+    pwl = network.pwl_cost
+    base = network.base_mva
+    ng = network.n_gen
+    gens = torch.tensor(pwl.generators(), device=G.device)
+    var = torch.searchsorted(gens, pwl.gen.to(G.device))
+    n_y, n_seg, n_pg = len(gens), pwl.n, periods * ng
+    dt, dev = G.dtype, G.device
+    q_diag = torch.diagonal(Q, dim1=-2, dim2=-1)
+    Q = torch.diag_embed(torch.cat([q_diag, torch.zeros(*q_diag.shape[:-1], periods * n_y, dtype=dt, device=dev)], -1))
+    scale = float(base * pwl.slope_usd_per_mwh.detach().abs().max().clamp_min(1e-12))
+    p = torch.cat([p, torch.full((p.shape[0], periods * n_y), scale, dtype=dt, device=dev)], -1)
+    G = torch.cat([G, torch.zeros(G.shape[0], periods * n_y, dtype=dt, device=dev)], -1)
+    A = torch.cat([A, torch.zeros(A.shape[0], periods * n_y, dtype=dt, device=dev)], -1)
+    rows = torch.zeros(periods * n_seg, n_pg + periods * n_y, dtype=dt, device=dev)
+    k = torch.arange(n_seg, device=dev)
+    for t in range(periods):
+        rows[t * n_seg + k, t * ng + pwl.gen.to(dev)] = pwl.slope_usd_per_mwh.to(dt) * base / scale
+        rows[t * n_seg + k, n_pg + t * n_y + var] = -1.0
+    G = torch.cat([G, rows], 0)
+    h = torch.cat([h, (-pwl.intercept_usd_per_h.to(dt) / scale).repeat(periods).expand(h.shape[0], -1)], -1)
+    return Q, p, G, h, A
+
+
+def pwl_cost_usd_per_h(network: Network, pg_mw: Tensor) -> Tensor:
+    """Σ_g max_k (slope_k pg_g + intercept_k) over the piecewise-linear generators, (…) from pg (…, n_gen)."""
+    pwl = network.pwl_cost
+    lines = pg_mw[..., pwl.gen] * pwl.slope_usd_per_mwh + pwl.intercept_usd_per_h  # (…, n_seg)
+    gens = torch.tensor(pwl.generators(), device=pg_mw.device)
+    var = torch.searchsorted(gens, pwl.gen.to(pg_mw.device))
+    best = torch.full((*pg_mw.shape[:-1], len(gens)), -torch.inf, dtype=pg_mw.dtype, device=pg_mw.device)
+    best = best.scatter_reduce(-1, var.expand_as(lines), lines, reduce="amax")
+    return best.sum(-1)
 
 
 def read_out(network: Network, st: DCStructure, qp: DCQP, x: Tensor, lam: Tensor, nu: Tensor) -> dict[str, Tensor]:
@@ -212,7 +276,7 @@ def read_out(network: Network, st: DCStructure, qp: DCQP, x: Tensor, lam: Tensor
     base = network.base_mva
     bsz, periods, _ = qp.withdrawal.shape
     ng = network.n_gen
-    xg = x.reshape(bsz, periods, ng)
+    xg = x[..., : periods * ng].reshape(bsz, periods, ng)  # epigraph variables (if any) follow the dispatch
     inj = xg @ st.cg.T - qp.withdrawal - st.p_bus_shift
     flow = inj @ st.ptdf.T + st.p_f_shift
     va = network.bus.va0_rad[st.ref] + inj @ st.angle_map.T
@@ -230,4 +294,4 @@ def read_out(network: Network, st: DCStructure, qp: DCQP, x: Tensor, lam: Tensor
             "line_value_usd_per_mwh": capacity}
 
 
-__all__ = ["DCStructure", "DCQP", "assemble", "read_out"]
+__all__ = ["DCStructure", "DCQP", "assemble", "read_out", "pwl_cost_usd_per_h"]

@@ -20,7 +20,8 @@ from torch import Tensor
 
 from gridlearn.errors import DataError
 from gridlearn.grid import matrices
-from gridlearn.grid.params import BranchParams, BusParams, GenParams, Label, as_tensor, field_owner
+from gridlearn.grid.params import (BranchParams, BusParams, GenParams, Label, PWLCost, ReactiveCost, as_tensor,
+                                   field_owner)
 
 # Columns of pandapower's ppc arrays (pandapower.pypower.idx_*); kept here to avoid
 # importing pypower internals at module import.
@@ -52,6 +53,10 @@ class Network:
     gen: GenParams
     branch: BranchParams
     name: str = ""
+    # MATPOWER cost forms beyond a quadratic in p (None: none). Only solve_acopf and
+    # DCOPFLayer read them; every other consumer of costs refuses such a network (check_costs).
+    pwl_cost: PWLCost | None = None
+    reactive_cost: ReactiveCost | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -115,6 +120,9 @@ class Network:
             if rows is None or len(rows) == 0:
                 continue
             elements = net[table].index
+            if len(elements) and len(rows) == int(elements.max()) + 1 > len(elements):
+                # The lookup is indexed by element index; dropped (out-of-service) elements leave gaps.
+                rows = np.asarray(rows)[elements.values]
             if len(rows) != len(elements):  # pandapower lists only the in-service/controllable ones
                 mask = net[table].in_service.values.astype(bool)
                 if "controllable" in net[table]:
@@ -288,8 +296,10 @@ class Network:
         return dataclasses.replace(self, **new_tables)
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Network":
+        extras = {k: getattr(self, k).to(device, dtype) for k in ("pwl_cost", "reactive_cost") if getattr(self, k) is not None}
         return dataclasses.replace(
-            self, bus=self.bus.to(device, dtype), gen=self.gen.to(device, dtype), branch=self.branch.to(device, dtype)
+            self, bus=self.bus.to(device, dtype), gen=self.gen.to(device, dtype), branch=self.branch.to(device, dtype),
+            **extras,
         )
 
     # ------------------------------------------------------------------ views

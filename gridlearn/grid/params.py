@@ -100,6 +100,42 @@ class BranchParams(_Table):
         return int(self.from_bus.shape[-1])
 
 
+@dataclass(frozen=True)
+class PWLCost(_Table):
+    """Convex piecewise-linear active-power costs (MATPOWER gencost model 1) as epigraph segments.
+
+    A generator ``g`` listed in ``gen`` costs ``max_k slope_k p + intercept_k`` ($/h, p in
+    MW) over its segments ``k``; an OPF models it as MATPOWER does (``opf_setup``): one
+    variable ``y_g`` in the objective with ``y_g >= slope_k p_g + intercept_k`` for every
+    segment. Its polynomial cost fields in `GenParams` are zero.
+    """
+
+    gen: Tensor  # long (n_segment,), generator position of each segment
+    slope_usd_per_mwh: Tensor
+    intercept_usd_per_h: Tensor
+
+    @property
+    def n(self) -> int:
+        return int(self.gen.shape[-1])
+
+    def generators(self) -> list[int]:
+        """Positions of the generators that have a piecewise-linear cost, ascending."""
+        return sorted(set(self.gen.tolist()))
+
+
+@dataclass(frozen=True)
+class ReactiveCost(_Table):
+    """Polynomial reactive-power costs (MATPOWER's second block of ng gencost rows), $/h with q in MVAr."""
+
+    c2_usd_per_mvar2h: Tensor  # (n_gen,)
+    c1_usd_per_mvarh: Tensor
+    c0_usd_per_h: Tensor
+
+    @property
+    def n(self) -> int:
+        return int(self.c1_usd_per_mvarh.shape[-1])
+
+
 def field_owner(name: str) -> type:
     """Which parameter table holds field ``name`` (for `Network.with_`)."""
     for cls in (BusParams, GenParams, BranchParams):

@@ -31,6 +31,7 @@ class Status(enum.Enum):
     NONCONVEX = "Q is not positive semidefinite: the QP is not convex, so no KKT point is certified a minimum"
     SINGULAR = "the Jacobian is singular at the solution (e.g. a multiple root): it is not locally unique and has no finite derivative"
     UNSTABLE = "fixed-step integration is unstable or inaccurate at this step_size (step-doubling error above tolerance); lower step_size or use dopri5"
+    ACCEPTABLE = "solved only to the solver's acceptable level, not to its tolerance: check the residuals"
 
     @property
     def code(self) -> int:

@@ -110,7 +110,7 @@ def test_matpower_objective_on_pandapower_case(case):
 def test_matpower_objective_with_matpower_branch_data(case, shared_data):
     # PGLib's IEEE cases keep MATPOWER's branch impedances, taps and orientation.
     rows = matpower_rows(shared_data / "pglib-opf" / f"pglib_opf_{case}_ieee.m")
-    net = load_case(case)
+    net = load_case(f"pandapower:{case}")  # pandapower's bundled copy ("case57" is MATPOWER's own file now)
     fixed = with_matpower_branches(net, rows)
     res = solve_acopf(fixed)
     assert res.objective == pytest.approx(MATPOWER_AC[case], rel=1e-4)
@@ -118,7 +118,7 @@ def test_matpower_objective_with_matpower_branch_data(case, shared_data):
 
 
 def test_case118_pandapower_conversion_is_the_cause_of_the_offset(shared_data):
-    net = load_case("case118")
+    net = load_case("pandapower:case118")
     raw = solve_acopf(net).objective / MATPOWER_AC["case118"] - 1
     rows = matpower_rows(shared_data / "pglib-opf" / "pglib_opf_case118_ieee.m")
     fixed = solve_acopf(with_matpower_branches(net, rows)).objective / MATPOWER_AC["case118"] - 1
@@ -142,7 +142,7 @@ def test_pandapower_convention_matches_runopp(case):
     from gridlearn.grid.cases import load_pandapower_net
     from gridlearn.grid.network import Network
 
-    pp_net = load_pandapower_net(case)
+    pp_net = load_pandapower_net(f"pandapower:{case}")  # pandapower's bundled copy (runopp's published values)
     tight = dict(PDIPM_GRADTOL=1e-10, PDIPM_COMPTOL=1e-10, PDIPM_COSTTOL=1e-10, PDIPM_FEASTOL=1e-10)
     pp.runopp(pp_net, init="flat", calculate_voltage_angles=True, **tight)
     net = Network.from_pandapower(pp_net)

@@ -54,7 +54,7 @@ def _invariants(network, res, pd=None):
 
 @pytest.mark.parametrize("case", ["case9", "case30", "case118", "case300"])
 def test_matches_rundcopp(case):
-    net = load_pandapower_net(case)
+    net = load_pandapower_net(f"pandapower:{case}")  # pandapower's bundled copy, as rundcopp's reference
     network = Network.from_pandapower(net)
     res = DCOPFLayer()(network)
     _invariants(network, res)

@@ -56,8 +56,12 @@ def test_dc_matrices_give_balanced_flows():
 
 
 def test_labels_trace_back_to_pandapower():
-    network = load_case("case118")
+    network = load_case("pandapower:case118")
     assert network.gen.labels[0] == ("ext_grid", 0)
+    # MATPOWER's own file: labels name the element pandapower makes of each row, in pandapower's order
+    mp = load_case("case118")
+    assert mp.gen.labels[0] == ("ext_grid", 0) and mp.gen.labels[1] == ("gen", 0)
+    assert mp.bus.labels[int(mp.gen.bus[0])] == 69  # case118's reference bus
     assert {t for t, _ in network.branch.labels} == {"line", "trafo"}
     assert network.n_branch == 186 and network.n_gen == 54
 
