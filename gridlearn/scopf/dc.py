@@ -23,8 +23,11 @@ from(m) to to(m)),
 
 where f are the pre-outage flows *after* generator redispatch, f = f_base + PTDF C_g (p' - p).
 It is exact for the DC model as long as I - H_MM is invertible, which fails exactly when
-removing M islands buses; such sets are flagged by a rank test and confirmed by a graph
-check (`outages.islanded_load`), never scored.
+removing M islands buses; such sets are flagged by a rank test and classified by the graph
+(`outages.classify_islands`). A set that cuts off demand is reported with the load lost
+and never scored. A set that cuts off only generators (or empty buses) is scored: the
+stranded units' output is lost and picked up pro rata (the AGC rule above) by the units
+of the main island, whose DC power flow is solved directly (`_split_state`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from torch import Tensor
 from gridlearn.errors import DataError
 from gridlearn.grid import matrices
 from gridlearn.grid.network import Network
-from gridlearn.scopf.outages import ElementSpace, islanded_load
+from gridlearn.scopf.outages import ElementSpace, IslandSplit, classify_islands
 from gridlearn.scopf.violation import exact_violation, smooth_violation
 
 # Status of one scored outage set (strings: they go straight into tables).
@@ -180,8 +183,9 @@ class DCContingencyModel:
     def score_sets(self, pg_mw: Tensor, members: Tensor) -> tuple[np.ndarray, list[str], np.ndarray]:
         """Exact scores of outage sets (C, k): (violation_mw (C,), status per set, load_lost_mw (C,)).
 
-        Islanded and no-generation sets get violation NaN (never a score) and their status;
-        islanded ones carry the load that loses supply.
+        Sets that cut off demand ("islanded") and no-generation sets get violation NaN
+        (never a score) and their status; islanded ones carry the load that loses supply.
+        Sets that cut off only generators are scored with their pick-up (`split_violation`).
         """
         flow, pg, pmin, pmax, singular, no_gen = self.set_flows(pg_mw, members)
         v = exact_violation(flow, self.network.branch.rate_a_mva, pg, pmin, pmax).detach().cpu().numpy().copy()
@@ -194,16 +198,50 @@ class DCContingencyModel:
             br_out[[self.space.branch_pos[m] for m in row if m < nb]] = True
             gen_out = np.zeros(self.network.n_gen, dtype=bool)
             gen_out[[self.space.gen_pos[m - nb] for m in row if m >= nb]] = True
-            island, load = islanded_load(self.network, br_out, gen_out)
+            split = classify_islands(self.network, br_out, gen_out)
             if bool(no_gen[i]):
                 status[i], v[i] = NO_GENERATION, np.nan
-            elif island:
-                status[i], v[i], lost[i] = ISLANDED, np.nan, load
-            else:  # rank test was too strict: the graph is connected, so solve directly
-                alpha = torch.zeros(1, self.space.size, dtype=self.h.dtype, device=self.h.device)
-                alpha[0, row] = 1.0
-                v[i] = float(self.violation(pg_mw, alpha, floor=0.0)[0])
+            elif split.cuts_load:
+                status[i], v[i], lost[i] = ISLANDED, np.nan, split.load_lost_mw
+            else:  # connected (rank test too strict), or only generators / empty buses cut off
+                vi = self.split_violation(pg_mw, br_out, gen_out, split)
+                status[i], v[i] = (NO_GENERATION, np.nan) if vi is None else (OK, vi)
         return v, status, lost
+
+    def split_violation(self, pg_mw: Tensor, branch_out: np.ndarray, gen_out: np.ndarray,
+                        split: IslandSplit) -> float | None:
+        """Exact violation (MW) when ``branch_out`` / ``gen_out`` (bool masks in Network
+        order) fail and ``split`` is their island classification without cut-off demand:
+        stranded units go out with the outaged ones, the rest pick up their output pro rata
+        (`redispatch`), and B theta = P is solved on the main island alone (its first bus
+        is the angle reference when the slack bus was cut off; flows do not depend on it).
+        None when no participating unit is left."""
+        net = self.network
+        dt, dev = self.h.dtype, self.h.device
+        a_gen = torch.as_tensor(np.asarray(gen_out, dtype=bool) | split.stranded_gen, device=dev).to(dt)
+        pg_post, pmin, pmax, w_left = self.redispatch(pg_mw, a_gen)
+        if float(w_left) <= 1e-6 * float(self.participation.sum()):
+            return None
+        main = torch.as_tensor(split.main, device=dev)
+        f, t = net.branch.from_bus, net.branch.to_bus
+        live = torch.as_tensor(~np.asarray(branch_out, dtype=bool), device=dev) & main[f] & main[t]
+        b = matrices.dc_susceptance(net) * live.to(dt)
+        shift_f = -b * net.branch.shift_rad
+        n = net.n_bus
+        b_bus = torch.zeros(n, n, dtype=dt, device=dev)
+        b_bus.index_put_((f, f), b, accumulate=True)
+        b_bus.index_put_((t, t), b, accumulate=True)
+        b_bus.index_put_((f, t), -b, accumulate=True)
+        b_bus.index_put_((t, f), -b, accumulate=True)
+        p_shift = torch.zeros(n, dtype=dt, device=dev).index_add(0, f, shift_f).index_add(0, t, -shift_f)
+        p = self._injection_pu(pg_post, p_shift)
+        buses = torch.nonzero(main).flatten()
+        ref = self.slack if bool(main[self.slack]) else int(buses[0])
+        keep = buses[buses != ref]
+        theta = torch.zeros(n, dtype=dt, device=dev)
+        theta[keep] = torch.linalg.solve(b_bus[keep[:, None], keep], p[keep])
+        flow = (b * (theta[f] - theta[t]) + shift_f) * net.base_mva
+        return float(exact_violation(flow, net.branch.rate_a_mva, pg_post, pmin, pmax))
 
 
 __all__ = ["DCContingencyModel", "default_participation", "OK", "ISLANDED", "NO_GENERATION", "NOT_CONVERGED"]
