@@ -33,6 +33,7 @@ of the main island, whose DC power flow is solved directly (`_split_state`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -164,9 +165,16 @@ class DCContingencyModel:
         gen_pos = torch.as_tensor(sp.gen_pos + (0,), device=dev)[torch.where(is_branch, len(sp.gen_pos), members - nb)]
         a_gen = torch.zeros(C, net.n_gen, dtype=dt, device=dev)
         a_gen.scatter_add_(1, gen_pos, (~is_branch).to(dt))  # add: padded slots share index 0
+        return self._woodbury(pg_mw, br_pos, is_branch.to(dt), a_gen)
+
+    def _woodbury(self, pg_mw: Tensor, br_pos: Tensor, valid: Tensor, a_gen: Tensor):
+        """`set_flows` for branch positions br_pos (C, k) (Network order; slots with valid 0
+        are padding) and generator outage indicators a_gen (C, n_gen)."""
+        net = self.network
+        C, k = br_pos.shape
+        dev, dt = self.h.device, self.h.dtype
         pg_post, pmin, pmax, w_left = self.redispatch(pg_mw, a_gen)
         f0 = self.base_flows(pg_mw) + (pg_post - pg_mw) @ self.ptdf[:, net.gen.bus].T
-        valid = is_branch.to(dt)
         h_mm = self.h[br_pos[:, :, None], br_pos[:, None, :]] * valid[:, :, None] * valid[:, None, :]
         a = torch.eye(k, dtype=dt, device=dev) - h_mm
         singular = torch.linalg.svdvals(a)[:, -1] < _ISLAND_SV
@@ -192,7 +200,8 @@ class DCContingencyModel:
         status = [OK] * len(v)
         lost = np.zeros(len(v))
         nb = self.space.n_attack_branches
-        for i in torch.nonzero(singular | no_gen).flatten().tolist():
+        slow = self._dead_end_rows(pg_mw, members, singular & ~no_gen, v)
+        for i in sorted(set(torch.nonzero(no_gen).flatten().tolist()) | slow):
             row = members[i].tolist()
             br_out = np.zeros(self.network.n_branch, dtype=bool)
             br_out[[self.space.branch_pos[m] for m in row if m < nb]] = True
@@ -207,6 +216,56 @@ class DCContingencyModel:
                 vi = self.split_violation(pg_mw, br_out, gen_out, split)
                 status[i], v[i] = (NO_GENERATION, np.nan) if vi is None else (OK, vi)
         return v, status, lost
+
+    @cached_property
+    def _dead_ends(self) -> dict[int, np.ndarray]:
+        """Bridges of the intact network whose cut-off side holds no demand: branch
+        position -> the units stranded there (bool (n_gen,))."""
+        out = {}
+        net = self.network
+        for b in torch.nonzero((1.0 - torch.diagonal(self.h)).abs() < 1e-6).flatten().tolist():
+            mask = np.zeros(net.n_branch, dtype=bool)
+            mask[b] = True
+            split = classify_islands(net, mask)
+            if split.islanded and not split.cuts_load:
+                out[b] = split.stranded_gen
+        return out
+
+    def _dead_end_rows(self, pg_mw: Tensor, members: Tensor, rows: Tensor, v: np.ndarray) -> set[int]:
+        """Score the rows (bool (C,)) whose islanding comes from dead-end bridges, in place
+        in ``v``; return the rows left for the slow path. Why exact: the side a dead-end
+        bridge cuts off has no demand, so once its units are out (stranded, their output
+        picked up) it injects nothing and, hanging off the grid by that bridge alone,
+        carries no flow; the set then scores as the same set with the bridge kept in
+        service and those units out, which the Woodbury update handles in one batch."""
+        idx = torch.nonzero(rows).flatten()
+        if not len(idx) or not self._dead_ends:
+            return set(idx.tolist())
+        sp, net = self.space, self.network
+        nb = sp.n_attack_branches
+        dev, dt = self.h.device, self.h.dtype
+        sub = members[idx]
+        is_branch = sub < nb
+        br_pos = torch.as_tensor(sp.branch_pos + (0,), device=dev)[torch.where(is_branch, sub, nb)]
+        gen_pos = torch.as_tensor(sp.gen_pos + (0,), device=dev)[torch.where(is_branch, len(sp.gen_pos), sub - nb)]
+        a_gen = torch.zeros(len(idx), net.n_gen, dtype=dt, device=dev)
+        a_gen.scatter_add_(1, gen_pos, (~is_branch).to(dt))
+        valid = is_branch.to(dt)
+        touched = torch.zeros(len(idx), dtype=torch.bool, device=dev)
+        for b, stranded in self._dead_ends.items():
+            hit = (br_pos == b) & is_branch
+            rows_b = hit.any(1)
+            if bool(rows_b.any()):
+                valid = valid.masked_fill(hit, 0.0)
+                a_gen[rows_b] += torch.as_tensor(stranded, dtype=dt, device=dev)
+                touched |= rows_b
+        a_gen = a_gen.clamp(max=1.0)
+        flow, pg, pmin, pmax, singular, no_gen = self._woodbury(pg_mw, br_pos, valid, a_gen)
+        done = touched & ~singular & ~no_gen
+        vals = exact_violation(flow, net.branch.rate_a_mva, pg, pmin, pmax).detach().cpu().numpy()
+        d = done.cpu().numpy()
+        v[idx.cpu().numpy()[d]] = vals[d]
+        return set(idx[~done].tolist())
 
     def split_violation(self, pg_mw: Tensor, branch_out: np.ndarray, gen_out: np.ndarray,
                         split: IslandSplit) -> float | None:
