@@ -107,3 +107,23 @@ def test_certificate_never_below_enumerated_worst(pocket, k):
     assert cert.upper_bound_mw == pytest.approx(worst, abs=1e-4)
     assert cert.claim == "best found, gap 10 MW"
     assert certify_worst(model, pg, k, worst, time_limit_s=30.0).claim == "certified worst"
+
+
+def test_fallback_flow_bound_is_valid_and_says_so(pocket):
+    # with no room for the island list, the MILP is not built: the loose flow bound stands in
+    net, pg = pocket
+    enum = enumerate_contingencies(net, pg, 2)
+    worst = float(enum.loc[enum["status"] == "ok", "violation_mw"].max())
+    model = DCContingencyModel.build(net, ElementSpace.of(net))
+    cert = certify_worst(model, pg, 2, worst, max_islands=0)
+    assert cert.method == "flow bound" and "flow bound only" in cert.status
+    assert cert.upper_bound_mw >= worst and cert.claim.startswith("best found, gap")
+
+
+def test_attack_result_carries_a_certificate(pocket):
+    net, pg = pocket
+    res = attack_contingencies(net, pg, 2, elements="branches", exact="never", restarts=4, steps=10,
+                               certify_time_limit_s=20.0)
+    assert res.certificate is not None and res.certificate.upper_bound_mw >= res.ranking["violation_mw"].iloc[0]
+    assert res.claim == res.certificate.claim
+    assert res.claim == "certified worst" or res.claim.startswith("best found, gap")
