@@ -344,8 +344,8 @@ def certify_worst(model: DCContingencyModel, pg_mw: Tensor, k: int, best_found_m
     ub = float(info.mip_dual_bound)
     if status == "Infeasible":  # no k-set keeps the demand supplied: nothing to score
         ub = -math.inf
-    if not math.isfinite(ub) and ub != -math.inf:
-        ub = math.inf
+    if not math.isfinite(ub) and ub != -math.inf:  # stopped before any dual bound: the flow bound stands in
+        return flow_bound(f"the MILP gave no bound within {time_limit_s:g} s ({status})")
     primal = float(info.objective_function_value) if info.mip_node_count >= 0 else float("nan")
     detail = {"n_binaries": int(sum(integ)), "n_rows": len(rows), "n_islands": len(islands),
               "mip_nodes": int(info.mip_node_count), "milp_best_mw": primal}
