@@ -181,7 +181,7 @@ def attack_contingencies(
     exact: str = "auto",
     max_power_flows: int | None = None,
     certify: str = "auto",
-    certify_time_limit_s: float = 60.0,
+    certify_time_limit_s: float = 10.0,
     participation: Tensor | None = None,
 ) -> AttackResult:
     """Search for the worst N-k outage sets (see module docstring).
