@@ -124,6 +124,7 @@ def attack_vs_enumeration(cfg: Config) -> pd.DataFrame:
                     "worst_outage": str(ok["outage"].iloc[0]) if len(ok) else "", "found_outage": str(res.best),
                     "enum_power_flows": enum.attrs["n_power_flows"], "enum_time_s": enum.attrs["wall_time_s"],
                     "attack_power_flows": res.n_power_flows, "attack_time_s": res.wall_time_s,
+                    "attack_method": res.method, "claim": res.claim,
                     "islanded_sets": int((enum["status"] == "islanded").sum()),
                     "not_converged_sets": int((enum["status"] == "not_converged").sum()),
                 })

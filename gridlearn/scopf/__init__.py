@@ -3,7 +3,10 @@
 An outage vector alpha in [0, 1]^(n_branch + n_gen) scales branch admittances and
 generator capacities by (1 - alpha); the attacker maximises post-contingency overload
 over the capped simplex {sum alpha <= k} by projected gradient ascent through the
-differentiable power flow, then rounds to discrete outage sets scored exactly.
+differentiable power flow, then rounds to discrete outage sets scored exactly, adds the
+LODF near-cut sets the gradient cannot see (`candidates`), enumerates instead when that
+is cheaper, and bounds the worst violation with the DC interdiction MILP (`certificate`):
+every DC result says "certified worst" or "best found, gap X MW".
 """
 
 from gridlearn._lazy import lazy_exports
@@ -12,6 +15,11 @@ _EXPORTS = {
     "ElementSpace": "outages",
     "project_capped_simplex": "outages",
     "islanded_load": "outages",
+    "classify_islands": "outages",
+    "IslandSplit": "outages",
+    "near_cut_sets": "candidates",
+    "certify_worst": "certificate",
+    "Certificate": "certificate",
     "DCContingencyModel": "dc",
     "ACContingencyModel": "ac",
     "exact_violation": "violation",

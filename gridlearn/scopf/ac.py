@@ -10,7 +10,8 @@ implicit-function-theorem adjoint (no unrolling). Violation (MVA-equivalent):
     + base_mva * voltage-magnitude excess (p.u.)
 
 A scenario whose Newton iteration does not converge gets status "not_converged" and
-no score. Known simplification: an outaged generator's bus keeps its voltage setpoint
+no score. Every set that splits the network is reported "islanded" with its lost load
+(`outages.classify_islands`), including generator-only islands, which the DC model scores. Known simplification: an outaged generator's bus keeps its voltage setpoint
 (reactive limits are not enforced by the layer either), so its reactive support remains.
 """
 
@@ -25,7 +26,7 @@ from torch import Tensor
 from gridlearn.grid.acphysics.limits import APPARENT_POWER, BranchLimit
 from gridlearn.grid.network import Network
 from gridlearn.scopf.dc import ISLANDED, NO_GENERATION, NOT_CONVERGED, OK, default_participation
-from gridlearn.scopf.outages import ElementSpace, islanded_load
+from gridlearn.scopf.outages import ElementSpace, classify_islands
 from gridlearn.scopf.violation import exact_violation, smooth_violation
 
 
@@ -86,11 +87,13 @@ def score_sets_ac(model: ACContingencyModel, pg_mw: Tensor, members: Tensor) -> 
         br_out[[sp.branch_pos[m] for m in row if m < nb]] = True
         gen_out = np.zeros(net.n_gen, dtype=bool)
         gen_out[[sp.gen_pos[m - nb] for m in row if m >= nb]] = True
-        island, load = islanded_load(net, br_out, gen_out)
+        split = classify_islands(net, br_out, gen_out)
         if float(model.participation[torch.as_tensor(~gen_out)].sum()) <= 1e-6 * w_total:
             status[i] = NO_GENERATION
-        elif island:
-            status[i], lost[i] = ISLANDED, load
+        elif split.islanded:
+            # The Newton layer solves one connected network, so AC does not score
+            # generator-only islands (DC does): every split is reported, never scored.
+            status[i], lost[i] = ISLANDED, split.load_lost_mw
         else:
             solve_rows.append(i)
     if solve_rows:

@@ -30,10 +30,22 @@ at small alpha removing it mostly lowers its *own* overload, so the gradient ran
 last (observed on PGLib case30 AC: the worst pair (line 0, line 6) has line 6 ranked 44
 of 45 by the gradient at the line-0 outage). The swap pools never contain it; the full
 neighbourhood does.
+
+Topology-aware candidates (``candidates`` > 0, any physics): the near-cut sets of
+`candidates.near_cut_sets` (sets that nearly island part of the grid, found from the
+DC LODF; the gradient ranks their members last) are scored exactly and join the polish
+starts.
+
+Exact when cheaper. The search has a hard power-flow budget (``max_power_flows``,
+default `planned_power_flows`): ascent steps x restarts, the N-1 screen, the candidates
+and the swaps and polish, which stop scoring when the budget is spent. When C(n, k) is
+not above it (``exact="auto"``), every set is enumerated instead (exact, and never more
+power flows than the search would use); ``AttackResult.method`` says which ran.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -47,8 +59,13 @@ from torch import Tensor
 
 from gridlearn.errors import ConfigError
 from gridlearn.grid.network import Network
+from gridlearn.scopf.candidates import near_cut_sets
+from gridlearn.scopf.certificate import Certificate, certify_worst
 from gridlearn.scopf.common import members_tensor, result_table, scored, setup
 from gridlearn.scopf.outages import project_capped_simplex
+
+EXACT_CHOICES = ("auto", "always", "never")
+CERTIFY_CHOICES = ("auto", "milp", "none")
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +88,16 @@ class AttackResult:
     alpha: Tensor
     dispatch_mw: Tensor
     trace: list[float] = field(default_factory=list)  # best smooth violation per ascent step
+    method: str = "search"  # "search" (ascent, candidates, swaps, polish) or "enumeration" (every set)
+    max_power_flows: int = 0  # the budget the choice was made against
+    certificate: "Certificate | None" = None  # upper bound on the worst violation, when asked for
+
+    @property
+    def claim(self) -> str:
+        """"certified worst", "best found, gap X MW", or "best found, no bound"."""
+        if self.method == "enumeration":
+            return "certified worst"
+        return self.certificate.claim if self.certificate is not None else "best found, no bound"
 
     @property
     def n_power_flows(self) -> int:
@@ -100,21 +127,38 @@ def default_temperature(network: Network) -> float:
 class _Scorer:
     """Exact scores with a cache: each distinct set costs one power flow, once."""
 
-    def __init__(self, score_fn, device, batch: int):
+    def __init__(self, score_fn, device, batch: int, cap: int | None = None):
         self.score_fn = score_fn
         self.device = device
         self.batch = batch  # sets per call of score_fn: bounds the memory of a batched Newton solve
+        self.cap = cap  # most sets ever scored (the search's remaining power-flow budget)
         self.cache: dict[tuple[int, ...], tuple[float, str, float]] = {}
+
+    @property
+    def left(self) -> float:
+        return math.inf if self.cap is None else self.cap - len(self.cache)
 
     def __call__(self, sets: list[tuple[int, ...]]) -> list[float]:
         new = sorted({s for s in sets if s not in self.cache})
+        if len(new) > self.left:  # budget spent: the sets beyond it stay unscored (rank last)
+            new = new[:max(int(self.left), 0)]
         for lo_i in range(0, len(new), self.batch):
             block = new[lo_i:lo_i + self.batch]
             v, status, lost = self.score_fn(members_tensor(block, self.device))
             for s, vi, st, lo in zip(block, v, status, lost):
                 self.cache[s] = (float(vi), st, float(lo))
         # Unscored (islanded, non-converged) sets rank below every scored one.
-        return [self.cache[s][0] if self.cache[s][1] == "ok" else -math.inf for s in sets]
+        return [self.cache[s][0] if s in self.cache and self.cache[s][1] == "ok" else -math.inf for s in sets]
+
+
+def planned_power_flows(n: int, k: int, *, restarts: int, steps: int, max_swap_rounds: int, screen: bool,
+                        candidates: int, polish: int) -> int:
+    """The search's power-flow budget: each ascent step and swap round is one batched flow
+    per restart, the N-1 screen n flows, the candidates one each, and the polish two full
+    1-swap neighbourhoods (k (n - k) sets) from each of its 2 polish starts; the rounding
+    swaps share the polish's allowance."""
+    return (restarts * (steps + max_swap_rounds) + (n if screen and k > 1 else 0) + candidates
+            + 4 * polish * k * max(n - k, 0))
 
 
 def attack_contingencies(
@@ -133,6 +177,11 @@ def attack_contingencies(
     max_swap_rounds: int = 10,
     screen: bool = True,
     polish: int = 2,
+    candidates: int = 256,
+    exact: str = "auto",
+    max_power_flows: int | None = None,
+    certify: str = "auto",
+    certify_time_limit_s: float = 10.0,
     participation: Tensor | None = None,
 ) -> AttackResult:
     """Search for the worst N-k outage sets (see module docstring).
@@ -142,17 +191,31 @@ def attack_contingencies(
     physics="ac"). k: outages per set. elements: "all", "branches" or "generators".
     polish: how many of the best distinct sets get the exact full-neighbourhood local
     search (0 = off; each costs k (n - k) exact power flows per round).
+    candidates: topology-aware near-cut sets scored exactly (0 = off).
+    exact: "auto" enumerates every set when C(n, k) <= max_power_flows, "always" always,
+    "never" never. max_power_flows: the search's hard budget (default `planned_power_flows`).
+    certify: "auto" bounds a DC search's result by the interdiction MILP
+    (`certificate.certify_worst`, HiGHS, at most ``certify_time_limit_s``); "milp" the same;
+    "none" skips it (the result then claims "best found, no bound").
     participation: AGC pick-up weights (n_gen,), default pmax.
     """
     for name, v in (("restarts", restarts), ("steps", steps), ("swap_pool", swap_pool)):
         if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "steps" else 1):
             raise ConfigError(f"{name} must be a positive int, got {v!r}")
-    if isinstance(polish, bool) or not isinstance(polish, int) or polish < 0:
-        raise ConfigError(f"polish must be an int >= 0, got {polish!r}")
+    for name, v in (("polish", polish), ("candidates", candidates)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ConfigError(f"{name} must be an int >= 0, got {v!r}")
     if not (isinstance(max_swap_rounds, int) and max_swap_rounds >= 0):
         raise ConfigError(f"max_swap_rounds must be an int >= 0, got {max_swap_rounds!r}")
     if not step_size > 0:
         raise ConfigError(f"step_size must be > 0, got {step_size}")
+    if exact not in EXACT_CHOICES:
+        raise ConfigError(f"exact must be one of {EXACT_CHOICES}, got {exact!r}")
+    if certify not in CERTIFY_CHOICES:
+        raise ConfigError(f"certify must be one of {CERTIFY_CHOICES}, got {certify!r}")
+    if max_power_flows is not None and (isinstance(max_power_flows, bool) or not isinstance(max_power_flows, int)
+                                        or max_power_flows < 1):
+        raise ConfigError(f"max_power_flows must be a positive int, got {max_power_flows!r}")
     t0 = time.perf_counter()
     space, pg, dc_model = setup(network, dispatch, k, physics, elements, participation)
     temperature = default_temperature(network) if temperature_mw is None else float(temperature_mw)
@@ -167,9 +230,21 @@ def attack_contingencies(
     else:
         violation_fn = lambda a, tau: dc_model.violation(pg, a, tau)  # noqa: E731
         score_fn = lambda m: dc_model.score_sets(pg, m)  # noqa: E731
+    n = space.size
+    batch = 256 if physics == "ac" else 8192
+    budget = max_power_flows if max_power_flows is not None else planned_power_flows(
+        n, k, restarts=restarts, steps=steps, max_swap_rounds=max_swap_rounds, screen=screen,
+        candidates=candidates, polish=polish)
+    total = math.comb(n, k)
+    if exact == "always" or (exact == "auto" and total <= budget):
+        scorer = _Scorer(score_fn, network.device, batch=batch)
+        combos = itertools.combinations(range(n), k)
+        while block := list(itertools.islice(combos, batch)):
+            scorer(block)
+        return _result(space, scorer, t0, 0, 0, torch.zeros(0, n, dtype=network.dtype), pg, [], "enumeration",
+                       budget, None, k, physics)
 
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    n = space.size
     # Half the restarts start near a random k-set, half spread out; restart 0 at the centre.
     # Why: the relaxation has many local maxima and diverse starts reach different ones.
     start = torch.rand(restarts, n, generator=gen, dtype=network.dtype)
@@ -192,9 +267,9 @@ def attack_contingencies(
         trace.append(float(torch.nan_to_num(v.detach(), nan=-math.inf).max()))
         scale = grad.abs().amax(-1, keepdim=True).clamp_min(1e-30)
         alpha = project_capped_simplex(alpha + eta * grad / scale, k)
+    n_grad_flows = restarts * steps
 
     # ---- rounding: top-k per restart, then swaps within each restart's promising pool
-    scorer = _Scorer(score_fn, network.device, batch=256 if physics == "ac" else 8192)
     rank_key = alpha + 1e-6 * grad / grad.abs().amax(-1, keepdim=True).clamp_min(1e-30)
     order = torch.argsort(rank_key, dim=-1, descending=True).cpu().numpy()
     current = [tuple(sorted(int(i) for i in order[r, :k])) for r in range(restarts)]
@@ -211,13 +286,18 @@ def attack_contingencies(
         screen_pool = [int(i) for i in np.argsort(-v1, kind="stable")[:swap_pool]]
         singles = screen_pool
         pools = [p + screen_pool for p in pools]
-        if k == 1:
-            scorer.cache.update({(i,): (float(v1[i]) if st1[i] == "ok" else float("nan"), st1[i], float(lost1[i]))
-                                 for i in range(n)})
-            n_screen_flows = 0  # counted as scored sets below
+    scorer = _Scorer(score_fn, network.device, batch=batch, cap=budget - n_grad_flows - n_screen_flows)
+    if screen and k == 1:
+        scorer.cache.update({(i,): (float(v1[i]) if st1[i] == "ok" else float("nan"), st1[i], float(lost1[i]))
+                             for i in range(n)})
+        n_screen_flows = 0  # counted as scored sets below
     values = scorer(current)
-    n_grad_flows = restarts * steps
+    # Near-cut candidates (scored now: the polish then starts from the best of them too).
+    if candidates and k > 1:
+        scorer(near_cut_sets(dc_model, pg, k, limit=min(candidates, int(max(scorer.left, 0)))))
     for _ in range(max_swap_rounds):
+        if scorer.left <= 0 or n_grad_flows + restarts > budget - n_screen_flows - len(scorer.cache):
+            break
         # Gradient at each current discrete set: which other element, partly removed on
         # top of it, raises the overload fastest (a first-order guess at the best swap).
         ind = torch.zeros_like(alpha)
@@ -225,6 +305,7 @@ def attack_contingencies(
         ind.requires_grad_(True)
         (g_set,) = torch.autograd.grad(violation_fn(ind, temperature).sum(), ind)
         n_grad_flows += restarts
+        scorer.cap -= restarts
         g_set = torch.nan_to_num(g_set, nan=0.0).masked_fill(ind.detach() > 0, -math.inf)
         g_order = torch.argsort(g_set, dim=-1, descending=True).cpu().numpy()
         cands = []
@@ -246,23 +327,37 @@ def attack_contingencies(
         if not moved:
             break
     _polish(scorer, k, n, polish, max_swap_rounds, singles)
+    cert = None
+    if certify != "none" and physics == "dc":
+        best = max((v for v, st, _ in scorer.cache.values() if st == "ok"), default=-math.inf)
+        cert = certify_worst(dc_model, pg, k, best, time_limit_s=certify_time_limit_s)
+    return _result(space, scorer, t0, n_grad_flows, n_screen_flows, alpha.detach(), pg, trace, "search", budget,
+                   cert, k, physics)
 
+
+def _result(space, scorer: _Scorer, t0: float, n_grad_flows: int, n_screen_flows: int, alpha: Tensor, pg: Tensor,
+            trace: list[float], method: str, budget: int, cert, k: int, physics: str) -> AttackResult:
     sets = list(scorer.cache)
     table = result_table(space, sets, np.array([scorer.cache[s][0] for s in sets]),
                          [scorer.cache[s][1] for s in sets], np.array([scorer.cache[s][2] for s in sets]))
     wall = time.perf_counter() - t0
-    log.info("attack N-%d %s: %d sets scored, best %.3f MW, %.2f s", k, physics, len(sets),
+    log.info("attack N-%d %s (%s): %d sets scored, best %.3f MW, %.2f s", k, physics, method, len(sets),
              float(table["violation_mw"].iloc[0]) if len(table) else float("nan"), wall)
-    return AttackResult(table=table, wall_time_s=wall, n_ascent_flows=n_grad_flows, n_exact_flows=len(sets) + n_screen_flows,
-                        alpha=alpha.detach(), dispatch_mw=pg, trace=trace)
+    return AttackResult(table=table, wall_time_s=wall, n_ascent_flows=n_grad_flows,
+                        n_exact_flows=len(sets) + n_screen_flows, alpha=alpha, dispatch_mw=pg, trace=trace,
+                        method=method, max_power_flows=budget, certificate=cert)
 
 
-def _polish(scorer: _Scorer, k: int, n: int, polish: int, max_rounds: int, singles: list[int]) -> None:
+def _polish(scorer: _Scorer, k: int, n: int, polish: int, max_rounds: int, singles: list[int],
+            extra_starts: int = 64) -> None:
     """Exact best-improvement 1-swap local search (see the module docstring) from the
     ``polish`` best distinct k-sets in ``scorer``'s cache, and from the best cached set
     containing each of the ``polish`` worst single elements (``singles``, from the N-1
     screen; the greedy "worst element, best completion" start). Every set tried lands in
-    the cache. Searches that reach the same set merge."""
+    the cache. Searches that reach the same set merge. Then, while the scorer's budget
+    allows a whole neighbourhood, the best cached set not yet known to be a local optimum
+    is polished too (at most ``extra_starts`` more; why: a set one swap from the worst is
+    often only third or fourth best, observed on PGLib case24 N-3)."""
     if polish == 0 or k == n:
         return
     ranked = sorted(((v, s) for s, (v, st, _) in scorer.cache.items() if st == "ok" and len(s) == k), reverse=True)
@@ -270,19 +365,35 @@ def _polish(scorer: _Scorer, k: int, n: int, polish: int, max_rounds: int, singl
     for e in singles[:polish]:
         current += [s for _, s in ranked if e in s][:1]
     done: set[tuple[int, ...]] = set()  # sets whose whole neighbourhood is scored: local optima
-    for _ in range(max(max_rounds, 1) * 4):  # each round climbs strictly; the cap only bounds the cost
-        active = [s for s in dict.fromkeys(current) if s not in done]
-        if not active:
+    hood_size = k * (n - k)
+
+    def climb(current: list[tuple[int, ...]]) -> None:
+        for _ in range(max(max_rounds, 1) * 4):  # each round climbs strictly; the cap only bounds the cost
+            active = [s for s in dict.fromkeys(current) if s not in done]
+            if not active or scorer.left <= 0:
+                break
+            hoods = [[tuple(sorted(set(s) - {i} | {j})) for i in s for j in range(n) if j not in s] for s in active]
+            values = dict(zip((c for h in hoods for c in h), scorer([c for h in hoods for c in h])))
+            current = []
+            for s, hood in zip(active, hoods):
+                best = max(hood, key=lambda c: values[c])
+                if values[best] > scorer([s])[0] + 1e-9:
+                    current.append(best)
+                elif all(c in scorer.cache for c in hood):  # a local optimum only if its whole hood was scored
+                    done.add(s)
+
+    climb(current)
+    tried = set(current)
+    for _ in range(extra_starts):
+        if scorer.left < hood_size:
             break
-        hoods = [[tuple(sorted(set(s) - {i} | {j})) for i in s for j in range(n) if j not in s] for s in active]
-        values = dict(zip((c for h in hoods for c in h), scorer([c for h in hoods for c in h])))
-        current = []
-        for s, hood in zip(active, hoods):
-            best = max(hood, key=lambda c: values[c])
-            if values[best] > scorer([s])[0] + 1e-9:
-                current.append(best)
-            else:
-                done.add(s)
+        ranked = sorted(((v, s) for s, (v, st, _) in scorer.cache.items() if st == "ok" and len(s) == k),
+                        reverse=True)
+        start = next((s for _, s in ranked if s not in done and s not in tried), None)
+        if start is None:
+            break
+        tried.add(start)
+        climb([start])
 
 
-__all__ = ["AttackResult", "attack_contingencies", "default_temperature"]
+__all__ = ["AttackResult", "attack_contingencies", "default_temperature", "planned_power_flows"]

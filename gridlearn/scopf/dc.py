@@ -23,13 +23,17 @@ from(m) to to(m)),
 
 where f are the pre-outage flows *after* generator redispatch, f = f_base + PTDF C_g (p' - p).
 It is exact for the DC model as long as I - H_MM is invertible, which fails exactly when
-removing M islands buses; such sets are flagged by a rank test and confirmed by a graph
-check (`outages.islanded_load`), never scored.
+removing M islands buses; such sets are flagged by a rank test and classified by the graph
+(`outages.classify_islands`). A set that cuts off demand is reported with the load lost
+and never scored. A set that cuts off only generators (or empty buses) is scored: the
+stranded units' output is lost and picked up pro rata (the AGC rule above) by the units
+of the main island, whose DC power flow is solved directly (`_split_state`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -38,7 +42,7 @@ from torch import Tensor
 from gridlearn.errors import DataError
 from gridlearn.grid import matrices
 from gridlearn.grid.network import Network
-from gridlearn.scopf.outages import ElementSpace, islanded_load
+from gridlearn.scopf.outages import ElementSpace, IslandSplit, classify_islands
 from gridlearn.scopf.violation import exact_violation, smooth_violation
 
 # Status of one scored outage set (strings: they go straight into tables).
@@ -161,9 +165,16 @@ class DCContingencyModel:
         gen_pos = torch.as_tensor(sp.gen_pos + (0,), device=dev)[torch.where(is_branch, len(sp.gen_pos), members - nb)]
         a_gen = torch.zeros(C, net.n_gen, dtype=dt, device=dev)
         a_gen.scatter_add_(1, gen_pos, (~is_branch).to(dt))  # add: padded slots share index 0
+        return self._woodbury(pg_mw, br_pos, is_branch.to(dt), a_gen)
+
+    def _woodbury(self, pg_mw: Tensor, br_pos: Tensor, valid: Tensor, a_gen: Tensor):
+        """`set_flows` for branch positions br_pos (C, k) (Network order; slots with valid 0
+        are padding) and generator outage indicators a_gen (C, n_gen)."""
+        net = self.network
+        C, k = br_pos.shape
+        dev, dt = self.h.device, self.h.dtype
         pg_post, pmin, pmax, w_left = self.redispatch(pg_mw, a_gen)
         f0 = self.base_flows(pg_mw) + (pg_post - pg_mw) @ self.ptdf[:, net.gen.bus].T
-        valid = is_branch.to(dt)
         h_mm = self.h[br_pos[:, :, None], br_pos[:, None, :]] * valid[:, :, None] * valid[:, None, :]
         a = torch.eye(k, dtype=dt, device=dev) - h_mm
         singular = torch.linalg.svdvals(a)[:, -1] < _ISLAND_SV
@@ -180,30 +191,116 @@ class DCContingencyModel:
     def score_sets(self, pg_mw: Tensor, members: Tensor) -> tuple[np.ndarray, list[str], np.ndarray]:
         """Exact scores of outage sets (C, k): (violation_mw (C,), status per set, load_lost_mw (C,)).
 
-        Islanded and no-generation sets get violation NaN (never a score) and their status;
-        islanded ones carry the load that loses supply.
+        Sets that cut off demand ("islanded") and no-generation sets get violation NaN
+        (never a score) and their status; islanded ones carry the load that loses supply.
+        Sets that cut off only generators are scored with their pick-up (`split_violation`).
         """
         flow, pg, pmin, pmax, singular, no_gen = self.set_flows(pg_mw, members)
         v = exact_violation(flow, self.network.branch.rate_a_mva, pg, pmin, pmax).detach().cpu().numpy().copy()
         status = [OK] * len(v)
         lost = np.zeros(len(v))
         nb = self.space.n_attack_branches
-        for i in torch.nonzero(singular | no_gen).flatten().tolist():
+        slow = self._dead_end_rows(pg_mw, members, singular & ~no_gen, v)
+        for i in sorted(set(torch.nonzero(no_gen).flatten().tolist()) | slow):
             row = members[i].tolist()
             br_out = np.zeros(self.network.n_branch, dtype=bool)
             br_out[[self.space.branch_pos[m] for m in row if m < nb]] = True
             gen_out = np.zeros(self.network.n_gen, dtype=bool)
             gen_out[[self.space.gen_pos[m - nb] for m in row if m >= nb]] = True
-            island, load = islanded_load(self.network, br_out, gen_out)
+            split = classify_islands(self.network, br_out, gen_out)
             if bool(no_gen[i]):
                 status[i], v[i] = NO_GENERATION, np.nan
-            elif island:
-                status[i], v[i], lost[i] = ISLANDED, np.nan, load
-            else:  # rank test was too strict: the graph is connected, so solve directly
-                alpha = torch.zeros(1, self.space.size, dtype=self.h.dtype, device=self.h.device)
-                alpha[0, row] = 1.0
-                v[i] = float(self.violation(pg_mw, alpha, floor=0.0)[0])
+            elif split.cuts_load:
+                status[i], v[i], lost[i] = ISLANDED, np.nan, split.load_lost_mw
+            else:  # connected (rank test too strict), or only generators / empty buses cut off
+                vi = self.split_violation(pg_mw, br_out, gen_out, split)
+                status[i], v[i] = (NO_GENERATION, np.nan) if vi is None else (OK, vi)
         return v, status, lost
+
+    @cached_property
+    def _dead_ends(self) -> dict[int, np.ndarray]:
+        """Bridges of the intact network whose cut-off side holds no demand: branch
+        position -> the units stranded there (bool (n_gen,))."""
+        out = {}
+        net = self.network
+        for b in torch.nonzero((1.0 - torch.diagonal(self.h)).abs() < 1e-6).flatten().tolist():
+            mask = np.zeros(net.n_branch, dtype=bool)
+            mask[b] = True
+            split = classify_islands(net, mask)
+            if split.islanded and not split.cuts_load:
+                out[b] = split.stranded_gen
+        return out
+
+    def _dead_end_rows(self, pg_mw: Tensor, members: Tensor, rows: Tensor, v: np.ndarray) -> set[int]:
+        """Score the rows (bool (C,)) whose islanding comes from dead-end bridges, in place
+        in ``v``; return the rows left for the slow path. Why exact: the side a dead-end
+        bridge cuts off has no demand, so once its units are out (stranded, their output
+        picked up) it injects nothing and, hanging off the grid by that bridge alone,
+        carries no flow; the set then scores as the same set with the bridge kept in
+        service and those units out, which the Woodbury update handles in one batch."""
+        idx = torch.nonzero(rows).flatten()
+        if not len(idx) or not self._dead_ends:
+            return set(idx.tolist())
+        sp, net = self.space, self.network
+        nb = sp.n_attack_branches
+        dev, dt = self.h.device, self.h.dtype
+        sub = members[idx]
+        is_branch = sub < nb
+        br_pos = torch.as_tensor(sp.branch_pos + (0,), device=dev)[torch.where(is_branch, sub, nb)]
+        gen_pos = torch.as_tensor(sp.gen_pos + (0,), device=dev)[torch.where(is_branch, len(sp.gen_pos), sub - nb)]
+        a_gen = torch.zeros(len(idx), net.n_gen, dtype=dt, device=dev)
+        a_gen.scatter_add_(1, gen_pos, (~is_branch).to(dt))
+        valid = is_branch.to(dt)
+        touched = torch.zeros(len(idx), dtype=torch.bool, device=dev)
+        for b, stranded in self._dead_ends.items():
+            hit = (br_pos == b) & is_branch
+            rows_b = hit.any(1)
+            if bool(rows_b.any()):
+                valid = valid.masked_fill(hit, 0.0)
+                a_gen[rows_b] += torch.as_tensor(stranded, dtype=dt, device=dev)
+                touched |= rows_b
+        a_gen = a_gen.clamp(max=1.0)
+        flow, pg, pmin, pmax, singular, no_gen = self._woodbury(pg_mw, br_pos, valid, a_gen)
+        done = touched & ~singular & ~no_gen
+        vals = exact_violation(flow, net.branch.rate_a_mva, pg, pmin, pmax).detach().cpu().numpy()
+        d = done.cpu().numpy()
+        v[idx.cpu().numpy()[d]] = vals[d]
+        return set(idx[~done].tolist())
+
+    def split_violation(self, pg_mw: Tensor, branch_out: np.ndarray, gen_out: np.ndarray,
+                        split: IslandSplit) -> float | None:
+        """Exact violation (MW) when ``branch_out`` / ``gen_out`` (bool masks in Network
+        order) fail and ``split`` is their island classification without cut-off demand:
+        stranded units go out with the outaged ones, the rest pick up their output pro rata
+        (`redispatch`), and B theta = P is solved on the main island alone (its first bus
+        is the angle reference when the slack bus was cut off; flows do not depend on it).
+        None when no participating unit is left."""
+        net = self.network
+        dt, dev = self.h.dtype, self.h.device
+        a_gen = torch.as_tensor(np.asarray(gen_out, dtype=bool) | split.stranded_gen, device=dev).to(dt)
+        pg_post, pmin, pmax, w_left = self.redispatch(pg_mw, a_gen)
+        if float(w_left) <= 1e-6 * float(self.participation.sum()):
+            return None
+        main = torch.as_tensor(split.main, device=dev)
+        f, t = net.branch.from_bus, net.branch.to_bus
+        live = torch.as_tensor(~np.asarray(branch_out, dtype=bool), device=dev) & main[f] & main[t]
+        b = matrices.dc_susceptance(net) * live.to(dt)
+        shift_f = -b * net.branch.shift_rad
+        n = net.n_bus
+        b_bus = torch.zeros(n, n, dtype=dt, device=dev)
+        b_bus.index_put_((f, f), b, accumulate=True)
+        b_bus.index_put_((t, t), b, accumulate=True)
+        b_bus.index_put_((f, t), -b, accumulate=True)
+        b_bus.index_put_((t, f), -b, accumulate=True)
+        p_shift = torch.zeros(n, dtype=dt, device=dev).index_add(0, f, shift_f).index_add(0, t, -shift_f)
+        p = self._injection_pu(pg_post, p_shift)
+        buses = torch.nonzero(main).flatten()
+        ref = self.slack if bool(main[self.slack]) else int(buses[0])
+        keep = buses[buses != ref]
+        theta = torch.zeros(n, dtype=dt, device=dev)
+        theta[keep] = torch.linalg.solve(b_bus[keep[:, None], keep], p[keep])
+        flow = (b * (theta[f] - theta[t]) + shift_f) * net.base_mva
+        return float(exact_violation(flow, net.branch.rate_a_mva, pg_post, pmin, pmax))
 
 
 __all__ = ["DCContingencyModel", "default_participation", "OK", "ISLANDED", "NO_GENERATION", "NOT_CONVERGED"]

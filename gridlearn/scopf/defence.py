@@ -69,7 +69,8 @@ def _attack(network, pg, k, elements, attack_options, tol_mw, verify_limit):
 
     from gridlearn.scopf.enumeration import enumerate_contingencies
 
-    res = attack_contingencies(network, pg, k, "dc", elements=elements, **attack_options)
+    # certify="none" unless asked: the defence reads the ranking only, and verifies by enumeration
+    res = attack_contingencies(network, pg, k, "dc", elements=elements, **{"certify": "none", **attack_options})
     rank = res.ranking
     worst = float(rank["violation_mw"].iloc[0]) if len(rank) else 0.0
     n = ElementSpace.of(network, elements).size

@@ -137,27 +137,67 @@ def components(network: "Network", branch_out: np.ndarray) -> np.ndarray:
     return connected_components(adj, directed=False)[1]
 
 
-def islanded_load(network: "Network", branch_out: np.ndarray, gen_out: np.ndarray | None = None) -> tuple[bool, float]:
-    """(islanded, load that loses supply in MW) when the branches in ``branch_out`` fail.
+@dataclass(frozen=True)
+class IslandSplit:
+    """How an outage splits the network (`classify_islands`).
 
-    Islanded means the remaining branches split the buses into more than one component.
-    The component with the most remaining generating capacity (sum of pmax of generators
-    not in ``gen_out``) stays supplied; the net load (pd + gs, MW, counted where positive)
-    of every other component loses supply. An island with generators but no load still
-    counts as islanded, with zero load lost: its generators' output is then stranded.
+    main: bool (n_bus,), the buses that stay supplied; stranded_gen: bool (n_gen,), units
+    left outside it (their output is lost and picked up by the main island's units);
+    load_lost_mw: demand outside it; cuts_load: True when that demand is nonzero, i.e. the
+    set sheds load and is reported apart from the ranking instead of scored.
+    """
+
+    islanded: bool
+    main: np.ndarray
+    stranded_gen: np.ndarray
+    load_lost_mw: float
+    cuts_load: bool
+
+
+def classify_islands(network: "Network", branch_out: np.ndarray, gen_out: np.ndarray | None = None) -> IslandSplit:
+    """The one islanding classifier of attack, enumeration, DC and AC scoring.
+
+    Components of the network without the branches in ``branch_out``. When exactly one
+    component carries demand (pd + gs, MW, any bus with a nonzero value), it is the main
+    island: the others hold only generators (or nothing), so no load is lost; their units
+    are stranded, and the set is scored with their output picked up pro rata by the rest.
+    When several components carry demand, the one with the most remaining generating
+    capacity (pmax of units not in ``gen_out``) stays supplied and the positive demand of
+    every other is lost (``cuts_load``).
     """
     comp = components(network, branch_out)
+    n_gen = network.n_gen
     if comp.max() == 0:
-        return False, 0.0
+        return IslandSplit(False, np.ones(network.n_bus, dtype=bool), np.zeros(n_gen, dtype=bool), 0.0, False)
+    demand = (network.bus.pd_mw + network.bus.gs_mw).detach().cpu().numpy()
+    n_comp = int(comp.max()) + 1
+    has_demand = np.bincount(comp, weights=(np.abs(demand) > 1e-9).astype(float), minlength=n_comp) > 0
+    gbus = network.gen.bus.cpu().numpy()
+    if int(has_demand.sum()) <= 1:
+        pmax = network.gen.pmax_mw.detach().cpu().numpy().copy()
+        pmax[~np.isfinite(pmax)] = 1e12
+        if gen_out is not None:
+            pmax[np.asarray(gen_out, dtype=bool)] = 0.0
+        # no demand anywhere: keep the component with the most capacity (nothing is lost)
+        main_id = int(np.argmax(has_demand)) if has_demand.any() else int(np.argmax(
+            np.bincount(comp[gbus], weights=pmax, minlength=n_comp)))
+        main = comp == main_id
+        return IslandSplit(True, main, ~main[gbus], 0.0, False)
     pmax = network.gen.pmax_mw.detach().cpu().numpy().copy()
     pmax[~np.isfinite(pmax)] = 1e12
     if gen_out is not None:
         pmax[np.asarray(gen_out, dtype=bool)] = 0.0
-    gbus = network.gen.bus.cpu().numpy()
-    cap = np.bincount(comp[gbus], weights=pmax, minlength=comp.max() + 1)
-    main = int(np.argmax(cap))
-    load = (network.bus.pd_mw + network.bus.gs_mw).detach().cpu().numpy().clip(min=0.0)
-    return True, float(load[comp != main].sum())
+    cap = np.bincount(comp[gbus], weights=pmax, minlength=n_comp)
+    main = comp == int(np.argmax(cap))
+    lost = float(demand.clip(min=0.0)[~main].sum())
+    return IslandSplit(True, main, ~main[gbus], lost, True)
 
 
-__all__ = ["ElementSpace", "project_capped_simplex", "components", "islanded_load", "ELEMENT_CHOICES"]
+def islanded_load(network: "Network", branch_out: np.ndarray, gen_out: np.ndarray | None = None) -> tuple[bool, float]:
+    """(cuts load, load that loses supply in MW) when the branches in ``branch_out`` fail
+    (`classify_islands`); an island holding only generators does not cut load."""
+    split = classify_islands(network, branch_out, gen_out)
+    return split.cuts_load, split.load_lost_mw
+
+
+__all__ = ["ElementSpace", "project_capped_simplex", "components", "islanded_load", "classify_islands", "IslandSplit", "ELEMENT_CHOICES"]

@@ -52,9 +52,10 @@ def test_polish_starts_from_the_best_set_holding_a_worst_single():
     landscape = {(0, 1): 5.0, (0, 2): 4.5, (4, 5): 1.0, (4, 9): 20.0}
     scorer, _ = _fake_scorer(landscape)
     scorer([(0, 1), (0, 2), (4, 5)])
-    _polish(scorer, k=2, n=10, polish=2, max_rounds=10, singles=[3])
+    # extra_starts=0: no budget-driven starts, so only the singles decide (those would reach it too)
+    _polish(scorer, k=2, n=10, polish=2, max_rounds=10, singles=[3], extra_starts=0)
     assert (4, 9) not in scorer.cache
-    _polish(scorer, k=2, n=10, polish=2, max_rounds=10, singles=[4])
+    _polish(scorer, k=2, n=10, polish=2, max_rounds=10, singles=[4], extra_starts=0)
     assert scorer.cache[(4, 9)][0] == 20.0
 
 
@@ -116,9 +117,26 @@ def test_ac_n2_worst_pair_needs_the_polish_case30(shared_data):
     (grad,) = torch.autograd.grad(model.violation(pg, alpha, 0.33).sum(), alpha)
     line6 = space.indices_of([("line", 6)])[0]
     assert float(grad[0, line6]) < float(grad[0].median())  # the gradient points away from it
-    kw = dict(restarts=16, steps=30, seed=2)
+    # exact="never", candidates=0: the search as this test was written for (C(47, 2) is within
+    # its budget, so by default it would enumerate; the near-cut candidates are a second route)
+    kw = dict(restarts=16, steps=30, seed=2, exact="never", candidates=0, certify="none")
     without = attack_contingencies(net, pg, 2, "ac", polish=0, **kw)
     assert float(without.ranking["violation_mw"].iloc[0]) < worst - 1.0
-    res = attack_contingencies(net, pg, 2, "ac", **kw)
+    res = attack_contingencies(net, pg, 2, "ac", max_power_flows=len(enum) - 1, **kw)
     assert float(res.ranking["violation_mw"].iloc[0]) == pytest.approx(worst, abs=1e-6)
     assert res.n_power_flows < len(enum)
+
+
+def test_polish_spends_the_remaining_budget_on_further_starts():
+    # (4, 5) is only the third best set; its neighbour (4, 9) is the worst. With budget
+    # left after the first starts converge, the polish starts from it too; with none, not.
+    landscape = {(0, 1): 5.0, (0, 2): 4.5, (4, 5): 1.0, (4, 9): 20.0}
+    scorer, _ = _fake_scorer(landscape)
+    scorer([(0, 1), (0, 2), (4, 5)])
+    _polish(scorer, k=2, n=10, polish=1, max_rounds=10, singles=[])
+    assert scorer.cache[(4, 9)][0] == 20.0
+    tight, _ = _fake_scorer(landscape)
+    tight([(0, 1), (0, 2), (4, 5)])
+    tight.cap = len(tight.cache) + 2 * 8  # room for the first start's neighbourhood and one more round
+    _polish(tight, k=2, n=10, polish=1, max_rounds=10, singles=[])
+    assert (4, 9) not in tight.cache and len(tight.cache) <= tight.cap
