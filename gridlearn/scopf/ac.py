@@ -51,7 +51,12 @@ class ACContingencyModel:
         a_br, a_gen = self.space.split(alpha)
         scale = (1.0 - a_br).clamp_min(floor) if floor > 0 else 1.0 - a_br
         keep = 1.0 - a_gen
-        sol = self.layer.solve(self.network, pg_mw=keep * pg_mw, scale=scale, participation=self.participation * keep)
+        # The same floor on the participation as on the branch scale: a relaxed attack that outages
+        # every generator with a share (PGLib case30: the rest are condensers with Pmax = 0) would
+        # otherwise leave the slack with no one to pick it up. Exact scoring (floor 0) sets such sets
+        # apart as NO_GENERATION before solving.
+        share = keep.clamp_min(floor) if floor > 0 else keep
+        sol = self.layer.solve(self.network, pg_mw=keep * pg_mw, scale=scale, participation=self.participation * share)
         r = sol.value
         # The limited quantity (|S| in MVA for APPARENT_POWER) from the same strategy the AC-OPF uses;
         # +1e-18 MVA^2: a branch with exactly zero flow would give sqrt's infinite slope (NaN gradients).
