@@ -1,0 +1,95 @@
+"""Where `recover` starts: the KKT-residual baseline where prices allow, then the prior and perturbed priors.
+
+The gradient method is local: from a prior 50% off it can stall in a local minimum of
+the inverse loss (issue 22: case30 from a +-50% prior, loss stuck at 6% of its start).
+The starts, in the order `recover` tries them (it stops at the first that converges and
+reports every one it ran):
+
+1. ``"baseline"``: the convex KKT-residual fit (`kkt_residual_costs`) of the cost
+   coefficients of every unknown generator whose bus LMP is published and which is off
+   its limits in two samples with different dispatch (`baseline._separable`). The
+   generators it cannot fit (no price at their bus, at a limit, a single dispatch) keep
+   the prior. Noise-free with every generator's price published, this start is already
+   the answer and the gradient method only confirms it; with noise, unknown admittances
+   or partial prices the gradient method refines it.
+2. ``"prior"``: the prior itself.
+3. ``"perturbed k"``: the prior times ``U(1 - start_spread, 1 + start_spread)`` per
+   parameter (seeded by `InverseSolver.seed`), projected on the physical set.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gridlearn.errors import ConfigError, GridlearnError
+from gridlearn.inverse.params import Unknown
+
+log = logging.getLogger(__name__)
+
+INITS = ("auto", "baseline", "prior")
+
+
+def baseline_generators(network, observations, unknowns: Sequence[Unknown]) -> list[int]:
+    """Positions of the generators with an unknown c2 or c1 whose bus LMP is published."""
+    published = set(observations.lmp_buses.tolist())
+    gens = sorted({u.position for u in unknowns if u.kind in ("c2", "c1")})
+    return [g for g in gens if int(network.gen.bus[g]) in published]
+
+
+def baseline_start(network, observations, unknowns: Sequence[Unknown], prior: Tensor) -> tuple[Tensor, list[int]]:
+    """(theta, generators fitted): the prior with the KKT-residual baseline's costs put in where it determines them."""
+    from gridlearn.inverse.baseline import _separable, kkt_residual_costs
+
+    gens = baseline_generators(network, observations, unknowns)
+    if not gens:
+        return prior.clone(), []
+    fit = kkt_residual_costs(network, observations, gens=gens)
+    pg = observations.pg_mw.detach().cpu().double().numpy()[:, gens]
+    at_limit = (observations.at_pmin | observations.at_pmax).cpu().numpy()[:, gens]
+    ok = _separable(pg, at_limit)
+    values = fit.theta.reshape(len(gens), 2)  # (c2, c1) per generator
+    theta = prior.clone()
+    used = []
+    for k, u in enumerate(unknowns):
+        if u.kind in ("c2", "c1") and u.position in gens:
+            i = gens.index(u.position)
+            if ok[i]:
+                theta[k] = values[i, 0 if u.kind == "c2" else 1]
+                used.append(u.position)
+    return theta, sorted(set(used))
+
+
+def perturbed(prior: Tensor, spread: float, n: int, seed: int) -> list[Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [prior * (1 - spread + 2 * spread * torch.rand(prior.shape, generator=g, dtype=torch.float64))
+            for _ in range(n)]
+
+
+def starting_points(network, observations, unknowns: Sequence[Unknown], prior: Tensor, init: str, n_starts: int,
+                    spread: float, seed: int) -> list[tuple[str, Tensor]]:
+    """[(name, theta)] in the order to try (module docstring). Raises `ConfigError` for
+    ``init="baseline"`` when no unknown generator's bus LMP is published."""
+    if init not in INITS:
+        raise ConfigError(f"init must be one of {INITS}, got {init!r}")
+    starts: list[tuple[str, Tensor]] = []
+    if init in ("auto", "baseline"):
+        gens = baseline_generators(network, observations, unknowns)
+        if not gens and init == "baseline":
+            raise ConfigError("init='baseline' needs the LMP at some unknown generator's bus; none is published "
+                              f"(observe={observations.observe!r}); use init='auto' or 'prior'")
+        if gens:
+            try:
+                theta, used = baseline_start(network, observations, unknowns, prior)
+                if used:
+                    starts.append(("baseline", theta))
+            except GridlearnError as exc:  # the baseline QP failed: say so and go on with the priors
+                log.warning("baseline start skipped: %s", exc)
+    if init in ("auto", "prior"):
+        starts.append(("prior", prior.clone()))
+        starts += [(f"perturbed {k + 1}", th) for k, th in enumerate(perturbed(prior, spread, n_starts - 1, seed))]
+    return starts
