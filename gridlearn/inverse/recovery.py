@@ -55,7 +55,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from gridlearn.errors import ConfigError, SolverFailure
+from gridlearn.errors import ConfigError
 from gridlearn.grid.acopf_kkt import ACTIVE_TOL
 from gridlearn.inverse.convergence import FitCheck, FitStatus, decide, fit_check
 from gridlearn.inverse.identifiability import (REASONS, IdentifiabilityReport, at_limit_every_sample,

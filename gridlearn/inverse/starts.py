@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 

@@ -139,3 +139,20 @@ def test_standard_errors_cover_the_truth_about_95_percent_on_case9():
     coverage = float((np.abs(z) <= 2).mean())
     assert 40 / 48 <= coverage <= 1.0, coverage
     assert 0.5 < float(np.mean(z**2)) < 2.0, z
+
+
+def test_every_start_failing_is_reported_failed_not_raised(monkeypatch):
+    from gridlearn.errors import SolverFailure
+    from gridlearn.inverse.recovery import InverseProblem
+
+    net = load_case("case9")
+    obs = simulate_market(net, 2, seed=0, ipopt_tol=1e-9)
+
+    def fail(self, theta, grad):
+        raise SolverFailure("AC-OPF at trial parameters: sample 0 infeasible", indices=[0])
+
+    monkeypatch.setattr(InverseProblem, "loss", fail)
+    res = recover(net, obs, "costs", solver=InverseSolver(n_starts=2))
+    assert res.status is FitStatus.FAILED and "AC-OPF fails" in res.message
+    assert list(res.starts["status"]) == ["failed"] * 3  # baseline, prior, one perturbed prior
+    assert not res.parameters["identifiable"].any() and (res.parameters["reason"] == "not_converged").all()
