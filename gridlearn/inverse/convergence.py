@@ -8,7 +8,7 @@ A fit is CONVERGED only when its residual is at the level the data allow:
   dispatch; exact data fitted by the AC-OPF at Ipopt tol 1e-9 reach 1e-7 or less);
 - noisy data (multiplicative, ``y_obs = y (1 + noise * N(0, 1))``, see `simulate_market`):
   the standardised statistic ``T = sum_i (r_i / (noise * |y_obs,i|))^2`` over the N
-  observed entries is below the chi-square(N - P) bound ``(N - P) + 4 sqrt(2 (N - P))``
+  observed entries (less those below ``ZERO_REL`` of their channel's RMS) is below the chi-square(N - P) bound ``(N - P) + 4 sqrt(2 (N - P))``
   (the noise floor: a fit that is right leaves exactly the noise), and the Gauss-Newton
   step still left at the fit is below ``STEP_IN_SE`` standard errors for every
   determined parameter (the fit sits at the least-squares optimum, not on its way there).
@@ -30,9 +30,10 @@ from torch import Tensor
 
 #: Noisy data: the remaining Gauss-Newton step must be below this many standard errors.
 STEP_IN_SE = 0.1
-#: Entries whose published value is this small relative to their channel's RMS carry no
-#: multiplicative noise (a condenser's p_g = 0): left out of the noise statistic.
-ZERO_REL = 1e-9
+#: Entries whose published value is this small relative to their channel's RMS carry almost no
+#: multiplicative noise (a generator at pmin = 0 sits ~1e-6 MW inside it: its noise is ~1e-8 MW,
+#: below the AC-OPF's own precision): left out of the noise statistic and the noise estimate.
+ZERO_REL = 1e-3
 
 
 class FitStatus(str, enum.Enum):
