@@ -71,7 +71,9 @@ def test_stalled_fit_from_a_bad_prior_is_never_reported_identified(case14_market
     auto = recover(prior, obs, "costs", truth=truth)
     assert auto.status is FitStatus.CONVERGED and auto.start == "baseline"
     assert_flags_are_honest(auto)
-    assert auto.parameters["identifiable"].sum() >= len(auto.unknowns) // 2
+    assert auto.final_loss < 1e-6 * res.final_loss
+    # (here every sample's exact optimum has a weakly active bound, so no local report exists and
+    # nothing is flagged: honest, if uninformative; the case30 test below checks the flags' values)
 
 
 def test_auto_init_reaches_one_percent_on_case30_from_a_half_wrong_prior():
