@@ -8,8 +8,9 @@ reports every one it ran):
 1. ``"baseline"``: the convex KKT-residual fit (`kkt_residual_costs`) of the cost
    coefficients of every unknown generator whose bus LMP is published and which is off
    its limits in two samples with different dispatch (`baseline._separable`). The
-   generators it cannot fit (no price at their bus, at a limit, a single dispatch) keep
-   the prior. Noise-free with every generator's price published, this start is already
+   generators it cannot fit keep the prior where their bus has no price; at a limit in
+   every sample, or with a single dispatch, they keep the prior's c2 and get the c1 at
+   which their observed dispatch is optimal (the prior's, clipped). Noise-free with every generator's price published, this start is already
    the answer and the gradient method only confirms it; with noise, unknown admittances
    or partial prices the gradient method refines it.
 2. ``"prior"``: the prior itself.
@@ -66,6 +67,30 @@ def baseline_start(network, observations, unknowns: Sequence[Unknown], prior: Te
             if ok[i]:
                 theta[k] = values[i, 0 if u.kind == "c2" else 1]
                 used.append(u.position)
+    # generators the baseline cannot fit: keep the prior's c2, but move its c1 to where the observed
+    # dispatch is optimal (with linear costs a prior c1 50% off reorders the merit list, and the
+    # AC-OPF at that start moves tens of MW)
+    lo = observations.at_pmin.cpu().numpy()[:, gens]
+    for i, g in enumerate(gens):
+        if ok[i]:
+            continue
+        k1 = next((k for k, u in enumerate(unknowns) if u.kind == "c1" and u.position == g), None)
+        if k1 is None:
+            continue
+        k2 = next((k for k, u in enumerate(unknowns) if u.kind == "c2" and u.position == g), None)
+        c2 = float(theta[k2]) if k2 is not None else float(network.gen.cost_c2_usd_per_mw2h[g])
+        price = lmp[:, published[int(network.gen.bus[g])]]
+        mc_rest = price - 2 * c2 * pg[:, i]  # the c1 at which each sample's dispatch is marginal
+        free = ~at_limit[:, i]
+        if free.any():  # one dispatch off its limits (or several equal ones): 2 c2 p + c1 = LMP there
+            theta[k1] = float(np.mean(mc_rest[free]))
+        else:  # at pmax: c1 <= LMP - 2 c2 p; at pmin: c1 >= LMP - 2 c2 p
+            upper = float(np.min(mc_rest[~lo[:, i]])) if (~lo[:, i]).any() else np.inf
+            lower = float(np.max(mc_rest[lo[:, i]])) if lo[:, i].any() else -np.inf
+            if lower <= upper:
+                margin = 0.01 * max(abs(float(np.mean(price))), 1e-6)
+                theta[k1] = float(np.clip(float(theta[k1]), lower + margin, upper - margin)) if upper - lower > 2 * margin \
+                    else 0.5 * (lower + upper)
     return theta, sorted(set(used))
 
 
