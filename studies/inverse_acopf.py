@@ -54,6 +54,25 @@ class Config:
     # error 690% vs 44% with "variance").
     weights: str | tuple = "variance"
     prior_spread: float = 0.3  # prior = truth * U(1 - spread, 1 + spread)
+    # part D: randomised-prior sweep (noise-free, p_g + all LMPs), `sweep_draws` priors per case at
+    # +-`sweep_spread`, with the default start (init="auto"); `sweep_prior_init_cases` also run the
+    # gradient method alone from the prior (init="prior", one start) to show what the contract reports
+    sweep_cases: Sequence[str] = ("case14", "case30", "pglib_opf_case57_ieee", "pglib_opf_case118_ieee")
+    sweep_draws: int = 10
+    sweep_spread: float = 0.5
+    sweep_samples: int = 20
+    sweep_prior_init_cases: Sequence[str] = ("case14",)
+    # part E: partial observations on `partial_case`: p_g alone, LMPs at generator buses, LMPs at a
+    # random half of the generator buses; each with init="auto" and init="prior", `partial_draws` priors
+    partial_case: str = "case14"
+    partial_draws: int = 3
+    # part F: noise. One set of `noise_samples` scenarios per case, `noise_replicates` noise draws
+    # per level on it (multiplicative, as simulate_market), default start; coverage of +-2 std_err
+    noise_cases: Sequence[str] = ("case9", "case14")
+    noise_levels: Sequence[float] = (0.01, 0.05)
+    noise_replicates: int = 10
+    noise_samples: int = 10
+    parts: Sequence[str] = ("paper", "large", "admittance", "sweep", "partial", "noise")
     large_prior_spreads: Sequence[float] = (0.1, 0.3)  # part B: the larger cases, each prior spread
     seed: int = 0
 
@@ -110,7 +129,8 @@ def _gradient_row(prior, obs, unknown, truth, cfg):
         return {"method": "gradient", "error": str(exc)[:200]}, None
     t = res.timings
     iters = max(res.iterations, 1)
-    row = {"method": "gradient", "time_s": time.perf_counter() - t0, "iterations": res.iterations,
+    row = {"method": "gradient", "status": res.status.value, "start": res.start, "n_starts": len(res.starts),
+           "time_s": time.perf_counter() - t0, "iterations": res.iterations,
            "rejected_steps": res.n_rejected_steps, "final_loss": res.loss_history[-1], **_errors(res.parameters),
            "forward_s": t["forward_s"], "jacobian_s": t["jacobian_s"], "n_forward": t["n_forward"],
            "time_per_iter_s": (t["forward_s"] + t["jacobian_s"]) / iters,
@@ -128,6 +148,144 @@ def _baseline_row(net, obs, gens, truth):
     return {"method": "kkt_baseline", "time_s": b.solve_time_s, **_errors(b.parameters)}
 
 
+def _draw_row(res, truth) -> dict:
+    """One draw of the sweep: status, start, what is flagged and how wrong the flagged values are."""
+    df = res.parameters
+    e = _errors(df)
+    flagged = df["identifiable"].to_numpy(dtype=bool)
+    gens = {u.position for u, f in zip(res.unknowns, flagged) if f and u.kind == "c1"}
+    return {"status": res.status.value, "converged": res.converged, "start": res.start, "n_starts": len(res.starts),
+            "iterations": res.iterations, "final_loss": res.final_loss, "n_flagged": int(flagged.sum()),
+            "n_params": len(df), "n_gen": truth.n_gen, "n_gen_identifiable": len(gens),
+            "worst_rel_err_flagged": e["max_rel_err_identifiable"],
+            "worst_abs_err_flagged_true_zero": _flagged_zero_abs(df),
+            "flagged_within_1pct": bool(not flagged.any() or not e["max_rel_err_identifiable"] >= 0.01),
+            "time_s": res.timings.get("total_s", np.nan), "message": res.message[:160]}
+
+
+def _flagged_zero_abs(df) -> float:
+    zero = (df["true"].abs() == 0) & df["identifiable"].astype(bool)
+    return float((df["value"] - df["true"]).abs()[zero].max()) if zero.any() else np.nan
+
+
+def sweep(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Part D: (per-draw rows, per-case summary) of the randomised-prior sweep (see `Config`)."""
+    rows = []
+    for case in cfg.sweep_cases:
+        try:
+            net = load_case(case)
+            obs = simulate_market(net, cfg.sweep_samples, seed=cfg.seed, ipopt_tol=1e-9)
+        except GridlearnError as exc:
+            log.warning("sweep: case %s skipped: %s", case, exc)
+            rows.append({"case": case, "init": "auto", "error": str(exc)[:200]})
+            continue
+        unk = cost_unknowns(net)
+        inits = ("auto", "prior") if case in cfg.sweep_prior_init_cases else ("auto",)
+        for init in inits:
+            solver = InverseSolver(init=init, n_starts=1 if init == "prior" else InverseSolver().n_starts,
+                                   max_iter=cfg.max_iter)
+            for d in range(cfg.sweep_draws):
+                prior = _prior(net, unk, cfg.sweep_spread, cfg.seed + 1000 + d)
+                common = {"case": case, "init": init, "draw": d, "n_samples": obs.n_samples, "n_dropped": obs.n_dropped}
+                try:
+                    res = recover(prior, obs, "costs", weights=(1.0, 100.0), solver=solver, truth=net)
+                except GridlearnError as exc:
+                    rows.append({**common, "error": str(exc)[:200]})
+                    continue
+                rows.append({**common, **_draw_row(res, net)})
+                log.info("D %s %s draw %d: %s", case, init, d, {k: rows[-1][k] for k in ("status", "n_flagged")})
+    draws = pd.DataFrame(rows)
+    return draws, _summary(draws, ["case", "init"])
+
+
+def _summary(draws: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    ok = draws[draws["status"].notna()] if "status" in draws else draws.iloc[:0]
+    if ok.empty:
+        return pd.DataFrame(columns=keys)
+    g = ok.groupby(keys, sort=False)
+    return pd.DataFrame({
+        "draws": g.size(), "fraction_converged": g["converged"].mean(),
+        "worst_rel_err_flagged": g["worst_rel_err_flagged"].max(),
+        "worst_abs_err_flagged_true_zero": g["worst_abs_err_flagged_true_zero"].max(),
+        "every_flagged_within_1pct": g["flagged_within_1pct"].all(),
+        "min_flagged": g["n_flagged"].min(), "max_flagged": g["n_flagged"].max(), "n_params": g["n_params"].first(),
+        "min_gen_identifiable": g["n_gen_identifiable"].min(), "n_gen": g["n_gen"].first(),
+        "median_time_s": g["time_s"].median(),
+    }).reset_index()
+
+
+def partial_observations(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Part E: what reaches the basin, and what is flagged, with p_g alone or prices at some buses only."""
+    net = load_case(cfg.partial_case)
+    gen_buses = sorted(set(net.gen.bus.tolist()))
+    rng = np.random.default_rng(cfg.seed)
+    half = sorted(rng.choice(gen_buses, size=max(1, len(gen_buses) // 2), replace=False).tolist())
+    settings = {"pg": "pg", "pg+lmp_gen": "pg+lmp_gen", "pg+lmp_half_gen_buses": half}
+    unk = cost_unknowns(net)
+    rows = []
+    for name, observe in settings.items():
+        obs = simulate_market(net, cfg.sweep_samples, seed=cfg.seed, ipopt_tol=1e-9, observe=observe)
+        for init in ("auto", "prior"):
+            solver = InverseSolver(init=init, n_starts=1 if init == "prior" else InverseSolver().n_starts,
+                                   max_iter=cfg.max_iter)
+            for d in range(cfg.partial_draws):
+                prior = _prior(net, unk, cfg.sweep_spread, cfg.seed + 1000 + d)
+                common = {"case": cfg.partial_case, "observe": name, "lmp_buses": str(list(obs.lmp_buses.tolist())),
+                          "init": init, "draw": d}
+                try:
+                    res = recover(prior, obs, "costs", solver=solver, truth=net)
+                except GridlearnError as exc:
+                    rows.append({**common, "error": str(exc)[:200]})
+                    continue
+                e = _errors(res.parameters)
+                rows.append({**common, **_draw_row(res, net), "max_rel_err_all": e["max_rel_err"]})
+                log.info("E %s %s draw %d: %s", name, init, d, rows[-1]["status"])
+    draws = pd.DataFrame(rows)
+    summ = _summary(draws, ["observe", "init"])
+    if not summ.empty:
+        summ["median_max_rel_err_all"] = draws.groupby(["observe", "init"], sort=False)["max_rel_err_all"].median().values
+    return draws, summ
+
+
+def noise_coverage(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Part F: (per-coefficient rows, per case and noise level summary): errors, standard errors, coverage."""
+    import dataclasses
+
+    rows = []
+    for case in cfg.noise_cases:
+        net = load_case(case)
+        base = simulate_market(net, cfg.noise_samples, seed=cfg.seed, ipopt_tol=1e-9)
+        lmp_true = base.lmp_true_usd_per_mwh[:, base.lmp_buses]
+        for noise in cfg.noise_levels:
+            rng = np.random.default_rng(cfg.seed + 7)
+            for rep in range(cfg.noise_replicates):
+                pg = base.pg_true_mw * (1 + noise * torch.as_tensor(rng.standard_normal(base.pg_mw.shape)))
+                lmp = lmp_true * (1 + noise * torch.as_tensor(rng.standard_normal(lmp_true.shape)))
+                obs = dataclasses.replace(base, pg_mw=pg, lmp_usd_per_mwh=lmp, noise=noise)
+                res = recover(net, obs, "costs", solver=InverseSolver(max_iter=cfg.max_iter), truth=net)
+                df = res.parameters.reset_index()
+                df["element"] = df["element"].astype(str)
+                df = df.assign(case=case, noise=noise, replicate=rep, status=res.status.value,
+                               t_stat=res.fit.t_stat if res.fit else np.nan, dof=res.fit.dof if res.fit else np.nan)
+                rows.append(df)
+                log.info("F %s noise %g rep %d: %s", case, noise, rep, res.status.value)
+    coef = pd.concat(rows, ignore_index=True)
+    coef["rel_err"] = (coef["value"] - coef["true"]).abs() / coef["true"].abs()
+    coef["z"] = (coef["value"] - coef["true"]) / coef["std_err"]
+    coef["rel_std_err"] = coef["std_err"] / coef["true"].abs()
+    flagged = coef[coef["identifiable"].astype(bool)]
+    g = flagged.groupby(["case", "noise"], sort=False)
+    summary = pd.DataFrame({
+        "intervals": g.size(), "coverage_2se": g["z"].apply(lambda z: float((z.abs() <= 2).mean())),
+        "mean_z2": g["z"].apply(lambda z: float((z**2).mean())),
+        "median_rel_err_flagged": g["rel_err"].median(), "max_rel_err_flagged": g["rel_err"].max(),
+        "median_rel_std_err": g["rel_std_err"].median(),
+    }).reset_index()
+    conv = coef.drop_duplicates(["case", "noise", "replicate"]).groupby(["case", "noise"], sort=False)["status"]
+    summary["fraction_converged"] = conv.apply(lambda s: float((s == "converged").mean())).values
+    return coef, summary
+
+
 def main(cfg: Config, root=None) -> dict:
     import matplotlib
 
@@ -135,6 +293,25 @@ def main(cfg: Config, root=None) -> dict:
     import matplotlib.pyplot as plt
 
     with start_run(schema.STUDY, asdict(cfg), root=root) as run:
+        out: dict = {}
+        if "sweep" in cfg.parts:  # part D first: the issue-22 targets
+            draws, summary = sweep(cfg)
+            run.write_table(schema.SWEEP_DRAWS.name, schema.SWEEP_DRAWS.frame(draws))
+            run.write_table(schema.SWEEP_SUMMARY.name, schema.SWEEP_SUMMARY.frame(summary))
+            out["sweep_summary"] = summary
+        if "partial" in cfg.parts:
+            pdraws, psummary = partial_observations(cfg)
+            run.write_table(schema.PARTIAL_DRAWS.name, schema.PARTIAL_DRAWS.frame(pdraws))
+            run.write_table(schema.PARTIAL_SUMMARY.name, schema.PARTIAL_SUMMARY.frame(psummary))
+            out["partial_summary"] = psummary
+        if "noise" in cfg.parts:
+            coef, nsummary = noise_coverage(cfg)
+            run.write_table(schema.NOISE_COEFFICIENTS.name, schema.NOISE_COEFFICIENTS.frame(coef))
+            run.write_table(schema.NOISE_SUMMARY.name, schema.NOISE_SUMMARY.frame(nsummary))
+            out["noise_summary"] = nsummary
+        if not {"paper", "large", "admittance"} & set(cfg.parts):
+            run.log_metrics(**_sweep_metrics(out))
+            return {"run_dir": str(run.final_dir), **out}
         # ---------------- part A: the paper's experiment
         truth, priced = paper_case14()
         unknowns = cost_unknowns(truth, priced)
@@ -210,8 +387,19 @@ def main(cfg: Config, root=None) -> dict:
         metrics = {"n_runs": len(results), "paper_noise_free_full_max_rel_err": float(
             ok[(ok.case == "case14-paper") & (ok.observe == "pg+lmp") & (ok.noise == 0) & (ok.method == "gradient")]
             .max_rel_err_identifiable.min()) if len(ok) else float("nan")}
+        metrics.update(_sweep_metrics(out))
         run.log_metrics(**metrics)
-        return {"run_dir": str(run.final_dir), "recovery": results, "admittance": adm, **metrics}
+        return {"run_dir": str(run.final_dir), "recovery": results, "admittance": adm, **metrics, **out}
+
+
+def _sweep_metrics(out: dict) -> dict:
+    summ = out.get("sweep_summary")
+    if summ is None or summ.empty:
+        return {}
+    auto = summ[summ["init"] == "auto"]
+    return {"sweep_min_fraction_converged": float(auto["fraction_converged"].min()),
+            "sweep_worst_rel_err_flagged": float(auto["worst_rel_err_flagged"].max()),
+            "sweep_every_flagged_within_1pct": bool(auto["every_flagged_within_1pct"].all())}
 
 
 @app.command()
@@ -220,7 +408,8 @@ def run(quick: bool = typer.Option(False, help="a tiny configuration (seconds), 
     logging.basicConfig(level=logging.WARNING)  # INFO on the root would echo cyipopt's per-callback log lines
     logging.getLogger("gridlearn").setLevel(logging.INFO)
     cfg = Config(paper_samples=(2, 5), noises=(0.0,), observes=("pg+lmp", "pg"), large_cases=(), branches_tried=1,
-                 max_iter=8) if quick else Config()
+                 max_iter=8, sweep_cases=("case14",), sweep_draws=2, sweep_samples=5, sweep_prior_init_cases=(),
+                 parts=("paper", "large", "admittance", "sweep")) if quick else Config()
     out = main(cfg)
     typer.echo(out["run_dir"])
 

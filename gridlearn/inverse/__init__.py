@@ -3,7 +3,8 @@
 Inverse AC-OPF (after Donti, Azevedo & Kolter 2018): `simulate_market` makes the
 observations, `recover` fits unknown parameters by differentiating through the AC-OPF
 (`gridlearn.grid.ACOPFLayer`), `kkt_residual_costs` is the convex KKT-residual baseline,
-and `identifiability_report` says which parameters the data determine.
+`identifiability_report` says which parameters the data determine, and `convergence` says
+whether a fit may report them at all (`FitStatus`).
 """
 
 from gridlearn._lazy import lazy_exports
@@ -15,6 +16,7 @@ _EXPORTS = {
     "recover": "recovery",
     "InverseResult": "recovery",
     "InverseSolver": "recovery",
+    "FitStatus": "convergence",
     "kkt_residual_costs": "baseline",
     "BaselineResult": "baseline",
     "identifiability_report": "identifiability",

@@ -34,6 +34,9 @@ REASONS = {
     "at_limit": "its generator sits at a limit in every sample: only a bound on the cost is known",
     "c0": "a constant cost term changes neither dispatch nor prices",
     "common_scale": "with p_g alone, scaling all costs together leaves the dispatch unchanged",
+    "not_converged": "fit did not converge: the residual is above what the data allow, so no value is reported as identified",
+    "error_bound": "its first-order error bound at the exact fit exceeds bound_rtol: the observations barely move it",
+    "no_report": "no identifiability report: none was asked for, or no sample's optimum was differentiable",
 }
 
 

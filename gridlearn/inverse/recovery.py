@@ -9,7 +9,7 @@ Azevedo & Kolter 2018, put on prices since they are the smaller numbers; or
 ``p_g*``, ``LMP*``: the AC-OPF solution (`ACOPFLayer`, Ipopt forward, KKT backward). The
 optimiser works in relative units ``u = theta / |theta_prior|`` and projects onto the
 physical set after each step (c2 >= 0, r >= 0, x keeps the prior's sign and stays away
-from 0). Methods:
+from 0). Methods (`optimisers`):
 
 - ``"lbfgs"``: L-BFGS two-loop direction (Nocedal & Wright, alg. 7.4), projected
   backtracking (Armijo) line search; gradient from the layer's adjoint.
@@ -20,6 +20,22 @@ from 0). Methods:
   iteration's Jacobian and residual (logged): the step is only a search direction, and its
   acceptance still checks the full loss over every sample.
 
+Starts (`starts`, ``InverseSolver.init``): ``"auto"`` tries the KKT-residual baseline
+first where LMPs at unknown generators' buses are published, then the prior, then
+``n_starts - 1`` perturbed priors, stopping at the first start whose fit converges and
+keeping the best (lowest final loss among converged, else overall); every start run is
+reported in ``InverseResult.starts``.
+
+The contract (`convergence`): ``InverseResult.status`` is CONVERGED only when the
+residual is at the level the data allow (noise-free: per-channel RMS below ``fit_rtol``
+of the channel; noisy: at the noise floor, with the Gauss-Newton step left below 0.1
+standard errors). A parameter is flagged identifiable only when the fit converged, the
+local tests of `identifiability` pass and (noise-free) its first-order error bound is
+below ``bound_rtol``; otherwise its reason is ``"not_converged"`` ("fit did not
+converge"), whatever the local tests said at the final iterate (kept in ``local_reason``).
+Under noise each parameter gets a standard error from the Gauss-Newton sandwich
+covariance (`uncertainty`).
+
 A trial point where any sample's AC-OPF fails (infeasible, not converged, not
 differentiable) is rejected and the step shrinks; the optimiser never crashes on it.
 With ``warm_start=True`` (default) every AC-OPF of a trial point starts from that
@@ -29,6 +45,7 @@ sample's solution at the last accepted iterate (`ACOPFLayer`'s ``warm_start``).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -38,31 +55,48 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from gridlearn.errors import ConfigError, SolverFailure
+from gridlearn.errors import ConfigError
 from gridlearn.grid.acopf_kkt import ACTIVE_TOL
-from gridlearn.inverse.identifiability import IdentifiabilityReport, at_limit_every_sample, identifiability_report
+from gridlearn.inverse.convergence import FitCheck, FitStatus, decide, fit_check
+from gridlearn.inverse.identifiability import (REASONS, IdentifiabilityReport, at_limit_every_sample,
+                                               identifiability_report)
+from gridlearn.inverse.optimisers import OPTIMISERS
 from gridlearn.inverse.params import Unknown, current_values, parameter_table, parse_unknowns, substitute
+from gridlearn.inverse.starts import INITS, starting_points
+from gridlearn.inverse.uncertainty import LocalErrors, local_errors, null_mask, step_in_std_err
 
 log = logging.getLogger(__name__)
 
-METHODS = ("lbfgs", "adam", "lm")
+METHODS = tuple(OPTIMISERS)
 
 
 @dataclass(frozen=True, kw_only=True)
 class InverseSolver:
-    """Settings of the outer optimisation. ``lr``: Adam step in relative units; ``memory``: L-BFGS pairs."""
+    """Settings of the outer optimisation. ``lr``: Adam step in relative units; ``memory``: L-BFGS pairs.
+
+    ``init``/``n_starts``/``start_spread``/``seed``: the starts (see `starts`); ``fit_rtol``:
+    the noise-free per-channel RMS tolerance of a converged fit (`convergence`);
+    ``bound_rtol``: the largest first-order relative error bound (noise-free) of a coefficient
+    flagged identifiable, ten times inside a 1% target.
+    """
 
     method: str = "lm"
     max_iter: int = 30
     lr: float = 0.05
     memory: int = 8
-    rtol: float = 1e-10  # stop when the loss falls below rtol * initial loss
+    rtol: float = 1e-14  # stop when the loss falls below rtol * initial loss
     step_tol: float = 1e-8  # or when the relative step is this small
     max_shrinks: int = 10
     convention: str = "matpower"
     ipopt_tol: float = 1e-9  # the ACOPFLayer default; 1e-10 makes Ipopt stop at "acceptable" on some case30 loads
     active_tol: float = ACTIVE_TOL  # relative (scale-aware) active-set threshold, see acopf_kkt.active_set
     warm_start: bool = True  # start each trial point's AC-OPFs from the last accepted iterate's solutions
+    init: str = "auto"
+    n_starts: int = 4  # starts from the prior family (the prior and n_starts - 1 perturbed priors)
+    start_spread: float = 0.3  # perturbed priors: prior * U(1 - spread, 1 + spread)
+    seed: int = 0
+    fit_rtol: float = 1e-5
+    bound_rtol: float = 1e-3
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -73,18 +107,33 @@ class InverseSolver:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if not self.active_tol > 0 or not self.ipopt_tol > 0:
             raise ConfigError(f"active_tol and ipopt_tol must be positive, got {self.active_tol}, {self.ipopt_tol}")
+        if self.init not in INITS:
+            raise ConfigError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.n_starts < 1 or not 0 <= self.start_spread < 1:
+            raise ConfigError(f"n_starts must be >= 1 and start_spread in [0, 1), got {self.n_starts}, {self.start_spread}")
+        if not self.fit_rtol > 0 or not self.bound_rtol > 0:
+            raise ConfigError(f"fit_rtol and bound_rtol must be positive, got {self.fit_rtol}, {self.bound_rtol}")
 
 
 @dataclass
 class InverseResult:
     """What `recover` found.
 
+    ``status`` (`FitStatus`: converged / stalled / max_iter / failed) and ``message`` (a
+    sentence saying why); ``final_loss``; ``noise_floor_loss``: the loss the stated noise
+    level implies at the optimum (0 for noise-free data); ``fit``: the residual test.
     ``parameters``: DataFrame, one row per unknown, index ``(pandapower label, coefficient)``,
     columns ``value`` (recovered), ``prior``, ``true`` (when given), ``unit`` (pandapower's),
-    ``identifiable``, ``reason``, ``rel_std``. ``loss_history``: loss per accepted iterate
-    (index 0 = prior). ``per_sample``: RMSE of the fit per sample. ``report``: the
-    `IdentifiabilityReport` at the solution (None if it could not be computed).
-    ``theta``: recovered values in Network units (same order as ``unknowns``).
+    ``identifiable``, ``reason`` (a key of `identifiability.REASONS`; ``"not_converged"`` for
+    every row of a fit that did not converge), ``explanation`` (the reason's sentence),
+    ``local_reason`` (what the local tests said at the final point), ``rel_std``,
+    ``std_err`` (noisy data: Gauss-Newton standard error, pandapower units),
+    ``error_bound`` (noise-free: first-order relative error bound). ``starts``: one row per
+    start run (name, initial and final loss, status, iterations, rejected steps, seconds).
+    ``loss_history``: loss per accepted iterate of the kept start (index 0 = its start).
+    ``per_sample``: RMSE of the fit per sample. ``report``: the `IdentifiabilityReport` at
+    the solution (None if it could not be computed). ``theta``: recovered values in
+    Network units (same order as ``unknowns``).
     """
 
     parameters: pd.DataFrame
@@ -96,8 +145,19 @@ class InverseResult:
     weights: tuple[float, float]
     iterations: int
     n_rejected_steps: int
+    status: FitStatus = FitStatus.FAILED
+    message: str = ""
+    final_loss: float = float("nan")
+    noise_floor_loss: float = float("nan")
+    fit: FitCheck | None = None
+    starts: pd.DataFrame = field(default_factory=pd.DataFrame)
+    start: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     report_skipped_samples: list[int] = field(default_factory=list)  # no sensitivity at the solution: not in the report
+
+    @property
+    def converged(self) -> bool:
+        return self.status is FitStatus.CONVERGED
 
 
 class InverseProblem:
@@ -116,6 +176,7 @@ class InverseProblem:
                                 active_tol=solver.active_tol)
         self.timings = {"forward_s": 0.0, "backward_s": 0.0, "jacobian_s": 0.0, "n_forward": 0, "n_backward": 0}
         self.warm: list | None = None  # per-sample ACOPFResult of the last accepted iterate
+        self._jac_cache: tuple[list, Tensor] | None = None
 
     def accept(self, results: list | None) -> None:
         """Remember an accepted iterate's per-sample solutions as the next warm start."""
@@ -163,11 +224,72 @@ class InverseProblem:
         sample whose optimum has no derivative (see `observation_jacobian`'s ``skip_failed``)."""
         from gridlearn.inverse.sensitivity import observation_jacobian
 
+        if self._jac_cache is not None and self._jac_cache[0] is results:  # same solutions: same Jacobian
+            return self._jac_cache[1]
         t0 = time.perf_counter()
         j_pg, j_lmp = observation_jacobian(self.network, self.obs, self.unknowns, theta, results,
                                            self.solver.convention, self.solver.active_tol, skip_failed=True)
         self.timings["jacobian_s"] += time.perf_counter() - t0
-        return torch.cat([j_pg * self.weights[0] ** 0.5, j_lmp * self.weights[1] ** 0.5], dim=1)
+        jac = torch.cat([j_pg * self.weights[0] ** 0.5, j_lmp * self.weights[1] ** 0.5], dim=1)
+        self._jac_cache = (results, jac)
+        return jac
+
+
+    # ------------------------------------------------------------ the fit at a point
+    def entry_weights(self) -> Tensor:
+        """(m,) loss weight of each residual column (p_g columns, then published LMPs)."""
+        n_lmp = int(self.obs.lmp_buses.numel())
+        return torch.cat([torch.full((self.network.n_gen,), self.weights[0], dtype=torch.float64),
+                          torch.full((n_lmp,), self.weights[1], dtype=torch.float64)])
+
+    def observed(self) -> Tensor:
+        """(S, m) the published values, in the residuals' column order."""
+        return torch.cat([self.obs.pg_mw, self.obs.lmp_usd_per_mwh], dim=1).double()
+
+    def raw(self, r: Tensor) -> Tensor:
+        """Unweighted residuals (model - observation) from weighted ones; a zero-weight channel
+        is not fitted and reads 0 (it is left out of the fit test)."""
+        w = self.entry_weights()
+        return torch.where(w > 0, r / w.clamp_min(1e-300).sqrt(), torch.zeros_like(r))
+
+    def check(self, r: Tensor) -> FitCheck:
+        return fit_check(self.obs, self.raw(r), self.network.n_gen, len(self.unknowns), self.weights,
+                         self.solver.fit_rtol)
+
+    def local(self, r: Tensor, jac: Tensor, scale: Tensor) -> tuple[LocalErrors, Tensor, Tensor] | None:
+        """(errors, null mask, differentiable-sample mask) from weighted residuals (S, m) and the
+        Jacobian (S, m, P; NaN rows for samples without a derivative); None when no sample has one."""
+        ok = torch.isfinite(jac).all(dim=(1, 2))
+        if not ok.any():
+            return None
+        p = len(self.unknowns)
+        j = jac[ok].reshape(-1, p)
+        null = null_mask(j, scale)
+        w = self.entry_weights().expand_as(r)
+        raw, y = self.raw(r), self.observed()
+        err = local_errors(j, raw[ok].reshape(-1), y[ok].reshape(-1), w[ok].reshape(-1), scale, null, p,
+                           noisy=self.obs.noise > 0, raw_all=raw.reshape(-1), observed_all=y.reshape(-1),
+                           entry_w_all=w.reshape(-1))
+        return err, null, ok
+
+    def settled(self, r: Tensor, jac: Tensor | None, scale: Tensor) -> bool:
+        """The fit test passes here (noisy data: and the Gauss-Newton step left is a tenth of the
+        convergence threshold in standard errors), so further iterations cannot improve the answer."""
+        from gridlearn.inverse.convergence import STEP_IN_SE
+
+        if not self.check(r).passed:
+            return False
+        if jac is None:  # the gradient methods, noise-free: the residual test alone
+            return self.obs.noise <= 0
+        loc = self.local(r, jac, scale)
+        if loc is None:
+            return False
+        err, null, _ = loc
+        if self.obs.noise <= 0:  # and the step left is a tenth of what flagging allows
+            rel = err.step.abs() / scale
+            return bool((rel[~null] <= self.solver.bound_rtol / 10).all())
+        step = step_in_std_err(err, null)
+        return step is not None and step <= STEP_IN_SE / 10
 
 
 def _projector(prior: Tensor, unknowns: Sequence[Unknown]):
@@ -198,6 +320,38 @@ def default_weights(observations, weights) -> tuple[float, float]:
     return w  # type: ignore[return-value]
 
 
+def _better(a: dict, b: dict | None) -> bool:
+    """Is start outcome ``a`` better than ``b``: converged first, then the lower final loss."""
+    if b is None:
+        return True
+    if a["status"] is FitStatus.CONVERGED and b["status"] is not FitStatus.CONVERGED:
+        return True
+    if b["status"] is FitStatus.CONVERGED and a["status"] is not FitStatus.CONVERGED:
+        return False
+    la, lb = a["final_loss"], b["final_loss"]
+    return (not math.isnan(la)) and (math.isnan(lb) or la < lb)
+
+
+def _assess(problem: InverseProblem, theta: Tensor, r: Tensor | None, results, stop: str, scale: Tensor,
+            need_jac: bool) -> dict:
+    """Everything `recover` reports about one start's final point."""
+    out = {"theta": theta, "r": r, "results": results, "stop": stop, "jac": None, "local": None}
+    if r is None:  # the AC-OPF failed at this start
+        out.update(status=FitStatus.FAILED, message="failed: the AC-OPF fails at this start", final_loss=float("nan"),
+                   check=None)
+        return out
+    check = problem.check(r)
+    step_se = None
+    if need_jac or problem.obs.noise > 0:
+        out["jac"] = problem.jacobian(theta, results)
+        out["local"] = problem.local(r, out["jac"], scale)
+        if out["local"] is not None:
+            step_se = step_in_std_err(out["local"][0], out["local"][1])
+    status, message = decide(check, stop, step_se)
+    out.update(status=status, message=message, final_loss=float((r**2).sum() / r.shape[0]), check=check)
+    return out
+
+
 def recover(
     network_prior,
     observations,
@@ -210,13 +364,17 @@ def recover(
 ) -> InverseResult:
     """Recover ``unknown`` parameters of ``network_prior`` from ``observations`` (see module docstring).
 
+    Never raises on a fit that does not converge: read ``status``. Every start is reported in
+    ``starts``; the kept one is the first that converged, else the lowest final loss.
+
     Args:
         network_prior: the `Network` with known parameters right and unknown ones at the prior guess.
         observations: `Observations` (validated here: shapes, finiteness, at least one sample).
         unknown: ``"costs"``, a dict (see `params.parse_unknowns`) or a list of `Unknown`.
         weights: ``(w_pg per MW^2, w_lmp per ($/MWh)^2)`` or ``"variance"``.
         truth: optional `Network` with the true parameters, to fill the ``true`` column.
-        report: compute the identifiability report at the solution.
+        report: compute the identifiability report at the solution (without it nothing is
+            flagged identifiable).
     """
     observations.validate(network_prior)
     unknowns = parse_unknowns(network_prior, unknown)
@@ -226,183 +384,91 @@ def recover(
     scale = torch.where(prior.abs() > 1e-12, prior.abs(), torch.ones_like(prior))
     project = _projector(prior, unknowns)
     t_start = time.perf_counter()
-    run = {"lbfgs": _lbfgs, "adam": _adam, "lm": _lm}[solver.method]
-    theta, history, rejected, iters, results = run(problem, project(prior), scale, project)
+    run = OPTIMISERS[solver.method]
+    starts = starting_points(network_prior, observations, unknowns, project(prior), solver.init, solver.n_starts,
+                             solver.start_spread, solver.seed)
+    if not starts:
+        starts = [("prior", project(prior))]
+    best, rows = None, []
+    for name, theta0 in starts:
+        t0 = time.perf_counter()
+        problem.warm = None  # a new start: nothing to warm-start from
+        theta, history, rejected, iters, results, r, stop = run(problem, project(theta0), scale, project)
+        out = _assess(problem, theta, r, results, stop, scale, need_jac=report)
+        out.update(name=name, history=history, rejected=rejected, iterations=iters)
+        rows.append({"start": name, "initial_loss": history[0] if history else float("nan"),
+                     "final_loss": out["final_loss"], "status": out["status"].value, "iterations": iters,
+                     "rejected_steps": rejected, "time_s": time.perf_counter() - t0, "stop": stop})
+        if truth is not None:
+            true = current_values(truth, unknowns)
+            nz = true.abs() > 0
+            rows[-1]["max_rel_err"] = float(((theta - true).abs()[nz] / true.abs()[nz]).max()) if nz.any() else np.nan
+        log.info("start %s: %s", name, out["message"])
+        if _better(out, best):
+            best = out
+        if out["status"] is FitStatus.CONVERGED:
+            break
     timings = dict(problem.timings, total_s=time.perf_counter() - t_start)
+    return _result(network_prior, observations, unknowns, problem, best, prior, truth, report, w, timings,
+                   pd.DataFrame(rows))
 
-    # fit per sample, and the report, at the final point
-    _, _, r, results = problem.loss(theta, grad=False)
-    n_pg = network_prior.n_gen
-    per_sample = pd.DataFrame({
-        "rmse_pg_mw": ((r[:, :n_pg] ** 2).mean(1).sqrt() / max(w[0], 1e-300) ** 0.5).numpy(),
-        "rmse_lmp_usd_per_mwh": (((r[:, n_pg:] ** 2).mean(1).sqrt() / max(w[1], 1e-300) ** 0.5).numpy()
-                                 if r.shape[1] > n_pg else np.full(r.shape[0], np.nan)),
-    })
+
+def _result(network, observations, unknowns, problem, best, prior, truth, report, w, timings, starts) -> InverseResult:
+    theta, r, p = best["theta"], best["r"], len(unknowns)
+    n_pg = network.n_gen
+    nan = torch.full((p,), float("nan"), dtype=torch.float64)
+    if r is not None:
+        raw = problem.raw(r)
+        per_sample = pd.DataFrame({
+            "rmse_pg_mw": (raw[:, :n_pg] ** 2).mean(1).sqrt().numpy(),
+            "rmse_lmp_usd_per_mwh": ((raw[:, n_pg:] ** 2).mean(1).sqrt().numpy()
+                                     if raw.shape[1] > n_pg else np.full(raw.shape[0], np.nan)),
+        })
+    else:
+        per_sample = pd.DataFrame({"rmse_pg_mw": np.full(observations.n_samples, np.nan),
+                                   "rmse_lmp_usd_per_mwh": np.full(observations.n_samples, np.nan)})
     rep, skipped = None, []
-    if report:
-        j = problem.jacobian(theta, results)
-        ok = torch.isfinite(j).all(dim=(1, 2))
+    jac = best["jac"]
+    if report and jac is not None:
+        ok = torch.isfinite(jac).all(dim=(1, 2))
         skipped = (~ok).nonzero().flatten().tolist()
         if ok.any():
-            j = j[ok]
+            j = jac[ok]
             j_pg = j[:, :n_pg] / w[0] ** 0.5 if w[0] > 0 else j[:, :n_pg]
             j_lmp = j[:, n_pg:] / w[1] ** 0.5 if w[1] > 0 else j[:, n_pg:]
             rep = identifiability_report(unknowns, theta, j_pg, j_lmp, at_limit_every_sample(observations),
                                          observations.has_lmp, weights=w)
         else:
             log.warning("identifiability report skipped: no sample's optimum is differentiable at the solution")
+    loc = best["local"][0] if best["local"] is not None else None
+    std_err = loc.std_err if loc is not None else nan
+    bound = loc.error_bound / theta.abs().clamp_min(1e-300) if loc is not None else nan
     columns = {"value": theta, "prior": prior}
     if truth is not None:
         columns["true"] = current_values(truth, unknowns)
-    table = parameter_table(network_prior, unknowns, columns)
+    columns["std_err"] = std_err
+    table = parameter_table(network, unknowns, columns)
+    table["error_bound"] = bound.numpy()  # relative: no unit conversion
+    converged = best["status"] is FitStatus.CONVERGED
+    noisy = observations.noise > 0
     if rep is not None:
-        table["identifiable"] = rep.table["identifiable"].to_numpy()
-        table["reason"] = rep.table["reason"].to_numpy()
+        local_reason = rep.table["reason"].to_numpy(dtype=object).copy()
+        if not noisy:  # noise-free: the first-order error bound must be inside bound_rtol as well
+            loose = (rep.table["reason"].to_numpy() == "") & ~(bound.numpy() <= problem.solver.bound_rtol)
+            local_reason[loose] = "error_bound"
         table["rel_std"] = rep.table["rel_std"].to_numpy()
-    return InverseResult(parameters=table, theta=theta, unknowns=unknowns, loss_history=history, per_sample=per_sample,
-                         report=rep, weights=w, iterations=iters, n_rejected_steps=rejected, timings=timings,
-                         report_skipped_samples=skipped)
-
-
-# ---------------------------------------------------------------------- optimisers
-def _try(problem: InverseProblem, theta: Tensor, grad: bool):
-    try:
-        return problem.loss(theta, grad)
-    except SolverFailure as exc:
-        log.info("trial point rejected: %s", str(exc)[:200])
-        return None
-
-
-def _done(history: list[float], step_rel: float, solver: InverseSolver) -> bool:
-    return history[-1] <= solver.rtol * max(history[0], 1e-300) or step_rel < solver.step_tol
-
-
-def _start(problem, theta, grad: bool):
-    """Solve at the prior and accept it; every optimiser needs a feasible starting point."""
-    first = _try(problem, theta, grad=grad)
-    if first is None:
-        raise SolverFailure("the AC-OPF fails at the prior parameters; start from a feasible prior")
-    problem.accept(first[3])
-    return first
-
-
-def _lm(problem, theta, scale, project):
-    s = problem.solver
-    loss, _, r, results = _start(problem, theta, grad=False)
-    history, rejected, mu, it = [loss], 0, 1e-3, 0
-    for it in range(1, s.max_iter + 1):
-        j = problem.jacobian(theta, results)
-        ok = torch.isfinite(j).all(dim=(1, 2))  # samples with no derivative here: left out of this step
-        if not ok.any():
-            log.info("LM: no sample is differentiable at iteration %d; stopping", it)
-            break
-        j = j[ok].reshape(-1, len(problem.unknowns)) * scale  # relative units
-        rv = r[ok].reshape(-1)
-        jtj, jtr = j.T @ j, j.T @ rv
-        damping = jtj.diagonal().clamp_min(1e-12 * float(jtj.diagonal().max().clamp_min(1e-300)))
-        accepted = False
-        for _ in range(s.max_shrinks):
-            du = -torch.linalg.solve(jtj + mu * torch.diag(damping), jtr)
-            trial = project(theta + du * scale)
-            out = _try(problem, trial, grad=False)
-            if out is not None and out[0] < loss:
-                step_rel = float(((trial - theta) / scale).norm())
-                theta, (loss, _, r, results) = trial, out
-                problem.accept(results)
-                mu = max(mu / 10, 1e-12)
-                accepted = True
-                break
-            rejected += 1
-            mu *= 10
-        if not accepted:
-            log.info("LM: no decreasing step found at iteration %d; stopping", it)
-            break
-        history.append(loss)
-        if _done(history, step_rel, s):
-            break
-    return theta, history, rejected, it, results
-
-
-def _adam(problem, theta, scale, project):
-    s = problem.solver
-    loss, g, _, results = _start(problem, theta, grad=True)
-    history, rejected = [loss], 0
-    m = torch.zeros_like(theta)
-    v = torch.zeros_like(theta)
-    b1, b2, eps = 0.9, 0.999, 1e-12
-    it = 0
-    for it in range(1, s.max_iter + 1):
-        gu = g * scale
-        m = b1 * m + (1 - b1) * gu
-        v = b2 * v + (1 - b2) * gu * gu
-        step = s.lr * (m / (1 - b1**it)) / ((v / (1 - b2**it)).sqrt() + eps)
-        for _ in range(s.max_shrinks):
-            trial = project(theta - step * scale)
-            out = _try(problem, trial, grad=True)
-            if out is not None:
-                break
-            rejected += 1
-            step = step / 2
-        else:
-            log.info("Adam: every shrunk step failed at iteration %d; stopping", it)
-            break
-        step_rel = float(((trial - theta) / scale).norm())
-        theta, (loss, g, _, results) = trial, out
-        problem.accept(results)
-        history.append(loss)
-        if _done(history, step_rel, s):
-            break
-    return theta, history, rejected, it, results
-
-
-def _lbfgs(problem, theta, scale, project):
-    s = problem.solver
-    loss, g, _, results = _start(problem, theta, grad=True)
-    history, rejected = [loss], 0
-    pairs: list[tuple[Tensor, Tensor]] = []
-    it = 0
-    for it in range(1, s.max_iter + 1):
-        gu = g * scale
-        # two-loop recursion in relative units
-        q = gu.clone()
-        alphas = []
-        for sk, yk in reversed(pairs):
-            a = (sk @ q) / (yk @ sk)
-            alphas.append(a)
-            q = q - a * yk
-        if pairs:
-            sk, yk = pairs[-1]
-            q = q * (sk @ yk) / (yk @ yk)
-        else:
-            q = q * s.lr / gu.abs().max().clamp_min(1e-300)  # first step: at most lr relative
-        for (sk, yk), a in zip(pairs, reversed(alphas)):
-            b = (yk @ q) / (yk @ sk)
-            q = q + sk * (a - b)
-        direction = -q
-        if float(direction @ gu) >= 0:  # not a descent direction: restart from steepest descent
-            pairs.clear()
-            direction = -gu * s.lr / gu.abs().max().clamp_min(1e-300)
-        t, accepted = 1.0, False
-        for _ in range(s.max_shrinks):
-            trial = project(theta + t * direction * scale)
-            out = _try(problem, trial, grad=True)
-            du = (trial - theta) / scale
-            if out is not None and out[0] <= loss + 1e-4 * float(gu @ du):
-                accepted = True
-                break
-            rejected += 1
-            t /= 2
-        if not accepted:
-            log.info("L-BFGS: line search failed at iteration %d; stopping", it)
-            break
-        new_loss, new_g, _, results = out
-        problem.accept(results)
-        yk = (new_g - g) * scale
-        if float(yk @ du) > 1e-12 * float(du @ du) ** 0.5 * float(yk @ yk) ** 0.5:
-            pairs.append((du, yk))
-            pairs[:] = pairs[-s.memory:]
-        theta, loss, g = trial, new_loss, new_g
-        history.append(loss)
-        if _done(history, float(du.norm()), s):
-            break
-    return theta, history, rejected, it, results
+    else:
+        local_reason = np.array(["no_report"] * p, dtype=object)
+        table["rel_std"] = np.nan
+    reason = local_reason if converged else np.array(["not_converged"] * p, dtype=object)
+    table["identifiable"] = reason == ""
+    table["reason"] = reason
+    table["explanation"] = [REASONS.get(k, "") for k in reason]
+    table["local_reason"] = local_reason
+    check = best["check"]
+    return InverseResult(
+        parameters=table, theta=theta, unknowns=list(unknowns), loss_history=best["history"], per_sample=per_sample,
+        report=rep, weights=w, iterations=best["iterations"], n_rejected_steps=best["rejected"],
+        status=best["status"], message=best["message"], final_loss=best["final_loss"],
+        noise_floor_loss=check.noise_floor_loss if check is not None else float("nan"), fit=check, starts=starts,
+        start=best["name"], timings=timings, report_skipped_samples=skipped)

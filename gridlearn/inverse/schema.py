@@ -24,7 +24,17 @@ PARAMETERS = TableSchema("parameters_paper", (
 ), extra_columns=True)
 ADMITTANCE = TableSchema("admittance", (("branch", "text"), ("method", "text")), extra_columns=True)
 
-TABLES = (RECOVERY, PARAMETERS, ADMITTANCE)
+# The randomised-prior sweep (issue 22), partial observations and noise coverage: one row per
+# draw and one summary per case (or setting); their metric columns are the study's to choose.
+SWEEP_DRAWS = TableSchema("sweep_draws", (("case", "text"),), extra_columns=True)
+SWEEP_SUMMARY = TableSchema("sweep_summary", (("case", "text"),), extra_columns=True)
+PARTIAL_DRAWS = TableSchema("partial_draws", (("case", "text"),), extra_columns=True)
+PARTIAL_SUMMARY = TableSchema("partial_summary", (), extra_columns=True)
+NOISE_COEFFICIENTS = TableSchema("noise_coefficients", (), extra_columns=True)
+NOISE_SUMMARY = TableSchema("noise_summary", (), extra_columns=True)
+
+TABLES = (RECOVERY, PARAMETERS, ADMITTANCE, SWEEP_DRAWS, SWEEP_SUMMARY, PARTIAL_DRAWS, PARTIAL_SUMMARY,
+          NOISE_COEFFICIENTS, NOISE_SUMMARY)
 FIGURES = ["error_vs_samples"]
 
 HEADLINE_KEY = "paper_noise_free_full_max_rel_err"

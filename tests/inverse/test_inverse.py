@@ -50,7 +50,8 @@ def test_simulated_market_is_consistent(case9, obs9):
 def test_recover_case9_costs_noise_free_within_one_percent(case9, obs9):
     unknowns = cost_unknowns(case9)
     prior = perturbed_prior(case9, unknowns)
-    res = recover(prior, obs9, "costs", solver=InverseSolver(method="lm", max_iter=10), truth=case9)
+    # init="prior": this tests the gradient method itself, not the baseline start
+    res = recover(prior, obs9, "costs", solver=InverseSolver(method="lm", max_iter=10, init="prior"), truth=case9)
     df = res.parameters
     rel = ((df["value"] - df["true"]).abs() / df["true"].abs()).to_numpy()
     start = ((df["prior"] - df["true"]).abs() / df["true"].abs()).to_numpy()
@@ -216,7 +217,7 @@ def test_recover_warm_started_matches_cold(case9, obs9):
     prior = perturbed_prior(case9, unknowns, seed=4)
     runs = {}
     for warm in (True, False):
-        runs[warm] = recover(prior, obs9.subset(3), "costs", solver=InverseSolver(max_iter=3, warm_start=warm),
+        runs[warm] = recover(prior, obs9.subset(3), "costs", solver=InverseSolver(max_iter=3, warm_start=warm, init="prior", n_starts=1),
                              report=False)
     assert runs[True].iterations == runs[False].iterations == 3
     assert torch.allclose(runs[True].theta, runs[False].theta, rtol=1e-6)
@@ -235,11 +236,12 @@ def test_recover_passes_previous_iterate_as_warm_start(case9, obs9, monkeypatch)
 
     monkeypatch.setattr(ACOPFLayer, "solve", spy)
     prior = perturbed_prior(case9, cost_unknowns(case9), seed=5)
-    recover(prior, obs9.subset(2), "costs", solver=InverseSolver(max_iter=2), report=False)
+    recover(prior, obs9.subset(2), "costs", solver=InverseSolver(max_iter=2, init="prior", n_starts=1), report=False)
     assert seen[0] is None  # the prior: cold
     assert all(w is not None and len(w) == 2 for w in seen[1:]) and len(seen) >= 3
     seen.clear()
-    recover(prior, obs9.subset(2), "costs", solver=InverseSolver(max_iter=2, warm_start=False), report=False)
+    recover(prior, obs9.subset(2), "costs", solver=InverseSolver(max_iter=2, warm_start=False, init="prior", n_starts=1),
+            report=False)
     assert all(w is None for w in seen)
 
 
