@@ -39,7 +39,7 @@ from gridlearn.scopf import schema  # noqa: E402
 from gridlearn.scopf.enumeration import sample_contingencies  # noqa: E402
 from gridlearn.scopf.dc import DCContingencyModel  # noqa: E402
 from gridlearn.scopf.dispatch import base_dispatch, dispatch_cost, solve_scopf  # noqa: E402
-from gridlearn.scopf.outages import ElementSpace  # noqa: E402
+from gridlearn.scopf.outages import ElementSpace, set_splits_network  # noqa: E402
 
 log = logging.getLogger("gridlearn.studies.scopf")
 
@@ -133,6 +133,17 @@ def attack_vs_enumeration(cfg: Config) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _preventive_sets(net, model, n1: pd.DataFrame) -> list[tuple[int, ...]]:
+    """The scored N-1 sets a preventive SC-OPF can constrain: those that keep the network in one
+    piece. A generator-only island is scored (status "ok") but has no LODF post-outage flows."""
+    sets = [model.space.indices_of(o) for o in n1.loc[n1["status"] == "ok", "outage"]]
+    split = [s for s in sets if set_splits_network(net, model.space, s)]
+    if split:
+        log.warning("preventive N-1 SC-OPF: %d sets split the network and are left out: %s", len(split),
+                    [model.space.set_labels(s) for s in split])
+    return [s for s in sets if s not in split]
+
+
 def defence_curve(cfg: Config) -> pd.DataFrame:
     net = load_case(cfg.defence_case)
     net = net.with_(pd_mw=net.bus.pd_mw * cfg.defence_load_scale, qd_mvar=net.bus.qd_mvar * cfg.defence_load_scale)
@@ -148,7 +159,7 @@ def defence_curve(cfg: Config) -> pd.DataFrame:
     pg0, _ = solve_scopf(model)
     score("dcopf (insecure)", 0, pg0)
     n1 = enumerate_contingencies(net, pg0, 1, elements="branches")
-    sets = [model.space.indices_of(o) for o in n1.loc[n1["status"] == "ok", "outage"]]
+    sets = _preventive_sets(net, model, n1)
     try:
         pg_n1, _ = solve_scopf(model, torch.as_tensor(sets))
         score("preventive N-1 SC-OPF (all sets, one QP)", 0, pg_n1)
@@ -179,7 +190,7 @@ def defence_table(cfg: Config) -> pd.DataFrame:
         pg0, _ = solve_scopf(model)
         dispatches.append(("DC-OPF (insecure)", 0, "-", pg0, time.perf_counter() - t0))
         n1 = enumerate_contingencies(net, pg0, 1, elements="branches")
-        sets = [model.space.indices_of(o) for o in n1.loc[n1["status"] == "ok", "outage"]]
+        sets = _preventive_sets(net, model, n1)
         t0 = time.perf_counter()
         try:
             pg_n1, _ = solve_scopf(model, torch.as_tensor(sets))

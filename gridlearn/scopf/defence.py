@@ -37,7 +37,7 @@ from gridlearn.scopf.attack import attack_contingencies, default_temperature
 from gridlearn.scopf.common import check_physics, members_tensor
 from gridlearn.scopf.dc import DCContingencyModel
 from gridlearn.scopf.dispatch import dispatch_cost, project_box_sum, solve_scopf
-from gridlearn.scopf.outages import ElementSpace
+from gridlearn.scopf.outages import ElementSpace, set_splits_network
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ class DefenceResult:
     ``step``, ``cost_usd_per_h``, ``worst_violation_mw`` (exact, of the best attack found),
     ``worst_outage``, ``n_secured`` (sets constrained / trained against), ``oracle`` ("attack",
     or "enumeration" when the check found what the attack missed); status: "secure",
-    "max_steps" or "infeasible"."""
+    "max_steps" or "infeasible"; unsecurable: violating sets that split the network, which the
+    preventive (LODF) SC-OPF cannot constrain: reported, never silently dropped."""
 
     dispatch_mw: Tensor
     history: pd.DataFrame
@@ -58,6 +59,7 @@ class DefenceResult:
     method: str
     secured: list[tuple] = field(default_factory=list)
     wall_time_s: float = 0.0
+    unsecurable: list[tuple] = field(default_factory=list)
 
 
 def _attack(network, pg, k, elements, attack_options, tol_mw, verify_limit):
@@ -121,6 +123,7 @@ def defend(
     pg, cost = solve_scopf(model)
     rows: list[dict] = []
     secured: list[tuple[int, ...]] = []
+    unsecurable: list[tuple[int, ...]] = []
     status = "max_steps"
     if method == "constraint_generation":
         for step in range(max_steps):
@@ -132,7 +135,17 @@ def defend(
                 status = "secure"
                 break
             new = [space.indices_of(o) for o in rank["outage"][rank["violation_mw"] > tol_mw]]
-            new = [s for s in new if s not in secured][:sets_per_step]
+            new = [s for s in new if s not in secured]
+            split = [s for s in new if set_splits_network(network, space, s)]
+            if split:
+                # The preventive SC-OPF's post-outage flows are the LODF update, which has no
+                # answer for a set that splits the network (I - H_MM is singular there): such
+                # sets (generator-only islands, scored by the attack with pro-rata pick-up) are
+                # reported, not secured.
+                log.warning("defend[cg]: %d violating sets split the network and cannot be secured "
+                            "preventively: %s", len(split), [space.set_labels(s) for s in split[:3]])
+                unsecurable += [s for s in split if s not in unsecurable]
+            new = [s for s in new if s not in split][:sets_per_step]
             if not new:
                 break
             secured += new
@@ -173,7 +186,9 @@ def defend(
     hist = pd.DataFrame(rows, columns=["step", "cost_usd_per_h", "worst_violation_mw", "worst_outage", "n_secured",
                                        "oracle"])
     return DefenceResult(dispatch_mw=pg.detach(), history=hist, status=status, method=method,
-                         secured=[space.set_labels(s) for s in secured], wall_time_s=time.perf_counter() - t0)
+                         secured=[space.set_labels(s) for s in secured], wall_time_s=time.perf_counter() - t0,
+                         unsecurable=[space.set_labels(s) for s in unsecurable])
 
 
 __all__ = ["DefenceResult", "defend", "METHODS"]
+

@@ -106,7 +106,13 @@ def contingency_affine(model: DCContingencyModel, members: Tensor) -> tuple[Tens
     a = torch.eye(k, dtype=dt, device=dev) - h_mm
     h_cols = model.h[:, br_pos].permute(1, 0, 2) * valid[:, None, :]  # (C, n_branch, k)
     e_m = torch.zeros(C, k, net.n_branch, dtype=dt, device=dev).scatter_(2, br_pos.unsqueeze(-1), valid.unsqueeze(-1))
-    L = torch.eye(net.n_branch, dtype=dt, device=dev) + h_cols @ torch.linalg.solve(a, e_m)
+    sol_m, info = torch.linalg.solve_ex(a, e_m)
+    if bool((info != 0).any()):  # I - H_MM singular: the set splits the network (no LODF answer)
+        bad = torch.nonzero(info != 0).flatten().tolist()
+        raise DataError(f"outage sets {[sp.set_labels(members[i].tolist()) for i in bad[:3]]} split the network: "
+                        "the preventive SC-OPF's LODF update has no post-outage flows for them "
+                        "(leave them out: gridlearn.scopf.outages.set_splits_network)")
+    L = torch.eye(net.n_branch, dtype=dt, device=dev) + h_cols @ sol_m
     out = torch.zeros(C, net.n_branch, dtype=dt, device=dev).scatter_add_(1, br_pos, valid) > 0
     L = torch.where(out.unsqueeze(-1), torch.zeros_like(L), L)
     ptdf_g = model.ptdf[:, net.gen.bus]  # MW of flow per MW injected at each generator

@@ -201,3 +201,12 @@ def islanded_load(network: "Network", branch_out: np.ndarray, gen_out: np.ndarra
 
 
 __all__ = ["ElementSpace", "project_capped_simplex", "components", "islanded_load", "classify_islands", "IslandSplit", "ELEMENT_CHOICES"]
+
+
+def set_splits_network(network: "Network", space: ElementSpace, members: Sequence[int]) -> bool:
+    """Whether the outage set ``members`` (indices into ``space``) splits the network into
+    islands (load-cutting or generator-only): the preventive SC-OPF's LODF update has no
+    answer for such a set."""
+    br_out = np.zeros(network.n_branch, dtype=bool)
+    br_out[[space.branch_pos[m] for m in members if m < space.n_attack_branches]] = True
+    return classify_islands(network, br_out).islanded

@@ -51,3 +51,23 @@ def test_load_cutting_set_reported_apart_with_mw_lost(triangle):
     row = enum[enum["outage"] == (("line", 1), ("line", 2))].iloc[0]
     assert row["status"] == "islanded" and np.isnan(row["violation_mw"])
     assert row["load_lost_mw"] == pytest.approx(90.0)
+
+
+def test_preventive_scopf_names_a_set_that_splits_the_network(triangle):
+    """The preventive SC-OPF's LODF update has no answer for a split: a named DataError (not a
+    LinAlgError), `set_splits_network` says which sets to leave out, and the defence reports
+    them in `unsecurable` instead of failing."""
+    from gridlearn.errors import DataError
+    from gridlearn.scopf.dc import DCContingencyModel
+    from gridlearn.scopf.dispatch import solve_scopf
+    from gridlearn.scopf.outages import ElementSpace, set_splits_network
+
+    net, _ = triangle
+    model = DCContingencyModel.build(net, ElementSpace.of(net, "branches"))
+    sets = [(m,) for m in range(model.space.size)]
+    split = [s for s in sets if set_splits_network(net, model.space, s)]
+    assert split == [(model.space.branch_pos.index(3),)]  # only line 3 strands bus 3's unit
+    with pytest.raises(DataError, match="split the network"):
+        solve_scopf(model, torch.as_tensor(sets))
+    pg, cost = solve_scopf(model, torch.as_tensor([s for s in sets if s not in split]))
+    assert torch.isfinite(pg).all() and np.isfinite(cost)
