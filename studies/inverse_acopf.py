@@ -78,8 +78,11 @@ class Config:
 
 
 def paper_case14():
-    """pandapower case14 with the paper's three priced generators (see module docstring)."""
-    net = load_case("case14")
+    """pandapower case14 with the paper's three priced generators (see module docstring).
+
+    pandapower's copy, by name: its bus labels are 0-based (MATPOWER's own file, which
+    `load_case("case14")` reads, labels buses by their 1-based MATPOWER numbers)."""
+    net = load_case("pandapower:case14")
     bus_1idx = [int(net.bus.labels[int(b)]) + 1 for b in net.gen.bus]
     costs = {1: (2.0, 5.0), 2: (4.0, 2.0), 8: (5.0, 1.0)}
     c2, c1, c0 = (torch.zeros(net.n_gen, dtype=torch.float64) for _ in range(3))
