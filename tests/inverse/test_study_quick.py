@@ -3,26 +3,19 @@ cases `load_case` now reads (MATPOWER's own case14; the paper's setup on pandapo
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
 from gridlearn import results
 from gridlearn.inverse import schema
+from tests._studies import study_module
 
-STUDY = Path(__file__).resolve().parents[2] / "studies" / "inverse_acopf.py"
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("inverse_acopf_study", STUDY)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop(spec.name, None)
+    with study_module("inverse_acopf") as mod:
+        yield mod
 
 
 def test_quick_run_writes_every_table_its_schema_names(study, tmp_path, monkeypatch):

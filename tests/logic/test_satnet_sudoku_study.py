@@ -3,28 +3,21 @@ model, optimizer state and training table as an uninterrupted run."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
 from gridlearn import results
+from tests._studies import study_module
 
-STUDY = Path(__file__).resolve().parents[2] / "studies" / "satnet_sudoku.py"
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("satnet_sudoku_study", STUDY)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop(spec.name, None)
+    with study_module("satnet_sudoku") as mod:
+        yield mod
 
 
 def _config(study, tmp_path, **kw):
