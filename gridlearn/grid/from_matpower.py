@@ -277,6 +277,7 @@ def network_from_matpower(case: MatpowerCase, name: str = "") -> Network:
         bus=torch.as_tensor(new_index[gen_bus_pos[gen_order]]),
         p_mw=as_tensor(g[:, PG]),
         vg_pu=as_tensor(g[:, VG]),
+        q_mvar=as_tensor(g[:, QG]),
         pmin_mw=as_tensor(g[:, PMIN]),
         pmax_mw=as_tensor(g[:, PMAX]),
         qmin_mvar=as_tensor(g[:, QMIN]),

@@ -26,7 +26,7 @@ from gridlearn.grid.params import (BranchParams, BusParams, GenParams, Label, PW
 # Columns of pandapower's ppc arrays (pandapower.pypower.idx_*); kept here to avoid
 # importing pypower internals at module import.
 _BUS_I, _BUS_TYPE, _PD, _QD, _GS, _BS, _VM, _VA, _BASE_KV, _VMAX, _VMIN = 0, 1, 2, 3, 4, 5, 7, 8, 9, 11, 12
-_GEN_BUS, _PG, _QMAX, _QMIN, _VG, _GEN_STATUS, _PMAX, _PMIN = 0, 1, 3, 4, 5, 7, 8, 9
+_GEN_BUS, _PG, _QG, _QMAX, _QMIN, _VG, _GEN_STATUS, _PMAX, _PMIN = 0, 1, 2, 3, 4, 5, 7, 8, 9
 _F_BUS, _T_BUS, _BR_R, _BR_X, _BR_B, _RATE_A, _TAP, _SHIFT, _BR_STATUS, _ANGMIN, _ANGMAX = 0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12
 _NONE_BUS = 4
 # Angle limits at or beyond +-360 degrees mean "no limit" in MATPOWER.
@@ -235,6 +235,7 @@ class Network:
             bus=torch.as_tensor(new_index[g[:, _GEN_BUS].astype(int)]),
             p_mw=as_tensor(g[:, _PG]),
             vg_pu=as_tensor(g[:, _VG]),
+            q_mvar=as_tensor(g[:, _QG]),
             pmin_mw=as_tensor(g[:, _PMIN]),
             pmax_mw=as_tensor(g[:, _PMAX]),
             qmin_mvar=as_tensor(g[:, _QMIN]),

@@ -64,6 +64,7 @@ class GenParams(_Table):
     bus: Tensor  # long (n_gen,), bus position in the Network
     p_mw: Tensor  # setpoint (power flow) / initial guess (OPF)
     vg_pu: Tensor  # voltage setpoint
+    q_mvar: Tensor  # reactive setpoint: a fixed injection for a unit at a PQ bus (MATPOWER's QG); OPF initial guess
     pmin_mw: Tensor
     pmax_mw: Tensor
     qmin_mvar: Tensor

@@ -195,12 +195,9 @@ class PowerFlowLayer(nn.Module):
         bsz = sizes.pop() if sizes else 1
 
         kind = bus.kind
-        pq_gens = (kind[gen.bus] == 1).nonzero().flatten()
-        if len(pq_gens):
-            raise DataError(
-                f"generator {gen.labels[int(pq_gens[0])]} sits at a PQ bus; the Network has no reactive setpoint "
-                "for it, so the AC power flow cannot treat it (make it a static generator or a PV gen)"
-            )
+        # A unit at a PQ bus holds no voltage: MATPOWER's runpf treats it as a fixed injection
+        # (PG, QG), so its reactive setpoint enters the bus balance and its vg is unused.
+        at_pq = kind[gen.bus] == 1
         distributed = participation is not None
         if distributed:
             if len(network.ref_buses) != 1:
@@ -233,6 +230,9 @@ class PowerFlowLayer(nn.Module):
                 ybus = ybus.expand(bsz, nb, nb)
             p_inj = (pg @ cg.T - pd) / base
         q_inj = -qd / base
+        if bool(at_pq.any()):
+            q_fixed = torch.where(at_pq, gen.q_mvar.to(qd.dtype), torch.zeros_like(gen.q_mvar, dtype=qd.dtype))
+            q_inj = q_inj + torch.zeros_like(qd).index_add(-1, gen.bus, q_fixed.expand(bsz, -1)) / base
         # |V| setpoint per bus from its generators (pandapower: gen.vm_pu); PQ entries unused.
         # (the first generator listed at a bus sets it, as in MATPOWER)
         first: dict[int, int] = {}

@@ -341,3 +341,28 @@ def test_power_flow_reproduces_the_solved_case39_stored_in_its_file():
     res = PowerFlowLayer()(net)
     torch.testing.assert_close(res.vm_pu, net.bus.vm0_pu, atol=1e-6, rtol=0)
     torch.testing.assert_close(res.va_rad, net.bus.va0_rad, atol=1e-6, rtol=0)
+
+
+def test_power_flow_treats_a_unit_at_a_pq_bus_as_a_fixed_injection(tmp_path):
+    """MATPOWER's runpf: a generator at a PQ bus injects its (PG, QG) and holds no voltage
+    (the RTE and 27xx cases have such units). Bus 2 of case9 made PQ: gridlearn against
+    pandapower's runpp on its own conversion of the same file (it makes the unit an sgen)."""
+    import re
+
+    import pandapower as pp
+    from gridlearn.grid import PowerFlowLayer
+
+    path = _case9_with(tmp_path, lambda t: re.sub(r"(?m)^(\s*2\s+)2(\s)", r"\g<1>1\g<2>", t, count=1))
+    net = load_case(str(path))
+    at_pq = (net.bus.kind[net.gen.bus] == 1).nonzero().flatten().tolist()
+    assert len(at_pq) == 1
+    sol = PowerFlowLayer().solve(net)
+    assert bool(sol.converged.all())
+    ref = load_pandapower_net(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pp.runpp(ref, tolerance_mva=1e-10)
+    np.testing.assert_allclose(sol.value.vm_pu.numpy(), ref.res_bus.vm_pu.to_numpy(), atol=1e-8)
+    j = at_pq[0]
+    assert float(sol.value.qg_mvar[j]) == pytest.approx(float(net.gen.q_mvar[j]), abs=1e-8)
+    assert float(sol.value.vm_pu[int(net.gen.bus[j])]) != pytest.approx(float(net.gen.vg_pu[j]), abs=1e-4)
