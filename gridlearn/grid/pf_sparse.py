@@ -40,7 +40,8 @@ from gridlearn.errors import SolverFailure
 from gridlearn.grid.pf_newton import NewtonRaphson, PFLayout, PFProblem
 from gridlearn.grid.sparse_lu import LUFactor, PatternLU
 from gridlearn.grid.sparse_matrices import SparseYbus, dc_bbus_csc
-from gridlearn.implicit.adjoint import ImplicitAdjoint, PhantomAdjoint
+# _ImplicitLink: the same y* -> -v link the implicit core uses, fed the sparse adjoint solve
+from gridlearn.implicit.adjoint import ImplicitAdjoint, PhantomAdjoint, _ImplicitLink
 from gridlearn.implicit.solution import Solution, Status
 
 if TYPE_CHECKING:
@@ -317,19 +318,6 @@ def _transposed_solve(pf: SparsePF, y_star: np.ndarray, i: int, w: np.ndarray, f
     return v if np.isfinite(v).all() and float(np.abs(r).max()) <= 1e-9 * scale else None
 
 
-class _SparseLink(torch.autograd.Function):
-    """Returns y*; backward maps w to −v for h = g(y*, θ) (see `gridlearn.implicit.adjoint`)."""
-
-    @staticmethod
-    def forward(ctx, h, y_star, backward_fn):
-        ctx.backward_fn = backward_fn
-        return y_star.clone()
-
-    @staticmethod
-    def backward(ctx, w):
-        return -ctx.backward_fn(w), None, None
-
-
 def attach_sparse_grad(g: Callable[[Tensor], Tensor], y_star: Tensor, pf: SparsePF, factors: list[LUFactor | None],
                        lu: PatternLU, converged: Tensor, adjoint: ImplicitAdjoint | PhantomAdjoint,
                        on_failure: str) -> Tensor:
@@ -376,7 +364,7 @@ def attach_sparse_grad(g: Callable[[Tensor], Tensor], y_star: Tensor, pf: Sparse
             v[bad] = np.nan if on_failure == "nan" else 0.0
         return torch.from_numpy(v).to(device=w.device, dtype=w.dtype)
 
-    return _SparseLink.apply(h, y_star, backward_fn)
+    return _ImplicitLink.apply(h, y_star, backward_fn)
 
 
 def solve_sparse(network: "Network", layout: PFLayout, pr: PFProblem, solver: NewtonRaphson,
