@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gridlearn.data import load_pjm  # noqa: E402
 from gridlearn.forecast.scheduling import SQP, SchedulingParams, qplayer_solve, sqp_schedule  # noqa: E402
-from gridlearn.implicit.qp import QPLayer  # noqa: E402
+from gridlearn.implicit.qp import QPLayer, QPSettings  # noqa: E402
 
 
 def qpth_solve():
@@ -61,7 +61,7 @@ def main() -> None:
     torch.set_num_threads(1)
     mu, sigma = inputs(args.days)
     params, solver = SchedulingParams(), SQP(tol=1e-6)
-    peers = {"qpth": qpth_solve(), "gridlearn.QPLayer": qplayer_solve(QPLayer(tol=1e-10))}
+    peers = {"qpth": qpth_solve(), "gridlearn.QPLayer": qplayer_solve(QPLayer(settings=QPSettings(tol=1e-10)))}
     scenarios = {}
     # start "mu": the original code's start (z0 = mu); "unconstrained": gridlearn's default
     # start, the per-hour optimum without ramp limits (the QPs then only fix ramp violations).

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from gridlearn.errors import ConfigError
-from gridlearn.implicit.qp import QPLayer, QPWarmStart
+from gridlearn.implicit.qp import QPLayer, QPSettings, QPWarmStart
 from gridlearn.implicit.solution import Solution, Status
 
 log = logging.getLogger(__name__)
@@ -287,7 +287,7 @@ class StochasticScheduler(nn.Module):
     Args:
         params: costs and ramp limit.
         solver: SQP settings.
-        qp: the `gridlearn.implicit.QPLayer` used for every QP (default ``QPLayer(tol=1e-10)``,
+        qp: the `gridlearn.implicit.QPLayer` used for every QP (default ``QPLayer(settings=QPSettings(tol=1e-10))``,
             tighter than its default so that SQP steps converge below 1e-7).
 
     ``solve(mu, sigma, z0)`` returns a `Solution` and never raises; ``forward`` raises
@@ -298,7 +298,7 @@ class StochasticScheduler(nn.Module):
         super().__init__()
         self.params = params if params is not None else SchedulingParams()
         self.solver = solver if solver is not None else SQP()
-        self.qp = qp if qp is not None else QPLayer(tol=1e-10)
+        self.qp = qp if qp is not None else QPLayer(settings=QPSettings(tol=1e-10))
 
     def solve(self, mu: torch.Tensor, sigma: torch.Tensor, z0: torch.Tensor | None = None, warm: QPWarmStart | None = None) -> Solution:
         self._check(mu, sigma)

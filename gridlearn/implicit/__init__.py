@@ -29,6 +29,7 @@ _EXPORTS = {
     "NeuralODE": "ode",
     "odeint": "ode",
     "QPLayer": "qp",
+    "QPSettings": "qp",
     "solve_qp": "qp",
     "CvxpyLayer": "cvx",
     "SATNet": "satnet",

@@ -41,9 +41,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from gridlearn._deprecation import warn_renamed
 from gridlearn.errors import ConfigError, DataError
 from gridlearn.implicit.qp_backward import QPFunction
 from gridlearn.implicit.qp_ipm import IPMResult, QPWarmStart
+from gridlearn.implicit.qp_kkt_solvers import KKT_SOLVERS
 from gridlearn.implicit.solution import Solution
 
 
@@ -59,6 +61,12 @@ class QPSettings:
         a Cholesky fails (PSD-only Q). refine_steps: iterative refinement per solve.
     step_fraction: fraction of the step to the boundary taken. warm_push: floor for s
         and λ when warm starting from a previous optimum.
+    kkt_solver: how the KKT systems of the forward *and* the backward are solved, one of
+        ``"auto"``, ``"primal_cholesky"``, ``"dual_schur"``, ``"bordered_lu"`` (see
+        `gridlearn.implicit.qp_kkt_solvers`; every choice solves the same equations).
+
+    >>> QPSettings(tol=1e-10, kkt_solver="bordered_lu").kkt_solver
+    'bordered_lu'
     """
 
     tol: float = 1e-9
@@ -68,8 +76,11 @@ class QPSettings:
     refine_steps: int = 1
     step_fraction: float = 0.99
     warm_push: float = 1e-3
+    kkt_solver: str = "auto"
 
     def __post_init__(self):
+        if self.kkt_solver not in KKT_SOLVERS:
+            raise ConfigError(f"kkt_solver must be one of {sorted(KKT_SOLVERS)}, got {self.kkt_solver!r}")
         for name in ("tol", "eps_inf", "reg", "warm_push"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0 < v < 1):
@@ -197,25 +208,46 @@ def solve_qp(Q: Tensor, p: Tensor, G: Tensor | None, h: Tensor | None, A: Tensor
     )
 
 
+_SETTING_FIELDS = ("tol", "eps_inf", "max_iter", "reg", "refine_steps", "step_fraction", "warm_push")
+
+
 class QPLayer(nn.Module):
     """Differentiable batched QP layer: ``x = QPLayer()(Q, p, G, h, A, b)``.
 
     With ``return_duals=True`` the call returns ``(x, lam, nu)``; every output is
     differentiable w.r.t. every input. ``forward`` raises `InfeasibleError` (or
     `SolverFailure`) naming the failed batch elements; ``solve`` returns a `Solution`
-    with per-element status instead. Settings are those of `QPSettings`.
+    with per-element status instead. ``settings``: a `QPSettings` (default ``QPSettings()``);
+    the keywords ``tol=``, ``max_iter=``... of earlier releases still work for one
+    release, with a DeprecationWarning.
+
+    >>> import torch
+    >>> Q = torch.eye(2, dtype=torch.float64); p = torch.tensor([-1.0, -1.0], dtype=torch.float64)
+    >>> G = torch.tensor([[1.0, 1.0]], dtype=torch.float64); h = torch.tensor([1.0], dtype=torch.float64)
+    >>> layer = QPLayer(settings=QPSettings(kkt_solver="primal_cholesky"))
+    >>> layer(Q, p, G, h)                   # min ½|x|² − x₀ − x₁  s.t.  x₀ + x₁ ≤ 1
+    tensor([0.5000, 0.5000], dtype=torch.float64)
+    >>> layer.solve(Q, p, G, h).statuses    # per-element status instead of an exception
+    [<Status.CONVERGED: 'converged'>]
     """
 
-    def __init__(self, *, return_duals: bool = False, tol: float = 1e-9, eps_inf: float = 1e-7,
-                 max_iter: int = 60, reg: float = 1e-10, refine_steps: int = 1,
-                 step_fraction: float = 0.99, warm_push: float = 1e-3):
+    def __init__(self, *, return_duals: bool = False, settings: QPSettings | None = None, **deprecated):
         super().__init__()
         if not isinstance(return_duals, bool):
             raise ConfigError(f"return_duals must be a bool, got {return_duals!r}")
         self.return_duals = return_duals
-        self.settings = QPSettings(tol=tol, eps_inf=eps_inf, max_iter=max_iter, reg=reg,
-                                   refine_steps=refine_steps, step_fraction=step_fraction,
-                                   warm_push=warm_push)
+        unknown = sorted(set(deprecated) - set(_SETTING_FIELDS))
+        if unknown:
+            raise TypeError(f"QPLayer got unexpected keyword argument(s) {', '.join(map(repr, unknown))}")
+        for name in deprecated:
+            warn_renamed("QPLayer", f"{name}=", f"settings=QPSettings({name}=...)")
+        if settings is not None and deprecated:
+            raise ConfigError("QPLayer: pass either settings= or the deprecated keywords, not both")
+        if settings is None:
+            settings = QPSettings(**deprecated)
+        if not isinstance(settings, QPSettings):
+            raise ConfigError(f"settings must be QPSettings, got {type(settings).__name__}")
+        self.settings = settings
 
     def solve(self, Q: Tensor, p: Tensor, G: Tensor | None, h: Tensor | None, A: Tensor | None = None,
               b: Tensor | None = None, warm_start: Solution | QPWarmStart | None = None) -> Solution:

@@ -38,7 +38,8 @@ size in the batch and solved in chunks to bound memory: when Q is positive defin
 
     (C Q⁻¹ Cᵀ + E) y = C Q⁻¹ r₁ − r₂,   w_x = Q⁻¹ (r₁ − Cᵀ y),   C = [G_A; A],
 
-an (a+k)³ LU per element, else by batched LU of the whole bordered matrix; either way
+an (a+k)³ LU per element, else by batched LU of the whole bordered matrix (which of the two
+is `QPSettings.kkt_solver`'s choice, `qp_kkt_solvers`, the same object the forward asks); either way
 with one step of iterative refinement against the bordered system.
 Elements that did not converge get NaN gradients: a wrong-but-finite gradient would
 be silently absorbed by an optimiser, and shared inputs then show NaN as well.
@@ -52,7 +53,8 @@ import torch
 from torch import Tensor
 
 from gridlearn.implicit.qp_ipm import IPMResult, QPWarmStart, interior_point
-from gridlearn.implicit.qp_kkt import QFactor, QPData, chol_solve, mtv, mv, prefer_dual, q_cholesky
+from gridlearn.implicit.qp_kkt import QPData, chol_solve, mtv, mv
+from gridlearn.implicit.qp_kkt_solvers import KKT_SOLVERS
 from gridlearn.implicit.qp_scaling import objective_scale, psd_mask
 from gridlearn.implicit.solution import Status
 
@@ -191,12 +193,12 @@ def _nan_result(batch: int, n: int, m: int, k: int, like: Tensor) -> IPMResult:
 
 def _run(settings: Any, warm: QPWarmStart | None, batch: int, Q, p, G, h, A, b) -> tuple[IPMResult, Tensor | None]:
     """Interior point on already scaled, convex inputs -> (result, Q's Cholesky or None)."""
-    n, m, k = Q.shape[-1], G.shape[-2], A.shape[-2]
-    qf = QFactor.build(Q, G, A) if prefer_dual(n, m, k) else None
+    solver = KKT_SOLVERS[settings.kkt_solver]
+    qf = solver.q_factor(Q, G, A)
     data = QPData(Q, p, G, h, A, b, None if qf is not None else QPData.outer_rows(G), qf)
     tol = max(settings.tol, 1000 * torch.finfo(Q.dtype).eps)
     res = interior_point(
-        data, batch, tol=tol, eps_inf=settings.eps_inf, max_iter=settings.max_iter,
+        data, batch, solver=solver, tol=tol, eps_inf=settings.eps_inf, max_iter=settings.max_iter,
         reg=settings.reg, refine_steps=settings.refine_steps,
         step_fraction=settings.step_fraction, warm_start=warm,
         warm_push=settings.warm_push,
@@ -251,6 +253,7 @@ class QPFunction(torch.autograd.Function):
         ctx.res = res
         ctx.sigma = sig_b
         ctx.Lq = Lq  # reused by the backward's Schur solve
+        ctx.settings = settings
         ctx.shapes = shapes
         return res.x, res.lam / sig_b, res.nu / sig_b
 
@@ -278,7 +281,8 @@ class QPFunction(torch.autograd.Function):
         glam = torch.zeros_like(lam) if glam is None else glam / sig
         gnu = torch.zeros_like(nu) if gnu is None else gnu / sig
         data = QPData(*ctx.saved_tensors, None)
-        Lq = ctx.Lq if ctx.Lq is not None else q_cholesky(data.Q)
+        # The same setting as the forward chooses the adjoint's factorisation.
+        Lq = KKT_SOLVERS[ctx.settings.kkt_solver].adjoint_cholesky(data.Q, ctx.Lq)
         wx, u, wnu = _adjoint(data, s_b, lam, gx, glam, gnu, Lq)
         if bool(bad.any()):
             nan = float("nan")

@@ -15,7 +15,7 @@ as CVXOPT's coneqp and qpth, Amos & Kolter 2017). Eliminating ds and dλ,
     ds = −r_p − G dx,    dλ = D(G dx + r_p) − r_c / s,    D = diag(λ / s),
     (Q + GᵀDG) dx + Aᵀ dν = −r_d − Gᵀ(D r_p − r_c / s),    A dx = −r_e,
 
-which `qp_kkt.factor_kkt` factors once per iteration and solves twice (predictor,
+which the `qp_kkt_solvers.KKTSolver` chosen in the settings factors once per iteration and solves twice (predictor,
 corrector). Elements that finish (converged, infeasible, unbounded, failed) leave the
 active set and stop costing work.
 
@@ -37,7 +37,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from gridlearn.implicit.qp_kkt import QPData, factor_kkt, mtv, mv
+from gridlearn.implicit.qp_kkt import QPData, mtv, mv
+from gridlearn.implicit.qp_kkt_solvers import KKTSolver
 from gridlearn.implicit.solution import Status
 
 RUNNING = -1
@@ -80,7 +81,7 @@ def _one(v: Tensor) -> Tensor:
     return v.abs().sum(-1)
 
 
-def _cold_start(data: QPData, batch: int, reg: float, refine: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _cold_start(data: QPData, batch: int, solver: KKTSolver, reg: float, refine: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """CVXOPT's initial point: solve the KKT system with D = I, shift s and λ positive.
 
     (Q + GᵀG) x + Aᵀν = −p + Gᵀh,  Ax = b;  then z = Gx − h, s = −z, λ = z, each
@@ -88,7 +89,7 @@ def _cold_start(data: QPData, batch: int, reg: float, refine: int) -> tuple[Tens
     """
     dt, dev, m = data.Q.dtype, data.Q.device, data.m
     ones = torch.ones(batch, m, dtype=dt, device=dev)
-    f = factor_kkt(data, ones, reg, refine)
+    f = solver.factor(data, ones, reg, refine)
     p = data.p.expand(batch, data.n)
     h = data.h.expand(batch, m)
     rx = -p + (mtv(data.G, h) if m else 0.0)
@@ -118,6 +119,7 @@ def interior_point(
     data: QPData,
     batch: int,
     *,
+    solver: KKTSolver,
     tol: float,
     eps_inf: float,
     max_iter: int,
@@ -131,7 +133,7 @@ def interior_point(
     dt, dev = data.Q.dtype, data.Q.device
     n, m, k = data.n, data.m, data.k
     if warm_start is None:
-        x, s, lam, nu = _cold_start(data, batch, reg, refine_steps)
+        x, s, lam, nu = _cold_start(data, batch, solver, reg, refine_steps)
     else:
         x, s, lam, nu = _warm(data, warm_start, warm_push)
     status = torch.full((batch,), RUNNING, dtype=torch.long, device=dev)
@@ -203,7 +205,7 @@ def interior_point(
             r_d, r_p, r_e = r_d[loc], r_p[loc], r_e[loc]
             gap = gap[loc]
         G = sub.G
-        f = factor_kkt(sub, la / sa if m else la, reg, refine_steps)
+        f = solver.factor(sub, la / sa if m else la, reg, refine_steps)
         if bool(f.broken.any()):
             # Elements whose KKT system is singular even after regularisation.
             status[idx[loc[f.broken]]] = Status.NUMERICAL.code

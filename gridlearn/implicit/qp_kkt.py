@@ -187,6 +187,22 @@ def chol_solve(L: Tensor, rhs: Tensor) -> Tensor:
     return torch.linalg.solve_triangular(L.mT, y, upper=True)
 
 
+def bordered_lu(H: Tensor, A: Tensor, reg: float) -> tuple[Tensor, Tensor, Tensor]:
+    """LU of the shifted bordered matrix [[H + δI, Aᵀ], [A, −δI]], δ = reg·max|diag H|.
+
+    H (b, n, n), A (b, k, n) -> (LU, pivots, singular (b,) bool). The shift keeps a
+    PSD-only H (or dependent rows of A) factorable; refinement against the unshifted
+    system (`_Refined.solve`) removes it again.
+    """
+    n, k = H.shape[-1], A.shape[-2]
+    scale = H.diagonal(dim1=-2, dim2=-1).abs().amax(-1).clamp_min(1.0)
+    delta = (reg * scale)[:, None, None]
+    top = torch.cat([H + delta * torch.eye(n, dtype=H.dtype, device=H.device), A.mT], -1)
+    bottom = torch.cat([A, -delta * torch.eye(k, dtype=H.dtype, device=H.device)], -1)
+    lu, piv, info = torch.linalg.lu_factor_ex(torch.cat([top, bottom], -2))
+    return lu, piv, info != 0
+
+
 def reduced_hessian(data: QPData, d: Tensor, batch: int) -> Tensor:
     """H = Q + Gᵀ diag(d) G, shape (batch, n, n); d is (batch, m)."""
     n = data.n
@@ -294,14 +310,8 @@ class KKTFactor(_Refined):
         broken = torch.zeros_like(shifted)
         if bool(still.any()):
             lu_idx = torch.nonzero(still).flatten()
-            Hb = H.index_select(0, lu_idx)
-            Ab = A.index_select(0, lu_idx)
-            scale = Hb.diagonal(dim1=-2, dim2=-1).abs().amax(-1).clamp_min(1.0)
-            delta = (reg * scale)[:, None, None]
-            top = torch.cat([Hb + delta * eye, Ab.mT], -1)
-            bottom = torch.cat([Ab, -delta * torch.eye(k, dtype=H.dtype, device=H.device)], -1)
-            lu, piv, infol = torch.linalg.lu_factor_ex(torch.cat([top, bottom], -2))
-            broken[lu_idx] = infol != 0
+            lu, piv, singular = bordered_lu(H.index_select(0, lu_idx), A.index_select(0, lu_idx), reg)
+            broken[lu_idx] = singular
         return cls(data, d, L, W, Ls, shifted, broken, lu, piv, lu_idx, refine_steps)
 
     def _solve_once(self, rx: Tensor, re: Tensor) -> tuple[Tensor, Tensor]:

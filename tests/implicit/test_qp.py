@@ -128,7 +128,7 @@ def test_infeasible_element_is_detected_and_others_solve():
     G = torch.tensor([[1.0, 0, 0], [-1.0, 0, 0], [0, 1.0, 0]], dtype=F64)
     h = torch.tensor([1.0, 1.0, 1.0], dtype=F64).repeat(4, 1)
     h[2] = torch.tensor([1.0, -2.0, 1.0])  # x0 <= 1 and x0 >= 2
-    layer = QPLayer(max_iter=60)
+    layer = QPLayer(settings=QPSettings(max_iter=60))
     sol = layer.solve(Q, p, G, h)
     assert sol.statuses == [Status.CONVERGED, Status.CONVERGED, Status.INFEASIBLE, Status.CONVERGED]
     assert int(sol.steps[2]) < 40  # detected by certificate, not by running out of iterations
@@ -208,35 +208,34 @@ def test_bad_input_raises_clear_error(mutate, match):
         QPLayer()(*args)
 
 
-@pytest.mark.parametrize("kw", [{"tol": 0.0}, {"max_iter": 0}, {"step_fraction": 1.0}, {"eps_inf": 2.0}, {"refine_steps": -1}])
+@pytest.mark.parametrize("kw", [{"tol": 0.0}, {"max_iter": 0}, {"step_fraction": 1.0}, {"eps_inf": 2.0}, {"refine_steps": -1},
+                                {"kkt_solver": "qr"}])
 def test_bad_settings_raise_config_error(kw):
     with pytest.raises(ConfigError):
-        QPLayer(**kw)
-    with pytest.raises(ConfigError):
         QPSettings(**kw)
+    with pytest.raises(ConfigError):
+        QPLayer(settings=QPSettings(**kw))
 
 
 # --- Fast paths: the dual (Schur-on-Q) reduction, merged Gram rows, Schur backward ---
 
-def _solve_and_grads(ins):
+def _solve_and_grads(ins, settings=None):
     ins = [t.clone().requires_grad_() for t in ins]
-    sol = solve_qp(*ins)
+    sol = solve_qp(*ins, settings=settings)
     assert sol.ok, sol.statuses
     w = torch.linspace(-1.0, 1.0, sol.value.numel(), dtype=F64).view_as(sol.value)
     ((sol.value * w).sum() + sol.extras["lam"].sum() + sol.extras["nu"].pow(2).sum()).backward()
     return sol, [t.grad for t in ins]
 
 
-def test_dual_reduction_matches_the_primal_reduction(monkeypatch):
-    from gridlearn.implicit import qp_backward
+def test_dual_reduction_matches_the_primal_reduction():
     from gridlearn.implicit.qp_kkt import prefer_dual
 
     data = random_qp(10, B=4, n=40, m=6, k=2)
     assert prefer_dual(40, 6, 2)  # the default path for this shape is the dual one
-    sol_d, g_d = _solve_and_grads(data)
-    monkeypatch.setattr(qp_backward, "prefer_dual", lambda n, m, k: False)
-    monkeypatch.setattr(qp_backward, "q_cholesky", lambda Q: None)  # bordered-LU backward too
-    sol_p, g_p = _solve_and_grads(data)
+    sol_d, g_d = _solve_and_grads(data, QPSettings(kkt_solver="dual_schur"))
+    # Primal forward and bordered-LU backward.
+    sol_p, g_p = _solve_and_grads(data, QPSettings(kkt_solver="primal_cholesky"))
     assert int(((sol_p.extras["lam"] > 1e-6) & (sol_p.extras["slack"] < 1e-6)).sum()) > 0
     for key in ("lam", "nu"):
         torch.testing.assert_close(sol_d.extras[key], sol_p.extras[key], atol=1e-8, rtol=1e-7)
@@ -246,15 +245,13 @@ def test_dual_reduction_matches_the_primal_reduction(monkeypatch):
 
 
 @pytest.mark.parametrize("shared_q", [False, True])
-def test_gradcheck_forced_dual_reduction(monkeypatch, shared_q):
-    from gridlearn.implicit import qp_backward
-
-    monkeypatch.setattr(qp_backward, "prefer_dual", lambda n, m, k: True)
+def test_gradcheck_forced_dual_reduction(shared_q):
     Q, p, G, h, A, b = random_qp(11, B=2, n=5, m=3, k=1)
     if shared_q:
         Q = Q[0]
     ins = [t.clone().requires_grad_() for t in (Q, p, G, h, A, b)]
-    assert torch.autograd.gradcheck(_wrapped(), ins, eps=1e-5, atol=1e-6, rtol=1e-4, fast_mode=True)
+    f = _wrapped(QPSettings(kkt_solver="dual_schur"))
+    assert torch.autograd.gradcheck(f, ins, eps=1e-5, atol=1e-6, rtol=1e-4, fast_mode=True)
 
 
 def test_schur_backward_solve_matches_bordered_lu():
