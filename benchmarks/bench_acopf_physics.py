@@ -94,7 +94,7 @@ def worker() -> None:
 
         t_cb, _ = best_cpu(callbacks, 3)
         rows.append({"case": case, "convention": convention, "solve_cpu_s": t_solve,
-                     "callbacks_per_iterate_ms": 1e3 * t_cb / 20, "objective": res.objective})
+                     "callbacks_per_iterate_ms": 1e3 * t_cb / 20, "objective": res.cost_usd_per_h})
     print(json.dumps(rows))
 
 

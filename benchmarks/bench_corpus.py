@@ -169,7 +169,7 @@ def run_one(path: Path, limit_s: float, load_only: bool = False) -> dict:
             row[f"ac_{backend}"] = _err(res)
         else:
             row[f"ac_{backend}"] = res.outcome.name.lower() + ("" if res.start == "case" else f" ({res.start} start)")
-            row[f"ac_{backend}_objective"] = res.objective
+            row[f"ac_{backend}_objective"] = res.cost_usd_per_h
     if name in PUBLISHED_AC and isinstance(row.get("ac_direct_objective"), float):
         ref, source = PUBLISHED_AC[name]
         row.update(ac_reference=ref, ac_reference_source=source,
@@ -216,8 +216,8 @@ def run_one(path: Path, limit_s: float, load_only: bool = False) -> dict:
         if isinstance(res, BaseException):
             row["ac_pandapower_convention"] = _err(res)
         else:
-            row["ac_pandapower_convention_objective"] = res.objective
-            row["ac_vs_runopp_rel"] = res.objective / row["pp_opp_objective"] - 1
+            row["ac_pandapower_convention_objective"] = res.cost_usd_per_h
+            row["ac_vs_runopp_rel"] = res.cost_usd_per_h / row["pp_opp_objective"] - 1
     return row
 
 

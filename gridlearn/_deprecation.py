@@ -26,3 +26,13 @@ def take_renamed(owner: str, kwargs: dict[str, Any], renames: dict[str, str], st
         warn_renamed(owner, old, renames[old], stacklevel + 1)
         out[renames[old]] = value
     return out
+
+
+def renamed_attribute(owner: str, old: str, new: str) -> property:
+    """A read-only property ``old`` that warns and returns ``new`` (a renamed result field)."""
+
+    def get(self):
+        warn_renamed(owner, f".{old}", f".{new}")
+        return getattr(self, new)
+
+    return property(get, doc=f"Deprecated alias of `{new}` (renamed in issue 17's one vocabulary).")

@@ -75,7 +75,7 @@ class Config:
     max_train_batches: int = 0  # 0 = whole epoch; >0 caps batches per epoch (short runs)
     max_test: int = 0  # 0 = whole test set
     max_iter: int = 40
-    on_failure: str = "mask"  # no gradient from an unconverged solve; fractions are logged per epoch
+    on_failure: str = "zero"  # no gradient from an unconverged solve; fractions are logged per epoch
     adjoint_damping: float = 0.05  # gridlearn.implicit.SATNet's default (the reference's prox_lam at init)
     loss_on: str = "all"  # visual: "all" (paper, leaks labels) | "blanks"
     cache_dir: str = ".cache/sudoku"

@@ -194,7 +194,7 @@ def main(cfg: Config) -> Path:
             oracle = realised_cost(network, perfect, scheduler.bus_loads(d["y_test"]), params)
             oracle_cost = float(oracle["total"].sum(-1).mean())
             limited = network.branch.rate_a_mva[tight]
-            congested = float((perfect.flow_mw[..., tight].abs() >= limited * (1 - 1e-6)).any(-1).double().mean())
+            congested = float((perfect.p_from_mw[..., tight].abs() >= limited * (1 - 1e-6)).any(-1).double().mean())
         summary, terms, per_hour, timing = [], [], [], {}
         for seed in range(cfg.seeds):
             for method, r in _train_seed(cfg, data, d, seed, scheduler, params).items():

@@ -208,7 +208,7 @@ def tighten_busiest_lines(network: Network, loads_mw: Tensor, load_bus, n_lines:
     free = network.with_(rate_a_mva=torch.full_like(network.branch.rate_a_mva, float("inf")))
     with torch.no_grad():
         res = NetworkScheduler(free, load_bus, ramp_mw_per_h)(loads_mw)
-    fmax = res.flow_mw.abs().flatten(0, 1).amax(0)
+    fmax = res.p_from_mw.abs().flatten(0, 1).amax(0)
     top = torch.argsort(fmax, descending=True)[:n_lines]
     rate = network.branch.rate_a_mva.clone()
     rate[top] = fmax[top] * factor

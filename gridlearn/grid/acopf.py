@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gridlearn._deprecation import renamed_attribute, warn_renamed
 from gridlearn.errors import ConfigError, InfeasibleError, SolverFailure, SolverUnavailable
 from gridlearn.grid.acopf_model import ACOPFArrays, acopf_arrays, build_acopf_model
 from gridlearn.grid.acopf_nlp import ACOPFNLP
@@ -36,7 +37,7 @@ from gridlearn.grid.acopf_recovery import flat_start, kkt_residuals, powerflow_s
 from gridlearn.grid.checks import check_costs, check_finite
 from gridlearn.grid.acopf_model import polar_formulation
 from gridlearn.grid.formulations import Convention, get_convention
-from gridlearn.implicit.solution import Status
+from gridlearn.implicit.solution import Solution, Status
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class ACOPFResult:
 
     convention: str
     status: str  # Ipopt's return status: "Solve_Succeeded", or "Solved_To_Acceptable_Level" (outcome ACCEPTABLE)
-    objective: float  # $/h
+    cost_usd_per_h: float  # the objective: generation cost
     pg_mw: Tensor  # (n_gen,)
     qg_mvar: Tensor  # (n_gen,)
     vm_pu: Tensor  # (n_bus,)
@@ -102,10 +103,11 @@ class ACOPFResult:
     start: str = "case"  # which start point gave this result: "warm", "case", "powerflow" or "flat"
 
     # Old flow names (before the one vocabulary of issue 17), kept for one release.
-    pf_mw = property(lambda self: _renamed(self, "pf_mw", "p_from_mw"))
-    qf_mvar = property(lambda self: _renamed(self, "qf_mvar", "q_from_mvar"))
-    pt_mw = property(lambda self: _renamed(self, "pt_mw", "p_to_mw"))
-    qt_mvar = property(lambda self: _renamed(self, "qt_mvar", "q_to_mvar"))
+    pf_mw = renamed_attribute("ACOPFResult", "pf_mw", "p_from_mw")
+    qf_mvar = renamed_attribute("ACOPFResult", "qf_mvar", "q_from_mvar")
+    pt_mw = renamed_attribute("ACOPFResult", "pt_mw", "p_to_mw")
+    qt_mvar = renamed_attribute("ACOPFResult", "qt_mvar", "q_to_mvar")
+    objective = renamed_attribute("ACOPFResult", "objective", "cost_usd_per_h")
 
     def start_point(self, base_mva: float) -> dict[str, np.ndarray]:
         """This solution as an Ipopt starting point (per unit)."""
@@ -115,11 +117,6 @@ class ACOPFResult:
             "pg": self.pg_mw.numpy() / base_mva,
             "qg": self.qg_mvar.numpy() / base_mva,
         }
-
-
-def _renamed(result: "ACOPFResult", old: str, new: str) -> Tensor:
-    warnings.warn(f"ACOPFResult.{old} is deprecated; use ACOPFResult.{new}", DeprecationWarning, stacklevel=3)
-    return getattr(result, new)
 
 
 def default_start(d: ACOPFArrays, network) -> dict[str, np.ndarray]:
@@ -173,21 +170,59 @@ def _ipopt_problem(nlp: ACOPFNLP, options: dict[str, Any]):
     return problem
 
 
-def solve_acopf_status(
-    network, convention: str | Convention = "matpower", warm_start: ACOPFResult | None = None, **ipopt_options: Any
-) -> tuple[Status, str, ACOPFResult | None]:
-    """Like `solve_acopf` from one start, never raising on solver failure: ``(Status, Ipopt status, result or None)``.
+@dataclass
+class ACOPFStatus(Solution):
+    """The `Solution` of `solve_acopf_status` (batch of one).
 
-    The result is None unless the status is CONVERGED (an acceptable-level solve gives
-    Status.ACCEPTABLE and None here; `solve_acopf` returns it with a warning).
+    Unpacks, for one release and with a DeprecationWarning, as the ``(Status, Ipopt status,
+    result or None)`` tuple earlier releases returned.
     """
-    return solve_acopf_nlp(network, get_convention(convention), warm_start, ipopt_options)[:3]
+
+    def __iter__(self):
+        warn_renamed("solve_acopf_status", "tuple unpacking",
+                     "the Solution: .statuses[0], .extras['ipopt_status'], .value")
+        return iter((self.statuses[0], self.extras["ipopt_status"], self.value))
+
+
+def solve_acopf_status(
+    network, convention: str | Convention = "matpower", warm_start: ACOPFResult | None = None,
+    backend: str = "pyomo", **ipopt_options: Any,
+) -> ACOPFStatus:
+    """Like `solve_acopf` from one start (no retries), never raising on solver failure.
+
+    Returns a `Solution` of one element: ``value`` the `ACOPFResult` when the status is
+    CONVERGED, else None (an acceptable-level solve gives Status.ACCEPTABLE and None here;
+    `solve_acopf` returns it with a warning); ``residual`` the largest of the result's KKT
+    residuals (inf without a result); ``steps`` -1 (Ipopt's iteration count is not read
+    back); ``extras["ipopt_status"]`` Ipopt's own return status. ``backend`` as in
+    `solve_acopf`, with the same default.
+
+    >>> from gridlearn.grid import load_case
+    >>> sol = solve_acopf_status(load_case("case9"), backend="direct")
+    >>> sol.statuses, sol.extras["ipopt_status"], round(sol.value.cost_usd_per_h, 2)
+    ([<Status.CONVERGED: 'converged'>], 'Solve_Succeeded', 5296.69)
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    conv = get_convention(convention)
+    _validate(network)
+    d = acopf_arrays(network, conv)
+    start = _check_start(d, network, warm_start)
+    if backend == "pyomo":
+        status, ipopt_status, result = _solve_pyomo(d, conv, start, ipopt_options, network.name)
+    else:
+        status, ipopt_status, result, _ = _solve_direct(d, conv, start, ipopt_options, network.name)
+    result = result if status is Status.CONVERGED else None
+    residual = max(result.residuals.values(), default=0.0) if result is not None else float("inf")
+    return ACOPFStatus(value=result, status_code=torch.tensor([status.code]),
+                       residual=torch.tensor([residual], dtype=torch.float64), steps=torch.tensor([-1]),
+                       extras={"ipopt_status": ipopt_status})
 
 
 def solve_acopf_nlp(
     network, conv: Convention, warm_start: ACOPFResult | None, ipopt_options: dict[str, Any]
 ) -> tuple[Status, str, ACOPFResult | None, ACOPFNLP]:
-    """`solve_acopf_status` that also returns the `ACOPFNLP` (the layer's backward reuses its derivatives)."""
+    """One direct-path solve that also returns the `ACOPFNLP` (the layer's backward reuses its derivatives)."""
     _validate(network)
     d = acopf_arrays(network, conv)
     start = _check_start(d, network, warm_start)
@@ -244,18 +279,10 @@ def _constraint_duals(d: ACOPFArrays, nlp: ACOPFNLP, g: np.ndarray) -> dict[str,
 def solve_acopf_pyomo_status(
     network, convention: str | Convention = "matpower", warm_start: ACOPFResult | None = None, **ipopt_options: Any
 ) -> tuple[Status, str, ACOPFResult | None]:
-    """`solve_acopf_status` through the Pyomo model (`acopf_model`): the reference formulation.
-
-    Same problem, start and Ipopt options as the default path, but Pyomo writes an NL file and
-    Ipopt evaluates it through PyNumero's ASL; several times slower (model building and NL
-    writing). Kept to cross-check the vectorised `ACOPFNLP` callbacks.
-    """
-    conv = get_convention(convention)
-    _validate(network)
-    d = acopf_arrays(network, conv)
-    start = _check_start(d, network, warm_start)
-    status, ipopt_status, result = _solve_pyomo(d, conv, start, ipopt_options, network.name)
-    return status, ipopt_status, (result if status is Status.CONVERGED else None)
+    """Deprecated: ``solve_acopf_status(..., backend="pyomo")`` (the default) gives the same solve as a `Solution`."""
+    warn_renamed("gridlearn.grid.acopf", "solve_acopf_pyomo_status", "solve_acopf_status(..., backend='pyomo')")
+    sol = solve_acopf_status(network, convention, warm_start, backend="pyomo", **ipopt_options)
+    return sol.statuses[0], sol.extras["ipopt_status"], sol.value
 
 
 def _solve_pyomo(d: ACOPFArrays, conv: Convention, start: dict[str, np.ndarray], ipopt_options: dict[str, Any],
@@ -470,7 +497,7 @@ def _pack(d: ACOPFArrays, conv: Convention, ipopt_status: str, objective: float,
     return ACOPFResult(
         convention=conv.name,
         status=ipopt_status,
-        objective=objective,
+        cost_usd_per_h=objective,
         pg_mw=tt(pg * base),
         qg_mvar=tt(qg * base),
         vm_pu=tt(vm),

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gridlearn._deprecation import renamed_attribute
 from gridlearn.errors import ConfigError
 from gridlearn.grid.acopf import ACOPFResult, solve_acopf_nlp
 from gridlearn.grid.checks import check_costs
@@ -53,7 +54,9 @@ class ACOPFOutput(NamedTuple):
     vm_pu: Tensor  # (batch, n_bus)
     va_rad: Tensor  # (batch, n_bus)
     lmp_usd_per_mwh: Tensor  # (batch, n_bus)
-    objective_usd_per_h: Tensor  # (batch,)
+    cost_usd_per_h: Tensor  # (batch,) the objective: generation cost
+
+    objective_usd_per_h = renamed_attribute("ACOPFOutput", "objective_usd_per_h", "cost_usd_per_h")
 
 
 class ACOPFLayer(torch.nn.Module):
@@ -197,7 +200,7 @@ def _stack(results: list[ACOPFResult | None], network, like: Tensor) -> ACOPFOut
         return torch.stack(rows).to(device=like.device, dtype=like.dtype)
 
     nb, ng = network.n_bus, network.n_gen
-    obj = torch.tensor([r.objective if r is not None else float("nan") for r in results], device=like.device,
+    obj = torch.tensor([r.cost_usd_per_h if r is not None else float("nan") for r in results], device=like.device,
                        dtype=like.dtype)
     return ACOPFOutput(col(lambda r: r.pg_mw, ng), col(lambda r: r.qg_mvar, ng), col(lambda r: r.vm_pu, nb),
                        col(lambda r: r.va_rad, nb), col(lambda r: r.lmp_usd_per_mwh, nb), obj)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from gridlearn._deprecation import renamed_attribute, take_renamed
 from gridlearn.errors import ConfigError, DataError, InfeasibleError
 from gridlearn.grid.checks import check_costs, check_finite
 from gridlearn.grid.dcopf_problem import DCStructure, assemble, pwl_cost_usd_per_h, read_out
@@ -36,7 +37,8 @@ class DCOPFResult:
     """DC-OPF solution. Shapes: (B, ·) single period, (B, T, ·) with ``multi_period``; no
     B when no input was batched.
 
-    pg_mw: (…, n_gen) dispatch. flow_mw: (…, n_branch) from-end flow. va_rad: (…, n_bus)
+    pg_mw: (…, n_gen) dispatch. p_from_mw: (…, n_branch) from-end flow (``flow_mw``
+    before issue 17's one vocabulary: still readable for one release, with a warning). va_rad: (…, n_bus)
     DC angles (reference bus at its angle). lmp_usd_per_mwh: (…, n_bus) locational
     marginal price = cost of serving 1 MW more load at the bus for one hour.
     line_value_usd_per_mwh: (…, n_branch) ≥ 0, cost saved per MW of extra capacity on the
@@ -45,14 +47,30 @@ class DCOPFResult:
     """
 
     pg_mw: Tensor
-    flow_mw: Tensor
+    p_from_mw: Tensor
     va_rad: Tensor
     lmp_usd_per_mwh: Tensor
     line_value_usd_per_mwh: Tensor
     cost_usd_per_h: Tensor
 
+    flow_mw = renamed_attribute("DCOPFResult", "flow_mw", "p_from_mw")
+
     def _map(self, fn) -> "DCOPFResult":
         return DCOPFResult(**{f.name: fn(getattr(self, f.name)) for f in dataclasses.fields(self)})
+
+
+_OLD_COST_NAMES = {"cost_c2": "cost_c2_usd_per_mw2h", "cost_c1": "cost_c1_usd_per_mwh"}
+
+
+def _cost_arguments(c2: Tensor | None, c1: Tensor | None, deprecated: dict) -> tuple[Tensor | None, Tensor | None]:
+    """The cost coefficients, from their unit-named arguments or (deprecated) the old names."""
+    new = take_renamed("DCOPFLayer", deprecated, _OLD_COST_NAMES, stacklevel=3)
+    given = {"cost_c2_usd_per_mw2h": c2, "cost_c1_usd_per_mwh": c1}
+    for name, value in new.items():
+        if given[name] is not None:
+            raise ConfigError(f"DCOPFLayer: {name} given twice (also under its old name)")
+        given[name] = value
+    return given["cost_c2_usd_per_mw2h"], given["cost_c1_usd_per_mwh"]
 
 
 class DCOPFLayer(nn.Module):
@@ -68,10 +86,12 @@ class DCOPFLayer(nn.Module):
             generator bounds can reach, in any scenario of the batch (exact: they are
             implied, so the solution and its derivatives are unchanged; the QP shrinks).
 
-    Call ``layer(network, pd_mw=None, cost_c2=None, cost_c1=None, ramp_mw_per_h=None,
-    p0_mw=None, interval_h=1.0)``:
+    Call ``layer(network, pd_mw=None, cost_c2_usd_per_mw2h=None, cost_c1_usd_per_mwh=None,
+    ramp_mw_per_h=None, p0_mw=None, interval_h=1.0)``:
         pd_mw: demand per bus, MW (default: the network's).
-        cost_c2 ($/MW²h), cost_c1 ($/MWh): (n_gen,) or (B, n_gen); default: the network's.
+        cost_c2_usd_per_mw2h, cost_c1_usd_per_mwh: (n_gen,) or (B, n_gen); default: the
+            network's (the names `ACOPFLayer` uses; ``cost_c2=``/``cost_c1=`` still work for
+            one release, with a DeprecationWarning).
         ramp_mw_per_h: (n_gen,) ramp limit per generator (inf = none); multi_period only.
         p0_mw: (n_gen,) or (B, n_gen) dispatch before the first period (ramp-limited
             against it); multi_period only.
@@ -96,10 +116,11 @@ class DCOPFLayer(nn.Module):
     def extra_repr(self) -> str:
         return f"multi_period={self.multi_period}, screen_limits={self.screen_limits}, settings={self.settings}"
 
-    def forward(self, network: Network, pd_mw: Tensor | None = None, cost_c2: Tensor | None = None,
-                cost_c1: Tensor | None = None, ramp_mw_per_h: Tensor | None = None, p0_mw: Tensor | None = None,
-                interval_h: float = 1.0) -> DCOPFResult:
-        sol = self.solve(network, pd_mw, cost_c2, cost_c1, ramp_mw_per_h, p0_mw, interval_h)
+    def forward(self, network: Network, pd_mw: Tensor | None = None, cost_c2_usd_per_mw2h: Tensor | None = None,
+                cost_c1_usd_per_mwh: Tensor | None = None, ramp_mw_per_h: Tensor | None = None,
+                p0_mw: Tensor | None = None, interval_h: float = 1.0, **deprecated) -> DCOPFResult:
+        c2, c1 = _cost_arguments(cost_c2_usd_per_mw2h, cost_c1_usd_per_mwh, deprecated)
+        sol = self.solve(network, pd_mw, c2, c1, ramp_mw_per_h, p0_mw, interval_h)
         bad = sol.failed_indices()
         if bad and all(s is Status.INFEASIBLE for s in (sol.statuses[i] for i in bad)):
             totals = sol.extras["total_load_mw"]
@@ -115,13 +136,14 @@ class DCOPFLayer(nn.Module):
         sol.raise_on_failure("DCOPFLayer (DC-OPF)")
         return sol.value
 
-    def solve(self, network: Network, pd_mw: Tensor | None = None, cost_c2: Tensor | None = None,
-              cost_c1: Tensor | None = None, ramp_mw_per_h: Tensor | None = None, p0_mw: Tensor | None = None,
-              interval_h: float = 1.0) -> Solution:
+    def solve(self, network: Network, pd_mw: Tensor | None = None, cost_c2_usd_per_mw2h: Tensor | None = None,
+              cost_c1_usd_per_mwh: Tensor | None = None, ramp_mw_per_h: Tensor | None = None,
+              p0_mw: Tensor | None = None, interval_h: float = 1.0, **deprecated) -> Solution:
         """Like `forward`, but never raises on failure: a `Solution` whose value is a
         `DCOPFResult` (NaN where a scenario failed), with per-scenario status (INFEASIBLE,
         MAX_STEPS, ...), and extras "qp" (the QP's own Solution), "total_load_mw" (B,),
         "capacity_mw"."""
+        cost_c2, cost_c1 = _cost_arguments(cost_c2_usd_per_mw2h, cost_c1_usd_per_mwh, deprecated)
         if not isinstance(network, Network):
             raise TypeError(f"network must be a gridlearn Network, got {type(network).__name__}")
         if not (isinstance(interval_h, (int, float)) and interval_h > 0):
@@ -158,7 +180,7 @@ class DCOPFLayer(nn.Module):
         nb, ng = network.n_bus, network.n_gen
         pd_mw = network.bus.pd_mw if pd_mw is None else pd_mw
         if network.pwl_cost is not None and (cost_c2 is not None or cost_c1 is not None):
-            raise ConfigError("cost_c2/cost_c1 replace polynomial costs, but this network prices generators "
+            raise ConfigError("cost_c2_usd_per_mw2h/cost_c1_usd_per_mwh replace polynomial costs, but this network prices generators "
                               f"{[network.gen.labels[i] for i in network.pwl_cost.generators()][:5]} piecewise "
                               "linearly; give those generators polynomial costs first")
         if cost_c2 is None or cost_c1 is None:
@@ -166,7 +188,7 @@ class DCOPFLayer(nn.Module):
             check_costs(network, pwl=True, reactive=True)
         c2 = network.gen.cost_c2_usd_per_mw2h if cost_c2 is None else cost_c2
         c1 = network.gen.cost_c1_usd_per_mwh if cost_c1 is None else cost_c1
-        named = {"pd_mw": pd_mw, "cost_c2": c2, "cost_c1": c1}
+        named = {"pd_mw": pd_mw, "cost_c2_usd_per_mw2h": c2, "cost_c1_usd_per_mwh": c1}
         if ramp is not None:
             named["ramp_mw_per_h"] = ramp
         if p0 is not None:
@@ -179,7 +201,7 @@ class DCOPFLayer(nn.Module):
             else:
                 check_finite(name, t)
         if bool((c2.detach() < 0).any()):
-            raise DataError("cost_c2 must be >= 0 (a convex cost) for the DC-OPF")
+            raise DataError("cost_c2_usd_per_mw2h must be >= 0 (a convex cost) for the DC-OPF")
         if not self.multi_period and (ramp is not None or p0 is not None):
             raise ConfigError("ramp_mw_per_h and p0_mw need DCOPFLayer(multi_period=True)")
         if p0 is not None and ramp is None:
@@ -192,7 +214,7 @@ class DCOPFLayer(nn.Module):
         if pd_mw.shape[-1] != nb or pd_mw.dim() not in (load_dims, load_dims + 1):
             want = "(T, n_bus) or (B, T, n_bus)" if self.multi_period else "(n_bus,) or (B, n_bus)"
             raise DataError(f"pd_mw must have shape {want} with n_bus={nb}, got {tuple(pd_mw.shape)}")
-        for name, t in (("cost_c2", c2), ("cost_c1", c1)) + ((("p0_mw", p0),) if p0 is not None else ()):
+        for name, t in (("cost_c2_usd_per_mw2h", c2), ("cost_c1_usd_per_mwh", c1)) + ((("p0_mw", p0),) if p0 is not None else ()):
             if t.shape[-1] != ng or t.dim() > 2:
                 raise DataError(f"{name} must have shape ({ng},) or (B, {ng}), got {tuple(t.shape)}")
         sizes = {t.shape[0] for t in (c2, c1) + ((p0,) if p0 is not None else ()) if t.dim() == 2}

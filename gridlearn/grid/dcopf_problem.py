@@ -290,7 +290,7 @@ def read_out(network: Network, st: DCStructure, qp: DCQP, x: Tensor, lam: Tensor
     # Value of 1 MW more capacity on a branch: ∂f*/∂rate = −(λ⁺ + λ⁻), per MW.
     capacity = torch.zeros(bsz, periods, network.n_branch, dtype=x.dtype, device=x.device)
     capacity = capacity.index_add(-1, r["flow_up"], l_fu / base).index_add(-1, r["flow_lo"], l_fl / base)
-    return {"pg_mw": xg * base, "flow_mw": flow * base, "va_rad": va, "lmp_usd_per_mwh": lmp,
+    return {"pg_mw": xg * base, "p_from_mw": flow * base, "va_rad": va, "lmp_usd_per_mwh": lmp,
             "line_value_usd_per_mwh": capacity}
 
 

@@ -20,12 +20,18 @@ by less than ``eps`` times the first sweep did: the paper's test, see
 `Solution` whose ``value`` is differentiable. ``on_failure`` decides what ``forward`` and
 the backward pass do with an element that did not converge:
 
-- ``"mask"`` (default): ``forward`` returns its (last-iterate) output without raising,
+- ``"zero"`` (default): ``forward`` returns its (last-iterate) output without raising,
   but it gets **no implicit gradient** (zero), as gridlearn never returns an implicit
   gradient for a non-converged element. Check ``solve(...).converged`` to see how many.
-- ``"ignore"``: the paper's behaviour: gradient at the last iterate.
+- ``"keep"``: the paper's behaviour: gradient at the last iterate (the word root and
+  DEQ layers use for "the derivative of the iterations performed").
 - ``"raise"``: ``forward`` (and the backward's adjoint solve) raise `SolverFailure`
   naming the elements.
+
+These are the words of every other layer (`gridlearn.implicit.adjoint.ON_FAILURE`, plus
+``"keep"``); SATNet's earlier ``"mask"`` and ``"ignore"`` still work for one release, with
+a DeprecationWarning. ``"nan"`` is not offered: the compiled kernels zero a gradient, they
+cannot poison one.
 """
 
 from __future__ import annotations
@@ -35,9 +41,25 @@ import math
 import torch
 from torch import nn
 
+from gridlearn._deprecation import warn_renamed
 from gridlearn.errors import ConfigError
 from gridlearn.implicit.satnet_mixing import MixingFunction, MixingSettings, default_rank
 from gridlearn.implicit.solution import Solution
+
+# The shared on_failure words -> those of the kernels' settings (`MixingSettings`, whose
+# vocabulary is the kernels' own business); and SATNet's earlier words -> the shared ones.
+_TO_MIXING = {"zero": "mask", "keep": "ignore", "raise": "raise"}
+_FROM_MIXING = {v: k for k, v in _TO_MIXING.items()}
+_OLD_WORDS = {"mask": "zero", "ignore": "keep"}
+
+
+def _mixing_on_failure(on_failure: str) -> str:
+    if on_failure in _OLD_WORDS:
+        warn_renamed("SATNet", f"on_failure={on_failure!r}", f"on_failure={_OLD_WORDS[on_failure]!r}", stacklevel=3)
+        on_failure = _OLD_WORDS[on_failure]
+    if on_failure not in _TO_MIXING:
+        raise ConfigError(f"on_failure must be one of {sorted(_TO_MIXING)}, got {on_failure!r}")
+    return _TO_MIXING[on_failure]
 
 
 def _validate(z: torch.Tensor, is_input: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,7 +132,7 @@ class SATNet(nn.Module):
         eps: a sweep lowering the objective by less than eps times the first sweep did
             counts as converged (forward and adjoint alike; paper: 1e-4).
         k: dimension of the unit vectors; default ``floor(sqrt(2 N)) + 1`` (>= 4).
-        on_failure: ``"mask"`` | ``"ignore"`` | ``"raise"``, see the module docstring.
+        on_failure: ``"zero"`` | ``"keep"`` | ``"raise"``, see the module docstring.
         seed: if given, each call without an explicit generator draws its random unit
             vectors from a fresh generator seeded with it, so the layer is a
             deterministic function of (z, S). If None, torch's global generator is used.
@@ -139,7 +161,7 @@ class SATNet(nn.Module):
         eps: float = 1e-4,
         *,
         k: int | None = None,
-        on_failure: str = "mask",
+        on_failure: str = "zero",
         backend: str = "auto",
         adjoint_damping: float = 0.05,
         seed: int | None = None,
@@ -155,12 +177,18 @@ class SATNet(nn.Module):
         n_vars = n + 1 + aux
         self.n, self.m = n, m
         self.settings = MixingSettings(
-            aux=aux, k=k if k is not None else default_rank(n_vars), max_iter=max_iter, eps=eps, on_failure=on_failure,
+            aux=aux, k=k if k is not None else default_rank(n_vars), max_iter=max_iter, eps=eps,
+            on_failure=_mixing_on_failure(on_failure),
             backend=backend, adjoint_damping=adjoint_damping,
         )
         self.seed = seed
         S = torch.randn((m, n_vars), generator=generator, dtype=dtype or torch.get_default_dtype())
         self.S = nn.Parameter((S * math.sqrt(1.0 / (n_vars + m))).to(device))
+
+    @property
+    def on_failure(self) -> str:
+        """The failure policy in the shared vocabulary: "zero", "keep" or "raise"."""
+        return _FROM_MIXING[self.settings.on_failure]
 
     @property
     def aux(self) -> int:
@@ -189,7 +217,7 @@ class SATNet(nn.Module):
         s = self.settings
         return (
             f"n={self.n}, m={self.m}, aux={s.aux}, k={s.k}, max_iter={s.max_iter}, eps={s.eps}, "
-            f"on_failure={s.on_failure!r}, backend={s.backend!r}, adjoint_damping={s.adjoint_damping}"
+            f"on_failure={self.on_failure!r}, backend={s.backend!r}, adjoint_damping={s.adjoint_damping}"
         )
 
 

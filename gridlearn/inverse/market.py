@@ -181,10 +181,11 @@ def simulate_market(
         factor = torch.as_tensor(level * rng.uniform(1 - load_spread, 1 + load_spread, network.n_bus))
         pd, qd = base_pd * factor, base_qd * factor
         scenario = network.with_(pd_mw=pd, qd_mvar=qd)
-        status, ipopt_status, res = solve_acopf_status(scenario, convention, warm_start=base, tol=ipopt_tol)
+        sol = solve_acopf_status(scenario, convention, warm_start=base, backend="direct", tol=ipopt_tol)
+        res = sol.value
         if res is None:
             dropped += 1
-            log.info("scenario dropped: Ipopt returned %s (%s)", ipopt_status, status.name)
+            log.info("scenario dropped: Ipopt returned %s (%s)", sol.extras["ipopt_status"], sol.statuses[0].name)
             continue
         rows["pd"].append(pd)
         rows["qd"].append(qd)

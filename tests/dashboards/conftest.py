@@ -287,7 +287,7 @@ def write_parity_run(root: Path, *, epochs: int = 8, rng_seed: int = 0) -> dict:
                      "converged_test": round(float(rng.uniform(0.7, 1.0)), 4), "epoch_s": 2.5})
     training = pd.DataFrame(rows)
     config = {"length": 6, "n_train": 100, "n_test": 100, "batch_size": 50, "m": 4, "aux": 1, "lr": 0.1,
-              "max_epochs": epochs, "on_failure": "ignore", "seed": 0}
+              "max_epochs": epochs, "on_failure": "keep", "seed": 0}
     metrics = {"test_accuracy": rows[-1]["test_acc_full_length"], "epochs": epochs, "final_level": 6, "wall_s": 20.0,
                "mean_epoch_s": 2.5, "converged_fraction_last_epoch": rows[-1]["converged_train"]}
     with start_run("satnet_parity", config, root=root) as run:

@@ -69,7 +69,7 @@ def test_task_loss_gradient_matches_central_differences():
     # the instance exercises every term: binding line and ramp limits, both imbalance signs, an overload
     res = sch(mu)
     cost = realised_cost(net, res, sch.bus_loads(y), params)
-    assert (res.flow_mw[..., 6].abs() > 140 - 1e-6).any() and (res.flow_mw[..., 2].abs() > 60 - 1e-6).any()
+    assert (res.p_from_mw[..., 6].abs() > 140 - 1e-6).any() and (res.p_from_mw[..., 2].abs() > 60 - 1e-6).any()
     assert (res.pg_mw.diff(dim=1).abs() > 50 - 1e-6).any()
     assert (cost["imbalance_mw"] > 1).any() and (cost["imbalance_mw"] < -1).any() and (cost["overload"] > 1).any()
 
@@ -106,11 +106,11 @@ def test_schedule_respects_ramp_line_and_generator_limits():
     res = sch(mu)
     tol = 1e-5
     assert (res.pg_mw.diff(dim=1).abs() <= ramp + tol).all()
-    assert (res.flow_mw.abs() <= net.branch.rate_a_mva + tol).all()
+    assert (res.p_from_mw.abs() <= net.branch.rate_a_mva + tol).all()
     assert (res.pg_mw <= net.gen.pmax_mw + tol).all() and (res.pg_mw >= net.gen.pmin_mw - tol).all()
     torch.testing.assert_close(res.pg_mw.sum(-1), mu.sum(-1), atol=1e-6, rtol=0)
     # the limits are active, so the check above is not vacuous
-    assert (res.pg_mw.diff(dim=1).abs() > 50 - 1e-4).any() and (res.flow_mw[..., 2].abs() > 60 - 1e-4).any()
+    assert (res.pg_mw.diff(dim=1).abs() > 50 - 1e-4).any() and (res.p_from_mw[..., 2].abs() > 60 - 1e-4).any()
 
 
 def test_realised_flows_match_the_schedule_and_obey_kirchhoff():
@@ -120,7 +120,7 @@ def test_realised_flows_match_the_schedule_and_obey_kirchhoff():
     res = sch(mu)
     # realised loads equal to the forecast: the layer's own flows, no imbalance, no overload
     f_same = realised_flows_mw(net, res.pg_mw, sch.bus_loads(mu))
-    torch.testing.assert_close(f_same, res.flow_mw, atol=1e-8, rtol=0)
+    torch.testing.assert_close(f_same, res.p_from_mw, atol=1e-8, rtol=0)
     same = realised_cost(net, res, sch.bus_loads(mu), NetworkTaskParams())
     assert same["imbalance_mw"].abs().max() < 1e-6 and same["overload"].max() < 1e-3
     # otherwise: flows balance every bus except the reference, which supplies the imbalance
@@ -173,12 +173,12 @@ def test_tighten_busiest_lines_makes_them_bind():
     mu, _ = _loads(seed=4)
     tight_net, top = tighten_busiest_lines(net, mu, LOAD_BUS, n_lines=2, factor=0.8)
     free = NetworkScheduler(net.with_(rate_a_mva=torch.full((net.n_branch,), float("inf"), dtype=torch.float64)), LOAD_BUS)
-    fmax = free(mu).flow_mw.abs().amax((0, 1))
+    fmax = free(mu).p_from_mw.abs().amax((0, 1))
     assert set(top.tolist()) == set(torch.argsort(fmax, descending=True)[:2].tolist())
     torch.testing.assert_close(tight_net.branch.rate_a_mva[top], 0.8 * fmax[top])
     rest = [i for i in range(net.n_branch) if i not in top.tolist()]
     torch.testing.assert_close(tight_net.branch.rate_a_mva[rest], net.branch.rate_a_mva[rest])
-    flows = NetworkScheduler(tight_net, LOAD_BUS)(mu).flow_mw[..., top].abs()
+    flows = NetworkScheduler(tight_net, LOAD_BUS)(mu).p_from_mw[..., top].abs()
     assert (flows > tight_net.branch.rate_a_mva[top] - 1e-5).any()  # congestion now binds
 
 

@@ -102,7 +102,7 @@ def test_matpower_objective_on_pandapower_case(case):
     net = load_case(case)
     res = solve_acopf(net, convention="matpower")
     assert res.convention == "matpower" and res.status == "Solve_Succeeded"
-    assert res.objective == pytest.approx(MATPOWER_AC[case], rel=1e-4)
+    assert res.cost_usd_per_h == pytest.approx(MATPOWER_AC[case], rel=1e-4)
     check_invariants(net, res)
 
 
@@ -113,15 +113,15 @@ def test_matpower_objective_with_matpower_branch_data(case, shared_data):
     net = load_case(f"pandapower:{case}")  # pandapower's bundled copy ("case57" is MATPOWER's own file now)
     fixed = with_matpower_branches(net, rows)
     res = solve_acopf(fixed)
-    assert res.objective == pytest.approx(MATPOWER_AC[case], rel=1e-4)
+    assert res.cost_usd_per_h == pytest.approx(MATPOWER_AC[case], rel=1e-4)
     check_invariants(fixed, res)
 
 
 def test_case118_pandapower_conversion_is_the_cause_of_the_offset(shared_data):
     net = load_case("pandapower:case118")
-    raw = solve_acopf(net).objective / MATPOWER_AC["case118"] - 1
+    raw = solve_acopf(net).cost_usd_per_h / MATPOWER_AC["case118"] - 1
     rows = matpower_rows(shared_data / "pglib-opf" / "pglib_opf_case118_ieee.m")
-    fixed = solve_acopf(with_matpower_branches(net, rows)).objective / MATPOWER_AC["case118"] - 1
+    fixed = solve_acopf(with_matpower_branches(net, rows)).cost_usd_per_h / MATPOWER_AC["case118"] - 1
     assert raw > 3e-5  # pandapower's 4 line->transformer conversions cost +0.006% here
     assert abs(fixed) < 1e-6  # ... and MATPOWER's branch data removes all of it
 
@@ -131,7 +131,7 @@ def test_pglib_objective(case, shared_data):
     # load_case takes a .m file's branch physics from its own rows (cases.with_matpower_branches)
     net = load_case(shared_data / "pglib-opf" / f"{case}.m")
     res = solve_acopf(net)
-    assert res.objective == pytest.approx(PGLIB_AC[case], rel=1e-4)
+    assert res.cost_usd_per_h == pytest.approx(PGLIB_AC[case], rel=1e-4)
     check_invariants(net, res)
 
 
@@ -148,8 +148,8 @@ def test_pandapower_convention_matches_runopp(case):
     net = Network.from_pandapower(pp_net)
     res = solve_acopf(net, convention="pandapower", tol=1e-10)
     assert res.convention == "pandapower"
-    assert res.objective == pytest.approx(float(pp_net.res_cost), rel=1e-5)
-    assert res.objective == pytest.approx({"case30": 578.486, "case118": 129704.74}[case], rel=1e-5)
+    assert res.cost_usd_per_h == pytest.approx(float(pp_net.res_cost), rel=1e-5)
+    assert res.cost_usd_per_h == pytest.approx({"case30": 578.486, "case118": 129704.74}[case], rel=1e-5)
     pg_pp = np.concatenate([pp_net.res_ext_grid.p_mw.values, pp_net.res_gen.p_mw.values])
     assert [lbl[0] for lbl in net.gen.labels] == ["ext_grid"] * len(pp_net.ext_grid) + ["gen"] * len(pp_net.gen)
     np.testing.assert_allclose(res.pg_mw.numpy(), pg_pp, atol=1e-3)
@@ -166,8 +166,8 @@ def test_lmp_is_derivative_of_objective_wrt_load():
         up, down = net.bus.pd_mw.clone(), net.bus.pd_mw.clone()
         up[i] += h
         down[i] -= h
-        fd = (solve_acopf(net.with_(pd_mw=up), tol=1e-10, warm_start=res).objective
-              - solve_acopf(net.with_(pd_mw=down), tol=1e-10, warm_start=res).objective) / (2 * h)
+        fd = (solve_acopf(net.with_(pd_mw=up), tol=1e-10, warm_start=res).cost_usd_per_h
+              - solve_acopf(net.with_(pd_mw=down), tol=1e-10, warm_start=res).cost_usd_per_h) / (2 * h)
         assert float(res.lmp_usd_per_mwh[i]) == pytest.approx(fd, rel=1e-5)
         assert fd > 0  # more load costs more here: catches a flipped sign
 
@@ -176,7 +176,7 @@ def test_warm_start_reproduces_solution():
     net = load_case("case9")
     first = solve_acopf(net, tol=1e-10)
     again = solve_acopf(net, warm_start=first, tol=1e-10)
-    assert again.objective == pytest.approx(first.objective, rel=1e-9)
+    assert again.cost_usd_per_h == pytest.approx(first.cost_usd_per_h, rel=1e-9)
     assert torch.allclose(again.pg_mw, first.pg_mw, atol=1e-5)
 
 
@@ -254,15 +254,17 @@ def test_nlp_derivatives_match_finite_differences(convention, shared_data):
 
 @pytest.mark.parametrize("case,convention", [("case30", "matpower"), ("case30", "pandapower"), ("pglib5", "matpower")])
 def test_nlp_path_matches_pyomo_reference(case, convention, shared_data):
-    from gridlearn.grid.acopf import solve_acopf_pyomo_status, solve_acopf_status
+    from gridlearn.grid.acopf import solve_acopf_status
 
     net = load_case(shared_data / "pglib-opf" / "pglib_opf_case5_pjm.m" if case == "pglib5" else case)
-    _, st_ref, ref = solve_acopf_pyomo_status(net, convention)
-    _, st_new, new = solve_acopf_status(net, convention)
-    assert st_ref == st_new == "Solve_Succeeded"
+    sol_ref = solve_acopf_status(net, convention)  # the default backend: Pyomo, as solve_acopf's
+    sol_new = solve_acopf_status(net, convention, backend="direct")
+    assert sol_ref.extras["ipopt_status"] == sol_new.extras["ipopt_status"] == "Solve_Succeeded"
+    assert sol_ref.ok and sol_new.ok
+    ref, new = sol_ref.value, sol_new.value
     # Same problem, start and options; only the variable/constraint order differs (MUMPS
     # rounding), so both stop within Ipopt's tol=1e-8 of the same optimum.
-    assert new.objective == pytest.approx(ref.objective, rel=1e-8)
+    assert new.cost_usd_per_h == pytest.approx(ref.cost_usd_per_h, rel=1e-8)
     for name in ("pg_mw", "qg_mvar", "vm_pu", "va_rad", "p_from_mw", "q_to_mvar", "lmp_usd_per_mwh", "lmp_q_usd_per_mvarh"):
         a, b = getattr(new, name), getattr(ref, name)
         assert torch.allclose(a, b, atol=1e-6 * max(1.0, float(b.abs().max()))), name
@@ -283,7 +285,7 @@ def test_pyomo_and_direct_backends_agree_and_bad_backend_is_config_error():
     net = load_case("case30")
     via_pyomo = solve_acopf(net, backend="pyomo", tol=1e-10)
     direct = solve_acopf(net, backend="direct", tol=1e-10)
-    assert via_pyomo.objective == pytest.approx(direct.objective, rel=1e-8)
+    assert via_pyomo.cost_usd_per_h == pytest.approx(direct.cost_usd_per_h, rel=1e-8)
     assert torch.allclose(via_pyomo.lmp_usd_per_mwh, direct.lmp_usd_per_mwh, atol=1e-5)
     with pytest.raises(ConfigError, match="backend"):
         solve_acopf(net, backend="gams")

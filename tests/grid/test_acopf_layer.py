@@ -47,11 +47,11 @@ def test_objective_wrt_cost_is_envelope_exact(case30):
     c1 = case30.gen.cost_c1_usd_per_mwh.clone().requires_grad_()
     c2 = case30.gen.cost_c2_usd_per_mw2h.clone().requires_grad_()
     out = layer(case30.bus.pd_mw[None], cost_c1_usd_per_mwh=c1, cost_c2_usd_per_mw2h=c2)
-    g1, g2 = torch.autograd.grad(out.objective_usd_per_h.sum(), (c1, c2))
+    g1, g2 = torch.autograd.grad(out.cost_usd_per_h.sum(), (c1, c2))
     # Envelope theorem: d cost*/d c1_g = pg_g, d cost*/d c2_g = pg_g^2.
     assert torch.allclose(g1, out.pg_mw[0].detach(), atol=1e-9)
     assert torch.allclose(g2, out.pg_mw[0].detach() ** 2, atol=1e-7)
-    ref = fd(case30, "cost_c1_usd_per_mwh", 2, lambda r: r.objective, 1e-4)
+    ref = fd(case30, "cost_c1_usd_per_mwh", 2, lambda r: r.cost_usd_per_h, 1e-4)
     assert float(g1[2]) == pytest.approx(ref, rel=1e-6)
 
 
@@ -74,7 +74,7 @@ def test_gradcheck_case9_loads_and_resistance():
         pd = net.bus.pd_mw.clone()[None].expand(1, -1).clone()
         pd[0, loads] = p_sub
         out = layer(pd, r_pu=r)
-        return out.pg_mw, out.lmp_usd_per_mwh[:, :4], out.objective_usd_per_h
+        return out.pg_mw, out.lmp_usd_per_mwh[:, :4], out.cost_usd_per_h
 
     p = net.bus.pd_mw[loads].clone().requires_grad_()
     r = net.branch.r_pu.clone().requires_grad_()
@@ -147,7 +147,7 @@ def test_gradient_does_not_depend_on_which_inputs_need_it(case30):
     c1 = case30.gen.cost_c1_usd_per_mwh.clone().requires_grad_()
 
     def loss(out):
-        return out.pg_mw.sum() + out.lmp_usd_per_mwh[:, 5].sum() + 1e-3 * out.objective_usd_per_h.sum()
+        return out.pg_mw.sum() + out.lmp_usd_per_mwh[:, 5].sum() + 1e-3 * out.cost_usd_per_h.sum()
 
     (g_pd_only,) = torch.autograd.grad(loss(layer(pd)), pd)
     g_pd, g_x, g_c1 = torch.autograd.grad(loss(layer(pd, x_pu=x, cost_c1_usd_per_mwh=c1)), (pd, x, c1))
@@ -165,7 +165,7 @@ def test_new_parameters_each_call_match_fresh_solves(case30):
         x = case30.branch.x_pu * (0.9 + 0.2 * torch.rand(case30.n_branch, generator=gen, dtype=torch.float64))
         out = layer(pd, cost_c1_usd_per_mwh=c1, x_pu=x)
         fresh = solve_acopf(case30.with_(cost_c1_usd_per_mwh=c1, x_pu=x), "pandapower", **TOL)
-        assert float(out.objective_usd_per_h[0]) == pytest.approx(fresh.objective, rel=1e-8)
+        assert float(out.cost_usd_per_h[0]) == pytest.approx(fresh.cost_usd_per_h, rel=1e-8)
         assert torch.allclose(out.pg_mw[0], fresh.pg_mw, atol=1e-6)
         assert torch.allclose(out.lmp_usd_per_mwh[0], fresh.lmp_usd_per_mwh, atol=1e-6)
 

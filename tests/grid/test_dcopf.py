@@ -49,7 +49,7 @@ def _invariants(network, res, pd=None):
     balance = res.pg_mw.sum(-1) - (pd + network.bus.gs_mw).sum(-1)
     assert float(balance.abs().max()) < 1e-6
     assert bool((res.pg_mw <= gen.pmax_mw + 1e-6).all() and (res.pg_mw >= gen.pmin_mw - 1e-6).all())
-    assert bool((res.flow_mw.abs() <= br.rate_a_mva + 1e-6).all())
+    assert bool((res.p_from_mw.abs() <= br.rate_a_mva + 1e-6).all())
 
 
 @pytest.mark.parametrize("case", ["case9", "case30", "case118", "case300"])
@@ -83,7 +83,7 @@ def test_congested_case_matches_rundcopp_and_prices_differ():
     _invariants(network, res)
     _compare(net, network, res)
     k = network.branch.labels.index(("line", line))
-    assert float(res.flow_mw[k].abs()) == pytest.approx(float(network.branch.rate_a_mva[k]), rel=1e-6)
+    assert float(res.p_from_mw[k].abs()) == pytest.approx(float(network.branch.rate_a_mva[k]), rel=1e-6)
     assert float(res.line_value_usd_per_mwh[k]) > 0.1
     assert float(res.lmp_usd_per_mwh.max() - res.lmp_usd_per_mwh.min()) > 0.1  # congestion splits prices
 
@@ -141,8 +141,8 @@ def test_gradcheck_loads_and_costs():
     c2 = network.gen.cost_c2_usd_per_mw2h.clone().requires_grad_()
 
     def f(pd, c2, c1):
-        r = layer(network, pd_mw=pd, cost_c2=c2, cost_c1=c1)
-        return r.pg_mw, r.flow_mw, r.lmp_usd_per_mwh, r.cost_usd_per_h
+        r = layer(network, pd_mw=pd, cost_c2_usd_per_mw2h=c2, cost_c1_usd_per_mwh=c1)
+        return r.pg_mw, r.p_from_mw, r.lmp_usd_per_mwh, r.cost_usd_per_h
 
     assert torch.autograd.gradcheck(f, (pd, c2, c1), eps=1e-6, atol=1e-5, rtol=1e-4)
 
@@ -225,7 +225,7 @@ def test_arguments_are_validated():
     with pytest.raises(DataError, match="pd_mw must have shape"):
         DCOPFLayer(multi_period=True)(network, pd_mw=network.bus.pd_mw)
     with pytest.raises(DataError, match="cost_c2"):
-        DCOPFLayer()(network, cost_c2=-network.gen.cost_c2_usd_per_mw2h)
+        DCOPFLayer()(network, cost_c2_usd_per_mw2h=-network.gen.cost_c2_usd_per_mw2h)
 
 
 def test_screening_redundant_limits_changes_nothing():
@@ -234,7 +234,7 @@ def test_screening_redundant_limits_changes_nothing():
     pd = (network.bus.pd_mw * (1 + 0.1 * torch.rand(4, network.n_bus, generator=g, dtype=torch.float64))).requires_grad_()
     a = DCOPFLayer(screen_limits=True)(network, pd_mw=pd)
     b = DCOPFLayer(screen_limits=False)(network, pd_mw=pd)
-    for name in ("pg_mw", "flow_mw", "lmp_usd_per_mwh", "line_value_usd_per_mwh"):
+    for name in ("pg_mw", "p_from_mw", "lmp_usd_per_mwh", "line_value_usd_per_mwh"):
         torch.testing.assert_close(getattr(a, name), getattr(b, name), atol=1e-6, rtol=0)
     (ga,) = torch.autograd.grad(a.pg_mw[:, 1].sum(), pd)
     (gb,) = torch.autograd.grad(b.pg_mw[:, 1].sum(), pd)

@@ -170,9 +170,9 @@ def test_acopf_piecewise_linear_epigraph_is_tight_and_backends_agree():
     net = load_case("case30pwl")
     direct = solve_acopf(net, backend="direct")
     pyomo = solve_acopf(net, backend="pyomo")
-    assert direct.objective == pytest.approx(pyomo.objective, rel=1e-7)
+    assert direct.cost_usd_per_h == pytest.approx(pyomo.cost_usd_per_h, rel=1e-7)
     # the epigraph variables sit on the cost curve: objective = PWL cost of the dispatch
-    assert direct.objective == pytest.approx(_pwl_eval(net, direct.pg_mw), rel=1e-8)
+    assert direct.cost_usd_per_h == pytest.approx(_pwl_eval(net, direct.pg_mw), rel=1e-8)
     torch.testing.assert_close(direct.pg_mw, pyomo.pg_mw, atol=1e-4, rtol=0)
 
 
@@ -208,7 +208,7 @@ def test_two_point_pwl_equals_the_linear_cost_it_draws():
         base.with_(cost_c2_usd_per_mw2h=zeros, cost_c1_usd_per_mwh=zeros, cost_c0_usd_per_h=zeros),
         pwl_cost=PWLCost(gen=torch.arange(3), slope_usd_per_mwh=c1, intercept_usd_per_h=c0))
     assert float(DCOPFLayer()(pwl).cost_usd_per_h) == pytest.approx(float(DCOPFLayer()(linear).cost_usd_per_h), rel=1e-8)
-    assert solve_acopf(pwl, backend="direct").objective == pytest.approx(solve_acopf(linear, backend="direct").objective,
+    assert solve_acopf(pwl, backend="direct").cost_usd_per_h == pytest.approx(solve_acopf(linear, backend="direct").cost_usd_per_h,
                                                                        rel=1e-7)
 
 
@@ -223,8 +223,8 @@ def test_reactive_cost_rows_are_priced():
         p, qg = res.pg_mw, res.qg_mvar
         recomputed = (g.cost_c2_usd_per_mw2h * p**2 + g.cost_c1_usd_per_mwh * p + g.cost_c0_usd_per_h
                       + q.c2_usd_per_mvar2h * qg**2 + q.c1_usd_per_mvarh * qg + q.c0_usd_per_h).sum()
-        assert res.objective == pytest.approx(float(recomputed), rel=1e-10)
-        assert res.objective > solve_acopf(load_case("case9"), backend=backend).objective
+        assert res.cost_usd_per_h == pytest.approx(float(recomputed), rel=1e-10)
+        assert res.cost_usd_per_h > solve_acopf(load_case("case9"), backend=backend).cost_usd_per_h
 
 
 def test_consumers_without_pwl_support_refuse_it():
@@ -235,7 +235,7 @@ def test_consumers_without_pwl_support_refuse_it():
     with pytest.raises(ConfigError, match="piecewise-linear"):
         check_costs(net)
     with pytest.raises(ConfigError, match="piecewise"):
-        DCOPFLayer()(net, cost_c1=torch.ones(net.n_gen, dtype=torch.float64))
+        DCOPFLayer()(net, cost_c1_usd_per_mwh=torch.ones(net.n_gen, dtype=torch.float64))
     with pytest.raises(ConfigError, match="reactive"):
         check_costs(load_case("case30Q"), pwl=True)
 
@@ -246,7 +246,7 @@ def test_acopf_matches_matpowers_published_optimum(case, published):
 
     res = solve_acopf(load_case(case), backend="direct")
     # published to 2 decimals: the check is as tight as that rounding allows
-    assert abs(res.objective - published) <= 0.005 + 1e-6 * published
+    assert abs(res.cost_usd_per_h - published) <= 0.005 + 1e-6 * published
 
 
 # ---------------------------------------------------------------------------- Ipopt's acceptable level
@@ -275,7 +275,15 @@ def test_acceptable_is_not_a_converged_result_for_the_non_raising_api():
     from gridlearn.grid.acopf import solve_acopf_status
     from gridlearn.implicit.solution import Status
 
-    status, ipopt_status, res = solve_acopf_status(load_case("case9"), **ACCEPTABLE_ONLY)
+    for backend in ("pyomo", "direct"):
+        sol = solve_acopf_status(load_case("case9"), backend=backend, **ACCEPTABLE_ONLY)
+        assert sol.statuses == [Status.ACCEPTABLE] and not sol.ok
+        assert sol.extras["ipopt_status"] == "Solved_To_Acceptable_Level" and sol.value is None
+        assert float(sol.residual[0]) == float("inf")
+        with pytest.raises(SolverFailure, match="ACCEPTABLE"):
+            sol.raise_on_failure("AC-OPF")
+    with pytest.warns(DeprecationWarning, match="tuple unpacking"):
+        status, ipopt_status, res = sol
     assert status is Status.ACCEPTABLE and ipopt_status == "Solved_To_Acceptable_Level" and res is None
 
 

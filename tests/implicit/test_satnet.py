@@ -146,16 +146,24 @@ def test_status_reports_max_steps_and_policies():
     with pytest.raises(SolverFailure, match="#0: MAX_STEPS") as info:
         layer("raise", 1)(z, mask)
     assert info.value.indices == [0, 1]
-    # "mask": outputs still come back, but no implicit gradient for unconverged elements
+    # "zero": outputs still come back, but no implicit gradient for unconverged elements
     zr = z.clone().requires_grad_(True)
-    net = layer("mask", 1)
+    net = layer("zero", 1)
     net(zr, mask).sum().backward()
     assert float(net.S.grad.abs().max()) == 0.0
     # the pass-through of the known entries is not an implicit gradient and stays
     assert torch.equal(zr.grad, mask.to(zr.dtype))
-    net = layer("ignore", 1)
+    net = layer("keep", 1)
     net(z, mask).sum().backward()
     assert float(net.S.grad.abs().max()) > 0.0
+
+
+@pytest.mark.parametrize("old, new, kernel_word", [("mask", "zero", "mask"), ("ignore", "keep", "ignore")])
+def test_old_on_failure_words_warn_and_mean_the_same(old, new, kernel_word):
+    with pytest.warns(DeprecationWarning, match=f"on_failure={new!r}"):
+        net = SATNet(5, 6, aux=1, on_failure=old)
+    assert net.on_failure == new and net.settings.on_failure == kernel_word
+    assert SATNet(5, 6, aux=1, on_failure=new).settings == net.settings
 
 
 def test_seeded_solves_are_reproducible():

@@ -75,7 +75,7 @@ def test_satnet_loss_decreases_on_4x4_sudoku():
     z = torch.from_numpy(one_hot(ds.puzzles))
     y = torch.from_numpy(one_hot(ds.solutions))
     mask = torch.from_numpy(input_mask(ds.puzzles))
-    net = SATNet(64, 40, aux=10, max_iter=20, seed=0, generator=torch.Generator().manual_seed(0), on_failure="ignore")
+    net = SATNet(64, 40, aux=10, max_iter=20, seed=0, generator=torch.Generator().manual_seed(0), on_failure="keep")
     opt = torch.optim.Adam(net.parameters(), lr=0.05)
     losses = []
     for _ in range(10):
