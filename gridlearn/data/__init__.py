@@ -7,17 +7,8 @@ see datasets/README.md for where each comes from.
 
 from gridlearn._lazy import lazy_exports
 
-_EXPORTS = {
-    "DayAheadData": "features",
-    "day_ahead_features": "features",
-    "chronological_split": "features",
-    "load_pjm": "pjm",
-    "pjm_data_dir": "pjm",
-    "read_pjm_file": "pjm",
-    "download_pjm": "pjm",
-    "PJM_FILES": "pjm",
-    "load_simbench": "simbench_load",
-}
-
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "features": "DayAheadData day_ahead_features chronological_split",
+    "pjm": "load_pjm pjm_data_dir read_pjm_file download_pjm PJM_FILES",
+    "simbench_load": "load_simbench",
+})

@@ -6,14 +6,11 @@ Pyomo solved by Ipopt and differentiable through its KKT conditions.
 
 from gridlearn._lazy import lazy_exports
 
-_EXPORTS = {
-    "Network": "network",
-    "load_case": "cases",
-    "PowerFlowLayer": "powerflow",
-    "DCOPFLayer": "dcopf",
-    "solve_acopf": "acopf",
-    "ACOPFLayer": "acopf_layer",
-}
-
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "network": "Network",
+    "cases": "load_case",
+    "powerflow": "PowerFlowLayer",
+    "dcopf": "DCOPFLayer",
+    "acopf": "solve_acopf",
+    "acopf_layer": "ACOPFLayer",
+})

@@ -7,33 +7,15 @@ the implicit function theorem. Imports only torch, numpy and scipy.
 
 from gridlearn._lazy import lazy_exports
 
-_EXPORTS = {
-    "Status": "solution",
-    "Solution": "solution",
-    # fixed-point / root solvers
-    "Picard": "solvers",
-    "Anderson": "solvers",
-    "Broyden": "solvers",
-    "Newton": "solvers",
-    # how the backward pass is taken
-    "ImplicitAdjoint": "adjoint",
-    "PhantomAdjoint": "adjoint",
-    "UnrolledAdjoint": "adjoint",
-    "fixed_point": "fixed_points",
-    "fixed_point_solve": "fixed_points",
-    "root_solve": "root",
-    "implicit_root_grad": "root",
-    "odeint_solve": "ode",
-    "root_find": "root",
-    "DEQ": "deq",
-    "NeuralODE": "ode",
-    "odeint": "ode",
-    "QPLayer": "qp",
-    "QPSettings": "qp",
-    "solve_qp": "qp",
-    "CvxpyLayer": "cvx",
-    "SATNet": "satnet",
-}
-
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "solution": "Status Solution",
+    "solvers": "Picard Anderson Broyden Newton",
+    "adjoint": "ImplicitAdjoint PhantomAdjoint UnrolledAdjoint",
+    "fixed_points": "fixed_point fixed_point_solve",
+    "root": "root_solve implicit_root_grad root_find",
+    "ode": "odeint_solve NeuralODE odeint",
+    "deq": "DEQ",
+    "qp": "QPLayer QPSettings solve_qp",
+    "cvx": "CvxpyLayer",
+    "satnet": "SATNet",
+})

@@ -9,20 +9,12 @@ whether a fit may report them at all (`FitStatus`).
 
 from gridlearn._lazy import lazy_exports
 
-_EXPORTS = {
-    "Observations": "market",
-    "simulate_market": "market",
-    "Unknown": "params",
-    "recover": "recovery",
-    "InverseResult": "recovery",
-    "InverseSolver": "recovery",
-    "FitStatus": "convergence",
-    "kkt_residual_costs": "baseline",
-    "BaselineResult": "baseline",
-    "identifiability_report": "identifiability",
-    "IdentifiabilityReport": "identifiability",
-    "observation_jacobian": "sensitivity",
-}
-
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "market": "Observations simulate_market",
+    "params": "Unknown",
+    "recovery": "recover InverseResult InverseSolver",
+    "convergence": "FitStatus",
+    "baseline": "kkt_residual_costs BaselineResult",
+    "identifiability": "identifiability_report IdentifiabilityReport",
+    "sensitivity": "observation_jacobian",
+})

@@ -11,26 +11,15 @@ every DC result says "certified worst" or "best found, gap X MW".
 
 from gridlearn._lazy import lazy_exports
 
-_EXPORTS = {
-    "ElementSpace": "outages",
-    "project_capped_simplex": "outages",
-    "islanded_load": "outages",
-    "classify_islands": "outages",
-    "IslandSplit": "outages",
-    "near_cut_sets": "candidates",
-    "certify_worst": "certificate",
-    "Certificate": "certificate",
-    "DCContingencyModel": "dc",
-    "ACContingencyModel": "ac",
-    "exact_violation": "violation",
-    "smooth_violation": "violation",
-    "base_dispatch": "dispatch",
-    "attack_contingencies": "attack",
-    "AttackResult": "attack",
-    "enumerate_contingencies": "enumeration",
-    "defend": "defence",
-    "DefenceResult": "defence",
-}
-
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "outages": "ElementSpace project_capped_simplex islanded_load classify_islands IslandSplit",
+    "candidates": "near_cut_sets",
+    "certificate": "certify_worst Certificate",
+    "dc": "DCContingencyModel",
+    "ac": "ACContingencyModel",
+    "violation": "exact_violation smooth_violation",
+    "dispatch": "base_dispatch",
+    "attack": "attack_contingencies AttackResult",
+    "enumeration": "enumerate_contingencies",
+    "defence": "defend DefenceResult",
+})
