@@ -78,6 +78,7 @@ def main() -> dict:
     from gridlearn.grid.acopf import solve_acopf, solve_acopf_pyomo_status
     from gridlearn.grid.cases import load_pandapower_net
     from gridlearn.grid.network import Network
+    from gridlearn.grid.from_pandapower import network_from_pandapower
 
     solve_acopf(load_case("case9"))  # Ipopt's first-solve warm-up, not counted
     solve_acopf_pyomo_status(load_case("case9"))  # and Pyomo's
@@ -88,7 +89,7 @@ def main() -> dict:
     for case in cases + pglib_paths:
         name = Path(case).stem
         pp_net = load_pandapower_net(case)
-        net = Network.from_pandapower(pp_net)
+        net = network_from_pandapower(pp_net)
         row = {"case": name}
         try:
             t_gl, res = best_of(lambda: solve_acopf(net, "pandapower", backend="direct"))

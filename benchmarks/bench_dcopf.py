@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gridlearn.grid import DCOPFLayer, Network
+from gridlearn.grid import DCOPFLayer, Network, network_from_pandapower
 from gridlearn.grid.cases import load_pandapower_net
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -43,7 +43,7 @@ def main() -> None:
 
     net = load_pandapower_net(a.case)
     net.line["max_i_ka"] *= a.derate
-    network = Network.from_pandapower(net)
+    network = network_from_pandapower(net)
     rng = np.random.default_rng(a.seed)
     factors = 1 + 0.2 * (rng.random((a.scenarios, len(net.load))) - 0.5)
     pos = {b: i for i, b in enumerate(network.bus.labels)}

@@ -48,7 +48,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_powerflow import scenarios  # noqa: E402
 
-from gridlearn.grid import Network, PowerFlowLayer  # noqa: E402
+from gridlearn.grid import Network, network_from_pandapower, PowerFlowLayer  # noqa: E402
 from gridlearn.grid.cases import load_pandapower_net  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -81,7 +81,7 @@ def memory_child(case: str, batch: int, seed: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net, _ = load_net(case)
-        network = Network.from_pandapower(net)
+        network = network_from_pandapower(net)
     _, pd, qd = scenarios(net, network, batch, seed)
     before = _rss_mb()
     sol = PowerFlowLayer().solve(network, pd_mw=pd, qd_mvar=qd)
@@ -165,7 +165,7 @@ def bench_case(case: str, pp_subset: int, seed: int) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net, source = load_net(case)
-        network = Network.from_pandapower(net)
+        network = network_from_pandapower(net)
     factors, pd, qd = scenarios(net, network, max(BATCHES), seed)
     labels = list(network.bus.labels)
     pos = {b: i for i, b in enumerate(net.bus.index)}

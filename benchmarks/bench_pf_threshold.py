@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_powerflow import scenarios  # noqa: E402
 
-from gridlearn.grid import Network, PowerFlowLayer  # noqa: E402
+from gridlearn.grid import Network, network_from_pandapower, PowerFlowLayer  # noqa: E402
 from gridlearn.grid.cases import load_pandapower_net  # noqa: E402
 from gridlearn.grid.pf_newton import NewtonRaphson  # noqa: E402
 
@@ -40,7 +40,7 @@ def main() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             net = load_pandapower_net(case)
-            network = Network.from_pandapower(net)
+            network = network_from_pandapower(net)
         _, pd, qd = scenarios(net, network, 100, a.seed)
         for b in (1, 10, 100):
             t, sols, tb = {}, {}, {}

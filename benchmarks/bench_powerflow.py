@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gridlearn.grid import Network, PowerFlowLayer
+from gridlearn.grid import Network, network_from_pandapower, PowerFlowLayer
 from gridlearn.grid.cases import load_pandapower_net
 from gridlearn.grid.pf_newton import NewtonRaphson
 
@@ -65,7 +65,7 @@ def main() -> None:
     import pandapower as pp
 
     net = load_pandapower_net(a.case)
-    network = Network.from_pandapower(net)
+    network = network_from_pandapower(net)
     factors, pd, qd = scenarios(net, network, a.scenarios, a.seed)
 
     timings = {}

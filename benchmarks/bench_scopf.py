@@ -29,6 +29,7 @@ os.environ.setdefault("GRIDLEARN_DATA_DIR", str(REPO.parent / "shared" / "data")
 from gridlearn.grid import load_case  # noqa: E402
 from gridlearn.grid.cases import load_pandapower_net  # noqa: E402
 from gridlearn.grid.network import Network  # noqa: E402
+from gridlearn.grid.from_pandapower import network_from_pandapower  # noqa: E402
 from gridlearn.scopf import attack_contingencies, enumerate_contingencies  # noqa: E402
 from gridlearn.scopf.dc import DCContingencyModel  # noqa: E402
 from gridlearn.scopf.dispatch import base_dispatch  # noqa: E402
@@ -66,8 +67,8 @@ def n1_flows(case: str, n_pandapower: int) -> dict:
         pp_net = copy.deepcopy(raw_net)
         pp_net.trafo["i0_percent"] = 0.0
         pp_net.trafo["pfe_kw"] = 0.0
-        network = Network.from_pandapower(pp_net, name=case)
-        raw_network = Network.from_pandapower(raw_net, name=case)
+        network = network_from_pandapower(pp_net, name=case)
+        raw_network = network_from_pandapower(raw_net, name=case)
     model = DCContingencyModel.build(network, ElementSpace.of(network, "branches"))
     pg = base_dispatch(network)
     for (table, idx), p in zip(network.gen.labels, pg.tolist()):

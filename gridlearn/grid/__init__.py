@@ -8,6 +8,7 @@ from gridlearn._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "network": "Network",
+    "from_pandapower": "network_from_pandapower",
     "cases": "load_case",
     "powerflow": "PowerFlowLayer",
     "dcopf": "DCOPFLayer",

@@ -11,7 +11,7 @@
 - pandapower's bundled networks as ``"pandapower:case57"`` (its converted copies of the
   MATPOWER cases, which differ: its case57 is infeasible) and any other function of
   ``pandapower.networks`` that returns a net (``"mv_oberrhein"``), or a pandapower net
-  object through `Network.from_pandapower`;
+  object through `network_from_pandapower`;
 - SimBench grids by code (``1-HV-mixed--0-sw``) when the ``simbench`` package is installed.
 
 `load_pandapower_net` gives pandapower's net of the same case, for comparisons.
@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from gridlearn.errors import DataError
-from gridlearn.grid.network import ANGMAX_COLUMN, ANGMIN_COLUMN, Network
+from gridlearn.grid.from_pandapower import ANGMAX_COLUMN, ANGMIN_COLUMN, network_from_pandapower
+from gridlearn.grid.network import Network
 
 log = logging.getLogger(__name__)
 
@@ -209,11 +210,11 @@ def load_case(name_or_path: str | Path) -> Network:
 
     MATPOWER case names (``"case14"``) and ``.m`` paths are read from the file itself with
     MATPOWER's semantics (`read_case_file`); ``"pandapower:case57"`` is pandapower's own
-    bundled network, converted through pandapower (`Network.from_pandapower`).
+    bundled network, converted through pandapower (`network_from_pandapower`).
     """
     path = _resolve_file(name_or_path)
     if path is not None:
         return read_case_file(path)
     s = str(name_or_path)
     net = load_pandapower_net(name_or_path)
-    return Network.from_pandapower(net, name=Path(s.removeprefix(PANDAPOWER_PREFIX)).stem)
+    return network_from_pandapower(net, name=Path(s.removeprefix(PANDAPOWER_PREFIX)).stem)

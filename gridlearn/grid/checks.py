@@ -6,16 +6,12 @@ costs; `check_finite` guards tensors handed to a layer (loads, injections, costs
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 from torch import Tensor
 
 from gridlearn.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    from gridlearn.grid.network import Network
+from gridlearn.grid.params import NetworkTables
 
 # Fields where +-inf is a legitimate "no limit".
 _MAY_BE_INFINITE = {"rate_a_mva", "angmin_rad", "angmax_rad", "pmax_mw", "pmin_mw", "qmin_mvar", "qmax_mvar"}
@@ -53,7 +49,7 @@ def _check_order(table_name: str, labels, lo: Tensor, hi: Tensor, what: str) -> 
         raise DataError(f"{table_name} {labels[i]}: {what} minimum {float(lo[i]):g} exceeds maximum {float(hi[i]):g}")
 
 
-def check_islands(network: "Network") -> None:
+def check_islands(network: NetworkTables) -> None:
     """Every bus must reach a reference bus through in-service branches."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -76,7 +72,7 @@ def check_islands(network: "Network") -> None:
         )
 
 
-def check_network(network: "Network") -> None:
+def check_network(network: NetworkTables) -> None:
     _check_table("bus", network.bus, skip=set())
     _check_table("gen", network.gen, skip=_COST_FIELDS)  # costs checked by check_costs
     _check_table("branch", network.branch, skip=set())
@@ -97,7 +93,7 @@ def check_network(network: "Network") -> None:
     check_islands(network)
 
 
-def check_costs(network: "Network", convex: bool = True, pwl: bool = False, reactive: bool = False) -> None:
+def check_costs(network: NetworkTables, convex: bool = True, pwl: bool = False, reactive: bool = False) -> None:
     """Every generator needs a polynomial cost; with ``convex``, c2 must be >= 0.
 
     ``pwl``/``reactive``: whether the caller models `Network.pwl_cost` / `Network.reactive_cost`

@@ -241,7 +241,7 @@ def network_from_matpower(case: MatpowerCase, name: str = "") -> Network:
     poly, pwl, qcost = _costs(case, gen_on, gen_labels)
 
     # pandapower's element order (ext_grids, gens, sgens; lines, trafos, impedances; each in file
-    # order), so that positions agree with `Network.from_pandapower` of the same case.
+    # order), so that positions agree with `network_from_pandapower` of the same case.
     gen_rank = {"ext_grid": 0, "gen": 1, "sgen": 2}
     br_rank = {"line": 0, "trafo": 1, "impedance": 2}
     gen_order = np.array(sorted(np.flatnonzero(gen_on), key=lambda i: (gen_rank[gen_labels[i][0]], i)), dtype=np.int64)

@@ -12,20 +12,18 @@ which pandapower also uses:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from gridlearn.grid.network import Network
+from gridlearn.grid.params import NetworkTables
 
 
 def _complex(dtype: torch.dtype) -> torch.dtype:
     return torch.complex64 if dtype == torch.float32 else torch.complex128
 
 
-def incidence(network: "Network") -> tuple[Tensor, Tensor]:
+def incidence(network: NetworkTables) -> tuple[Tensor, Tensor]:
     """Dense from/to incidence matrices Cf, Ct of shape (n_branch, n_bus), real dtype."""
     nb, nl = network.n_bus, network.n_branch
     dev, dt = network.device, network.dtype
@@ -37,7 +35,7 @@ def incidence(network: "Network") -> tuple[Tensor, Tensor]:
     return cf, ct
 
 
-def branch_admittances(network: "Network", scale: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def branch_admittances(network: NetworkTables, scale: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(Y_ff, Y_ft, Y_tf, Y_tt), each complex (..., n_branch).
 
     ``scale`` (..., n_branch) multiplies each branch's whole pi model (series and shunt),
@@ -57,7 +55,7 @@ def branch_admittances(network: "Network", scale: Tensor | None = None) -> tuple
     return yff, yft, ytf, ytt
 
 
-def ybus(network: "Network", scale: Tensor | None = None) -> Tensor:
+def ybus(network: NetworkTables, scale: Tensor | None = None) -> Tensor:
     """Complex bus admittance matrix (..., n_bus, n_bus) including bus shunts."""
     yff, yft, ytf, ytt = branch_admittances(network, scale)
     cf, ct = (c.to(yff.dtype) for c in incidence(network))
@@ -71,7 +69,7 @@ def ybus(network: "Network", scale: Tensor | None = None) -> Tensor:
     return y + torch.diag_embed(ysh.to(y.dtype))
 
 
-def yf_yt(network: "Network", scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def yf_yt(network: NetworkTables, scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Branch-end admittance matrices (..., n_branch, n_bus): I_f = Yf V, I_t = Yt V."""
     yff, yft, ytf, ytt = branch_admittances(network, scale)
     cf, ct = (c.to(yff.dtype) for c in incidence(network))
@@ -90,13 +88,13 @@ class DCMatrices:
     p_f_shift: Tensor  # (..., n_branch)
 
 
-def dc_susceptance(network: "Network", scale: Tensor | None = None) -> Tensor:
+def dc_susceptance(network: NetworkTables, scale: Tensor | None = None) -> Tensor:
     """Branch susceptance b = 1/(x tap) (MATPOWER makeBdc: resistance and shunts ignored)."""
     b = 1.0 / (network.branch.x_pu * network.branch.tap)
     return b if scale is None else b * scale
 
 
-def dc_matrices(network: "Network", scale: Tensor | None = None) -> DCMatrices:
+def dc_matrices(network: NetworkTables, scale: Tensor | None = None) -> DCMatrices:
     b = dc_susceptance(network, scale)
     cf, ct = incidence(network)
     a = cf - ct  # (n_branch, n_bus)
@@ -107,7 +105,7 @@ def dc_matrices(network: "Network", scale: Tensor | None = None) -> DCMatrices:
     return DCMatrices(b_bus=b_bus, b_f=b_f, p_bus_shift=p_bus_shift, p_f_shift=p_f_shift)
 
 
-def ptdf(network: "Network", slack: int | None = None, scale: Tensor | None = None) -> Tensor:
+def ptdf(network: NetworkTables, slack: int | None = None, scale: Tensor | None = None) -> Tensor:
     """Power transfer distribution factors (..., n_branch, n_bus) with injections balanced at ``slack``.
 
     PTDF = B_f[:, nonslack] B_bus[nonslack, nonslack]^{-1}; the slack column is zero.

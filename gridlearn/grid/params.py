@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -147,3 +147,38 @@ def field_owner(name: str) -> type:
 
 def as_tensor(values, dtype=torch.float64) -> Tensor:
     return torch.as_tensor(values, dtype=dtype).clone()
+
+
+class NetworkTables(Protocol):
+    """What the checks and matrix builders read of a network: its tables and sizes.
+
+    `gridlearn.grid.network.Network` satisfies it. Modules below `network` (`checks`,
+    `matrices`) are written against this protocol rather than importing `Network`, so that
+    `network` can use them without an import cycle.
+    """
+
+    base_mva: float
+    bus: BusParams
+    gen: GenParams
+    branch: BranchParams
+    name: str
+    pwl_cost: PWLCost | None
+    reactive_cost: ReactiveCost | None
+
+    @property
+    def n_bus(self) -> int: ...
+
+    @property
+    def n_gen(self) -> int: ...
+
+    @property
+    def n_branch(self) -> int: ...
+
+    @property
+    def ref_buses(self) -> Tensor: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    @property
+    def device(self) -> torch.device: ...

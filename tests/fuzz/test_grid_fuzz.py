@@ -12,7 +12,7 @@ import torch
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from gridlearn.grid import DCOPFLayer, Network, PowerFlowLayer
+from gridlearn.grid import DCOPFLayer, Network, network_from_pandapower, PowerFlowLayer
 from gridlearn.grid.cases import load_pandapower_net
 from gridlearn.implicit.solution import Status
 from tests.fuzz._budget import examples
@@ -22,7 +22,7 @@ pp = pytest.importorskip("pandapower")
 
 @functools.lru_cache(maxsize=None)
 def _network(case: str) -> Network:
-    return Network.from_pandapower(load_pandapower_net(case))
+    return network_from_pandapower(load_pandapower_net(case))
 
 
 def _demand(net, network, factors):

@@ -141,11 +141,12 @@ def test_pandapower_convention_matches_runopp(case):
 
     from gridlearn.grid.cases import load_pandapower_net
     from gridlearn.grid.network import Network
+    from gridlearn.grid.from_pandapower import network_from_pandapower
 
     pp_net = load_pandapower_net(f"pandapower:{case}")  # pandapower's bundled copy (runopp's published values)
     tight = dict(PDIPM_GRADTOL=1e-10, PDIPM_COMPTOL=1e-10, PDIPM_COSTTOL=1e-10, PDIPM_FEASTOL=1e-10)
     pp.runopp(pp_net, init="flat", calculate_voltage_angles=True, **tight)
-    net = Network.from_pandapower(pp_net)
+    net = network_from_pandapower(pp_net)
     res = solve_acopf(net, convention="pandapower", tol=1e-10)
     assert res.convention == "pandapower"
     assert res.cost_usd_per_h == pytest.approx(float(pp_net.res_cost), rel=1e-5)

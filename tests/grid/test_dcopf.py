@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gridlearn.errors import ConfigError, DataError, InfeasibleError
-from gridlearn.grid import DCOPFLayer, Network
+from gridlearn.grid import DCOPFLayer, Network, network_from_pandapower
 from gridlearn.grid.cases import load_pandapower_net
 from gridlearn.implicit.solution import Status
 
@@ -55,7 +55,7 @@ def _invariants(network, res, pd=None):
 @pytest.mark.parametrize("case", ["case9", "case30", "case118", "case300"])
 def test_matches_rundcopp(case):
     net = load_pandapower_net(f"pandapower:{case}")  # pandapower's bundled copy, as rundcopp's reference
-    network = Network.from_pandapower(net)
+    network = network_from_pandapower(net)
     res = DCOPFLayer()(network)
     _invariants(network, res)
     _compare(net, network, res)
@@ -73,12 +73,12 @@ def _congested_case9():
 @functools.lru_cache(maxsize=1)
 def _congested_network():
     net, line = _congested_case9()
-    return Network.from_pandapower(net), line
+    return network_from_pandapower(net), line
 
 
 def test_congested_case_matches_rundcopp_and_prices_differ():
     net, line = _congested_case9()
-    network = Network.from_pandapower(net)
+    network = network_from_pandapower(net)
     res = DCOPFLayer()(network)
     _invariants(network, res)
     _compare(net, network, res)
@@ -91,7 +91,7 @@ def test_congested_case_matches_rundcopp_and_prices_differ():
 def test_linear_costs_match_rundcopp():
     net = load_pandapower_net("case30")
     net.poly_cost["cp2_eur_per_mw2"] = 0.0
-    network = Network.from_pandapower(net)
+    network = network_from_pandapower(net)
     assert bool((network.gen.cost_c2_usd_per_mw2h == 0).all())
     res = DCOPFLayer()(network)
     _invariants(network, res)
@@ -102,7 +102,7 @@ def test_pglib_objectives_match_rundcopp(shared_data, monkeypatch):
     monkeypatch.setenv("GRIDLEARN_DATA_DIR", str(shared_data))
     for name in ("pglib_opf_case3_lmbd", "pglib_opf_case30_ieee"):  # both congested
         net = load_pandapower_net(name)
-        network = Network.from_pandapower(net)
+        network = network_from_pandapower(net)
         res = DCOPFLayer()(network)
         _compare(net, network, res)
         assert float(res.lmp_usd_per_mwh.max() - res.lmp_usd_per_mwh.min()) > 1.0
@@ -122,7 +122,7 @@ def test_lmps_are_the_gradient_of_cost_wrt_load():
 
 def test_dispatch_gradient_matches_closed_form_when_uncongested():
     """No binding limits: 2 c2_g pg_g + c1_g = λ, Σ pg = D, so ∂pg_g/∂D = (1/c2_g) / Σ (1/c2)."""
-    network = Network.from_pandapower(load_pandapower_net("case9"))
+    network = network_from_pandapower(load_pandapower_net("case9"))
     pd = network.bus.pd_mw.clone().requires_grad_()
     res = DCOPFLayer()(network, pd_mw=pd)
     gen = network.gen
@@ -148,7 +148,7 @@ def test_gradcheck_loads_and_costs():
 
 
 def test_overloaded_case_raises_infeasible():
-    network = Network.from_pandapower(load_pandapower_net("case9"))
+    network = network_from_pandapower(load_pandapower_net("case9"))
     pd = network.bus.pd_mw.expand(3, -1).clone()
     pd[1] *= 3.0  # 945 MW against 820 MW of generation
     sol = DCOPFLayer().solve(network, pd_mw=pd)
@@ -160,7 +160,7 @@ def test_overloaded_case_raises_infeasible():
 
 
 def test_nan_load_raises_data_error():
-    network = Network.from_pandapower(load_pandapower_net("case9"))
+    network = network_from_pandapower(load_pandapower_net("case9"))
     pd = network.bus.pd_mw.clone()
     pd[4] = float("nan")
     with pytest.raises(DataError, match="pd_mw"):
@@ -173,7 +173,7 @@ def _horizon_loads(network, periods=6):
 
 
 def test_multi_period_without_ramps_equals_single_periods():
-    network = Network.from_pandapower(load_pandapower_net("case9"))
+    network = network_from_pandapower(load_pandapower_net("case9"))
     pd = _horizon_loads(network)
     multi = DCOPFLayer(multi_period=True)(network, pd_mw=pd)
     single = DCOPFLayer()(network, pd_mw=pd)  # the periods as a batch
@@ -183,7 +183,7 @@ def test_multi_period_without_ramps_equals_single_periods():
 
 def test_ramping_is_respected_and_matches_cvxpy():
     cp = pytest.importorskip("cvxpy")
-    network = Network.from_pandapower(load_pandapower_net("case9"))
+    network = network_from_pandapower(load_pandapower_net("case9"))
     pd = _horizon_loads(network).requires_grad_()
     ramp = torch.tensor([40.0, 20.0, 40.0], dtype=torch.float64)  # the horizon's 79 MW step needs all three
     p0 = torch.tensor([60.0, 90.0, 40.0], dtype=torch.float64)
@@ -218,7 +218,7 @@ def test_ramping_is_respected_and_matches_cvxpy():
 
 
 def test_arguments_are_validated():
-    network = Network.from_pandapower(load_pandapower_net("case9"))
+    network = network_from_pandapower(load_pandapower_net("case9"))
     ramp = torch.full((network.n_gen,), 10.0, dtype=torch.float64)
     with pytest.raises(ConfigError, match="multi_period"):
         DCOPFLayer()(network, ramp_mw_per_h=ramp)

@@ -318,17 +318,17 @@ def test_dcopf_refuses_several_islands_by_name():
 
 def test_pandapower_net_with_an_out_of_service_generator_converts():
     """N-1 generator studies on pandapower nets: an outage other than the last generator's."""
-    from gridlearn.grid import Network
+    from gridlearn.grid import Network, network_from_pandapower
 
     pp_net = load_pandapower_net("case_ACTIVSg200")  # pandapower's conversion, 11 generators out of service
-    net = Network.from_pandapower(pp_net)
+    net = network_from_pandapower(pp_net)
     mp = load_case("case_ACTIVSg200")
     assert net.n_gen == mp.n_gen == 38
     assert sorted(net.gen.labels) == sorted(mp.gen.labels)  # the MATPOWER reader names rows as pandapower does
     assert float(net.gen.pmax_mw.sum()) == pytest.approx(float(mp.gen.pmax_mw.sum()), rel=1e-9)
     pp30 = load_pandapower_net("pandapower:case30")
     pp30.gen.loc[pp30.gen.index[0], "in_service"] = False
-    out = Network.from_pandapower(pp30)
+    out = network_from_pandapower(pp30)
     assert out.n_gen == 5 and ("gen", 0) not in out.gen.labels
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gridlearn.errors import DataError
-from gridlearn.grid import Network, load_case
+from gridlearn.grid import load_case, Network, network_from_pandapower
 from gridlearn.grid.cases import load_pandapower_net
 
 
@@ -25,7 +25,7 @@ def _pp_ybus(net):
 @pytest.mark.parametrize("case", ["case9", "case30", "case118", "case300"])
 def test_ybus_matches_pandapower(case):
     net = load_pandapower_net(case)
-    network = Network.from_pandapower(net)
+    network = network_from_pandapower(net)
     y_pp = _pp_ybus(net)
     # pandapower's internal ordering equals the ppc bus order on these cases (no fused buses)
     assert network.n_bus == y_pp.shape[0]
@@ -37,7 +37,7 @@ def test_ptdf_matches_pandapower_makeptdf():
     from pandapower.converter.pypower.to_ppc import to_ppc
 
     net = load_pandapower_net("case30")
-    network = Network.from_pandapower(net)
+    network = network_from_pandapower(net)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ppc = to_ppc(net, init="flat", calculate_voltage_angles=True)
@@ -97,28 +97,28 @@ def test_island_raises_data_error():
     touching = net.line.index[(net.line.from_bus == 4) | (net.line.to_bus == 4)]
     net.line.loc[touching, "in_service"] = False
     with pytest.raises(DataError, match="no path to a reference bus"):
-        Network.from_pandapower(net)
+        network_from_pandapower(net)
 
 
 def test_nan_load_raises_data_error():
     net = load_pandapower_net("case9")
     net.load.loc[net.load.index[0], "p_mw"] = float("nan")
     with pytest.raises(DataError, match="NaN"):
-        Network.from_pandapower(net)
+        network_from_pandapower(net)
 
 
 def test_inverted_limits_raise_data_error():
     net = load_pandapower_net("case9")
     net.gen.loc[0, "min_p_mw"] = 500.0
     with pytest.raises(DataError, match="active power minimum"):
-        Network.from_pandapower(net)
+        network_from_pandapower(net)
 
 
 def test_zero_reactance_raises_data_error():
     net = load_pandapower_net("case9")
     net.line.loc[0, "x_ohm_per_km"] = 0.0
     with pytest.raises(DataError, match="reactance"):
-        Network.from_pandapower(net)
+        network_from_pandapower(net)
 
 
 def test_missing_cost_is_reported_when_costs_are_needed():
@@ -126,7 +126,7 @@ def test_missing_cost_is_reported_when_costs_are_needed():
 
     net = load_pandapower_net("case9")
     net.poly_cost = net.poly_cost.iloc[1:]
-    network = Network.from_pandapower(net)
+    network = network_from_pandapower(net)
     with pytest.raises(DataError, match="missing or non-finite cost"):
         check_costs(network)
 

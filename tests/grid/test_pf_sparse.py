@@ -11,7 +11,7 @@ import scipy.sparse as sp
 import torch
 
 from gridlearn.errors import ConfigError, SolverFailure
-from gridlearn.grid import Network, PowerFlowLayer, matrices
+from gridlearn.grid import matrices, Network, network_from_pandapower, PowerFlowLayer
 from gridlearn.grid.cases import load_pandapower_net
 from gridlearn.grid.pf_newton import SPARSE_MIN_BUS, NewtonRaphson
 from gridlearn.grid.sparse_lu import PatternLU, default_engine
@@ -32,7 +32,7 @@ def _one_thread():
 @functools.lru_cache(maxsize=None)
 def _case(name: str):
     net = load_pandapower_net(name)
-    return net, Network.from_pandapower(net)
+    return net, network_from_pandapower(net)
 
 
 def _layer(backend: str, **kw) -> PowerFlowLayer:

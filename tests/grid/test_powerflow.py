@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gridlearn.errors import ConfigError, DataError, SolverFailure
-from gridlearn.grid import Network, PowerFlowLayer
+from gridlearn.grid import Network, network_from_pandapower, PowerFlowLayer
 from gridlearn.grid.cases import load_pandapower_net
 from gridlearn.grid.pf_newton import NewtonRaphson
 from gridlearn.implicit.solution import Status
@@ -65,7 +65,7 @@ def _load_scenarios(net, network, n, seed, spread=0.2):
 @pytest.mark.parametrize("case", ["case9", "case30", "case118", "case300"])
 def test_matches_runpp(case):
     net = load_pandapower_net(case)
-    network = Network.from_pandapower(net)
+    network = network_from_pandapower(net)
     res = PowerFlowLayer()(network)
     _runpp(net)
     vm, va = _pp_voltages(net, network)
@@ -83,7 +83,7 @@ def test_matches_runpp(case):
 
 def _check_batch(case, n, seed, solver=NewtonRaphson()):
     net = load_pandapower_net(case)
-    network = Network.from_pandapower(net)
+    network = network_from_pandapower(net)
     factors, pd, qd = _load_scenarios(net, network, n, seed)
     sol = PowerFlowLayer(solver=solver).solve(network, pd_mw=pd, qd_mvar=qd)
     assert sol.ok, sol.statuses
@@ -112,7 +112,7 @@ def test_100_scenarios_case118_each_match_runpp():
 
 @functools.lru_cache(maxsize=1)
 def _network9() -> Network:
-    return Network.from_pandapower(load_pandapower_net("case9"))  # immutable, so safe to share
+    return network_from_pandapower(load_pandapower_net("case9"))  # immutable, so safe to share
 
 
 def _case9(tol=1e-11):
@@ -152,7 +152,7 @@ def test_gradcheck_scale_setpoints_and_distributed_slack():
 def test_gradient_matches_pandapower_finite_difference():
     """d(Σ w·vm)/d(load P) from the IFT vs central differences of pandapower's runpp."""
     net = load_pandapower_net("case30")
-    network = Network.from_pandapower(net)
+    network = network_from_pandapower(net)
     w = torch.linspace(-1.0, 1.0, network.n_bus, dtype=torch.float64)
     pd = network.bus.pd_mw.clone().requires_grad_()
     res = PowerFlowLayer()(network, pd_mw=pd)
@@ -173,7 +173,7 @@ def test_gradient_matches_pandapower_finite_difference():
 
 def test_branch_outage_by_scale_matches_runpp_with_line_out():
     net = load_pandapower_net("case30")
-    network = Network.from_pandapower(net)
+    network = network_from_pandapower(net)
     k = network.branch.labels.index(("line", 5))
     scale = torch.ones(network.n_branch, dtype=torch.float64)
     scale[k] = 0.0

@@ -35,10 +35,11 @@ def _flows(pp_net, every: int = 9):
     import pandapower as pp
 
     from gridlearn.grid.network import Network
+    from gridlearn.grid.from_pandapower import network_from_pandapower
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        net = Network.from_pandapower(pp_net, name="case118")
+        net = network_from_pandapower(pp_net, name="case118")
         pp.rundcpp(pp_net)
     model = DCContingencyModel.build(net, ElementSpace.of(net, "branches"))
     # rundcpp's dispatch: the slack unit takes the balance
