@@ -20,3 +20,14 @@ def study_module(name: str):
         yield mod
     finally:
         sys.modules.pop(spec.name, None)
+
+
+def config_from_cli(study, monkeypatch, args: list[str]):
+    """The Config a study's command line builds from ``args`` (its ``main`` is not run)."""
+    from typer.testing import CliRunner
+
+    seen = {}
+    monkeypatch.setattr(study, "main", lambda cfg: seen.setdefault("cfg", cfg))
+    result = CliRunner().invoke(study.app, args)
+    assert result.exit_code == 0, result.output
+    return seen["cfg"]

@@ -6,8 +6,23 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def single_thread():
+    """One intra-op torch thread for the test, restored after it.
+
+    Why: on a loaded 2-core machine, batched LAPACK calls (cholesky/lu on (batch, m, m)) with
+    2 OpenMP threads took ~20 ms each instead of ~10 µs (threads waiting on a busy core).
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("single_thread")``.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def data_dir() -> Path | None:

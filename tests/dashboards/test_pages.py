@@ -20,29 +20,10 @@ from gridlearn.errors import DataError
 from gridlearn.forecast.schema import STUDY
 from gridlearn.results import list_runs, load_run
 
+from ._apptest import TIMEOUT_S, figures, run_app  # noqa: F401
 from .conftest import METHODS, OTHER_STUDY, day_iso
 
 APP = Path(__file__).resolve().parents[2] / "dashboards" / "app.py"
-TIMEOUT_S = 30  # the first run imports plotly; later runs take a fraction of a second
-
-
-def _entry(results_dir: str, default_page: str | None) -> None:
-    # AppTest.from_function runs this function's source as a script: imports go inside.
-    from dashboards.app import main
-
-    main(results_dir=results_dir, default_page=default_page)
-
-
-def run_app(results_dir: Path, page: str | None = "task_forecasting") -> AppTest:
-    at = AppTest.from_function(_entry, kwargs={"results_dir": str(results_dir), "default_page": page}, default_timeout=TIMEOUT_S)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def figures(at: AppTest) -> dict[str, dict]:
-    """Plotly figures on the page, by element key, as the JSON Streamlit sends the browser."""
-    return {el.key: json.loads(el.proto.spec) for el in at.get("plotly_chart")}
 
 
 def traces(fig: dict) -> dict[str, dict]:

@@ -20,29 +20,11 @@ from dashboards.inverse_figures import highlight_unidentifiable
 from dashboards.registry import discover_pages
 from gridlearn.results import list_runs, load_run
 
+from ._apptest import TIMEOUT_S, figures, run_app  # noqa: F401
 from .conftest import KKT_NOT_APPLICABLE, SCOPF_CASES, write_other_run, write_scopf_run, write_sudoku_run
 
-TIMEOUT_S = 30  # the first run imports plotly; later runs take a fraction of a second
 NEW_PAGES = {"scopf": "scopf", "inverse_acopf": "inverse_acopf", "satnet_parity": "satnet_parity",
              "satnet_sudoku": "satnet_sudoku"}
-
-
-def _entry(results_dir: str, default_page: str | None) -> None:
-    # AppTest.from_function runs this function's source as a script: imports go inside.
-    from dashboards.app import main
-
-    main(results_dir=results_dir, default_page=default_page)
-
-
-def run_app(results_dir: Path, page: str) -> AppTest:
-    at = AppTest.from_function(_entry, kwargs={"results_dir": str(results_dir), "default_page": page}, default_timeout=TIMEOUT_S)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def figures(at: AppTest) -> dict[str, dict]:
-    return {el.key: json.loads(el.proto.spec) for el in at.get("plotly_chart")}
 
 
 def traces(fig: dict, **match) -> dict[str, dict]:

@@ -27,19 +27,14 @@ from gridlearn.forecast.training import TrainSettings
 from gridlearn.grid.cases import load_case
 from gridlearn.implicit.qp import QPSettings
 from gridlearn.implicit.solution import Status
+from tests._studies import config_from_cli
 
 REPO = Path(__file__).resolve().parents[2]
 LOAD_BUS = [4, 6, 8]  # case9's load buses
 TIGHT = QPSettings(tol=1e-11, max_iter=200)
+# Batched LAPACK on tiny matrices is ~10x slower with 2 threads on a loaded 2-core box.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    # Batched LAPACK on tiny matrices is ~10x slower with 2 threads on a loaded 2-core box.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _case9():
@@ -270,13 +265,7 @@ def test_study_runs_end_to_end_on_case14(tmp_path):
 
 def test_study_cli_and_config(monkeypatch):
     study = _study()
-    seen = {}
-    from typer.testing import CliRunner
-
-    monkeypatch.setattr(study, "main", lambda cfg: seen.setdefault("cfg", cfg))
-    result = CliRunner().invoke(study.app, ["--seeds", "3", "--methods", "task", "--task-epochs", "7", "--case", "case30"])
-    assert result.exit_code == 0, result.output
-    cfg = seen["cfg"]
+    cfg = config_from_cli(study, monkeypatch, ["--seeds", "3", "--methods", "task", "--task-epochs", "7", "--case", "case30"])
     assert (cfg.seeds, cfg.methods, cfg.task_epochs, cfg.case) == (3, ("task",), 7, "case30")
     with pytest.raises(ConfigError, match="unknown methods"):
         study.Config(methods=("rmse", "magic"))

@@ -11,6 +11,7 @@ import pytest
 
 from gridlearn.forecast import schema
 from gridlearn.results import list_runs
+from tests._studies import config_from_cli
 
 pytest.importorskip("simbench")
 
@@ -61,13 +62,8 @@ def test_tiny_study_writes_the_schema(tmp_path, monkeypatch):
 
 def test_cli_parses_options_into_the_config(monkeypatch):
     study = _study()
-    seen = {}
-    monkeypatch.setattr(study, "main", lambda cfg: seen.setdefault("cfg", cfg))
-    from typer.testing import CliRunner
-
-    result = CliRunner().invoke(study.app, ["--dataset", "simbench", "--seeds", "3", "--methods", "rmse,task", "--task-epochs", "7"])
-    assert result.exit_code == 0, result.output
-    cfg = seen["cfg"]
+    cfg = config_from_cli(study, monkeypatch, ["--dataset", "simbench", "--seeds", "3", "--methods", "rmse,task",
+                                               "--task-epochs", "7"])
     assert (cfg.dataset, cfg.seeds, cfg.methods, cfg.task_epochs) == ("simbench", 3, ("rmse", "task"), 7)
 
 

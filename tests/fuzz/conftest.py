@@ -8,10 +8,7 @@ import torch
 pytest.importorskip("hypothesis")
 
 
-@pytest.fixture(autouse=True, scope="package")
-def _one_thread():
+@pytest.fixture(autouse=True)
+def _single_thread(single_thread):
     """Small dense kernels: extra threads only contend on a shared runner."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(before)

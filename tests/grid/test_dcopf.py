@@ -15,13 +15,8 @@ from gridlearn.grid.cases import load_pandapower_net
 from gridlearn.implicit.solution import Status
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small dense batched kernels: extra OpenMP threads only contend on a shared runner."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Small dense batched kernels: extra OpenMP threads only contend on a shared runner.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _rundcopp(net):

@@ -21,12 +21,8 @@ from gridlearn.implicit.solution import Status
 from tests.grid.test_powerflow import _load_scenarios, _pp_voltages, _runpp
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Small dense batched kernels: extra OpenMP threads only contend on a shared runner.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @functools.lru_cache(maxsize=None)

@@ -17,13 +17,6 @@ MOREAU_TIGHT = {"ipm_settings": {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "to
 SCS_TIGHT = {"eps_abs": 1e-11, "eps_rel": 1e-11, "max_iters": 200000}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _outputs_and_grads(layer, data, seed):
     ins = [t.clone().requires_grad_() for t in data]

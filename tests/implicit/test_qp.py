@@ -12,14 +12,6 @@ from gridlearn.implicit.solution import Status
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny batched problems: intra-op threads only add contention on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def random_qp(seed: int, B: int = 3, n: int = 5, m: int = 7, k: int = 2, psd_rank: int | None = None, dtype=F64):
     """Feasible QP: x0 = 0 is strictly feasible (h > 0), b = A·x_feas for a small x_feas."""

@@ -18,13 +18,6 @@ F64 = torch.float64
 SOLVERS = sorted(KKT_SOLVERS)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _values_and_grads(ins, solver):
     ins = [t.clone().requires_grad_() for t in ins]
