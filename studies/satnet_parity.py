@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-import typer
 from tqdm import tqdm
 
 from gridlearn.implicit import SATNet
@@ -104,17 +103,11 @@ def main(cfg: Config) -> dict:
                    "mean_epoch_s": float(table["epoch_s"].mean()),
                    "converged_fraction_last_epoch": rows[-1]["converged_train"]}
         run.log_metrics(**results)
-        results["run_dir"] = str(run.final_dir)
-    return results
+        return {**results, "run_dir": str(run.final_dir)}
 
 
-def _cli_main(cfg: Config) -> None:
-    """Train SATNet on L-bit parity and write a run directory under results/satnet_parity/."""
-    logging.basicConfig(level=logging.INFO)
-    typer.echo(main(cfg))
-
-
-app = study_app(Config, _cli_main)  # every Config field is an option (`--help`)
+# every Config field is an option (`--help`); the summary main returns is printed
+app = study_app(Config, main, echo=True, help="Train SATNet on L-bit parity and write a run directory under results/satnet_parity/.")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import typer
 from torch import nn
 from tqdm import tqdm
 
@@ -298,13 +297,8 @@ def main(cfg: Config) -> dict:
     return results
 
 
-def _cli_main(cfg: Config) -> None:
-    """Train SATNet on (visual) Sudoku; writes results/satnet_sudoku/<run>/."""
-    logging.basicConfig(level=logging.INFO)
-    typer.echo(main(cfg))
-
-
-app = study_app(Config, _cli_main)  # every Config field is an option (`--help`)
+# every Config field is an option (`--help`); the summary main returns is printed
+app = study_app(Config, main, echo=True, help="Train SATNet on (visual) Sudoku; writes results/satnet_sudoku/<run>/.")
 
 
 if __name__ == "__main__":
