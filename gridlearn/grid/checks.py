@@ -27,6 +27,17 @@ def check_finite(name: str, value: Tensor, labels=None) -> None:
         raise DataError(f"{name} has a non-finite value {float(value.detach()[idx])} at index {idx}{where}")
 
 
+def check_inputs(named: dict[str, Tensor | None], posinf_ok: frozenset[str] = frozenset()) -> dict[str, Tensor]:
+    """The given (not None) layer inputs, each checked to be a finite tensor; a name in
+    ``posinf_ok`` may hold +inf ("no limit"). Raises TypeError or `DataError` naming it."""
+    given = {name: t for name, t in named.items() if t is not None}
+    for name, t in given.items():
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        check_finite(name, torch.where(torch.isposinf(t), torch.zeros_like(t), t) if name in posinf_ok else t)
+    return given
+
+
 def _check_table(table_name: str, table, skip: set[str]) -> None:
     import dataclasses
 

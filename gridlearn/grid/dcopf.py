@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from gridlearn._deprecation import renamed_attribute, take_renamed
 from gridlearn.errors import ConfigError, DataError, InfeasibleError
-from gridlearn.grid.checks import check_costs, check_finite
+from gridlearn.grid.checks import check_costs, check_inputs
 from gridlearn.grid.dcopf_problem import DCStructure, assemble, pwl_cost_usd_per_h, read_out
 from gridlearn.grid.network import Network
 from gridlearn.implicit.qp import QPSettings, solve_qp
@@ -188,18 +188,9 @@ class DCOPFLayer(nn.Module):
             check_costs(network, pwl=True, reactive=True)
         c2 = network.gen.cost_c2_usd_per_mw2h if cost_c2 is None else cost_c2
         c1 = network.gen.cost_c1_usd_per_mwh if cost_c1 is None else cost_c1
-        named = {"pd_mw": pd_mw, "cost_c2_usd_per_mw2h": c2, "cost_c1_usd_per_mwh": c1}
-        if ramp is not None:
-            named["ramp_mw_per_h"] = ramp
-        if p0 is not None:
-            named["p0_mw"] = p0
-        for name, t in named.items():
-            if not isinstance(t, Tensor):
-                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-            if name == "ramp_mw_per_h":  # +inf means "no ramp limit"
-                check_finite(name, torch.where(torch.isposinf(t), torch.zeros_like(t), t))
-            else:
-                check_finite(name, t)
+        # +inf ramp means "no ramp limit"
+        check_inputs({"pd_mw": pd_mw, "cost_c2_usd_per_mw2h": c2, "cost_c1_usd_per_mwh": c1, "ramp_mw_per_h": ramp,
+                      "p0_mw": p0}, posinf_ok=frozenset({"ramp_mw_per_h"}))
         if bool((c2.detach() < 0).any()):
             raise DataError("cost_c2_usd_per_mw2h must be >= 0 (a convex cost) for the DC-OPF")
         if not self.multi_period and (ramp is not None or p0 is not None):

@@ -41,6 +41,21 @@ from gridlearn.implicit.solution import Solution, Status
 
 log = logging.getLogger(__name__)
 
+
+def mark_stopped(xp, status, active, err, y_active, tol: float, div: float):
+    """Record CONVERGED, NONFINITE or DIVERGED in ``status`` for the scenarios ``active`` that stop.
+
+    ``xp``: torch or numpy (the dense and the sparse Newton loops share this test). ``err``:
+    each active scenario's largest mismatch (pu); returns the bool mask of those that stop.
+    """
+    finite = xp.isfinite(err) & xp.isfinite(y_active).all(-1)
+    stop = xp.zeros_like(finite)
+    for code, mask in ((Status.CONVERGED.code, finite & (err <= tol)), (Status.NONFINITE.code, ~finite),
+                       (Status.DIVERGED.code, finite & (err > div))):
+        status[active[mask]] = code
+        stop |= mask
+    return stop
+
 _INITS = ("dc", "flat")
 _BACKENDS = ("auto", "dense", "sparse")
 # Where the automatic choice switches to the sparse path: measured by
@@ -294,12 +309,7 @@ def newton_raphson(layout: PFLayout, pr: PFProblem, solver: NewtonRaphson, base_
             f = residual(y[active], layout, _take(pr, active))
             err = f.abs().amax(-1) if f.shape[-1] else f.new_zeros(len(active))
             res[active] = err * base_mva
-            finite = torch.isfinite(err) & torch.isfinite(y[active]).all(-1)
-            stop = torch.zeros_like(finite)
-            for code, mask in ((Status.CONVERGED.code, finite & (err <= tol)), (Status.NONFINITE.code, ~finite),
-                               (Status.DIVERGED.code, finite & (err > div))):
-                status[active[mask]] = code
-                stop |= mask
+            stop = mark_stopped(torch, status, active, err, y[active], tol, div)
             active, f, err = active[~stop], f[~stop], err[~stop]
             if len(active) == 0 or it == solver.max_steps:
                 break

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from gridlearn.errors import SolverFailure
-from gridlearn.grid.pf_newton import NewtonRaphson, PFLayout, PFProblem
+from gridlearn.grid.pf_newton import NewtonRaphson, PFLayout, PFProblem, mark_stopped
 from gridlearn.grid.sparse_lu import LUFactor, PatternLU
 from gridlearn.grid.sparse_matrices import SparseYbus, dc_bbus_csc
 # _ImplicitLink: the same y* -> -v link the implicit core uses, fed the sparse adjoint solve
@@ -234,12 +234,7 @@ def newton_sparse(pf: SparsePF, solver: NewtonRaphson, base_mva: float, dc_lu: s
             f = pf.mismatch(y[active], active)
             err = np.abs(f).max(-1) if f.shape[-1] else np.zeros(len(active))
             res[active] = err * base_mva
-            finite = np.isfinite(err) & np.isfinite(y[active]).all(-1)
-            stop = np.zeros(len(active), dtype=bool)
-            for code, mask in ((Status.CONVERGED.code, finite & (err <= tol)), (Status.NONFINITE.code, ~finite),
-                               (Status.DIVERGED.code, finite & (err > div))):
-                status[active[mask]] = code
-                stop |= mask
+            stop = mark_stopped(np, status, active, err, y[active], tol, div)
             active, f, err = active[~stop], f[~stop], err[~stop]
             if len(active) == 0 or it == solver.max_steps:
                 break

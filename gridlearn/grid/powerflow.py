@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from gridlearn.errors import ConfigError, DataError
 from gridlearn.grid import matrices
-from gridlearn.grid.checks import check_finite
+from gridlearn.grid.checks import check_inputs
 from gridlearn.grid.network import Network
 from gridlearn.grid.pf_newton import NewtonRaphson, PFLayout, PFProblem, jacobian, newton_raphson, residual, voltages
 from gridlearn.grid.pf_sparse import solve_sparse
@@ -175,15 +175,8 @@ class PowerFlowLayer(nn.Module):
         qd_mvar = bus.qd_mvar if qd_mvar is None else qd_mvar
         pg_mw = gen.p_mw if pg_mw is None else pg_mw
         vg_pu = gen.vg_pu if vg_pu is None else vg_pu
-        named = {"pd_mw": pd_mw, "qd_mvar": qd_mvar, "pg_mw": pg_mw, "vg_pu": vg_pu}
-        if scale is not None:
-            named["scale"] = scale
-        if participation is not None:
-            named["participation"] = participation
-        for name, t in named.items():
-            if not isinstance(t, Tensor):
-                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-            check_finite(name, t)
+        named = check_inputs({"pd_mw": pd_mw, "qd_mvar": qd_mvar, "pg_mw": pg_mw, "vg_pu": vg_pu, "scale": scale,
+                              "participation": participation})
         # Anything in the network with a leading dim is batched too (e.g. x_pu via with_).
         sizes = {t.shape[0] for t in named.values() if t.dim() == 2}
         sizes |= {t.shape[0] for tbl in (bus, gen, network.branch) for f in dataclasses.fields(tbl)
