@@ -211,6 +211,10 @@ def load_case(name_or_path: str | Path) -> Network:
     MATPOWER case names (``"case14"``) and ``.m`` paths are read from the file itself with
     MATPOWER's semantics (`read_case_file`); ``"pandapower:case57"`` is pandapower's own
     bundled network, converted through pandapower (`network_from_pandapower`).
+
+    >>> net = load_case("case9")           # MATPOWER's own case9.m
+    >>> net.n_bus, net.n_gen, net.n_branch, float(net.bus.pd_mw.sum())
+    (9, 3, 9, 315.0)
     """
     path = _resolve_file(name_or_path)
     if path is not None:

@@ -108,6 +108,16 @@ class PowerFlowLayer(nn.Module):
         slack shares (normalised to sum 1; needs exactly one reference bus).
 
     Network parameters may also be batched ``(B, n)`` through ``network.with_``.
+
+    >>> import torch
+    >>> from gridlearn.grid import load_case
+    >>> net = load_case("case9")
+    >>> pd = (net.bus.pd_mw * torch.tensor([[1.0], [1.1]], dtype=torch.float64)).requires_grad_()
+    >>> res = PowerFlowLayer()(net, pd_mw=pd)          # two load scenarios, batched
+    >>> tuple(res.vm_pu.shape), bool(res.vm_pu.min() > 0.9)
+    ((2, 9), True)
+    >>> res.vm_pu.sum().backward(); pd.grad.shape      # dV/dP by the implicit function theorem
+    torch.Size([2, 9])
     """
 
     def __init__(self, *, solver: NewtonRaphson = NewtonRaphson(),

@@ -32,6 +32,15 @@ class DEQ(nn.Module):
         state_shape: per-element state shape when it differs from x's; default x's shape.
 
     ``solve(x)`` returns the `Solution` (never raises); ``forward(x, z0)`` returns z*.
+
+    >>> import torch
+    >>> from gridlearn.implicit import Anderson
+    >>> class Half(torch.nn.Module):          # z = ½ z + x, so z* = 2x
+    ...     def forward(self, z, x):
+    ...         return 0.5 * z + x
+    >>> layer = DEQ(Half(), solver=Anderson(rtol=1e-10))
+    >>> layer(torch.tensor([[1.0, 3.0]], dtype=torch.float64)).tolist()
+    [[2.0, 6.0]]
     """
 
     def __init__(

@@ -57,6 +57,13 @@ def fixed_point(
 
     Raises `SolverFailure` naming the elements that did not converge (with residuals and
     steps) unless ``on_failure`` is "nan"/"zero".
+
+    >>> import torch
+    >>> from gridlearn.implicit import Anderson
+    >>> z = fixed_point(lambda z, x: 0.5 * z + x, torch.zeros(2, 1, dtype=torch.float64),
+    ...                 torch.tensor([[1.0], [2.0]], dtype=torch.float64), solver=Anderson(rtol=1e-10))
+    >>> z.flatten().tolist()    # z = 2x
+    [2.0, 4.0]
     """
     sol = fixed_point_solve(f, z0, *args, solver=solver, adjoint=adjoint, on_failure=on_failure)
     if on_failure == "raise":

@@ -181,6 +181,13 @@ def solve_qp(Q: Tensor, p: Tensor, G: Tensor | None, h: Tensor | None, A: Tensor
     (B, m), ``nu`` (B, k), ``slack`` (B, m), ``iterations``, ``warm_start`` (a
     `QPWarmStart` to pass to the next, perturbed, solve). x, lam and nu are
     differentiable; elements that did not converge get NaN gradients.
+
+    >>> import torch
+    >>> Q = torch.eye(2, dtype=torch.float64)
+    >>> sol = solve_qp(Q, torch.tensor([-2.0, 0.0], dtype=torch.float64),
+    ...                torch.tensor([[1.0, 0.0]], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64))
+    >>> sol.statuses, sol.value.tolist(), round(float(sol.extras["lam"][0]), 6)   # x₀ ≤ 1 binds, λ = 1
+    ([<Status.CONVERGED: 'converged'>], [1.0, 0.0], 1.0)
     """
     settings = QPSettings() if settings is None else settings
     if not isinstance(settings, QPSettings):

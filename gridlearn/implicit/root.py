@@ -153,6 +153,12 @@ def root_find(
     Raises `SolverFailure` naming the elements that did not converge, unless ``on_failure``
     is "nan"/"zero": then those elements are returned as they are and their gradient is
     NaN/zero.
+
+    >>> import torch
+    >>> w = torch.tensor([[4.0]], dtype=torch.float64, requires_grad=True)
+    >>> y = root_find(lambda y, w: y**2 - w, torch.ones(1, 1, dtype=torch.float64), w, solver=Newton())
+    >>> y.sum().backward(); round(float(y), 6), round(float(w.grad), 6)   # y = √w, dy/dw = 1/(2y)
+    (2.0, 0.25)
     """
     sol = root_solve(g, y0, *args, solver=solver, adjoint=adjoint, jacobian=jacobian, on_failure=on_failure)
     if on_failure == "raise":
