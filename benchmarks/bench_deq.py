@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from _results import write_result
+
 from gridlearn.implicit import DEQ, Anderson, ImplicitAdjoint
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 class Cell(nn.Module):
@@ -148,18 +147,11 @@ def main() -> None:
         )
     import torchdeq
 
-    out = {
-        "benchmark": "deq",
-        "peer": f"torchdeq {getattr(torchdeq, '__version__', '?')}",
-        "torch": torch.__version__, "platform": platform.platform(), "threads": 1,
-        "note": "torch.set_num_threads(1) for both; median of repetitions; Anderson memory 6, mixing 1, "
-        "regularisation 1e-4 (gridlearn: relative to the mean squared residual difference; torchdeq: absolute); "
-        "stop when every element's ||f(z)-z|| < tol; IFT backward by Anderson to the same tol.",
-        "cases": cases,
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "deq.json").write_text(json.dumps(out, indent=2))
-    print(f"wrote {RESULTS / 'deq.json'}")
+    write_result("deq.json", "deq", f"torchdeq {getattr(torchdeq, '__version__', '?')}",
+                 "torch.set_num_threads(1) for both; median of repetitions; Anderson memory 6, mixing 1, "
+                 "regularisation 1e-4 (gridlearn: relative to the mean squared residual difference; torchdeq: absolute); "
+                 "stop when every element's ||f(z)-z|| < tol; IFT backward by Anderson to the same tol.",
+                 cases=cases)
 
 
 if __name__ == "__main__":

@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from _results import write_result
+
 from gridlearn.implicit.ode import odeint_solve
 
-RESULTS = Path(__file__).resolve().parent / "results"
 DT = torch.float64
 
 
@@ -206,17 +205,10 @@ def main() -> None:
     cases.append(mixed_stiffness(reps))
     import torchdiffeq
 
-    out = {
-        "benchmark": "ode",
-        "peer": f"torchdiffeq {torchdiffeq.__version__} odeint_adjoint dopri5 (adjoint norm=seminorm)",
-        "torch": torch.__version__, "platform": platform.platform(), "threads": 1,
-        "note": "torch.set_num_threads(1); float64; rtol=atol=tol for both; errors are relative to torchdiffeq at 1e-12; "
-        "median wall time of forward+backward; evaluations are batched vector-field calls.",
-        "cases": cases,
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ode.json").write_text(json.dumps(out, indent=2))
-    print(f"wrote {RESULTS / 'ode.json'}")
+    write_result("ode.json", "ode", f"torchdiffeq {torchdiffeq.__version__} odeint_adjoint dopri5 (adjoint norm=seminorm)",
+                 "torch.set_num_threads(1); float64; rtol=atol=tol for both; errors are relative to torchdiffeq at 1e-12; "
+                 "median wall time of forward+backward; evaluations are batched vector-field calls.",
+                 cases=cases)
 
 
 if __name__ == "__main__":

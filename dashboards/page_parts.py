@@ -11,7 +11,7 @@ from typing import Callable, Sequence, TypeVar
 
 import streamlit as st
 
-from dashboards.common import produce_hint, run_label
+from dashboards.common import produce_hint, run_label, show_unreadable
 from gridlearn.errors import DataError
 from gridlearn.results import RunRecord
 
@@ -32,6 +32,18 @@ def split_runs(
         except DataError as exc:
             bad.append((rec, str(exc)))
     return good, bad
+
+
+def readable_runs(title: str, runs: Sequence[RunRecord], load: Callable[[RunRecord], T], study: str,
+                  results_dir: Path, example: str | None = None) -> list[T]:
+    """A page's opening: its title, the unreadable runs listed, and the loaded ones (empty:
+    the "no readable run" message has been shown and the page should stop)."""
+    st.title(title)
+    good, bad = split_runs(runs, load)
+    show_unreadable(bad)
+    if not good:
+        no_readable_run(study, results_dir, example)
+    return good
 
 
 def no_readable_run(study: str, results_dir: Path, example: str | None = None) -> None:

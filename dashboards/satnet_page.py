@@ -13,8 +13,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.colors import qualitative
 
-from dashboards.common import csv_bytes, run_label, show_unreadable
-from dashboards.page_parts import no_readable_run, pick_run, show_figures, split_runs
+from dashboards.common import csv_bytes, run_label
+from dashboards.page_parts import pick_run, readable_runs, show_figures
 from dashboards.satnet_data import SatnetLayout, SatnetRun, final_table, legend_name, load_satnet_run
 from gridlearn.results import RunRecord
 
@@ -79,11 +79,8 @@ def _comparison_section(good: list[SatnetRun], layout: SatnetLayout, prefix: str
 
 def render_satnet(title: str, layout: SatnetLayout, prefix: str, runs: list[RunRecord], results_dir: Path) -> None:
     """The whole page of one SATNet study; widget keys start with ``prefix``."""
-    st.title(title)
-    good, bad = split_runs(runs, lambda rec: load_satnet_run(rec, layout))
-    show_unreadable(bad)
+    good = readable_runs(title, runs, lambda rec: load_satnet_run(rec, layout), layout.study, results_dir, layout.example)
     if not good:
-        no_readable_run(layout.study, results_dir, example=layout.example)
         return
 
     st.subheader("Final accuracies")

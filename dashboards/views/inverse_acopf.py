@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboards.common import csv_bytes, run_label, show_unreadable
+from dashboards.common import csv_bytes, run_label
 from dashboards.inverse_data import (
     ERROR_MEASURES,
     STUDY,
@@ -17,7 +17,7 @@ from dashboards.inverse_data import (
     parameter_view,
 )
 from dashboards.inverse_figures import error_vs_samples_figure, highlight_unidentifiable
-from dashboards.page_parts import no_readable_run, pick_run, show_figures, split_runs
+from dashboards.page_parts import pick_run, readable_runs, show_figures
 from gridlearn.results import RunRecord
 
 TITLE = "Inverse AC-OPF"
@@ -86,11 +86,8 @@ def _parameters_section(run: InverseRun) -> None:
 
 
 def render(runs: list[RunRecord], results_dir: Path) -> None:
-    st.title(TITLE)
-    good, bad = split_runs(runs, load_inverse_run)
-    show_unreadable(bad)
+    good = readable_runs(TITLE, runs, load_inverse_run, STUDY, results_dir)
     if not good:
-        no_readable_run(STUDY, results_dir)
         return
     run = good[pick_run([r.record for r in good], key="ia_run")]
     st.caption(_caption(run))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboards.common import csv_bytes, run_label, show_unreadable
-from dashboards.page_parts import no_readable_run, pick_run, show_figures, split_runs
+from dashboards.common import csv_bytes, run_label
+from dashboards.page_parts import pick_run, readable_runs, show_figures
 from dashboards.scopf_data import STUDY, ScopfRun, load_scopf_run, summary_view
 from dashboards.scopf_figures import (
     defence_figure,
@@ -38,11 +38,8 @@ def _download(table, file_name: str, label: str, key: str) -> None:
 
 
 def render(runs: list[RunRecord], results_dir: Path) -> None:
-    st.title(TITLE)
-    good, bad = split_runs(runs, load_scopf_run)
-    show_unreadable(bad)
+    good = readable_runs(TITLE, runs, load_scopf_run, STUDY, results_dir)
     if not good:
-        no_readable_run(STUDY, results_dir)
         return
     run = good[pick_run([r.record for r in good], key="sc_run")]
     st.caption(_caption(run))

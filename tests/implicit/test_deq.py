@@ -7,17 +7,7 @@ import pytest
 import torch
 
 from gridlearn.errors import ConfigError, SolverFailure
-from gridlearn.implicit import (
-    DEQ,
-    Anderson,
-    Broyden,
-    ImplicitAdjoint,
-    Newton,
-    PhantomAdjoint,
-    Picard,
-    Status,
-    UnrolledAdjoint,
-)
+from gridlearn.implicit import DEQ, Anderson, Broyden, ImplicitAdjoint, Newton, PhantomAdjoint, Picard, Status, UnrolledAdjoint
 
 from ._helpers import LinearCell, TanhCell, count_saved_tensors, randn
 

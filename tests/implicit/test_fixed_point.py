@@ -8,17 +8,8 @@ import pytest
 import torch
 
 from gridlearn.errors import SolverFailure
-from gridlearn.implicit import (
-    Anderson,
-    Broyden,
-    ImplicitAdjoint,
-    Newton,
-    PhantomAdjoint,
-    Picard,
-    Status,
-    UnrolledAdjoint,
-    fixed_point,
-)
+from gridlearn.implicit import (Anderson, Broyden, ImplicitAdjoint, Newton, PhantomAdjoint, Picard, Status,
+                                UnrolledAdjoint, fixed_point)
 from gridlearn.implicit.fixed_points import fixed_point_solve
 
 from ._helpers import randn
