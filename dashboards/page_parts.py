@@ -46,6 +46,13 @@ def readable_runs(title: str, runs: Sequence[RunRecord], load: Callable[[RunReco
     return good
 
 
+def chosen_run(title: str, runs: Sequence[RunRecord], load: Callable[[RunRecord], T], study: str,
+               results_dir: Path, key: str) -> T | None:
+    """`readable_runs`, then the one the run picker (widget ``key``) selects; None when none is readable."""
+    good = readable_runs(title, runs, load, study, results_dir)
+    return good[pick_run([r.record for r in good], key=key)] if good else None
+
+
 def no_readable_run(study: str, results_dir: Path, example: str | None = None) -> None:
     """The message shown when every run of ``study`` is unreadable; ``example``: a command line that writes one."""
     extra = f" For example: `{example}`." if example else ""

@@ -17,7 +17,7 @@ from dashboards.inverse_data import (
     parameter_view,
 )
 from dashboards.inverse_figures import error_vs_samples_figure, highlight_unidentifiable
-from dashboards.page_parts import pick_run, readable_runs, show_figures
+from dashboards.page_parts import chosen_run, show_figures
 from gridlearn.results import RunRecord
 
 TITLE = "Inverse AC-OPF"
@@ -86,10 +86,9 @@ def _parameters_section(run: InverseRun) -> None:
 
 
 def render(runs: list[RunRecord], results_dir: Path) -> None:
-    good = readable_runs(TITLE, runs, load_inverse_run, STUDY, results_dir)
-    if not good:
+    run = chosen_run(TITLE, runs, load_inverse_run, STUDY, results_dir, key="ia_run")
+    if run is None:
         return
-    run = good[pick_run([r.record for r in good], key="ia_run")]
     st.caption(_caption(run))
     best = run.record.metrics.get("paper_noise_free_full_max_rel_err")
     if isinstance(best, (int, float)):

@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from dashboards.common import csv_bytes, run_label
-from dashboards.page_parts import pick_run, readable_runs, show_figures
+from dashboards.page_parts import chosen_run, show_figures
 from dashboards.scopf_data import STUDY, ScopfRun, load_scopf_run, summary_view
 from dashboards.scopf_figures import (
     defence_figure,
@@ -38,10 +38,9 @@ def _download(table, file_name: str, label: str, key: str) -> None:
 
 
 def render(runs: list[RunRecord], results_dir: Path) -> None:
-    good = readable_runs(TITLE, runs, load_scopf_run, STUDY, results_dir)
-    if not good:
+    run = chosen_run(TITLE, runs, load_scopf_run, STUDY, results_dir, key="sc_run")
+    if run is None:
         return
-    run = good[pick_run([r.record for r in good], key="sc_run")]
     st.caption(_caption(run))
 
     st.subheader("Attack vs enumeration: recall and power flows")
