@@ -19,21 +19,24 @@ def _k_colors(ks) -> dict[int, str]:
     return {k: qualitative.Plotly[i % len(qualitative.Plotly)] for i, k in enumerate(sorted(set(ks)))}
 
 
-def recall_figure(run: ScopfRun) -> go.Figure:
-    """Recall of the worst N-k set per case, one bar group per case and one bar per k."""
+def _bars_per_k(run: ScopfRun, value: str, customdata, hovertemplate: str) -> go.Figure:
+    """One bar group per case and one bar per k of ``run.summary[value]``.
+
+    ``customdata(rows)`` and ``hovertemplate`` (with ``{k}`` for the k) set each trace's hover.
+    """
     colors = _k_colors(run.summary["k"])
     fig = go.Figure()
     for k, rows in run.summary.groupby("k", sort=True):
-        fig.add_trace(
-            go.Bar(
-                x=[short_case(c) for c in rows["case"]],
-                y=rows["recall"].tolist(),
-                name=f"N-{k}",
-                marker_color=colors[k],
-                customdata=rows["mean_rank"].tolist(),
-                hovertemplate=f"%{{x}} N-{k}<br>recall %{{y:.3f}}<br>mean rank %{{customdata:.2f}}<extra></extra>",
-            )
-        )
+        fig.add_trace(go.Bar(x=[short_case(c) for c in rows["case"]], y=rows[value].tolist(), name=f"N-{k}",
+                             marker_color=colors[k], customdata=customdata(rows),
+                             hovertemplate=hovertemplate.replace("{k}", str(k))))
+    return fig
+
+
+def recall_figure(run: ScopfRun) -> go.Figure:
+    """Recall of the worst N-k set per case, one bar group per case and one bar per k."""
+    fig = _bars_per_k(run, "recall", lambda rows: rows["mean_rank"].tolist(),
+                      "%{x} N-{k}<br>recall %{y:.3f}<br>mean rank %{customdata:.2f}<extra></extra>")
     fig.update_layout(
         barmode="group", yaxis=dict(title="recall of the worst set", range=[0, 1.05]), xaxis_title="case",
         legend_title="k", margin=dict(t=30),
@@ -43,27 +46,12 @@ def recall_figure(run: ScopfRun) -> go.Figure:
 
 def pf_ratio_figure(run: ScopfRun) -> go.Figure:
     """Power flows of enumeration / attack per case and k (log scale; above 1 the attack is cheaper)."""
-    colors = _k_colors(run.summary["k"])
-    fig = go.Figure()
-    for k, rows in run.summary.groupby("k", sort=True):
-        fig.add_trace(
-            go.Bar(
-                x=[short_case(c) for c in rows["case"]],
-                y=rows["pf_ratio"].tolist(),
-                name=f"N-{k}",
-                marker_color=colors[k],
-                customdata=list(zip(rows["enum_pf"].tolist(), rows["attack_pf"].tolist())),
-                hovertemplate=(
-                    f"%{{x}} N-{k}<br>ratio %{{y:.3g}}<br>enumeration %{{customdata[0]:.0f}} PF"
-                    "<br>attack %{customdata[1]:.1f} PF (mean)<extra></extra>"
-                ),
-            )
-        )
+    fig = _bars_per_k(run, "pf_ratio", lambda rows: list(zip(rows["enum_pf"].tolist(), rows["attack_pf"].tolist())),
+                      "%{x} N-{k}<br>ratio %{y:.3g}<br>enumeration %{customdata[0]:.0f} PF"
+                      "<br>attack %{customdata[1]:.1f} PF (mean)<extra></extra>")
     fig.add_hline(y=1.0, line_dash="dot", line_color="gray", annotation_text="break-even")
-    fig.update_layout(
-        barmode="group", yaxis=dict(title="power flows: enumeration / attack", type="log"), xaxis_title="case",
-        legend_title="k", margin=dict(t=30),
-    )
+    fig.update_layout(barmode="group", yaxis=dict(title="power flows: enumeration / attack", type="log"),
+                      xaxis_title="case", legend_title="k", margin=dict(t=30))
     return fig
 
 
