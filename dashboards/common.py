@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import html
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -21,6 +22,17 @@ from gridlearn.tables import TableSchema
 RESULTS_ENV = "GRIDLEARN_RESULTS_DIR"
 DEFAULT_RESULTS = Path("results")
 MAKE_HINT = "Produce one with `make demo`, then reload this page."
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A run directory read by a study's page: its `RunRecord` plus the page's tables (subclasses)."""
+
+    record: RunRecord
+
+    @property
+    def run_id(self) -> str:
+        return self.record.run_id
 
 
 def resolve_results_dir(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> Path:

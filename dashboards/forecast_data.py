@@ -13,7 +13,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from dashboards.common import read_schema_table
+from dashboards.common import LoadedRun, read_schema_table
 from gridlearn.errors import DataError
 from gridlearn.forecast.schema import FORECASTS, METHOD_STAT_KEYS, METRICS_METHODS_KEY, PER_HOUR, SUMMARY
 from gridlearn.results import RunRecord
@@ -22,7 +22,7 @@ STAT_KEYS = list(METHOD_STAT_KEYS)
 
 
 @dataclass(frozen=True)
-class ForecastRun:
+class ForecastRun(LoadedRun):
     """A readable task-forecasting run.
 
     ``summary``: one row per (method, seed); ``per_hour``: one row per (method, seed, hour);
@@ -30,14 +30,10 @@ class ForecastRun:
     The forecasts table can be large and is read on demand by `read_forecasts`.
     """
 
-    record: RunRecord
     summary: pd.DataFrame
     per_hour: pd.DataFrame
     stats: pd.DataFrame
 
-    @property
-    def run_id(self) -> str:
-        return self.record.run_id
 
     @property
     def methods(self) -> list[str]:

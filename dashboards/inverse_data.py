@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from dashboards.common import read_table, require_numeric
+from dashboards.common import LoadedRun, read_table, require_numeric
 from gridlearn.errors import DataError
 from gridlearn.results import RunRecord
 
@@ -41,17 +41,12 @@ ERROR_MEASURES = {
 
 
 @dataclass(frozen=True)
-class InverseRun:
+class InverseRun(LoadedRun):
     """A readable inverse AC-OPF run. ``parameters`` is None when the run wrote no parameters table."""
 
-    record: RunRecord
     recovery: pd.DataFrame
     parameters: pd.DataFrame | None
     admittance: pd.DataFrame
-
-    @property
-    def run_id(self) -> str:
-        return self.record.run_id
 
 
 def _flag(table: pd.DataFrame, name: str, column: str) -> pd.Series:

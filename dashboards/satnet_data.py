@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from dashboards.common import read_table, require_numeric
+from dashboards.common import LoadedRun, read_table, require_numeric
 from gridlearn.errors import DataError
 from gridlearn.results import RunRecord
 
@@ -89,15 +89,10 @@ SUDOKU = SatnetLayout(
 
 
 @dataclass(frozen=True)
-class SatnetRun:
+class SatnetRun(LoadedRun):
     """A readable SATNet run: its per-epoch training table (sorted by epoch)."""
 
-    record: RunRecord
     training: pd.DataFrame
-
-    @property
-    def run_id(self) -> str:
-        return self.record.run_id
 
 
 def load_satnet_run(rec: RunRecord, layout: SatnetLayout) -> SatnetRun:

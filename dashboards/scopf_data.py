@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from dashboards.common import read_table, require_numeric
+from dashboards.common import LoadedRun, read_table, require_numeric
 from gridlearn.errors import DataError
 from gridlearn.results import RunRecord
 
@@ -37,17 +37,12 @@ def short_case(case: str) -> str:
 
 
 @dataclass(frozen=True)
-class ScopfRun:
+class ScopfRun(LoadedRun):
     """A readable SC-OPF run: its three tables, with ``case``/``method`` as strings and ``k`` as int."""
 
-    record: RunRecord
     attack: pd.DataFrame
     summary: pd.DataFrame
     defence: pd.DataFrame
-
-    @property
-    def run_id(self) -> str:
-        return self.record.run_id
 
 
 def _checked(rec: RunRecord, name: str, columns: list[str], numeric: list[str], allow_empty: bool = False) -> pd.DataFrame:
