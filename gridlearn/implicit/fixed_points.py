@@ -45,15 +45,10 @@ def fixed_point_solve(
     )
 
 
-def fixed_point(
-    f: Callable[..., torch.Tensor],
-    z0: torch.Tensor,
-    *args,
-    solver: SolverBase = Anderson(),
-    adjoint: ImplicitAdjoint | PhantomAdjoint | UnrolledAdjoint = ImplicitAdjoint(),
-    on_failure: str = "raise",
-) -> torch.Tensor:
-    """Differentiable fixed point ``z* = f(z*, *args)`` (see `fixed_point_solve`).
+def fixed_point(f: Callable[..., torch.Tensor], z0: torch.Tensor, *args, on_failure: str = "raise",
+                **options) -> torch.Tensor:
+    """Differentiable fixed point ``z* = f(z*, *args)``; ``options``: `fixed_point_solve`'s
+    keywords (solver, adjoint), validated there.
 
     Raises `SolverFailure` naming the elements that did not converge (with residuals and
     steps) unless ``on_failure`` is "nan"/"zero".
@@ -65,7 +60,7 @@ def fixed_point(
     >>> z.flatten().tolist()    # z = 2x
     [2.0, 4.0]
     """
-    sol = fixed_point_solve(f, z0, *args, solver=solver, adjoint=adjoint, on_failure=on_failure)
+    sol = fixed_point_solve(f, z0, *args, on_failure=on_failure, **options)
     if on_failure == "raise":
         sol.raise_on_failure("fixed_point")
     return sol.value

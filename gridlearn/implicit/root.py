@@ -139,16 +139,10 @@ def root_solve(
     )
 
 
-def root_find(
-    g: Callable[..., torch.Tensor],
-    y0: torch.Tensor,
-    *args,
-    solver: SolverBase = Newton(),
-    adjoint: ImplicitAdjoint | PhantomAdjoint | UnrolledAdjoint = ImplicitAdjoint(),
-    jacobian: Optional[Callable[..., torch.Tensor]] = None,
-    on_failure: str = "raise",
-) -> torch.Tensor:
-    """Differentiable root ``y*`` of ``g(y*, *args) = 0`` (see `root_solve` for arguments).
+def root_find(g: Callable[..., torch.Tensor], y0: torch.Tensor, *args, on_failure: str = "raise",
+              **options) -> torch.Tensor:
+    """Differentiable root ``y*`` of ``g(y*, *args) = 0``; ``options``: `root_solve`'s
+    keywords (solver, adjoint, jacobian), validated there.
 
     Raises `SolverFailure` naming the elements that did not converge, unless ``on_failure``
     is "nan"/"zero": then those elements are returned as they are and their gradient is
@@ -160,7 +154,7 @@ def root_find(
     >>> y.sum().backward(); round(float(y), 6), round(float(w.grad), 6)   # y = √w, dy/dw = 1/(2y)
     (2.0, 0.25)
     """
-    sol = root_solve(g, y0, *args, solver=solver, adjoint=adjoint, jacobian=jacobian, on_failure=on_failure)
+    sol = root_solve(g, y0, *args, on_failure=on_failure, **options)
     if on_failure == "raise":
         sol.raise_on_failure("root_find")
     return sol.value
