@@ -34,6 +34,7 @@ from gridlearn.data import DayAheadData, load_pjm, load_simbench  # noqa: E402
 from gridlearn.errors import ConfigError  # noqa: E402
 from gridlearn.forecast import schema  # noqa: E402
 from gridlearn.forecast import reference_protocol as ref  # noqa: E402
+from gridlearn.forecast.figures import cost_vs_rmse_figure  # noqa: E402
 from gridlearn.forecast.models import GaussianNet, HeteroscedasticNet  # noqa: E402
 from gridlearn.forecast.scheduling import SQP, SchedulingParams, StochasticScheduler  # noqa: E402
 from gridlearn.forecast.training import (  # noqa: E402
@@ -229,15 +230,7 @@ def _figures(summary: pd.DataFrame, per_hour: pd.DataFrame):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig1, ax = plt.subplots(figsize=(5, 4))
-    for method, g in summary.groupby("method"):
-        ax.errorbar(g.rmse.mean(), g.task_cost.mean(), xerr=g.rmse.std(ddof=0), yerr=g.task_cost.std(ddof=0),
-                    fmt="o", capsize=3, label=method)
-        ax.scatter(g.rmse, g.task_cost, s=8, alpha=0.4)
-    ax.set_xlabel("test RMSE")
-    ax.set_ylabel("test task cost (mean daily)")
-    ax.legend()
-    fig1.tight_layout()
+    fig1 = cost_vs_rmse_figure(summary, "test RMSE", "test task cost (mean daily)")
     fig2, ax = plt.subplots(figsize=(6, 3.5))
     for method, g in per_hour.groupby("method"):
         m = g.groupby("hour").task_cost.agg(["mean", "std"]).fillna(0.0)

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from gridlearn.errors import ConfigError  # noqa: E402
 from gridlearn.forecast.bus_loads import DEFAULT_PROFILES, BusLoadData, bus_load_data  # noqa: E402
+from gridlearn.forecast.figures import cost_vs_rmse_figure  # noqa: E402
 from gridlearn.forecast.network_aware import (  # noqa: E402
     BusLoadForecaster,
     NetworkScheduler,
@@ -150,16 +151,7 @@ def _figures(summary: pd.DataFrame, per_hour: pd.DataFrame, oracle_cost: float):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig1, ax = plt.subplots(figsize=(5, 4))
-    for method, g in summary.groupby("method"):
-        ax.errorbar(g.rmse.mean(), g.task_cost.mean(), xerr=g.rmse.std(ddof=0), yerr=g.task_cost.std(ddof=0),
-                    fmt="o", capsize=3, label=method)
-        ax.scatter(g.rmse, g.task_cost, s=8, alpha=0.4)
-    ax.axhline(oracle_cost, color="grey", ls="--", lw=1, label="perfect forecast")
-    ax.set_xlabel("test RMSE of bus loads (MW)")
-    ax.set_ylabel("test task cost ($ per day)")
-    ax.legend()
-    fig1.tight_layout()
+    fig1 = cost_vs_rmse_figure(summary, "test RMSE of bus loads (MW)", "test task cost ($ per day)", oracle_cost)
     fig2, ax = plt.subplots(figsize=(6, 3.5))
     for method, g in per_hour.groupby("method"):
         m = g.groupby("hour").task_cost.mean()
