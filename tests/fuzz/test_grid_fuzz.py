@@ -37,6 +37,17 @@ def _demand(net, network, factors):
             torch.from_numpy(network.bus.qd_mvar.numpy() + dq @ to_bus))
 
 
+def _succeeds(run, failure: type[Exception]) -> bool:
+    """Whether pandapower's ``run()`` finishes (False when it raises ``failure``); its warnings are muted."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            run()
+        return True
+    except failure:
+        return False
+
+
 def factors_for(n_loads: int, low: float, high: float):
     return st.lists(st.floats(low, high), min_size=n_loads, max_size=n_loads).map(np.array)
 
@@ -52,13 +63,8 @@ def test_power_flow_agrees_with_runpp_or_reports_failure(case, data):
     status = sol.statuses[0]
     net.load["p_mw"] = net.load.p_mw.values * factors
     net.load["q_mvar"] = net.load.q_mvar.values * factors
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pp.runpp(net, calculate_voltage_angles=True, init="flat", tolerance_mva=1e-10)
-        pp_ok = True
-    except pp.powerflow.LoadflowNotConverged:
-        pp_ok = False
+    pp_ok = _succeeds(lambda: pp.runpp(net, calculate_voltage_angles=True, init="flat", tolerance_mva=1e-10),
+                      pp.powerflow.LoadflowNotConverged)
     event(f"{case}: ours {status.name}, pandapower {'converged' if pp_ok else 'not converged'}")
     if status is not Status.CONVERGED:
         return
@@ -79,13 +85,7 @@ def test_dcopf_agrees_with_rundcopp_or_reports_failure(case, data):
     sol = DCOPFLayer().solve(network, pd.unsqueeze(0))
     status = sol.statuses[0]
     net.load["p_mw"] = net.load.p_mw.values * factors
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pp.rundcopp(net)
-        pp_ok = True
-    except pp.optimal_powerflow.OPFNotConverged:
-        pp_ok = False
+    pp_ok = _succeeds(lambda: pp.rundcopp(net), pp.optimal_powerflow.OPFNotConverged)
     event(f"{case}: ours {status.name}, pandapower {'optimal' if pp_ok else 'failed'}")
     if status is not Status.CONVERGED:
         assert status is not Status.INFEASIBLE or not pp_ok, "INFEASIBLE where pandapower finds an optimum"
