@@ -61,15 +61,14 @@ def check_study_name(study: Any) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0 tests without sending anything)."""
     try:
         os.kill(pid, 0)
+        return True
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except OSError:  # PermissionError among them: it exists, owned by another user
         return True
-    except OSError:
-        return True
-    return True
 
 
 def clean_stale_tmp(study_dir: Path, now: float | None = None) -> list[Path]:

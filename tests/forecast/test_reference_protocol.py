@@ -81,25 +81,25 @@ class _Net(torch.nn.Module):
         return mu, torch.ones_like(mu)
 
 
+def _train_on_fake_days(net, settings, hold_out: float):
+    """Task training on 8 featureless days whose fit targets are 1 and hold-out targets ``hold_out``."""
+    x = torch.zeros(8, 3, dtype=torch.float64)
+    return train_task_reference(net, _FakeScheduler(), x, torch.ones(8, 24, dtype=torch.float64), x,
+                                torch.full((8, 24), hold_out, dtype=torch.float64), settings)
+
+
 def test_task_training_stops_after_a_window_without_a_new_hold_out_minimum_and_keeps_the_best():
     # Fit days pull the bias to +1, hold-out days sit at 0: the hold-out cost only rises, so
     # the first window (steps 0..20) has its minimum at step 0, the next brings none, and
     # training stops at step 40 with the step-0 weights.
-    x = torch.zeros(8, 3, dtype=torch.float64)
     net = _Net()
-    settings = ReferenceSettings(task_steps=1000, task_lr=0.05, stop_window=20)
-    hist = train_task_reference(net, _FakeScheduler(), x, torch.ones(8, 24, dtype=torch.float64), x,
-                                torch.zeros(8, 24, dtype=torch.float64), settings)
+    hist = _train_on_fake_days(net, ReferenceSettings(task_steps=1000, task_lr=0.05, stop_window=20), hold_out=0.0)
     assert len(hist.val) == 41 and hist.best_epoch == 0
     assert torch.equal(net.b, torch.zeros(1, 24, dtype=torch.float64))  # the best weights, not the last
 
 
 def test_task_training_runs_on_while_the_hold_out_cost_falls():
-    x = torch.zeros(8, 3, dtype=torch.float64)
-    net = _Net()
-    settings = ReferenceSettings(task_steps=60, task_lr=0.01, stop_window=20)
-    hist = train_task_reference(net, _FakeScheduler(), x, torch.ones(8, 24, dtype=torch.float64), x,
-                                torch.ones(8, 24, dtype=torch.float64), settings)
+    hist = _train_on_fake_days(_Net(), ReferenceSettings(task_steps=60, task_lr=0.01, stop_window=20), hold_out=1.0)
     assert len(hist.val) == 60 and hist.best_epoch == 59
 
 
