@@ -21,3 +21,15 @@ def write_result(filename: str, benchmark: str, peer: str, note: str, **fields: 
     path.write_text(json.dumps(out, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def best_of(fn, reps: int) -> tuple[float, Any]:
+    """(fastest wall time of ``reps`` calls of ``fn``, the last call's result)."""
+    import time
+
+    best, out = float("inf"), None
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out

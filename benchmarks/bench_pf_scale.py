@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import best_of  # noqa: E402
 from bench_powerflow import scenarios  # noqa: E402
 
 from gridlearn.grid import Network, network_from_pandapower, PowerFlowLayer  # noqa: E402
@@ -89,13 +90,7 @@ def memory_child(case: str, batch: int, seed: int) -> None:
     print(json.dumps({"ok": bool(sol.ok), "rss_before_mb": before, "peak_mb": peak, "solve_mb": peak - before}))
 
 
-def _best(fn, reps: int) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+_best = best_of  # (seconds, result) of the fastest of reps calls
 
 
 class Lightsim:

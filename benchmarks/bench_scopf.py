@@ -24,8 +24,10 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("GRIDLEARN_DATA_DIR", str(REPO.parent / "shared" / "data"))
 
+from _results import best_of  # noqa: E402
 from gridlearn.grid import load_case  # noqa: E402
 from gridlearn.grid.cases import load_pandapower_net  # noqa: E402
 from gridlearn.grid.network import Network  # noqa: E402
@@ -37,12 +39,9 @@ from gridlearn.scopf.outages import ElementSpace  # noqa: E402
 
 
 def _timed(fn, repeat=1):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return out, best
+    """(result, fastest wall time of ``repeat`` calls)."""
+    seconds, out = best_of(fn, repeat)
+    return out, seconds
 
 
 def n1_flows(case: str, n_pandapower: int) -> dict:

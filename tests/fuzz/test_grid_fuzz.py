@@ -37,6 +37,15 @@ def _demand(net, network, factors):
             torch.from_numpy(network.bus.qd_mvar.numpy() + dq @ to_bus))
 
 
+def _scenario(case: str, data, low: float, high: float):
+    """A fresh pandapower net of ``case``, its Network, drawn load factors in [low, high] and the
+    resulting (pd, qd) per bus."""
+    net = load_pandapower_net(case)
+    network = _network(case)
+    factors = data.draw(factors_for(len(net.load), low, high))
+    return (net, network, factors, *_demand(net, network, factors))
+
+
 def _succeeds(run, failure: type[Exception]) -> bool:
     """Whether pandapower's ``run()`` finishes (False when it raises ``failure``); its warnings are muted."""
     try:
@@ -55,10 +64,7 @@ def factors_for(n_loads: int, low: float, high: float):
 @settings(max_examples=examples(0.5))
 @given(st.sampled_from(["case9", "case30"]), st.data())
 def test_power_flow_agrees_with_runpp_or_reports_failure(case, data):
-    net = load_pandapower_net(case)
-    network = _network(case)
-    factors = data.draw(factors_for(len(net.load), 0.3, 2.5))
-    pd, qd = _demand(net, network, factors)
+    net, network, factors, pd, qd = _scenario(case, data, 0.3, 2.5)
     sol = PowerFlowLayer().solve(network, pd_mw=pd.unsqueeze(0), qd_mvar=qd.unsqueeze(0))
     status = sol.statuses[0]
     net.load["p_mw"] = net.load.p_mw.values * factors
@@ -78,10 +84,7 @@ def test_power_flow_agrees_with_runpp_or_reports_failure(case, data):
 @settings(max_examples=examples(0.5))
 @given(st.sampled_from(["case9", "case30"]), st.data())
 def test_dcopf_agrees_with_rundcopp_or_reports_failure(case, data):
-    net = load_pandapower_net(case)
-    network = _network(case)
-    factors = data.draw(factors_for(len(net.load), 0.2, 2.0))
-    pd, _ = _demand(net, network, factors)
+    net, network, factors, pd, _ = _scenario(case, data, 0.2, 2.0)
     sol = DCOPFLayer().solve(network, pd.unsqueeze(0))
     status = sol.statuses[0]
     net.load["p_mw"] = net.load.p_mw.values * factors
