@@ -14,7 +14,6 @@ and LMPs (1e-5 $/MWh) are checked to agree. One intra-op thread for both
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench_powerflow import case_arguments, scenarios
 from gridlearn.grid import DCOPFLayer, Network, network_from_pandapower
 from gridlearn.grid.cases import load_pandapower_net
 
@@ -31,27 +31,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--case", default="case118")
-    ap.add_argument("--scenarios", type=int, default=1000)
-    ap.add_argument("--pp-subset", type=int, default=30)
-    ap.add_argument("--derate", type=float, default=1.0)
-    ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args()
-    torch.set_num_threads(1)
+    a = case_arguments(pp_subset=30, derate=True)
     import pandapower as pp
 
     net = load_pandapower_net(a.case)
     net.line["max_i_ka"] *= a.derate
     network = network_from_pandapower(net)
-    rng = np.random.default_rng(a.seed)
-    factors = 1 + 0.2 * (rng.random((a.scenarios, len(net.load))) - 0.5)
-    pos = {b: i for i, b in enumerate(network.bus.labels)}
-    to_bus = np.zeros((len(net.load), network.n_bus))
-    for k, b in enumerate(net.load.bus.values):
-        to_bus[k, pos[int(b)]] = 1.0
-    scale = net.load.scaling.values * net.load.in_service.values
-    pd = torch.from_numpy(network.bus.pd_mw.numpy() + ((factors - 1) * net.load.p_mw.values * scale) @ to_bus)
+    factors, pd, _ = scenarios(net, network, a.scenarios, a.seed)
 
     layer = DCOPFLayer()
     layer.solve(network, pd_mw=pd[:8])  # warm-up

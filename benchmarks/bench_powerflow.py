@@ -35,7 +35,24 @@ from gridlearn.grid.pf_newton import NewtonRaphson
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def case_arguments(pp_subset: int, derate: bool = False):
+    """The options every per-case benchmark takes (case, scenarios, pandapower subset, seed), parsed.
+
+    Also pins torch to one thread: the measured ratios are single-threaded on both sides.
+    """
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--case", default="case118")
+    ap.add_argument("--scenarios", type=int, default=1000)
+    ap.add_argument("--pp-subset", type=int, default=pp_subset)
+    if derate:
+        ap.add_argument("--derate", type=float, default=1.0, help="scale every line's max_i_ka (congestion)")
+    ap.add_argument("--seed", type=int, default=0)
+    torch.set_num_threads(1)
+    return ap.parse_args()
+
+
 def scenarios(net, network, n: int, seed: int):
+    """(load factors (n, n_load), pd_mw (n, n_bus), qd_mvar (n, n_bus)): every load scaled by ±10%."""
     rng = np.random.default_rng(seed)
     factors = 1 + 0.2 * (rng.random((n, len(net.load))) - 0.5)
     pos = {b: i for i, b in enumerate(network.bus.labels)}
@@ -55,13 +72,7 @@ def main() -> None:
         sys.argv = [a for a in sys.argv if a != "--scale"]
         bench_pf_scale.main()
         return
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--case", default="case118")
-    ap.add_argument("--scenarios", type=int, default=1000)
-    ap.add_argument("--pp-subset", type=int, default=50)
-    ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args()
-    torch.set_num_threads(1)
+    a = case_arguments(pp_subset=50)
     import pandapower as pp
 
     net = load_pandapower_net(a.case)
