@@ -44,6 +44,18 @@ from gridlearn.scopf.outages import ElementSpace, set_splits_network  # noqa: E4
 log = logging.getLogger("gridlearn.studies.scopf")
 
 
+def summarise_attacks(table: pd.DataFrame) -> pd.DataFrame:
+    """The summary table from the attack table: per (case, k) mean recall, rank, power flows and
+    times of attack and enumeration, and enumeration / attack ratios of the last two."""
+    summary = table.groupby(["case", "k"]).agg(
+        recall=("recall", "mean"), mean_rank=("rank", "mean"), attack_pf=("attack_power_flows", "mean"),
+        enum_pf=("enum_power_flows", "mean"), attack_s=("attack_time_s", "mean"), enum_s=("enum_time_s", "mean"),
+    ).reset_index()
+    summary["pf_ratio"] = summary["enum_pf"] / summary["attack_pf"]
+    summary["time_ratio"] = summary["enum_s"] / summary["attack_s"]
+    return summary
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     cases: tuple[str, ...] = ("pglib_opf_case14_ieee", "pglib_opf_case30_ieee", "pglib_opf_case57_ieee",
@@ -228,12 +240,7 @@ def main(cfg: Config, results_dir: str | None = None) -> dict:
             table = pd.DataFrame(columns=["case", "k", "recall", "rank", "attack_power_flows", "enum_power_flows",
                                           "attack_time_s", "enum_time_s"])
         run.write_table(schema.ATTACK.name, schema.ATTACK.frame(table))
-        summary = table.groupby(["case", "k"]).agg(
-            recall=("recall", "mean"), mean_rank=("rank", "mean"), attack_pf=("attack_power_flows", "mean"),
-            enum_pf=("enum_power_flows", "mean"), attack_s=("attack_time_s", "mean"), enum_s=("enum_time_s", "mean"),
-        ).reset_index()
-        summary["pf_ratio"] = summary["enum_pf"] / summary["attack_pf"]
-        summary["time_ratio"] = summary["enum_s"] / summary["attack_s"]
+        summary = summarise_attacks(table)
         run.write_table(schema.SUMMARY.name, schema.SUMMARY.frame(summary))
         curve = defence_curve(cfg) if cfg.defence else pd.DataFrame(
             columns=["method", "step", "cost_usd_per_h", "worst_violation_mw"])

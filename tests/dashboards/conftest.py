@@ -24,6 +24,7 @@ from gridlearn.forecast.schema import (
     SUMMARY_TABLE,
 )
 from gridlearn.results import start_run
+from tests._studies import study_module
 
 METHODS = ("mse_net", "task_net", "gaussian_mle")
 OTHER_STUDY = "scopf_demo"
@@ -192,12 +193,8 @@ def write_scopf_run(root: Path, *, rng_seed: int = 0, scenarios: int = 3) -> dic
                     "attack_time_s": round(0.1 + 0.01 * k, 6), "islanded_sets": k - 1,
                 })
     attack = pd.DataFrame(rows)
-    summary = attack.groupby(["case", "k"]).agg(
-        recall=("recall", "mean"), mean_rank=("rank", "mean"), attack_pf=("attack_power_flows", "mean"),
-        enum_pf=("enum_power_flows", "mean"), attack_s=("attack_time_s", "mean"), enum_s=("enum_time_s", "mean"),
-    ).reset_index()
-    summary["pf_ratio"] = summary["enum_pf"] / summary["attack_pf"]
-    summary["time_ratio"] = summary["enum_s"] / summary["attack_s"]
+    with study_module("scopf") as study:  # the study's own summary of its attack table
+        summary = study.summarise_attacks(attack)
     defence = pd.DataFrame(
         [
             ("dcopf (insecure)", 0, 3132.4, 51.64),
