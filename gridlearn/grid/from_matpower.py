@@ -38,14 +38,13 @@ import torch
 from gridlearn.errors import DataError
 from gridlearn.grid.matpower_file import MatpowerCase
 from gridlearn.grid.network import Network
-from gridlearn.grid.params import BranchParams, BusParams, GenParams, PWLCost, ReactiveCost, as_tensor
+from gridlearn.grid.matpower_columns import (ANGMAX, ANGMIN, BASE_KV, BR_B, BR_R, BR_STATUS, BR_X, BS, BUS_I, BUS_TYPE,
+                                             F_BUS, GEN_BUS, GEN_STATUS, GS, NO_ANGLE_LIMIT_DEG, NONE, PD, PG, PMAX,
+                                             PMIN, PQ, PV, QD, QG, QMAX, QMIN, RATE_A, REF, SHIFT, T_BUS, TAP, VA, VG,
+                                             VM, VMAX, VMIN)
+from gridlearn.grid.matpower_columns import bus_params as matpower_bus_params
+from gridlearn.grid.params import BranchParams, GenParams, PWLCost, ReactiveCost, as_tensor
 
-# 0-based MATPOWER columns.
-BUS_I, BUS_TYPE, PD, QD, GS, BS, VM, VA, BASE_KV, VMAX, VMIN = 0, 1, 2, 3, 4, 5, 7, 8, 9, 11, 12
-GEN_BUS, PG, QG, QMAX, QMIN, VG, GEN_STATUS, PMAX, PMIN = 0, 1, 2, 3, 4, 5, 7, 8, 9
-F_BUS, T_BUS, BR_R, BR_X, BR_B, RATE_A, TAP, SHIFT, BR_STATUS, ANGMIN, ANGMAX = 0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12
-PQ, PV, REF, NONE = 1, 2, 3, 4
-_NO_ANGLE_LIMIT_DEG = 360.0
 #: Relative fall in slope tolerated in a "convex" piecewise-linear cost (data rounding).
 _PWL_CONVEX_RTOL = 1e-4
 
@@ -249,19 +248,7 @@ def network_from_matpower(case: MatpowerCase, name: str = "") -> Network:
     new_index = -np.ones(len(bus), dtype=np.int64)
     new_index[bus_on] = np.arange(int(bus_on.sum()))
     b = bus[bus_on]
-    bus_params = BusParams(
-        kind=torch.as_tensor(types[bus_on].astype(np.int64)),
-        base_kv=as_tensor(b[:, BASE_KV]),
-        vmin_pu=as_tensor(b[:, VMIN]),
-        vmax_pu=as_tensor(b[:, VMAX]),
-        gs_mw=as_tensor(b[:, GS]),
-        bs_mvar=as_tensor(b[:, BS]),
-        pd_mw=as_tensor(b[:, PD]),
-        qd_mvar=as_tensor(b[:, QD]),
-        vm0_pu=as_tensor(b[:, VM]),
-        va0_rad=as_tensor(np.deg2rad(b[:, VA])),
-        labels=tuple(int(x) for x in b[:, BUS_I]),
-    )
+    bus_params = matpower_bus_params(b, types[bus_on], tuple(int(x) for x in b[:, BUS_I]))
     g = gen[gen_order]
     keep_pos = -np.ones(len(gen), dtype=np.int64)
     keep_pos[np.flatnonzero(gen_on)] = np.arange(int(gen_on.sum()))
@@ -294,8 +281,8 @@ def network_from_matpower(case: MatpowerCase, name: str = "") -> Network:
     if ncol > ANGMAX:
         amin_deg, amax_deg = r[:, ANGMIN], r[:, ANGMAX]
         # makeAang: a limit is enforced where it is nonzero and within +-360 degrees.
-        amin = np.where((amin_deg == 0) | (amin_deg <= -_NO_ANGLE_LIMIT_DEG), -np.inf, np.deg2rad(amin_deg))
-        amax = np.where((amax_deg == 0) | (amax_deg >= _NO_ANGLE_LIMIT_DEG), np.inf, np.deg2rad(amax_deg))
+        amin = np.where((amin_deg == 0) | (amin_deg <= -NO_ANGLE_LIMIT_DEG), -np.inf, np.deg2rad(amin_deg))
+        amax = np.where((amax_deg == 0) | (amax_deg >= NO_ANGLE_LIMIT_DEG), np.inf, np.deg2rad(amax_deg))
     else:
         amin, amax = np.full(len(r), -np.inf), np.full(len(r), np.inf)
     branch_params = BranchParams(

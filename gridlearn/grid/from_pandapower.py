@@ -17,24 +17,18 @@ import torch
 
 from gridlearn.errors import DataError
 from gridlearn.grid.checks import check_network
+from gridlearn.grid.matpower_columns import (ANGMAX, ANGMIN, BR_B, BR_R, BR_STATUS, BR_X, BUS_TYPE, F_BUS, GEN_BUS,
+                                             GEN_STATUS, NO_ANGLE_LIMIT_DEG, NONE, PG, PMAX, PMIN, QG, QMAX, QMIN,
+                                             RATE_A, SHIFT, T_BUS, TAP, VG)
+from gridlearn.grid.matpower_columns import bus_params as matpower_bus_params
 from gridlearn.grid.network import Network
-from gridlearn.grid.params import BranchParams, BusParams, GenParams, Label, as_tensor
-
-# Columns of pandapower's ppc arrays (pandapower.pypower.idx_*); kept here to avoid
-# importing pypower internals at module import.
-_BUS_I, _BUS_TYPE, _PD, _QD, _GS, _BS, _VM, _VA, _BASE_KV, _VMAX, _VMIN = 0, 1, 2, 3, 4, 5, 7, 8, 9, 11, 12
-_GEN_BUS, _PG, _QG, _QMAX, _QMIN, _VG, _GEN_STATUS, _PMAX, _PMIN = 0, 1, 2, 3, 4, 5, 7, 8, 9
-_F_BUS, _T_BUS, _BR_R, _BR_X, _BR_B, _RATE_A, _TAP, _SHIFT, _BR_STATUS, _ANGMIN, _ANGMAX = 0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12
-_NONE_BUS = 4
-# Angle limits at or beyond +-360 degrees mean "no limit" in MATPOWER.
-_NO_ANGLE_LIMIT_DEG = 360.0
+from gridlearn.grid.params import BranchParams, GenParams, Label, as_tensor
 
 # Optional pandapower columns (on net.line / net.trafo / net.impedance) that carry the
 # MATPOWER angle-difference limits, which pandapower's converter drops; `load_case`
 # fills them for .m files.
 ANGMIN_COLUMN = "gridlearn_angmin_deg"
 ANGMAX_COLUMN = "gridlearn_angmax_deg"
-
 
 
 def network_from_pandapower(net: Any, name: str = "") -> Network:
@@ -144,13 +138,13 @@ def _from_ppc(ppc: dict, lookups: dict, net: Any, name: str) -> Network:
             branch_labels[row] = (table, int(idx[k % len(idx)]))
 
     # --- angle limits: pandapower drops them; use gridlearn's columns when present ---
-    angmin = branch[:, _ANGMIN].copy()
-    angmax = branch[:, _ANGMAX].copy()
+    angmin = branch[:, ANGMIN].copy()
+    angmax = branch[:, ANGMAX].copy()
     for table, (start, stop) in lookups["branch"].items():
         df = net[table]
         if ANGMIN_COLUMN in df and stop - start == len(df):
-            angmin[start:stop] = df[ANGMIN_COLUMN].astype(float).fillna(-_NO_ANGLE_LIMIT_DEG).values
-            angmax[start:stop] = df[ANGMAX_COLUMN].astype(float).fillna(_NO_ANGLE_LIMIT_DEG).values
+            angmin[start:stop] = df[ANGMIN_COLUMN].astype(float).fillna(-NO_ANGLE_LIMIT_DEG).values
+            angmax[start:stop] = df[ANGMAX_COLUMN].astype(float).fillna(NO_ANGLE_LIMIT_DEG).values
 
     # to_ppc moves these pandapower-only columns out of the branch array.
     for key in ("branch_r_asym", "branch_x_asym", "branch_g_asym", "branch_b_asym"):
@@ -159,7 +153,7 @@ def _from_ppc(ppc: dict, lookups: dict, net: Any, name: str) -> Network:
     branch_g = np.asarray(ppc.get("branch_g", np.zeros(branch.shape[0])), dtype=float).real
 
     # --- keep in-service elements; re-index buses ---
-    bus_keep = bus[:, _BUS_TYPE] != _NONE_BUS
+    bus_keep = bus[:, BUS_TYPE] != NONE
     if not bus_keep.all():
         # Out-of-service buses were dropped above, so pandapower marked these isolated.
         orphan = [int(bus_labels[i]) for i in np.flatnonzero(~bus_keep)][:10]
@@ -169,24 +163,12 @@ def _from_ppc(ppc: dict, lookups: dict, net: Any, name: str) -> Network:
         )
     new_index = -np.ones(bus.shape[0], dtype=np.int64)
     new_index[bus_keep] = np.arange(int(bus_keep.sum()))
-    gen_keep = (gen[:, _GEN_STATUS] > 0) & bus_keep[gen[:, _GEN_BUS].astype(int)]
-    fb, tb = branch[:, _F_BUS].astype(int), branch[:, _T_BUS].astype(int)
-    br_keep = (branch[:, _BR_STATUS] > 0) & bus_keep[fb] & bus_keep[tb]
+    gen_keep = (gen[:, GEN_STATUS] > 0) & bus_keep[gen[:, GEN_BUS].astype(int)]
+    fb, tb = branch[:, F_BUS].astype(int), branch[:, T_BUS].astype(int)
+    br_keep = (branch[:, BR_STATUS] > 0) & bus_keep[fb] & bus_keep[tb]
 
     b = bus[bus_keep]
-    bus_params = BusParams(
-        kind=torch.as_tensor(b[:, _BUS_TYPE].astype(np.int64)),
-        base_kv=as_tensor(b[:, _BASE_KV]),
-        vmin_pu=as_tensor(b[:, _VMIN]),
-        vmax_pu=as_tensor(b[:, _VMAX]),
-        gs_mw=as_tensor(b[:, _GS]),
-        bs_mvar=as_tensor(b[:, _BS]),
-        pd_mw=as_tensor(b[:, _PD]),
-        qd_mvar=as_tensor(b[:, _QD]),
-        vm0_pu=as_tensor(b[:, _VM]),
-        va0_rad=as_tensor(np.deg2rad(b[:, _VA])),
-        labels=tuple(int(x) for x in bus_labels[bus_keep]),
-    )
+    bus_params = matpower_bus_params(b, b[:, BUS_TYPE], tuple(int(x) for x in bus_labels[bus_keep]))
 
     g = gen[gen_keep]
     n_gen_all = gen.shape[0]
@@ -213,14 +195,14 @@ def _from_ppc(ppc: dict, lookups: dict, net: Any, name: str) -> Network:
             if lbl is not None and lbl not in priced:
                 c0[row] = c1[row] = c2[row] = np.nan
     gen_params = GenParams(
-        bus=torch.as_tensor(new_index[g[:, _GEN_BUS].astype(int)]),
-        p_mw=as_tensor(g[:, _PG]),
-        vg_pu=as_tensor(g[:, _VG]),
-        q_mvar=as_tensor(g[:, _QG]),
-        pmin_mw=as_tensor(g[:, _PMIN]),
-        pmax_mw=as_tensor(g[:, _PMAX]),
-        qmin_mvar=as_tensor(g[:, _QMIN]),
-        qmax_mvar=as_tensor(g[:, _QMAX]),
+        bus=torch.as_tensor(new_index[g[:, GEN_BUS].astype(int)]),
+        p_mw=as_tensor(g[:, PG]),
+        vg_pu=as_tensor(g[:, VG]),
+        q_mvar=as_tensor(g[:, QG]),
+        pmin_mw=as_tensor(g[:, PMIN]),
+        pmax_mw=as_tensor(g[:, PMAX]),
+        qmin_mvar=as_tensor(g[:, QMIN]),
+        qmax_mvar=as_tensor(g[:, QMAX]),
         cost_c2_usd_per_mw2h=as_tensor(c2[gen_keep]),
         cost_c1_usd_per_mwh=as_tensor(c1[gen_keep]),
         cost_c0_usd_per_h=as_tensor(c0[gen_keep]),
@@ -228,23 +210,23 @@ def _from_ppc(ppc: dict, lookups: dict, net: Any, name: str) -> Network:
     )
 
     br = branch[br_keep]
-    tap = br[:, _TAP].copy()
+    tap = br[:, TAP].copy()
     tap[tap == 0] = 1.0  # MATPOWER: 0 means a line (ratio 1)
-    rate = br[:, _RATE_A].copy()
+    rate = br[:, RATE_A].copy()
     rate[rate <= 0] = np.inf  # MATPOWER: RATE_A = 0 means unlimited
     amin, amax = angmin[br_keep], angmax[br_keep]
-    amin = np.where(amin <= -_NO_ANGLE_LIMIT_DEG, -np.inf, np.deg2rad(amin))
-    amax = np.where(amax >= _NO_ANGLE_LIMIT_DEG, np.inf, np.deg2rad(amax))
+    amin = np.where(amin <= -NO_ANGLE_LIMIT_DEG, -np.inf, np.deg2rad(amin))
+    amax = np.where(amax >= NO_ANGLE_LIMIT_DEG, np.inf, np.deg2rad(amax))
     g_pu = branch_g[br_keep]
     branch_params = BranchParams(
-        from_bus=torch.as_tensor(new_index[br[:, _F_BUS].astype(int)]),
-        to_bus=torch.as_tensor(new_index[br[:, _T_BUS].astype(int)]),
-        r_pu=as_tensor(br[:, _BR_R]),
-        x_pu=as_tensor(br[:, _BR_X]),
+        from_bus=torch.as_tensor(new_index[br[:, F_BUS].astype(int)]),
+        to_bus=torch.as_tensor(new_index[br[:, T_BUS].astype(int)]),
+        r_pu=as_tensor(br[:, BR_R]),
+        x_pu=as_tensor(br[:, BR_X]),
         g_pu=as_tensor(g_pu),
-        b_pu=as_tensor(br[:, _BR_B]),
+        b_pu=as_tensor(br[:, BR_B]),
         tap=as_tensor(tap),
-        shift_rad=as_tensor(np.deg2rad(br[:, _SHIFT])),
+        shift_rad=as_tensor(np.deg2rad(br[:, SHIFT])),
         rate_a_mva=as_tensor(rate),
         angmin_rad=as_tensor(amin),
         angmax_rad=as_tensor(amax),
