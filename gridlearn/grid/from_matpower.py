@@ -42,8 +42,10 @@ from gridlearn.grid.matpower_columns import (ANGMAX, ANGMIN, BASE_KV, BR_B, BR_R
                                              F_BUS, GEN_BUS, GEN_STATUS, GS, NO_ANGLE_LIMIT_DEG, NONE, PD, PG, PMAX,
                                              PMIN, PQ, PV, QD, QG, QMAX, QMIN, RATE_A, REF, SHIFT, T_BUS, TAP, VA, VG,
                                              VM, VMAX, VMIN)
+from gridlearn.grid.matpower_columns import branch_params as matpower_branch_params
 from gridlearn.grid.matpower_columns import bus_params as matpower_bus_params
-from gridlearn.grid.params import BranchParams, GenParams, PWLCost, ReactiveCost, as_tensor
+from gridlearn.grid.matpower_columns import gen_params as matpower_gen_params
+from gridlearn.grid.params import PWLCost, ReactiveCost, as_tensor
 
 #: Relative fall in slope tolerated in a "convex" piecewise-linear cost (data rounding).
 _PWL_CONVEX_RTOL = 1e-4
@@ -260,20 +262,8 @@ def network_from_matpower(case: MatpowerCase, name: str = "") -> Network:
         pwl = dataclasses.replace(pwl, gen=torch.as_tensor(inverse[pwl.gen.numpy()]))
     if qcost is not None:
         qcost = ReactiveCost(*(torch.as_tensor(getattr(qcost, f.name).numpy()[perm]) for f in dataclasses.fields(qcost)))
-    gen_params = GenParams(
-        bus=torch.as_tensor(new_index[gen_bus_pos[gen_order]]),
-        p_mw=as_tensor(g[:, PG]),
-        vg_pu=as_tensor(g[:, VG]),
-        q_mvar=as_tensor(g[:, QG]),
-        pmin_mw=as_tensor(g[:, PMIN]),
-        pmax_mw=as_tensor(g[:, PMAX]),
-        qmin_mvar=as_tensor(g[:, QMIN]),
-        qmax_mvar=as_tensor(g[:, QMAX]),
-        cost_c2_usd_per_mw2h=as_tensor(poly[:, 0]),
-        cost_c1_usd_per_mwh=as_tensor(poly[:, 1]),
-        cost_c0_usd_per_h=as_tensor(poly[:, 2]),
-        labels=tuple(gen_labels[i] for i in gen_order),
-    )
+    gen_params = matpower_gen_params(g, new_index[gen_bus_pos[gen_order]], poly[:, 0], poly[:, 1], poly[:, 2],
+                                     tuple(gen_labels[i] for i in gen_order))
     r = br[br_order]
     ncol = br.shape[1]
     tap = np.where(r[:, TAP] == 0, 1.0, r[:, TAP])
@@ -285,20 +275,8 @@ def network_from_matpower(case: MatpowerCase, name: str = "") -> Network:
         amax = np.where((amax_deg == 0) | (amax_deg >= NO_ANGLE_LIMIT_DEG), np.inf, np.deg2rad(amax_deg))
     else:
         amin, amax = np.full(len(r), -np.inf), np.full(len(r), np.inf)
-    branch_params = BranchParams(
-        from_bus=torch.as_tensor(new_index[fpos[br_order]]),
-        to_bus=torch.as_tensor(new_index[tpos[br_order]]),
-        r_pu=as_tensor(r[:, BR_R]),
-        x_pu=as_tensor(r[:, BR_X]),
-        g_pu=as_tensor(np.zeros(len(r))),
-        b_pu=as_tensor(r[:, BR_B]),
-        tap=as_tensor(tap),
-        shift_rad=as_tensor(np.deg2rad(r[:, SHIFT])),
-        rate_a_mva=as_tensor(rate),
-        angmin_rad=as_tensor(amin),
-        angmax_rad=as_tensor(amax),
-        labels=tuple(br_labels[i] for i in br_order),
-    )
+    branch_params = matpower_branch_params(r, new_index[fpos[br_order]], new_index[tpos[br_order]], np.zeros(len(r)),
+                                           tap, rate, amin, amax, tuple(br_labels[i] for i in br_order))
     network = Network(base_mva=float(case.base_mva), bus=bus_params, gen=gen_params, branch=branch_params,
                       name=name, pwl_cost=pwl, reactive_cost=qcost)
     check_network(network)

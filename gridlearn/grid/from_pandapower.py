@@ -13,16 +13,16 @@ import warnings
 from typing import Any
 
 import numpy as np
-import torch
 
 from gridlearn.errors import DataError
 from gridlearn.grid.checks import check_network
-from gridlearn.grid.matpower_columns import (ANGMAX, ANGMIN, BR_B, BR_R, BR_STATUS, BR_X, BUS_TYPE, F_BUS, GEN_BUS,
-                                             GEN_STATUS, NO_ANGLE_LIMIT_DEG, NONE, PG, PMAX, PMIN, QG, QMAX, QMIN,
-                                             RATE_A, SHIFT, T_BUS, TAP, VG)
+from gridlearn.grid.matpower_columns import (ANGMAX, ANGMIN, BR_STATUS, BUS_TYPE, F_BUS, GEN_BUS, GEN_STATUS,
+                                             NO_ANGLE_LIMIT_DEG, NONE, RATE_A, T_BUS, TAP)
+from gridlearn.grid.matpower_columns import branch_params as matpower_branch_params
 from gridlearn.grid.matpower_columns import bus_params as matpower_bus_params
+from gridlearn.grid.matpower_columns import gen_params as matpower_gen_params
 from gridlearn.grid.network import Network
-from gridlearn.grid.params import BranchParams, GenParams, Label, as_tensor
+from gridlearn.grid.params import Label
 
 # Optional pandapower columns (on net.line / net.trafo / net.impedance) that carry the
 # MATPOWER angle-difference limits, which pandapower's converter drops; `load_case`
@@ -194,20 +194,8 @@ def _from_ppc(ppc: dict, lookups: dict, net: Any, name: str) -> Network:
         for row, lbl in enumerate(gen_labels):
             if lbl is not None and lbl not in priced:
                 c0[row] = c1[row] = c2[row] = np.nan
-    gen_params = GenParams(
-        bus=torch.as_tensor(new_index[g[:, GEN_BUS].astype(int)]),
-        p_mw=as_tensor(g[:, PG]),
-        vg_pu=as_tensor(g[:, VG]),
-        q_mvar=as_tensor(g[:, QG]),
-        pmin_mw=as_tensor(g[:, PMIN]),
-        pmax_mw=as_tensor(g[:, PMAX]),
-        qmin_mvar=as_tensor(g[:, QMIN]),
-        qmax_mvar=as_tensor(g[:, QMAX]),
-        cost_c2_usd_per_mw2h=as_tensor(c2[gen_keep]),
-        cost_c1_usd_per_mwh=as_tensor(c1[gen_keep]),
-        cost_c0_usd_per_h=as_tensor(c0[gen_keep]),
-        labels=tuple(gen_labels[i] or ("unknown", int(i)) for i in np.flatnonzero(gen_keep)),
-    )
+    gen_params = matpower_gen_params(g, new_index[g[:, GEN_BUS].astype(int)], c2[gen_keep], c1[gen_keep], c0[gen_keep],
+                                     tuple(gen_labels[i] or ("unknown", int(i)) for i in np.flatnonzero(gen_keep)))
 
     br = branch[br_keep]
     tap = br[:, TAP].copy()
@@ -218,20 +206,9 @@ def _from_ppc(ppc: dict, lookups: dict, net: Any, name: str) -> Network:
     amin = np.where(amin <= -NO_ANGLE_LIMIT_DEG, -np.inf, np.deg2rad(amin))
     amax = np.where(amax >= NO_ANGLE_LIMIT_DEG, np.inf, np.deg2rad(amax))
     g_pu = branch_g[br_keep]
-    branch_params = BranchParams(
-        from_bus=torch.as_tensor(new_index[br[:, F_BUS].astype(int)]),
-        to_bus=torch.as_tensor(new_index[br[:, T_BUS].astype(int)]),
-        r_pu=as_tensor(br[:, BR_R]),
-        x_pu=as_tensor(br[:, BR_X]),
-        g_pu=as_tensor(g_pu),
-        b_pu=as_tensor(br[:, BR_B]),
-        tap=as_tensor(tap),
-        shift_rad=as_tensor(np.deg2rad(br[:, SHIFT])),
-        rate_a_mva=as_tensor(rate),
-        angmin_rad=as_tensor(amin),
-        angmax_rad=as_tensor(amax),
-        labels=tuple(branch_labels[i] or ("unknown", int(i)) for i in np.flatnonzero(br_keep)),
-    )
+    branch_params = matpower_branch_params(
+        br, new_index[br[:, F_BUS].astype(int)], new_index[br[:, T_BUS].astype(int)], g_pu, tap, rate, amin, amax,
+        tuple(branch_labels[i] or ("unknown", int(i)) for i in np.flatnonzero(br_keep)))
     network = Network(base_mva=base_mva, bus=bus_params, gen=gen_params, branch=branch_params, name=name)
     check_network(network)
     return network
