@@ -253,35 +253,27 @@ class NeuralODE(nn.Module):
     Tolerances given per call override the layer's.
     """
 
-    def __init__(
-        self,
-        vector_field: nn.Module,
-        *,
-        method: str = "dopri5",
-        rtol: float = 1e-6,
-        atol: float = 1e-8,
-        step_size: Optional[float] = None,
-        max_steps: int = 10_000,
-        min_step: Optional[float] = None,
-        gradient: str = "adjoint",
-        on_failure: str = "raise",
-    ):
+    #: `odeint_solve`'s solver settings a layer holds, with their defaults.
+    DEFAULTS = dict(method="dopri5", rtol=1e-6, atol=1e-8, step_size=None, max_steps=10_000, min_step=None)
+
+    def __init__(self, vector_field: nn.Module, *, gradient: str = "adjoint", on_failure: str = "raise", **options):
+        """``options``: any of `DEFAULTS` (method, rtol, atol, step_size, max_steps, min_step), validated here."""
         super().__init__()
-        _settings_kw(method, rtol, atol, step_size, max_steps, min_step, None)
+        unknown = sorted(set(options) - set(self.DEFAULTS))
+        if unknown:
+            raise TypeError(f"NeuralODE got unexpected keyword argument(s) {', '.join(map(repr, unknown))}")
+        self.options = {**self.DEFAULTS, **options}
+        _settings_kw(h0=None, **self.options)
         if gradient not in _GRADIENTS:
             raise ConfigError(f"NeuralODE: gradient must be one of {_GRADIENTS}, got {gradient!r}")
         check_on_failure(on_failure)
         self.vector_field = vector_field
-        self.method, self.rtol, self.atol, self.step_size = method, rtol, atol, step_size
-        self.max_steps, self.min_step, self.gradient, self.on_failure = max_steps, min_step, gradient, on_failure
+        self.gradient, self.on_failure = gradient, on_failure
 
     def solve(self, y0: torch.Tensor, t: torch.Tensor, rtol: Optional[float] = None, atol: Optional[float] = None) -> Solution:
-        return odeint_solve(
-            self.vector_field, y0, t, method=self.method,
-            rtol=self.rtol if rtol is None else rtol, atol=self.atol if atol is None else atol,
-            step_size=self.step_size, max_steps=self.max_steps, min_step=self.min_step,
-            gradient=self.gradient, params=[p for p in self.vector_field.parameters()], on_failure=self.on_failure,
-        )
+        tolerances = {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}  # per call, over the layer's
+        return odeint_solve(self.vector_field, y0, t, gradient=self.gradient, on_failure=self.on_failure,
+                            params=list(self.vector_field.parameters()), **{**self.options, **tolerances})
 
     def forward(self, y0: torch.Tensor, t: torch.Tensor, rtol: Optional[float] = None, atol: Optional[float] = None) -> torch.Tensor:
         sol = self.solve(y0, t, rtol=rtol, atol=atol)
