@@ -38,8 +38,8 @@ DELTA_W_MIN = 1e-20
 DELTA_W_MAX = 1e40
 KAPPA_MINUS, KAPPA_PLUS, KAPPA_PLUS_FIRST = 1.0 / 3.0, 8.0, 100.0
 DELTA_C = 1e-8  # Ipopt jacobian_regularization_value
-#: |pivot| below this times the largest |entry| of K counts as a zero eigenvalue.
-ZERO_PIVOT = 1e-14
+#: |pivot| (and |det| of a 2x2 block, squared) below this counts as a zero eigenvalue.
+ZERO_PIVOT = 1e-13
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,8 @@ def inertia(ld: Tensor, pivots: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
     idx = torch.arange(N, device=d.device).expand_as(pivots)
     last_one = torch.cummax(torch.where(two, torch.full_like(idx, -1), idx), dim=-1).values
     start = two & ((idx - last_one - 1) % 2 == 0)  # first row of each 2x2 block
-    tiny = ZERO_PIVOT * scale[:, None]
+    tiny = ZERO_PIVOT * torch.ones_like(scale)[:, None]  # absolute: the scaled problem is O(1); a max-entry scale
+    # is inflated by mu/s of active bounds (1e10) and would call small but sound pivots zero
     one = ~two
     neg = (one & (d < -tiny)).sum(-1)
     zero = (one & (d.abs() <= tiny)).sum(-1)
