@@ -10,10 +10,11 @@ Problem (`problem`): ``min f(x)  s.t. c(x) = 0,  h(x) + s = 0,  s >= 0``, Lagran
   ``gamma <- max(tol/10, min(0.2 gamma, gamma^1.5))`` once the barrier problem's own error
   is below ``10 gamma``; the Newton step aims at ``sigma = 0`` of that gamma.
 * **Fraction to boundary** ``tau = max(0.99, 1 - gamma)`` on s (primal) and mu (dual), separately.
-* **Line search**: backtracking (halving, at most `IPMOptions.max_backtrack` times) on the
-  exact-penalty merit ``phi = f - gamma sum log s + nu |(c, h + s)|_1`` with ``nu`` kept above
-  the largest multiplier (Armijo, ``eta = 1e-4``); a scenario whose step shrinks below 1e-12
-  takes the full fraction-to-boundary step (a watchdog-like escape).
+* **Line search**: backtracking (halving, at most `IPMOptions.max_backtrack` times) with
+  Ipopt's filter acceptance test against the current iterate only (no filter memory: a
+  measured choice, the l1-merit variant jammed on case30 load scenarios with steps ~1e-3 while
+  the multipliers diverged); a scenario whose step is not accepted takes the full
+  fraction-to-boundary step (a watchdog-like escape).
 * **Masking**: a scenario leaves the iteration as soon as it has a status; the others are
   evaluated and factorised alone (`Scenarios.take`).
 
@@ -27,6 +28,7 @@ after ``max_iter``; NUMERICAL when the inertia cannot be corrected or the iterat
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +41,11 @@ from gridlearn.grid.acopf_ipm.problem import (Evaluation, Scenarios, Structure, 
 from gridlearn.implicit.solution import Status
 
 RUNNING = -1
+KAPPA_SIGMA = 1e10
+GAMMA_THETA, GAMMA_PHI, ETA_PHI = 1e-5, 1e-5, 1e-4  # Ipopt's filter margins and Armijo constant
+THETA_MIN = 1e-8  # infeasibility below which a step must decrease phi (switching condition)
+SUSPECT_ITERATIONS = 5  # consecutive iterations of diverging multipliers before INFEASIBLE
+_DEBUG = bool(os.environ.get("GRIDLEARN_IPM_DEBUG"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +83,7 @@ class IPMState:
     error: Tensor  # (B,) last scaled optimality error
     primal: Tensor  # (B,) last |(c, h + s)|_inf
     delta_last: Tensor  # (B,) last Hessian regularisation
+    suspect: Tensor  # (B,) consecutive iterations with diverging multipliers
 
 
 def _jt(st: Structure, ev: Evaluation, lam: Tensor, mu: Tensor) -> Tensor:
@@ -138,7 +146,9 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
         y_max = torch.maximum(lam.abs().amax(-1), mu.abs().amax(-1))
         g_max = ev.grad_f.abs().amax(-1).clamp_min(1.0)
         diverged = (y_max > opts.infeasible_multiplier * g_max) & (primal > 1e2 * tol)
-        status = torch.where(diverged & (status == RUNNING), Status.INFEASIBLE.code, status)
+        state.suspect[act] = torch.where(diverged, state.suspect[act] + 1, torch.zeros_like(state.suspect[act]))
+        infeasible = state.suspect[act] >= SUSPECT_ITERATIONS
+        status = torch.where(infeasible & (status == RUNNING), Status.INFEASIBLE.code, status)
         over = (state.iters[act] >= opts.max_iter) & (status == RUNNING)
         status = torch.where(over, Status.MAX_STEPS.code, status)
         state.status[act] = status
@@ -175,9 +185,17 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
         a_p = torch.where(ok, a_p, torch.zeros_like(a_p))
         a_d = torch.where(ok, a_d, torch.zeros_like(a_d))
         state.x[act] = x + a_p[:, None] * dx
-        state.s[act] = s + a_p[:, None] * ds
-        state.lam[act] = lam + a_d[:, None] * dlam
-        state.mu[act] = mu + a_d[:, None] * dmu
+        s_new = s + a_p[:, None] * ds
+        state.s[act] = s_new
+        state.lam[act] = lam + a_p[:, None] * dlam  # Ipopt: equality multipliers take the primal step
+        # Ipopt's safeguard (kappa_sigma = 1e10): keep each mu within a factor of gamma / s.
+        mu_new = mu + a_d[:, None] * dmu
+        g_s = gamma[:, None] / s_new
+        state.mu[act] = torch.maximum(torch.minimum(mu_new, KAPPA_SIGMA * g_s), g_s / KAPPA_SIGMA)
+        if _DEBUG:
+            print(f"it {int(state.iters[act][0])} err {float(err0[0]):.2e} pr {float(primal[0]):.2e} "
+                  f"du {float(dual[0]):.2e} g {float(gamma[0]):.1e} ap {float(a_p[0]):.2e} ad {float(a_d[0]):.2e} "
+                  f"dw {float(fac.delta_w[0]):.1e} y {float(y_max[0]):.1e}")
         state.gamma[act] = gamma
         state.iters[act] += 1
         bad = torch.nonzero(~ok).squeeze(-1)
@@ -209,13 +227,18 @@ def newton_step(st, pat, sub, ev, s, lam, mu, gamma, lx, s_f, s_c, s_h, delta_la
 
 
 def _line_search(st, sub, ev, x, s, lam, mu, gamma, dx, ds, alpha, s_f, s_c, s_h, opts):
-    """Backtracking on the l1 merit (module docstring); returns the accepted primal step per scenario."""
-    nu = torch.maximum(lam.abs().amax(-1), mu.abs().amax(-1)) * 1.1 + 1.0
-    phi0 = _merit(ev, s, gamma, nu)
-    # Directional derivative of phi along (dx, ds): grad f dx - gamma sum ds/s - nu |(c, h+s)|_1 (Newton
-    # makes the linearised constraints vanish).
-    slope = ((ev.grad_f * dx).sum(-1) - gamma * (ds / s).sum(-1) - nu * (ev.c.abs().sum(-1) + (ev.h + s).abs().sum(-1)))
-    slope = torch.clamp(slope, max=0.0)
+    """Backtracking with Ipopt's filter acceptance against the current iterate (module docstring).
+
+    A trial point is accepted when it reduces the infeasibility ``theta = |(c, h + s)|_1`` or the
+    barrier objective ``phi = f - gamma sum log s`` by a margin (Wächter & Biegler 2006, eq. 18),
+    and must satisfy Armijo on phi once the iterate is feasible (their switching condition);
+    ``theta`` may never exceed ``1e4 max(1, theta)``. Returns the accepted primal step per scenario.
+    """
+    theta0 = ev.c.abs().sum(-1) + (ev.h + s).abs().sum(-1)
+    phi0 = ev.f - gamma * torch.log(s).sum(-1)
+    slope = (ev.grad_f * dx).sum(-1) - gamma * (ds / s).sum(-1)
+    switching = (slope < 0) & (theta0 <= THETA_MIN)
+    theta_max = 1e4 * torch.clamp(theta0, min=1.0)
     pending = torch.ones_like(alpha, dtype=torch.bool)
     a = alpha.clone()
     for _ in range(opts.max_backtrack):
@@ -227,8 +250,13 @@ def _line_search(st, sub, ev, x, s, lam, mu, gamma, dx, ds, alpha, s_f, s_c, s_h
         xt = x[idx] + ai[:, None] * dx[idx]
         s_t = s[idx] + ai[:, None] * ds[idx]
         evt = evaluate(st, sub_i, xt, s_f[idx], s_c[idx], s_h[idx])
-        phi = _merit(evt, s_t, gamma[idx], nu[idx])
-        accept = torch.isfinite(phi) & (phi <= phi0[idx] + 1e-4 * ai * slope[idx] + 1e-12 * phi0[idx].abs())
+        theta = evt.c.abs().sum(-1) + (evt.h + s_t).abs().sum(-1)
+        phi = evt.f - gamma[idx] * torch.log(s_t).sum(-1)
+        th0, ph0 = theta0[idx], phi0[idx]
+        filt = (theta <= (1 - GAMMA_THETA) * th0) | (phi <= ph0 - GAMMA_PHI * th0)
+        armijo = phi <= ph0 + ETA_PHI * ai * slope[idx] + 1e-14 * ph0.abs()
+        accept = torch.where(switching[idx], armijo, filt) & (theta <= theta_max[idx])
+        accept = accept & torch.isfinite(phi) & torch.isfinite(theta)
         pending[idx] = ~accept
         a[idx] = torch.where(accept, ai, 0.5 * ai)
     # Not accepted within max_backtrack halvings: take the fraction-to-boundary step (escape).

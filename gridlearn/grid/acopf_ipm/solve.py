@@ -126,20 +126,22 @@ def _solve_chunk(st, pat, sc, x0, warm, opts, idx) -> _Chunk:
                    torch.ones(bsz, st.n_ineq, dtype=x0.dtype, device=x0.device))
     s_f, s_c, s_h = gradient_scaling(st, ev0, bsz)
     h0 = ev0.h * s_h
-    if warm is None:
-        push, g0 = opts.bound_push, opts.mu_init
-        s = torch.clamp(-h0, min=push)
-        lam = torch.zeros(bsz, st.n_eq, dtype=x0.dtype, device=x0.device)
-        mu = g0 / s
-    else:
-        push, g0 = opts.warm_bound_push, opts.warm_mu_init
-        s = torch.clamp(torch.maximum(-h0, warm["slack"][idx] * s_h), min=push)
-        lam = warm["lam"][idx] * s_f[:, None] / s_c
-        mu = torch.clamp(warm["mu"][idx] * s_f[:, None] / s_h, min=push)
-    state = IPMState(x=x0.clone(), s=s, lam=lam, mu=mu, gamma=torch.full_like(one, g0),
+    s = torch.clamp(-h0, min=opts.bound_push)
+    lam = torch.zeros(bsz, st.n_eq, dtype=x0.dtype, device=x0.device)
+    mu = opts.mu_init / s
+    gamma = torch.full_like(one, opts.mu_init)
+    if warm is not None:  # Ipopt's warm start: previous slacks and multipliers, pushed off zero, small gamma
+        ok = warm["converged"][idx].to(x0.device)[:, None]
+        push = opts.warm_bound_push
+        s = torch.where(ok, torch.clamp(torch.maximum(-h0, warm["slack"][idx] * s_h), min=push), s)
+        lam = torch.where(ok, warm["lam"][idx] * s_f[:, None] / s_c, lam)
+        mu = torch.where(ok, torch.clamp(warm["mu"][idx] * s_f[:, None] / s_h, min=push), mu)
+        gamma = torch.where(ok[:, 0], torch.full_like(one, opts.warm_mu_init), gamma)
+    state = IPMState(x=x0.clone(), s=s, lam=lam, mu=mu, gamma=gamma,
                      status=torch.full((bsz,), RUNNING, dtype=torch.long, device=x0.device),
                      iters=torch.zeros(bsz, dtype=torch.long, device=x0.device), error=torch.zeros_like(one),
-                     primal=torch.zeros_like(one), delta_last=torch.zeros_like(one))
+                     primal=torch.zeros_like(one), delta_last=torch.zeros_like(one),
+                     suspect=torch.zeros(bsz, dtype=torch.long, device=x0.device))
     state = iterate(st, pat, sc, (s_f, s_c, s_h), state, opts)
     return _Chunk(idx, sc, (s_f, s_c, s_h), state)
 
@@ -189,10 +191,10 @@ class _Solver:
     def run(self):
         st, opts = self.st, self.opts
         sc_all = self.scenarios(self.thetas)
-        if self.warm is not None:
-            x0 = _push(st, self.warm["x"].to(self.device, self.dtype), opts.warm_bound_push)
-        else:
-            x0 = _start(st, self.d, self.network, self.batch, self.device, self.dtype, opts.bound_push)
+        x0 = _start(st, self.d, self.network, self.batch, self.device, self.dtype, opts.bound_push)
+        if self.warm is not None:  # scenarios whose previous solve failed start cold
+            ok = self.warm["converged"].to(self.device)
+            x0 = torch.where(ok[:, None], _push(st, self.warm["x"].to(self.device, self.dtype), opts.warm_bound_push), x0)
         x = torch.full((self.batch, st.n), float("nan"), dtype=self.dtype, device=self.device)
         lam = torch.full((self.batch, st.n_eq), float("nan"), dtype=self.dtype, device=self.device)
         for lo in range(0, self.batch, opts.chunk):
@@ -338,7 +340,7 @@ def _pack(solver: _Solver, x: Tensor, lam: Tensor, thetas, elapsed: float) -> Ba
         parts["dual"].append(du), parts["primal"].append(pr), parts["complementarity"].append(co)
     residuals = {"error": torch.cat(err), **{k: torch.cat(v) for k, v in parts.items()}}
     warm = {"x": torch.cat([ch.state.x for ch in solver.chunks]).detach(), "lam": lam_ipopt.detach(),
-            "mu": mu_u, "slack": (state_s / s_h).detach()}
+            "mu": mu_u, "slack": (state_s / s_h).detach(), "converged": conv.detach()}
     iters = torch.cat([ch.state.iters for ch in solver.chunks])
     return BatchedACOPFResult(
         convention=solver.conv.name, status=[Status.from_code(int(c)) for c in status_code.tolist()],
