@@ -61,3 +61,26 @@ def test_matches_the_ipopt_layer_and_finite_differences(case9):
         f_dn = loss(*outputs(case9, dn[0], cost_c2_usd_per_mw2h=dn[1], r_pu=dn[2])[:3])
         fd = (f_up - f_dn).item() / (2 * h)
         assert abs(ours[which][row, col].item() - fd) <= 1e-5 * abs(fd) + 1e-7
+
+
+def test_acopf_layer_torch_backend_matches_the_ipopt_backend(case9):
+    pd = (case9.bus.pd_mw * torch.tensor([[1.0], [0.95]], dtype=torch.float64)).requires_grad_()
+    ref = ACOPFLayer(case9)(pd)
+    layer = ACOPFLayer(case9, backend="torch")
+    out = layer(pd)
+    for a, b in zip(out, ref):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-4)
+    (g_ref,) = torch.autograd.grad(ref.pg_mw[:, 1].sum() + ref.objective_usd_per_h.sum(), pd)
+    (g,) = torch.autograd.grad(out.pg_mw[:, 1].sum() + out.objective_usd_per_h.sum(), pd)
+    assert torch.allclose(g, g_ref, rtol=1e-5, atol=1e-6)
+    sol = layer.solve(pd.detach() * 1.01, warm_start=layer.solve(pd.detach()).extras["results"])
+    assert (sol.status_code == 0).all()
+
+
+def test_acopf_layer_torch_backend_raises_naming_the_failed_sample(case9):
+    from gridlearn.errors import InfeasibleError
+
+    pd = case9.bus.pd_mw.repeat(2, 1)
+    pd[1] *= 3.0
+    with pytest.raises(InfeasibleError, match="#1"):
+        ACOPFLayer(case9, backend="torch")(pd)
