@@ -220,7 +220,8 @@ class ACOPFLayer(torch.nn.Module):
                               f"(a BatchedACOPFResult), got {type(warm_start).__name__}")
         params = {n: t for n, t in zip(THETA_FIELDS, thetas)}
         res = solve_acopf_batched(self.network, params.pop("pd_mw"), params.pop("qd_mvar"),
-                                  convention=self.convention, options=self.ipm_options, warm_start=warm_start, **params)
+                                  convention=self.convention, options=self.ipm_options, warm_start=warm_start,
+                                  strict_gradients=True, **params)
         like = thetas[0]
         out = ACOPFOutput(*(t.to(like.dtype) for t in (res.pg_mw, res.qg_mvar, res.vm_pu, res.va_rad,
                                                         res.lmp_usd_per_mwh, res.objective)))

@@ -84,3 +84,21 @@ def test_acopf_layer_torch_backend_raises_naming_the_failed_sample(case9):
     pd[1] *= 3.0
     with pytest.raises(InfeasibleError, match="#1"):
         ACOPFLayer(case9, backend="torch")(pd)
+
+
+def test_weakly_active_bound_gives_no_gradient(case9):
+    from gridlearn.errors import SolverFailure
+
+    base = solve_acopf_batched(case9, case9.bus.pd_mw[None], options=OPTS)
+    assert not base.weakly_active.any()
+    pmax = case9.gen.pmax_mw.clone()
+    pmax[1] = base.pg_mw[0, 1].detach()  # the bound sits exactly at the unconstrained optimum
+    net = case9.with_(pmax_mw=pmax)
+    pd = case9.bus.pd_mw[None].clone().requires_grad_()
+    res = solve_acopf_batched(net, pd, options=OPTS)
+    assert res.status[0].name == "CONVERGED" and bool(res.weakly_active[0])
+    (g,) = torch.autograd.grad(res.pg_mw.sum(), pd)
+    assert torch.isnan(g).all()
+    strict = solve_acopf_batched(net, pd, options=OPTS, strict_gradients=True)
+    with pytest.raises(SolverFailure, match="weakly active"):
+        torch.autograd.grad(strict.pg_mw.sum(), pd)

@@ -12,7 +12,9 @@ cotangent v: ``K w = v``, ``grad_theta = -w^T dF/dtheta``, the latter by torch a
 through `ACPolar`'s values at theta (loads, costs, branch parameters). At a strictly
 complementary solution and gamma ~ tol this is the active-set sensitivity the Ipopt layer
 computes (`acopf_kkt`), to O(gamma). A scenario that did not converge has NaN outputs and NaN
-gradients (a parameter shared across the batch gets NaN if any scenario failed).
+gradients (a parameter shared across the batch gets NaN if any scenario failed); so has a
+converged one with a weakly active constraint (the Ipopt layer's test, `_weakly_active`),
+where the solution map has no derivative (``strict_gradients=True``: `SolverFailure`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gridlearn.errors import ConfigError, DataError
+from gridlearn.errors import ConfigError, DataError, SolverFailure
 from gridlearn.grid.acopf import default_start
 from gridlearn.grid.acopf_ipm.ipm import RUNNING, IPMOptions, IPMState, iterate, optimality
 from gridlearn.grid.acopf_ipm.kkt import KKTPattern, assemble, factor_with_inertia_correction, kkt_pattern
@@ -67,6 +69,7 @@ class BatchedACOPFResult:
     duals: dict = field(repr=False)
     residuals: dict = field(repr=False)
     iterations: Tensor = field(repr=False, default=None)
+    weakly_active: Tensor = field(repr=False, default=None)  # (B,) bool: no derivative there (NaN gradient)
     solve_time_s: float = 0.0
     warm: dict = field(repr=False, default_factory=dict)
 
@@ -88,6 +91,7 @@ class _Chunk:
     scales: tuple
     state: IPMState
     fac: Any = None
+    weak: Any = None  # (B,) bool: a constraint is weakly active at the solution (no derivative there)
 
 
 def _check(network) -> None:
@@ -159,6 +163,25 @@ def _final_factorisation(st: Structure, pat: KKTPattern, ch: _Chunk):
     return fac, ev, sigma
 
 
+#: As `acopf_kkt.SEPARATION` / `ACTIVE_TOL`: a constraint whose per-unit slack and multiplier
+#: (divided by the objective gradient's size) are within this factor, or both below the
+#: floor, is weakly active: strict complementarity fails and the solution map has no derivative.
+SEPARATION = 10.0
+ACTIVE_TOL = 1e-9
+
+
+def _weakly_active(st: Structure, ch: _Chunk) -> Tensor:
+    """(B,) whether any inequality of a scenario is weakly active, by the Ipopt layer's test (unscaled)."""
+    s_f, s_c, s_h = ch.scales
+    ev = evaluate(st, ch.sc, ch.state.x, s_f, s_c, s_h)
+    g_scale = (ev.grad_f / s_f[:, None]).abs().amax(-1).clamp_min(1e-12)
+    slack = ch.state.s / s_h
+    mult = ch.state.mu * s_h / s_f[:, None] / g_scale[:, None]
+    hi, lo = torch.maximum(slack, mult), torch.minimum(slack, mult)
+    weak = (hi < SEPARATION * lo) | (hi < ACTIVE_TOL)
+    return weak.any(-1) if st.n_ineq else torch.zeros_like(s_f, dtype=torch.bool)
+
+
 class _IPMFunction(torch.autograd.Function):
     """(x, lam_scaled) of every scenario (NaN where not converged) as a function of theta."""
 
@@ -203,6 +226,7 @@ class _Solver:
             ch = _solve_chunk(st, self.pat, sc, x0[idx], self.warm, opts, idx)
             conv = ch.state.status == Status.CONVERGED.code
             ch.fac = _final_factorisation(st, self.pat, ch) if self.needs_grad else None
+            ch.weak = _weakly_active(st, ch) & conv
             self.chunks.append(ch)
             x[idx] = torch.where(conv[:, None], ch.state.x, x[idx])
             lam[idx] = torch.where(conv[:, None], ch.state.lam, lam[idx])
@@ -215,11 +239,20 @@ class _Solver:
             leaves = [t.detach().requires_grad_(n) for t, n in zip(thetas, need)]
             sc_all = self.scenarios(leaves)
             total = None
+            nograd = torch.ones(self.batch, dtype=torch.bool, device=self.device)
             for ch in self.chunks:
                 fac, ev, sigma = ch.fac
                 stt = ch.state
                 conv = stt.status == Status.CONVERGED.code
                 v = torch.cat([g_x[ch.idx], g_lam[ch.idx]], 1)
+                weak = ch.weak & (v.abs().amax(-1) > 0)
+                if self.strict and bool(weak.any()):
+                    bad = ch.idx[weak].tolist()
+                    raise SolverFailure(f"AC-OPF samples {bad}: a constraint is weakly active at the solution (slack "
+                                        "and multiplier both ~0): strict complementarity fails, so the solution is "
+                                        "not differentiable there", indices=bad, statuses=[Status.NUMERICAL] * len(bad))
+                conv = conv & ~weak
+                nograd[ch.idx] = ~conv
                 v = torch.where(conv[:, None], v, torch.zeros_like(v))
                 w = fac.solve(v)
                 w = torch.where(conv[:, None] & torch.isfinite(w), w, torch.zeros_like(w))
@@ -236,9 +269,7 @@ class _Solver:
             params = [lf for lf, n in zip(leaves, need) if n]
             grads = torch.autograd.grad(-total, params, allow_unused=True) if params else []
         out, it = [], iter(grads)
-        failed = torch.ones(self.batch, dtype=torch.bool, device=self.device)
-        for ch in self.chunks:
-            failed[ch.idx] = ch.state.status != Status.CONVERGED.code
+        failed = nograd
         for t, n in zip(thetas, need):
             if not n:
                 out.append(None)
@@ -257,7 +288,7 @@ class _Solver:
 def solve_acopf_batched(network, pd_mw: Tensor | None = None, qd_mvar: Tensor | None = None, *,
                         convention: str | Convention = "matpower", options: IPMOptions | None = None,
                         warm_start: BatchedACOPFResult | None = None, batch: int | None = None,
-                        **params: Tensor) -> BatchedACOPFResult:
+                        strict_gradients: bool = False, **params: Tensor) -> BatchedACOPFResult:
     """Solve the AC-OPF of ``network`` for B scenarios at once with the torch interior point.
 
     Args:
@@ -267,6 +298,8 @@ def solve_acopf_batched(network, pd_mw: Tensor | None = None, qd_mvar: Tensor | 
         options: `IPMOptions`.
         warm_start: a previous `BatchedACOPFResult` of the same network and batch size.
         batch: B when no per-scenario tensor gives it.
+        strict_gradients: the backward raises `SolverFailure` for a scenario with a weakly
+            active constraint (``result.weakly_active``) instead of giving it NaN gradients.
         **params: ``cost_c2_usd_per_mw2h``, ``cost_c1_usd_per_mwh``, ``cost_c0_usd_per_h``
             ((n_gen,) or (B, n_gen)), ``r_pu``, ``x_pu``, ``g_pu``, ``b_pu`` ((n_branch,) or (B, n_branch)).
 
@@ -307,6 +340,7 @@ def solve_acopf_batched(network, pd_mw: Tensor | None = None, qd_mvar: Tensor | 
     solver = _Solver(network, d, conv, st, pat, names, batch, device, dtype, opts, warm)
     solver.thetas = tuple(t.detach() for t in thetas)
     solver.needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in thetas)
+    solver.strict = strict_gradients
     x, lam = _IPMFunction.apply(solver, *thetas)
     return _pack(solver, x, lam, thetas, time.perf_counter() - t0)
 
@@ -347,7 +381,8 @@ def _pack(solver: _Solver, x: Tensor, lam: Tensor, thetas, elapsed: float) -> Ba
         objective=objective, pg_mw=pg * base, qg_mvar=qg * base, vm_pu=vm, va_rad=va,
         p_from_mw=pf * base, q_from_mvar=qf * base, p_to_mw=pt * base, q_to_mvar=qt * base,
         lmp_usd_per_mwh=-lam_ipopt[:, :nb] / base, lmp_q_usd_per_mvarh=-lam_ipopt[:, nb:] / base,
-        duals=duals, residuals=residuals, iterations=iters, solve_time_s=elapsed, warm=warm)
+        duals=duals, residuals=residuals, iterations=iters, solve_time_s=elapsed, warm=warm,
+        weakly_active=torch.cat([ch.weak for ch in solver.chunks]))
 
 
 def _named_duals(st: Structure, d, lam_ipopt: Tensor, mu_u: Tensor) -> dict[str, Tensor]:
