@@ -28,14 +28,13 @@ after ``max_iter``; NUMERICAL when the inertia cannot be corrected or the iterat
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from gridlearn.errors import ConfigError
-from gridlearn.grid.acopf_ipm.kkt import Factorisation, KKTPattern, assemble, factor_with_inertia_correction
+from gridlearn.grid.acopf_ipm.kkt import KKTPattern, assemble, factor_with_inertia_correction
 from gridlearn.grid.acopf_ipm.problem import (Evaluation, Scenarios, Structure, evaluate, lagrangian_hessian,
                                               objective_hessian_diagonal, scatter_cols)
 from gridlearn.implicit.solution import Status
@@ -45,7 +44,6 @@ KAPPA_SIGMA = 1e10
 GAMMA_THETA, GAMMA_PHI, ETA_PHI = 1e-5, 1e-5, 1e-4  # Ipopt's filter margins and Armijo constant
 THETA_MIN = 1e-8  # infeasibility below which a step must decrease phi (switching condition)
 SUSPECT_ITERATIONS = 5  # consecutive iterations of diverging multipliers before INFEASIBLE
-_DEBUG = bool(os.environ.get("GRIDLEARN_IPM_DEBUG"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,10 +108,6 @@ def optimality(st: Structure, ev: Evaluation, s: Tensor, lam: Tensor, mu: Tensor
     g = gamma if isinstance(gamma, Tensor) else torch.full_like(dual, gamma)
     comp = (s * mu - g[:, None]).abs().amax(-1) if st.n_ineq else 0 * dual
     return torch.maximum(torch.maximum(dual / s_d, primal), comp / s_c), dual, primal, comp, lx
-
-
-def _merit(ev: Evaluation, s: Tensor, gamma: Tensor, nu: Tensor) -> Tensor:
-    return ev.f - gamma * torch.log(s).sum(-1) + nu * (ev.c.abs().sum(-1) + (ev.h + s).abs().sum(-1))
 
 
 def _fraction_to_boundary(v: Tensor, dv: Tensor, tau: Tensor) -> Tensor:
@@ -192,10 +186,6 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
         mu_new = mu + a_d[:, None] * dmu
         g_s = gamma[:, None] / s_new
         state.mu[act] = torch.maximum(torch.minimum(mu_new, KAPPA_SIGMA * g_s), g_s / KAPPA_SIGMA)
-        if _DEBUG:
-            print(f"it {int(state.iters[act][0])} err {float(err0[0]):.2e} pr {float(primal[0]):.2e} "
-                  f"du {float(dual[0]):.2e} g {float(gamma[0]):.1e} ap {float(a_p[0]):.2e} ad {float(a_d[0]):.2e} "
-                  f"dw {float(fac.delta_w[0]):.1e} y {float(y_max[0]):.1e}")
         state.gamma[act] = gamma
         state.iters[act] += 1
         bad = torch.nonzero(~ok).squeeze(-1)

@@ -19,7 +19,6 @@ where the solution map has no derivative (``strict_gradients=True``: `SolverFail
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +29,7 @@ from torch import Tensor
 
 from gridlearn.errors import ConfigError, DataError, SolverFailure
 from gridlearn.grid.acopf import default_start
-from gridlearn.grid.acopf_ipm.ipm import RUNNING, IPMOptions, IPMState, iterate, optimality
+from gridlearn.grid.acopf_ipm.ipm import RUNNING, IPMOptions, IPMState, _jh_dot, _jt, iterate, optimality
 from gridlearn.grid.acopf_ipm.kkt import KKTPattern, assemble, factor_with_inertia_correction, kkt_pattern
 from gridlearn.grid.acopf_ipm.problem import (Scenarios, Structure, build_structure, evaluate, gradient_scaling,
                                               lagrangian_hessian, objective_hessian_diagonal, scenarios_from, to_z)
@@ -260,8 +259,6 @@ class _Solver:
                 s_f, s_c, s_h = ch.scales
                 sc = sc_all.take(ch.idx)
                 evt = evaluate(st, sc, stt.x, s_f, s_c, s_h)
-                from gridlearn.grid.acopf_ipm.ipm import _jh_dot, _jt
-
                 lx = evt.grad_f + _jt(st, evt, stt.lam, stt.mu)
                 jw = _jh_dot(st, ev, w_x).detach()
                 s_val = (w_x * lx).sum() + (jw * sigma * evt.h).sum() + (w_lam * evt.c).sum()
