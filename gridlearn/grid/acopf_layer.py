@@ -17,6 +17,12 @@ an acceptable-level stop is *not* treated as converged (it maps to NUMERICAL and
 sample fails loudly, after one cold restart when it had been warm-started), because the
 point's KKT residual is then only known to be below Ipopt's ``acceptable_tol`` (1e-6),
 too coarse for the active-set test and the implicit gradient.
+
+``backend="torch"``: the forward is one batched torch interior point over all samples
+(`acopf_ipm.solve_acopf_batched`) and the backward its implicit-function VJP on the final
+KKT factorisation; ``backend="ipopt"`` (default) stays the reference. Same outputs and
+failure behaviour (`SolverFailure`/`InfeasibleError` naming the samples); its warm start is
+the previous call's ``solution.extras["results"]`` (one `BatchedACOPFResult`).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from gridlearn.grid.acopf import ACOPFResult, solve_acopf_nlp
 from gridlearn.grid.checks import check_costs
 from gridlearn.grid.acopf_kkt import (ACTIVE_TOL, BRANCH_FIELDS, THETA_FIELDS, KKTSystem, active_set, bus_gen_envelope,
                                       bus_gen_vjp, kkt_matrix, solve_kkt)
+from gridlearn.grid.acopf_ipm import BatchedACOPFResult, IPMOptions, solve_acopf_batched
 from gridlearn.grid.acopf_nlp import ACOPFNLP
 from gridlearn.grid.formulations import get_convention
 from gridlearn.implicit.solution import Solution, Status
@@ -73,6 +80,9 @@ class ACOPFLayer(torch.nn.Module):
             constraint whose two are within a factor 10 of each other, or both below
             ``active_tol``, is weakly active and its sample raises `SolverFailure` in
             backward (no gradient exists there).
+        backend: ``"ipopt"`` (default, the reference: one Ipopt solve per sample, sparse KKT
+            backward per sample) or ``"torch"`` (all samples in one batched torch interior point,
+            `acopf_ipm`; ``ipm_options`` are its `IPMOptions`).
 
     ``forward(pd_mw, qd_mvar=None, **params)``: ``pd_mw``/``qd_mvar`` are ``(batch, n_bus)``;
     ``params`` are any of ``cost_c2_usd_per_mw2h, cost_c1_usd_per_mwh, cost_c0_usd_per_h``
@@ -84,8 +94,13 @@ class ACOPFLayer(torch.nn.Module):
     """
 
     def __init__(self, network, convention: str = "matpower", ipopt_options: dict[str, Any] | None = None,
-                 active_tol: float = ACTIVE_TOL, warm_ipopt_options: dict[str, Any] | None = None):
+                 active_tol: float = ACTIVE_TOL, warm_ipopt_options: dict[str, Any] | None = None,
+                 backend: str = "ipopt", ipm_options: IPMOptions | None = None):
         super().__init__()
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
+        self.ipm_options = ipm_options or IPMOptions()
         # The KKT backward has no epigraph or reactive-cost terms: refuse such costs (ConfigError).
         if getattr(network, "pwl_cost", None) is not None or getattr(network, "reactive_cost", None) is not None:
             check_costs(network, convex=True)  # raises the ConfigError that names them
@@ -170,7 +185,10 @@ class ACOPFLayer(torch.nn.Module):
         the next call's ``warm_start``.
         """
         with torch.no_grad():
-            return self.solve_batch(self._thetas(pd_mw, qd_mvar, params), warm_start)[0]
+            thetas = self._thetas(pd_mw, qd_mvar, params)
+            if self.backend == "torch":
+                return self._torch_solve(thetas, warm_start)[1]
+            return self.solve_batch(thetas, warm_start)[0]
 
     def forward(self, pd_mw: Tensor, qd_mvar: Tensor | None = None, *, cost_c2_usd_per_mw2h: Tensor | None = None,
                 cost_c1_usd_per_mwh: Tensor | None = None, cost_c0_usd_per_h: Tensor | None = None,
@@ -189,9 +207,34 @@ class ACOPFLayer(torch.nn.Module):
         call's ``warm_start`` (what `gridlearn.inverse.recover` does between outer iterations).
         """
         thetas = self._thetas(pd_mw, qd_mvar, params)
+        if self.backend == "torch":
+            out, sol = self._torch_solve(thetas, warm_start)
+            sol.raise_on_failure(f"AC-OPF ({self.convention.name} convention, torch interior point)")
+            return out, sol
         box: list[Solution] = []
         out = ACOPFOutput(*_ACOPFFunction.apply(self, warm_start, box, *thetas))
         return out, box[0]
+
+
+    def _torch_solve(self, thetas: list[Tensor], warm_start) -> tuple[ACOPFOutput, Solution]:
+        """All samples in one `solve_acopf_batched` (differentiable); never raises on a sample's failure."""
+        if warm_start is not None and not isinstance(warm_start, BatchedACOPFResult):
+            raise ConfigError("backend='torch' warm-starts from the previous call's solution.extras['results'] "
+                              f"(a BatchedACOPFResult), got {type(warm_start).__name__}")
+        params = {n: t for n, t in zip(THETA_FIELDS, thetas)}
+        res = solve_acopf_batched(self.network, params.pop("pd_mw"), params.pop("qd_mvar"),
+                                  convention=self.convention, options=self.ipm_options, warm_start=warm_start,
+                                  strict_gradients=True, **params)
+        like = thetas[0]
+        out = ACOPFOutput(*(t.to(like.dtype) for t in (res.pg_mw, res.qg_mvar, res.vm_pu, res.va_rad,
+                                                        res.lmp_usd_per_mwh, res.objective)))
+        sol = Solution(value=out, status_code=torch.tensor([s.code for s in res.status], dtype=torch.long),
+                       residual=res.residuals["error"].detach().cpu(), steps=res.iterations.detach().cpu(),
+                       extras={"results": res})
+        return out, sol
+
+
+BACKENDS = ("ipopt", "torch")
 
 
 def _stack(results: list[ACOPFResult | None], network, like: Tensor) -> ACOPFOutput:

@@ -1,0 +1,413 @@
+"""`solve_acopf_batched`: B scenarios of one network's AC-OPF in one torch interior point, differentiable.
+
+Forward: `ipm.iterate` in chunks of `IPMOptions.chunk` scenarios. Backward (`_IPMFunction`):
+the implicit function theorem on the condensed KKT conditions at the solution,
+
+    F(x, lam; theta) = [ grad L + Jh^T diag(mu/s) h ;  c ] = 0,   K = dF/d(x, lam)  (`kkt` at the solution)
+
+(the slack and complementarity rows ``h + s = 0``, ``s mu = gamma`` eliminated exactly as in
+the Newton step, so K is the matrix the iteration factorises, with no regularisation; it is
+factorised once at the final iterate and that factorisation serves every backward). For a
+cotangent v: ``K w = v``, ``grad_theta = -w^T dF/dtheta``, the latter by torch autograd
+through `ACPolar`'s values at theta (loads, costs, branch parameters). At a strictly
+complementary solution and gamma ~ tol this is the active-set sensitivity the Ipopt layer
+computes (`acopf_kkt`), to O(gamma). A scenario that did not converge has NaN outputs and NaN
+gradients (a parameter shared across the batch gets NaN if any scenario failed); so has a
+converged one with a weakly active constraint (the Ipopt layer's test, `_weakly_active`),
+where the solution map has no derivative (``strict_gradients=True``: `SolverFailure`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gridlearn.errors import ConfigError, DataError, SolverFailure
+from gridlearn.grid.acopf import default_start
+from gridlearn.grid.acopf_ipm.ipm import RUNNING, IPMOptions, IPMState, _jh_dot, _jt, iterate, optimality
+from gridlearn.grid.acopf_ipm.kkt import KKTPattern, assemble, factor_with_inertia_correction, kkt_pattern
+from gridlearn.grid.acopf_ipm.problem import (Scenarios, Structure, build_structure, evaluate, gradient_scaling,
+                                              lagrangian_hessian, objective_hessian_diagonal, scenarios_from, to_z)
+from gridlearn.grid.acopf_model import acopf_arrays, polar_formulation
+from gridlearn.grid.checks import check_costs, check_finite
+from gridlearn.grid.formulations import Convention, get_convention
+from gridlearn.implicit.solution import Status
+
+THETA_NAMES = ("pd_mw", "qd_mvar", "cost_c2_usd_per_mw2h", "cost_c1_usd_per_mwh", "cost_c0_usd_per_h",
+               "r_pu", "x_pu", "g_pu", "b_pu")
+
+
+@dataclass(frozen=True)
+class BatchedACOPFResult:
+    """B solved AC-OPFs: the fields of `ACOPFResult`, each with the batch first (NaN where not converged).
+
+    ``status``: one `Status` per scenario; ``duals``: Ipopt's sign convention (`acopf` module
+    docstring): ``p_balance``, ``q_balance`` (B, n_bus), ``flow_f``/``flow_t``/``angle``
+    (B, n_branch), ``{vm,pg,qg}_lower/_upper``; ``residuals``: the scaled optimality error and its
+    parts (B,); ``warm``: what a later call's ``warm_start`` needs.
+    """
+
+    convention: str
+    status: list
+    objective: Tensor  # (B,) $/h
+    pg_mw: Tensor
+    qg_mvar: Tensor
+    vm_pu: Tensor
+    va_rad: Tensor
+    p_from_mw: Tensor
+    q_from_mvar: Tensor
+    p_to_mw: Tensor
+    q_to_mvar: Tensor
+    lmp_usd_per_mwh: Tensor
+    lmp_q_usd_per_mvarh: Tensor
+    duals: dict = field(repr=False)
+    residuals: dict = field(repr=False)
+    iterations: Tensor = field(repr=False, default=None)
+    weakly_active: Tensor = field(repr=False, default=None)  # (B,) bool: no derivative there (NaN gradient)
+    solve_time_s: float = 0.0
+    warm: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def cost_usd_per_h(self) -> Tensor:
+        return self.objective
+
+    @property
+    def converged(self) -> Tensor:
+        return torch.tensor([s is Status.CONVERGED for s in self.status])
+
+
+@dataclass
+class _Chunk:
+    """One chunk's solve: its scenarios, scales, final state and the factorisation at the solution."""
+
+    idx: Tensor
+    sc: Scenarios
+    scales: tuple
+    state: IPMState
+    fac: Any = None
+    weak: Any = None  # (B,) bool: a constraint is weakly active at the solution (no derivative there)
+
+
+def _check(network) -> None:
+    if getattr(network, "pwl_cost", None) is not None or getattr(network, "reactive_cost", None) is not None:
+        raise ConfigError("the torch interior point handles polynomial active-power costs only (degree <= 2); this "
+                          "network has piecewise-linear or reactive costs: use solve_acopf(backend='direct')")
+    check_costs(network, convex=True)
+    for name in ("pd_mw", "qd_mvar", "gs_mw", "bs_mvar"):
+        check_finite(f"bus.{name}", getattr(network.bus, name), network.bus.labels)
+
+
+def _start(st: Structure, d, network, batch: int, device, dtype, push: float) -> Tensor:
+    """The case's start (as `solve_acopf`'s default), pushed ``push`` inside the bounds (Ipopt bound_push)."""
+    s0 = default_start(d, network)
+    z0 = torch.as_tensor(np.concatenate([s0["va"], s0["vm"], s0["pg"], s0["qg"]]), dtype=dtype, device=device)
+    return _push(st, z0[st.free].expand(batch, st.n).clone(), push)
+
+
+def _push(st: Structure, x: Tensor, push: float) -> Tensor:
+    lo_rows = st.bound_sign < 0
+    cols, val = st.bound_cols, st.bound_value
+    lo = torch.full((st.n,), -float("inf"), dtype=x.dtype, device=x.device).index_copy(0, cols[lo_rows], val[lo_rows])
+    hi = torch.full((st.n,), float("inf"), dtype=x.dtype, device=x.device).index_copy(0, cols[~lo_rows], val[~lo_rows])
+    width = torch.where(torch.isfinite(hi - lo), hi - lo, torch.full_like(lo, float("inf")))
+    p_lo = torch.minimum(push * torch.clamp(lo.abs(), min=1.0), push * width)
+    p_hi = torch.minimum(push * torch.clamp(hi.abs(), min=1.0), push * width)
+    p_lo = torch.where(torch.isfinite(p_lo), p_lo, torch.zeros_like(p_lo))
+    p_hi = torch.where(torch.isfinite(p_hi), p_hi, torch.zeros_like(p_hi))
+    return torch.maximum(torch.minimum(x, hi - p_hi), lo + p_lo)
+
+
+def _solve_chunk(st, pat, sc, x0, warm, opts, idx) -> _Chunk:
+    bsz = x0.shape[0]
+    one = torch.ones(bsz, dtype=x0.dtype, device=x0.device)
+    ev0 = evaluate(st, sc, x0, one, torch.ones(bsz, st.n_eq, dtype=x0.dtype, device=x0.device),
+                   torch.ones(bsz, st.n_ineq, dtype=x0.dtype, device=x0.device))
+    s_f, s_c, s_h = gradient_scaling(st, ev0, bsz)
+    h0 = ev0.h * s_h
+    s = torch.clamp(-h0, min=opts.bound_push)
+    lam = torch.zeros(bsz, st.n_eq, dtype=x0.dtype, device=x0.device)
+    mu = opts.mu_init / s
+    gamma = torch.full_like(one, opts.mu_init)
+    if warm is not None:  # Ipopt's warm start: previous slacks and multipliers, pushed off zero, small gamma
+        ok = warm["converged"][idx].to(x0.device)[:, None]
+        push = opts.warm_bound_push
+        s = torch.where(ok, torch.clamp(torch.maximum(-h0, warm["slack"][idx] * s_h), min=push), s)
+        lam = torch.where(ok, warm["lam"][idx] * s_f[:, None] / s_c, lam)
+        mu = torch.where(ok, torch.clamp(warm["mu"][idx] * s_f[:, None] / s_h, min=push), mu)
+        gamma = torch.where(ok[:, 0], torch.full_like(one, opts.warm_mu_init), gamma)
+    state = IPMState(x=x0.clone(), s=s, lam=lam, mu=mu, gamma=gamma,
+                     status=torch.full((bsz,), RUNNING, dtype=torch.long, device=x0.device),
+                     iters=torch.zeros(bsz, dtype=torch.long, device=x0.device), error=torch.zeros_like(one),
+                     primal=torch.zeros_like(one), delta_last=torch.zeros_like(one),
+                     suspect=torch.zeros(bsz, dtype=torch.long, device=x0.device))
+    state = iterate(st, pat, sc, (s_f, s_c, s_h), state, opts)
+    return _Chunk(idx, sc, (s_f, s_c, s_h), state)
+
+
+def _final_factorisation(st: Structure, pat: KKTPattern, ch: _Chunk):
+    """LDLᵀ of K at the solution (no regularisation), for the backward."""
+    s_f, s_c, s_h = ch.scales
+    stt = ch.state
+    ev = evaluate(st, ch.sc, stt.x, s_f, s_c, s_h)
+    hes = lagrangian_hessian(st, ch.sc, ev, stt.lam, stt.mu, s_f, s_c, s_h)
+    od = objective_hessian_diagonal(st, ch.sc, s_f)
+    sigma = stt.mu / stt.s
+    build = lambda idx, dw, dc: assemble(pat, hes, od, ev.jc, ev.jh, sigma, dw, dc)  # noqa: E731
+    fac = factor_with_inertia_correction(build, pat, stt.delta_last, stt.gamma, correct=False)
+    return fac, ev, sigma
+
+
+#: As `acopf_kkt.SEPARATION` / `ACTIVE_TOL`: a constraint whose per-unit slack and multiplier
+#: (divided by the objective gradient's size) are within this factor, or both below the
+#: floor, is weakly active: strict complementarity fails and the solution map has no derivative.
+SEPARATION = 10.0
+ACTIVE_TOL = 1e-9
+
+
+def _weakly_active(st: Structure, ch: _Chunk) -> Tensor:
+    """(B,) whether any inequality of a scenario is weakly active, by the Ipopt layer's test (unscaled)."""
+    s_f, s_c, s_h = ch.scales
+    ev = evaluate(st, ch.sc, ch.state.x, s_f, s_c, s_h)
+    g_scale = (ev.grad_f / s_f[:, None]).abs().amax(-1).clamp_min(1e-12)
+    slack = ch.state.s / s_h
+    mult = ch.state.mu * s_h / s_f[:, None] / g_scale[:, None]
+    hi, lo = torch.maximum(slack, mult), torch.minimum(slack, mult)
+    weak = (hi < SEPARATION * lo) | (hi < ACTIVE_TOL)
+    return weak.any(-1) if st.n_ineq else torch.zeros_like(s_f, dtype=torch.bool)
+
+
+class _IPMFunction(torch.autograd.Function):
+    """(x, lam_scaled) of every scenario (NaN where not converged) as a function of theta."""
+
+    @staticmethod
+    def forward(ctx, solver: "_Solver", *thetas: Tensor):
+        x, lam = solver.run()
+        ctx.solver = solver
+        ctx.save_for_backward(*thetas)
+        return x, lam
+
+    @staticmethod
+    def backward(ctx, g_x, g_lam):
+        solver: _Solver = ctx.solver
+        thetas = ctx.saved_tensors
+        return (None, *solver.vjp(thetas, g_x, g_lam))
+
+
+class _Solver:
+    """Holds one batched solve between forward and backward (structure, chunks, factorisations)."""
+
+    def __init__(self, network, d, conv, st, pat, names, batch, device, dtype, opts, warm):
+        self.network, self.d, self.conv, self.st, self.pat = network, d, conv, st, pat
+        self.names, self.batch, self.device, self.dtype, self.opts, self.warm = names, batch, device, dtype, opts, warm
+        self.chunks: list[_Chunk] = []
+
+    def scenarios(self, thetas) -> Scenarios:
+        return scenarios_from(self.network, self.d, self.conv, dict(zip(self.names, thetas)), self.batch,
+                              self.device, self.dtype)
+
+    def run(self):
+        st, opts = self.st, self.opts
+        sc_all = self.scenarios(self.thetas)
+        x0 = _start(st, self.d, self.network, self.batch, self.device, self.dtype, opts.bound_push)
+        if self.warm is not None:  # scenarios whose previous solve failed start cold
+            ok = self.warm["converged"].to(self.device)
+            x0 = torch.where(ok[:, None], _push(st, self.warm["x"].to(self.device, self.dtype), opts.warm_bound_push), x0)
+        x = torch.full((self.batch, st.n), float("nan"), dtype=self.dtype, device=self.device)
+        lam = torch.full((self.batch, st.n_eq), float("nan"), dtype=self.dtype, device=self.device)
+        for lo in range(0, self.batch, opts.chunk):
+            idx = torch.arange(lo, min(lo + opts.chunk, self.batch), device=self.device)
+            sc = sc_all.take(idx)
+            ch = _solve_chunk(st, self.pat, sc, x0[idx], self.warm, opts, idx)
+            conv = ch.state.status == Status.CONVERGED.code
+            ch.fac = _final_factorisation(st, self.pat, ch) if self.needs_grad else None
+            ch.weak = _weakly_active(st, ch) & conv
+            self.chunks.append(ch)
+            x[idx] = torch.where(conv[:, None], ch.state.x, x[idx])
+            lam[idx] = torch.where(conv[:, None], ch.state.lam, lam[idx])
+        return x, lam
+
+    def vjp(self, thetas, g_x, g_lam):
+        st = self.st
+        need = [t.requires_grad for t in thetas]
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_(n) for t, n in zip(thetas, need)]
+            sc_all = self.scenarios(leaves)
+            total = None
+            nograd = torch.ones(self.batch, dtype=torch.bool, device=self.device)
+            for ch in self.chunks:
+                fac, ev, sigma = ch.fac
+                stt = ch.state
+                conv = stt.status == Status.CONVERGED.code
+                v = torch.cat([g_x[ch.idx], g_lam[ch.idx]], 1)
+                weak = ch.weak & (v.abs().amax(-1) > 0)
+                if self.strict and bool(weak.any()):
+                    bad = ch.idx[weak].tolist()
+                    raise SolverFailure(f"AC-OPF samples {bad}: a constraint is weakly active at the solution (slack "
+                                        "and multiplier both ~0): strict complementarity fails, so the solution is "
+                                        "not differentiable there", indices=bad, statuses=[Status.NUMERICAL] * len(bad))
+                conv = conv & ~weak
+                nograd[ch.idx] = ~conv
+                v = torch.where(conv[:, None], v, torch.zeros_like(v))
+                w = fac.solve(v)
+                w = torch.where(conv[:, None] & torch.isfinite(w), w, torch.zeros_like(w))
+                w_x, w_lam = w[:, : st.n], w[:, st.n :]
+                s_f, s_c, s_h = ch.scales
+                sc = sc_all.take(ch.idx)
+                evt = evaluate(st, sc, stt.x, s_f, s_c, s_h)
+                lx = evt.grad_f + _jt(st, evt, stt.lam, stt.mu)
+                jw = _jh_dot(st, ev, w_x).detach()
+                s_val = (w_x * lx).sum() + (jw * sigma * evt.h).sum() + (w_lam * evt.c).sum()
+                total = s_val if total is None else total + s_val
+            params = [lf for lf, n in zip(leaves, need) if n]
+            grads = torch.autograd.grad(-total, params, allow_unused=True) if params else []
+        out, it = [], iter(grads)
+        failed = nograd
+        for t, n in zip(thetas, need):
+            if not n:
+                out.append(None)
+                continue
+            g = next(it)
+            g = torch.zeros_like(t) if g is None else g
+            if bool(failed.any()):
+                if t.dim() >= 1 and t.shape[0] == self.batch and t.dim() == 2:
+                    g = torch.where(failed[:, None], torch.full_like(g, float("nan")), g)
+                else:
+                    g = torch.full_like(g, float("nan"))
+            out.append(g)
+        return out
+
+
+def solve_acopf_batched(network, pd_mw: Tensor | None = None, qd_mvar: Tensor | None = None, *,
+                        convention: str | Convention = "matpower", options: IPMOptions | None = None,
+                        warm_start: BatchedACOPFResult | None = None, batch: int | None = None,
+                        strict_gradients: bool = False, **params: Tensor) -> BatchedACOPFResult:
+    """Solve the AC-OPF of ``network`` for B scenarios at once with the torch interior point.
+
+    Args:
+        network: the base `Network` (polynomial costs of degree <= 2).
+        pd_mw, qd_mvar: loads (B, n_bus); default the network's.
+        convention: ``"matpower"`` or ``"pandapower"`` (`formulations`), as `solve_acopf`.
+        options: `IPMOptions`.
+        warm_start: a previous `BatchedACOPFResult` of the same network and batch size.
+        batch: B when no per-scenario tensor gives it.
+        strict_gradients: the backward raises `SolverFailure` for a scenario with a weakly
+            active constraint (``result.weakly_active``) instead of giving it NaN gradients.
+        **params: ``cost_c2_usd_per_mw2h``, ``cost_c1_usd_per_mwh``, ``cost_c0_usd_per_h``
+            ((n_gen,) or (B, n_gen)), ``r_pu``, ``x_pu``, ``g_pu``, ``b_pu`` ((n_branch,) or (B, n_branch)).
+
+    Returns a `BatchedACOPFResult` on the device and in the dtype of the given tensors
+    (float64 CPU by default). Never raises on a scenario's failure: see ``status``. Outputs
+    are differentiable with respect to every tensor argument (module docstring).
+    """
+    t0 = time.perf_counter()
+    conv = get_convention(convention)
+    opts = options or IPMOptions()
+    extra = set(params) - set(THETA_NAMES)
+    if extra:
+        raise ConfigError(f"unexpected parameters {sorted(extra)}; accepted: {list(THETA_NAMES[2:])}")
+    _check(network)
+    given = {"pd_mw": pd_mw, "qd_mvar": qd_mvar, **params}
+    given = {k: v for k, v in given.items() if v is not None}
+    like = next(iter(given.values()), None)
+    device = like.device if like is not None else torch.device("cpu")
+    dtype = like.dtype if like is not None and like.is_floating_point() else torch.float64
+    sizes = {int(v.shape[0]) for v in given.values() if v.dim() == 2}
+    if batch is None:
+        batch = sizes.pop() if len(sizes) == 1 else (1 if not sizes else None)
+    if batch is None or len(sizes - {batch}) > 0:
+        raise ConfigError(f"inconsistent batch sizes {sorted(sizes)}")
+    for k, v in given.items():
+        if not bool(torch.isfinite(v.detach()).all()):
+            raise DataError(f"{k} has non-finite entries")
+    d = acopf_arrays(network, conv)
+    st = build_structure(d, polar_formulation(d, conv), device, dtype)
+    pat = kkt_pattern(st)
+    warm = None
+    if warm_start is not None:
+        warm = warm_start.warm
+        if warm.get("x") is None or warm["x"].shape != (batch, st.n):
+            raise ConfigError(f"warm_start is of another network or batch size (needs x of shape {(batch, st.n)})")
+    names = tuple(given)
+    thetas = tuple(given[k] for k in names)
+    solver = _Solver(network, d, conv, st, pat, names, batch, device, dtype, opts, warm)
+    solver.thetas = tuple(t.detach() for t in thetas)
+    solver.needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in thetas)
+    solver.strict = strict_gradients
+    x, lam = _IPMFunction.apply(solver, *thetas)
+    return _pack(solver, x, lam, thetas, time.perf_counter() - t0)
+
+
+def _pack(solver: _Solver, x: Tensor, lam: Tensor, thetas, elapsed: float) -> BatchedACOPFResult:
+    """Physical outputs from (x, lam) by differentiable torch (so gradients flow through them)."""
+    st, d = solver.st, solver.d
+    B, base, nb, ng = solver.batch, d.base_mva, d.n_bus, d.n_gen
+    sc = solver.scenarios(thetas)
+    z = to_z(st, x)
+    va, vm, pg, qg = sc.form.split(z)
+    ends = sc.form.end_state(va, vm)
+    pf, qf, pt, qt = sc.form.flows(ends)
+    objective = sc.cost.per_generator(pg).sum(-1)
+    s_f = torch.cat([ch.scales[0] for ch in solver.chunks])
+    s_c = torch.cat([ch.scales[1] for ch in solver.chunks])
+    s_h = torch.cat([ch.scales[2] for ch in solver.chunks])
+    lam_ipopt = lam * s_c / s_f[:, None]
+    state_mu = torch.cat([ch.state.mu for ch in solver.chunks])
+    state_s = torch.cat([ch.state.s for ch in solver.chunks])
+    status_code = torch.cat([ch.state.status for ch in solver.chunks])
+    conv = status_code == Status.CONVERGED.code
+    mu_u = (state_mu * s_h / s_f[:, None]).detach()
+    mu_u = torch.where(conv[:, None], mu_u, torch.full_like(mu_u, float("nan")))
+    duals = _named_duals(st, d, lam_ipopt, mu_u)
+    err, parts = [], {"dual": [], "primal": [], "complementarity": []}
+    for ch in solver.chunks:
+        ev = evaluate(st, ch.sc, ch.state.x, *ch.scales)
+        e, du, pr, co, _ = optimality(st, ev, ch.state.s, ch.state.lam, ch.state.mu)
+        err.append(e)
+        parts["dual"].append(du), parts["primal"].append(pr), parts["complementarity"].append(co)
+    residuals = {"error": torch.cat(err), **{k: torch.cat(v) for k, v in parts.items()}}
+    warm = {"x": torch.cat([ch.state.x for ch in solver.chunks]).detach(), "lam": lam_ipopt.detach(),
+            "mu": mu_u, "slack": (state_s / s_h).detach(), "converged": conv.detach()}
+    iters = torch.cat([ch.state.iters for ch in solver.chunks])
+    return BatchedACOPFResult(
+        convention=solver.conv.name, status=[Status.from_code(int(c)) for c in status_code.tolist()],
+        objective=objective, pg_mw=pg * base, qg_mvar=qg * base, vm_pu=vm, va_rad=va,
+        p_from_mw=pf * base, q_from_mvar=qf * base, p_to_mw=pt * base, q_to_mvar=qt * base,
+        lmp_usd_per_mwh=-lam_ipopt[:, :nb] / base, lmp_q_usd_per_mvarh=-lam_ipopt[:, nb:] / base,
+        duals=duals, residuals=residuals, iterations=iters, solve_time_s=elapsed, warm=warm,
+        weakly_active=torch.cat([ch.weak for ch in solver.chunks]))
+
+
+def _named_duals(st: Structure, d, lam_ipopt: Tensor, mu_u: Tensor) -> dict[str, Tensor]:
+    """Ipopt-convention multipliers per named constraint (see `BatchedACOPFResult`)."""
+    nb, ng, B = d.n_bus, d.n_gen, lam_ipopt.shape[0]
+    out = {"p_balance": lam_ipopt[:, :nb], "q_balance": lam_ipopt[:, nb:]}
+    nbd, nl = st.n_bound, st.n_lim
+    bounds = mu_u[:, :nbd]
+    free = st.free
+    zl = torch.zeros(B, st.n_z, dtype=mu_u.dtype, device=mu_u.device)
+    zu = torch.zeros_like(zl)
+    lo = st.bound_sign < 0
+    zl[:, free[st.bound_cols[lo]]] = bounds[:, lo]
+    zu[:, free[st.bound_cols[~lo]]] = bounds[:, ~lo]
+    for name, a, b in (("vm", nb, 2 * nb), ("pg", 2 * nb, 2 * nb + ng), ("qg", 2 * nb + ng, 2 * nb + 2 * ng)):
+        out[f"{name}_lower"], out[f"{name}_upper"] = zl[:, a:b], zu[:, a:b]
+    flow = mu_u[:, nbd : nbd + nl]
+    half = nl // 2
+    lim = torch.as_tensor(d.limited, device=mu_u.device)
+    ff = torch.zeros(B, d.n_branch, dtype=mu_u.dtype, device=mu_u.device)
+    ft = torch.zeros_like(ff)
+    ff[:, lim], ft[:, lim] = flow[:, :half], flow[:, half:]
+    out["flow_f"], out["flow_t"] = ff, ft
+    ang = mu_u[:, nbd + nl :]
+    rows = st.form_rows[nl:] - nl  # position among angle_limited
+    sign = st.form_sign[nl:]
+    al = torch.as_tensor(d.angle_limited, device=mu_u.device)
+    a_out = torch.zeros(B, d.n_branch, dtype=mu_u.dtype, device=mu_u.device)
+    a_out.index_add_(1, al[rows], ang * sign)
+    out["angle"] = a_out
+    return out

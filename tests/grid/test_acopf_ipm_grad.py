@@ -1,0 +1,104 @@
+"""Gradients of the torch AC-OPF interior point: gradcheck (float64), the Ipopt layer's KKT backward
+(`ACOPFLayer`) and central finite differences of re-solves."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gridlearn.grid import ACOPFLayer, load_case
+from gridlearn.grid.acopf_ipm import IPMOptions, solve_acopf_batched
+
+OPTS = IPMOptions(tol=1e-11)
+
+
+@pytest.fixture(scope="module")
+def case9():
+    return load_case("case9")
+
+
+def outputs(net, pd, **params):
+    r = solve_acopf_batched(net, pd, options=OPTS, **params)
+    return r.pg_mw, r.lmp_usd_per_mwh, r.objective, r.vm_pu
+
+
+def test_gradcheck_case9_float64(case9):
+    pd = case9.bus.pd_mw.repeat(2, 1)
+    pd[1] *= 1.05
+    pd.requires_grad_()
+    c1 = case9.gen.cost_c1_usd_per_mwh.clone().requires_grad_()
+    x = case9.branch.x_pu.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda pd, c1, x: outputs(case9, pd, cost_c1_usd_per_mwh=c1, x_pu=x), (pd, c1, x),
+                                    eps=1e-5, atol=1e-5, rtol=1e-4, fast_mode=True)
+
+
+def test_matches_the_ipopt_layer_and_finite_differences(case9):
+    g = torch.Generator().manual_seed(0)
+    pd = case9.bus.pd_mw * (1 + 0.1 * (2 * torch.rand(2, case9.n_bus, generator=g, dtype=torch.float64) - 1))
+    c2 = case9.gen.cost_c2_usd_per_mw2h.repeat(2, 1)
+    r = case9.branch.r_pu.repeat(2, 1)
+    w_pg = torch.randn(2, case9.n_gen, generator=g, dtype=torch.float64)
+    w_lmp = torch.randn(2, case9.n_bus, generator=g, dtype=torch.float64)
+
+    def loss(pg, lmp, obj):
+        return (pg * w_pg).sum() + (lmp * w_lmp).sum() + 1e-3 * obj.sum()
+
+    ref_in = [t.clone().requires_grad_() for t in (pd, c2, r)]
+    out = ACOPFLayer(case9, ipopt_options={"tol": 1e-11})(ref_in[0], cost_c2_usd_per_mw2h=ref_in[1], r_pu=ref_in[2])
+    ref = torch.autograd.grad(loss(out.pg_mw, out.lmp_usd_per_mwh, out.objective_usd_per_h), ref_in)
+    ours_in = [t.clone().requires_grad_() for t in (pd, c2, r)]
+    pg, lmp, obj, _ = outputs(case9, ours_in[0], cost_c2_usd_per_mw2h=ours_in[1], r_pu=ours_in[2])
+    ours = torch.autograd.grad(loss(pg, lmp, obj), ours_in)
+    for a, b in zip(ours, ref):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
+    # central finite differences of re-solves, for two load entries and one resistance
+    for which, (row, col), h in ((0, (0, 4), 1e-3), (0, (1, 8), 1e-3), (2, (1, 3), 1e-6)):
+        up = [t.clone() for t in (pd, c2, r)]
+        dn = [t.clone() for t in (pd, c2, r)]
+        up[which][row, col] += h
+        dn[which][row, col] -= h
+        f_up = loss(*outputs(case9, up[0], cost_c2_usd_per_mw2h=up[1], r_pu=up[2])[:3])
+        f_dn = loss(*outputs(case9, dn[0], cost_c2_usd_per_mw2h=dn[1], r_pu=dn[2])[:3])
+        fd = (f_up - f_dn).item() / (2 * h)
+        assert abs(ours[which][row, col].item() - fd) <= 1e-5 * abs(fd) + 1e-7
+
+
+def test_acopf_layer_torch_backend_matches_the_ipopt_backend(case9):
+    pd = (case9.bus.pd_mw * torch.tensor([[1.0], [0.95]], dtype=torch.float64)).requires_grad_()
+    ref = ACOPFLayer(case9)(pd)
+    layer = ACOPFLayer(case9, backend="torch")
+    out = layer(pd)
+    for a, b in zip(out, ref):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-4)
+    (g_ref,) = torch.autograd.grad(ref.pg_mw[:, 1].sum() + ref.objective_usd_per_h.sum(), pd)
+    (g,) = torch.autograd.grad(out.pg_mw[:, 1].sum() + out.objective_usd_per_h.sum(), pd)
+    assert torch.allclose(g, g_ref, rtol=1e-5, atol=1e-6)
+    sol = layer.solve(pd.detach() * 1.01, warm_start=layer.solve(pd.detach()).extras["results"])
+    assert (sol.status_code == 0).all()
+
+
+def test_acopf_layer_torch_backend_raises_naming_the_failed_sample(case9):
+    from gridlearn.errors import InfeasibleError
+
+    pd = case9.bus.pd_mw.repeat(2, 1)
+    pd[1] *= 3.0
+    with pytest.raises(InfeasibleError, match="#1"):
+        ACOPFLayer(case9, backend="torch")(pd)
+
+
+def test_weakly_active_bound_gives_no_gradient(case9):
+    from gridlearn.errors import SolverFailure
+
+    base = solve_acopf_batched(case9, case9.bus.pd_mw[None], options=OPTS)
+    assert not base.weakly_active.any()
+    pmax = case9.gen.pmax_mw.clone()
+    pmax[1] = base.pg_mw[0, 1].detach()  # the bound sits exactly at the unconstrained optimum
+    net = case9.with_(pmax_mw=pmax)
+    pd = case9.bus.pd_mw[None].clone().requires_grad_()
+    res = solve_acopf_batched(net, pd, options=OPTS)
+    assert res.status[0].name == "CONVERGED" and bool(res.weakly_active[0])
+    (g,) = torch.autograd.grad(res.pg_mw.sum(), pd)
+    assert torch.isnan(g).all()
+    strict = solve_acopf_batched(net, pd, options=OPTS, strict_gradients=True)
+    with pytest.raises(SolverFailure, match="weakly active"):
+        torch.autograd.grad(strict.pg_mw.sum(), pd)
