@@ -141,6 +141,7 @@ def simulate_market(
     *,
     load_spread: float = 0.1,
     level_spread: float = 0.1,
+    level_range: tuple[float, float] | None = None,
     noise: float = 0.0,
     observe: str | Sequence[int] = "pg+lmp",
     seed: int = 0,
@@ -151,7 +152,12 @@ def simulate_market(
 
     Demand of scenario ``s`` at bus ``i``: ``pd_i * level_s * f_si`` (and ``qd`` alike) with
     ``level_s ~ U(1 - level_spread, 1 + level_spread)`` and ``f_si ~ U(1 - load_spread,
-    1 + load_spread)``. ``noise`` is the relative standard deviation of the Gaussian noise
+    1 + load_spread)``. With ``level_range=(lo, hi)`` the levels are stratified over that
+    range instead (``level_s = lo + (hi - lo) (k_s + U(0, 1)) / n_samples`` for a random
+    permutation ``k`` of ``0..n_samples-1``): a sweep of the system load that walks the marginal
+    unit through the merit order. With linear costs that is what identifies them: a unit with
+    ``c2 = 0`` sets its bus price only while marginal, and +-10% of load keeps the same one or
+    two units marginal in every sample (PGLib case57/case118). ``noise`` is the relative standard deviation of the Gaussian noise
     put on ``p_g`` and the published LMPs (0.01 = 1%). ``observe``: one of `OBSERVE`, or a
     sequence of bus positions whose LMPs are published beside ``p_g``.
 
@@ -164,6 +170,8 @@ def simulate_market(
         raise ConfigError(f"n_samples must be >= 1, got {n_samples}")
     if not (0 <= load_spread < 1 and 0 <= level_spread < 1):
         raise ConfigError(f"load_spread and level_spread must be in [0, 1), got {load_spread}, {level_spread}")
+    if level_range is not None and not (0 < level_range[0] <= level_range[1] and np.isfinite(level_range[1])):
+        raise ConfigError(f"level_range must be (lo, hi) with 0 < lo <= hi, got {level_range}")
     if not noise >= 0:
         raise ConfigError(f"noise must be >= 0 (a relative standard deviation), got {noise}")
     name, lmp_buses = lmp_buses_for(network, observe)
@@ -176,8 +184,13 @@ def simulate_market(
 
     rows: dict[str, list[Tensor]] = {k: [] for k in ("pd", "qd", "pg", "lmp", "lo", "hi")}
     dropped = 0
-    for _ in range(n_samples):
-        level = rng.uniform(1 - level_spread, 1 + level_spread)
+    if level_range is None:
+        levels = None
+    else:
+        lo, hi = (float(x) for x in level_range)
+        levels = lo + (hi - lo) * (rng.permutation(n_samples) + rng.uniform(size=n_samples)) / n_samples
+    for s in range(n_samples):
+        level = rng.uniform(1 - level_spread, 1 + level_spread) if levels is None else float(levels[s])
         factor = torch.as_tensor(level * rng.uniform(1 - load_spread, 1 + load_spread, network.n_bus))
         pd, qd = base_pd * factor, base_qd * factor
         scenario = network.with_(pd_mw=pd, qd_mvar=qd)
@@ -193,7 +206,7 @@ def simulate_market(
         rows["lo"].append(res.pg_mw <= pmin + LIMIT_TOL_MW)
         rows["hi"].append(res.pg_mw >= pmax - LIMIT_TOL_MW)
     if not rows["pg"]:
-        raise DataError(f"all {n_samples} scenarios of {network.name} failed to solve; lower load_spread/level_spread")
+        raise DataError(f"all {n_samples} scenarios of {network.name} failed to solve; lower load_spread/level_spread/level_range")
     if dropped:
         log.warning("%d of %d scenarios dropped (AC-OPF did not converge)", dropped, n_samples)
     pg_true = torch.stack(rows["pg"])
