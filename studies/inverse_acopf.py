@@ -62,14 +62,15 @@ class Config:
     sweep_spread: float = 0.5
     sweep_samples: int = 20
     sweep_prior_init_cases: Sequence[str] = ("case14",)
-    # Load scenarios of parts D-F: system levels stratified over this range of the base load
-    # (`simulate_market`'s ``level_range``; per-bus factors +-10% on top), None for U(0.9, 1.1).
-    # PGLib case57/case118 have linear costs: a unit prices its bus only while marginal, and
-    # +-10% keeps the same one or two units marginal (case57: 2 of its 4 units with capacity,
-    # case118: 5 of 19); a sweep from 60% to 105% walks the marginal unit through the merit
-    # order (3 of 4, 8 of 19) with no scenario infeasible. Chosen from the simulated dispatch
-    # (which units leave their limits), never from the inverse fits.
-    level_range: tuple[float, float] | None = (0.6, 1.05)
+    # Load scenarios of parts D-F (`simulate_market`'s ``level_range``; per-bus factors +-10% on
+    # top): half the system levels stratified over 90-110% of the base load (the +-10% of the
+    # earlier design), half over 60-100%. PGLib case57/case118 have linear costs: a unit prices its
+    # bus only while marginal, and +-10% keeps the same units marginal in every sample (case57: 2 of
+    # its 4 units with capacity, case118: 5 of 19); the low-load half walks the marginal unit down
+    # the merit order (3 of 4, 9 of 19), while the high half keeps the units that are marginal only
+    # near peak (MATPOWER case14's bus-6 unit, at pmin below ~105%). Chosen from the simulated
+    # dispatch alone (which units leave their limits), never from the inverse fits.
+    level_range: tuple | None = ((0.9, 1.1), (0.6, 1.0))
     # part E: partial observations on `partial_case`: p_g alone, LMPs at generator buses, LMPs at a
     # random half of the generator buses; each with init="auto" and init="prior", `partial_draws` priors
     partial_case: str = "case14"

@@ -297,8 +297,16 @@ def test_level_range_stratifies_the_system_load(case9):
     level = (obs.pd_mw.sum(1) / case9.bus.pd_mw.sum()).numpy()
     strata = np.floor((level - lo) / (hi - lo) * n).astype(int)
     assert sorted(strata.tolist()) == list(range(n))
-    with pytest.raises(ConfigError):
-        simulate_market(case9, 2, level_range=(0.0, 1.0))
+    # two ranges: the samples split evenly between them, one per stratum of each
+    two = simulate_market(case9, 7, seed=3, level_range=((1.0, 1.1), (0.6, 0.8)), load_spread=0.0, ipopt_tol=1e-9)
+    level = np.sort((two.pd_mw.sum(1) / case9.bus.pd_mw.sum()).numpy())
+    low, high = level[level < 0.9], level[level >= 0.9]
+    assert len(low) == 3 and len(high) == 4
+    assert sorted(np.floor((low - 0.6) / 0.2 * 3).astype(int).tolist()) == [0, 1, 2]
+    assert sorted(np.floor((high - 1.0) / 0.1 * 4).astype(int).tolist()) == [0, 1, 2, 3]
+    for bad in ((0.0, 1.0), ((0.9, 1.1), (1.2, 1.0)), (1.0,)):
+        with pytest.raises(ConfigError):
+            simulate_market(case9, 2, level_range=bad)
 
 
 def test_error_bound_of_a_linear_cost_c2_is_judged_against_c1_over_2_pmax(case9):
