@@ -77,7 +77,7 @@ class Config:
     partial_draws: int = 3
     # part F: noise. One set of `noise_samples` scenarios per case, `noise_replicates` noise draws
     # per level on it (multiplicative, as simulate_market), default start; coverage of +-2 std_err
-    noise_cases: Sequence[str] = ("case9", "case14")
+    noise_cases: Sequence[str] = ("case9", "case14", "case30")
     noise_levels: Sequence[float] = (0.01, 0.05)
     noise_replicates: int = 10
     noise_samples: int = 10
