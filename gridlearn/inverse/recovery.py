@@ -453,7 +453,8 @@ def _result(network, observations, unknowns, problem, best, prior, truth, report
             j_pg = j[:, :n_pg] / w[0] ** 0.5 if w[0] > 0 else j[:, :n_pg]
             j_lmp = j[:, n_pg:] / w[1] ** 0.5 if w[1] > 0 else j[:, n_pg:]
             rep = identifiability_report(unknowns, theta, j_pg, j_lmp, at_limit_every_sample(observations),
-                                         observations.has_lmp, weights=w)
+                                         observations.has_lmp, weights=w,
+                                         scale=_bound_reference(network, unknowns, theta, problem.solver.bound_rtol))
         else:
             log.warning("identifiability report skipped: no sample's optimum is differentiable at the solution")
     loc = best["local"][0] if best["local"] is not None else None
