@@ -52,7 +52,7 @@ def dense_jacobian(net_s, result, unknowns):
     from gridlearn.grid.acopf_model import acopf_arrays
     from gridlearn.grid.acopf_nlp import ACOPFNLP
     from gridlearn.grid.formulations import get_convention
-    from gridlearn.inverse.sensitivity import _theta_dict
+    from gridlearn.inverse.sensitivity import _theta_dict, theta_moved
 
     conv = get_convention("matpower")
     base, nb, ng = float(net_s.base_mva), net_s.n_bus, net_s.n_gen
@@ -65,17 +65,9 @@ def dense_jacobian(net_s, result, unknowns):
     mu = torch.cat([d["flow_f"][act.flow_f], d["flow_t"][act.flow_t], d["angle"][act.angle]])
     y = torch.cat([z0[act.free], lam, mu])
     th0 = _theta_dict(net_s)
-
-    def residual_of(delta):
-        th = dict(th0)
-        for k, u in enumerate(unknowns):
-            onehot = torch.zeros_like(th0[u.field])
-            onehot[u.position] = 1.0
-            th[u.field] = th[u.field] + delta[k] * onehot
-        return kkt.residual(y, th)
-
+    moved = theta_moved(th0, unknowns)
     k_mat = torch.func.jacfwd(kkt.residual, argnums=0)(y, th0)
-    f_theta = torch.func.jacfwd(residual_of)(torch.zeros(len(unknowns), dtype=torch.float64))
+    f_theta = torch.func.jacfwd(lambda delta: kkt.residual(y, moved(delta)))(torch.zeros(len(unknowns), dtype=torch.float64))
     dy = -torch.linalg.solve(k_mat, f_theta)
     nf = act.free.numel()
     dz = torch.zeros(z0.numel(), len(unknowns), dtype=torch.float64)

@@ -62,13 +62,22 @@ class Config:
     sweep_spread: float = 0.5
     sweep_samples: int = 20
     sweep_prior_init_cases: Sequence[str] = ("case14",)
+    # Load scenarios of parts D-F (`simulate_market`'s ``level_range``; per-bus factors +-10% on
+    # top): half the system levels stratified over 90-110% of the base load (the +-10% of the
+    # earlier design), half over 60-100%. PGLib case57/case118 have linear costs: a unit prices its
+    # bus only while marginal, and +-10% keeps the same units marginal in every sample (case57: 2 of
+    # its 4 units with capacity, case118: 5 of 19); the low-load half walks the marginal unit down
+    # the merit order (3 of 4, 9 of 19), while the high half keeps the units that are marginal only
+    # near peak (MATPOWER case14's bus-6 unit, at pmin below ~105%). Chosen from the simulated
+    # dispatch alone (which units leave their limits), never from the inverse fits.
+    level_range: tuple | None = ((0.9, 1.1), (0.6, 1.0))
     # part E: partial observations on `partial_case`: p_g alone, LMPs at generator buses, LMPs at a
     # random half of the generator buses; each with init="auto" and init="prior", `partial_draws` priors
     partial_case: str = "case14"
     partial_draws: int = 3
     # part F: noise. One set of `noise_samples` scenarios per case, `noise_replicates` noise draws
     # per level on it (multiplicative, as simulate_market), default start; coverage of +-2 std_err
-    noise_cases: Sequence[str] = ("case9", "case14")
+    noise_cases: Sequence[str] = ("case9", "case14", "case30")
     noise_levels: Sequence[float] = (0.01, 0.05)
     noise_replicates: int = 10
     noise_samples: int = 10
@@ -151,8 +160,9 @@ def _baseline_row(net, obs, gens, truth):
     return {"method": "kkt_baseline", "time_s": b.solve_time_s, **_errors(b.parameters)}
 
 
-def _draw_row(res, truth) -> dict:
-    """One draw of the sweep: status, start, what is flagged and how wrong the flagged values are."""
+def _draw_row(res, truth, units: set[int] | None = None) -> dict:
+    """One draw of the sweep: status, start, what is flagged and how wrong the flagged values are.
+    ``units``: the generators with capacity (pmax > pmin); the others' costs change nothing."""
     df = res.parameters
     e = _errors(df)
     flagged = df["identifiable"].to_numpy(dtype=bool)
@@ -160,6 +170,8 @@ def _draw_row(res, truth) -> dict:
     return {"status": res.status.value, "converged": res.converged, "start": res.start, "n_starts": len(res.starts),
             "iterations": res.iterations, "final_loss": res.final_loss, "n_flagged": int(flagged.sum()),
             "n_params": len(df), "n_gen": truth.n_gen, "n_gen_identifiable": len(gens),
+            "n_units": len(units) if units is not None else np.nan,
+            "n_units_identifiable": len(gens & units) if units is not None else np.nan,
             "worst_rel_err_flagged": e["max_rel_err_identifiable"],
             "worst_abs_err_flagged_true_zero": _flagged_zero_abs(df),
             "flagged_within_1pct": bool(not flagged.any() or not e["max_rel_err_identifiable"] >= 0.01),
@@ -171,22 +183,63 @@ def _flagged_zero_abs(df) -> float:
     return float((df["value"] - df["true"]).abs()[zero].max()) if zero.any() else np.nan
 
 
-def sweep(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Part D: (per-draw rows, per-case summary) of the randomised-prior sweep (see `Config`)."""
+def _generator_evidence(case, net, obs) -> list[dict]:
+    """Per generator: how often it sits at each limit in the simulated data, and whether the data
+    can separate its c2 from its c1 (off its limits in two samples with different dispatch)."""
+    from gridlearn.inverse.baseline import _separable
+
+    lo, hi = obs.at_pmin.numpy(), obs.at_pmax.numpy()
+    pg = obs.pg_mw.detach().double().numpy()
+    sep = _separable(pg, lo | hi)
     rows = []
+    for g in range(net.n_gen):
+        free = ~(lo[:, g] | hi[:, g])
+        pmin, pmax = float(net.gen.pmin_mw[g]), float(net.gen.pmax_mw[g])
+        rows.append({"case": case, "gen": g, "element": str(net.gen.labels[g]), "bus": int(net.gen.bus[g]),
+                     "pmin_mw": pmin, "pmax_mw": pmax, "has_capacity": pmax - pmin > 1e-6,
+                     "c2_true": float(net.gen.cost_c2_usd_per_mw2h[g]), "c1_true": float(net.gen.cost_c1_usd_per_mwh[g]),
+                     "n_at_pmin": int(lo[:, g].sum()), "n_at_pmax": int(hi[:, g].sum()), "n_free": int(free.sum()),
+                     "free_dispatch_spread_mw": float(np.ptp(pg[free, g])) if free.any() else 0.0,
+                     "separable_in_data": bool(sep[g])})
+    return rows
+
+
+def _generator_verdicts(gen_rows: list[dict], results: list) -> None:
+    """Add, per generator, the fraction of draws flagging its c1 and c2 and the reasons given (converged draws)."""
+    for row in gen_rows:
+        flags = {"c1": [], "c2": []}
+        reasons = {"c1": [], "c2": []}
+        for res in results:
+            for u, (_, r) in zip(res.unknowns, res.parameters.iterrows()):
+                if u.position == row["gen"] and u.kind in flags:
+                    flags[u.kind].append(bool(r["identifiable"]))
+                    reasons[u.kind].append(r["reason"] or "identifiable")
+        for kind in ("c1", "c2"):
+            row[f"fraction_draws_{kind}_flagged"] = float(np.mean(flags[kind])) if flags[kind] else np.nan
+            row[f"{kind}_reasons"] = ",".join(f"{k}:{v}" for k, v in pd.Series(reasons[kind]).value_counts().items())
+
+
+def sweep(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Part D: (per-draw rows, per-case summary, per-generator evidence) of the randomised-prior
+    sweep (see `Config`). The evidence says, per generator, how often the simulated data hold it at
+    each limit and how often the fits flag its costs, with the reasons."""
+    rows, gen_rows = [], []
     for case in cfg.sweep_cases:
         try:
             net = load_case(case)
-            obs = simulate_market(net, cfg.sweep_samples, seed=cfg.seed, ipopt_tol=1e-9)
+            obs = simulate_market(net, cfg.sweep_samples, seed=cfg.seed, ipopt_tol=1e-9, level_range=cfg.level_range)
         except GridlearnError as exc:
             log.warning("sweep: case %s skipped: %s", case, exc)
             rows.append({"case": case, "init": "auto", "error": str(exc)[:200]})
             continue
         unk = cost_unknowns(net)
+        evidence = _generator_evidence(case, net, obs)
+        units = {r["gen"] for r in evidence if r["has_capacity"]}
         inits = ("auto", "prior") if case in cfg.sweep_prior_init_cases else ("auto",)
         for init in inits:
             solver = InverseSolver(init=init, n_starts=1 if init == "prior" else InverseSolver().n_starts,
                                    max_iter=cfg.max_iter)
+            fits = []
             for d in range(cfg.sweep_draws):
                 prior = _prior(net, unk, cfg.sweep_spread, cfg.seed + 1000 + d)
                 common = {"case": case, "init": init, "draw": d, "n_samples": obs.n_samples, "n_dropped": obs.n_dropped}
@@ -195,10 +248,15 @@ def sweep(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
                 except GridlearnError as exc:
                     rows.append({**common, "error": str(exc)[:200]})
                     continue
-                rows.append({**common, **_draw_row(res, net)})
-                log.info("D %s %s draw %d: %s", case, init, d, {k: rows[-1][k] for k in ("status", "n_flagged")})
+                fits.append(res)
+                rows.append({**common, **_draw_row(res, net, units)})
+                log.info("D %s %s draw %d: %s", case, init, d,
+                         {k: rows[-1][k] for k in ("status", "n_flagged", "n_gen_identifiable", "worst_rel_err_flagged")})
+            if init == "auto":
+                _generator_verdicts(evidence, fits)
+        gen_rows += evidence
     draws = pd.DataFrame(rows)
-    return draws, _summary(draws, ["case", "init"])
+    return draws, _summary(draws, ["case", "init"]), pd.DataFrame(gen_rows)
 
 
 def _summary(draws: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -212,7 +270,8 @@ def _summary(draws: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         "worst_abs_err_flagged_true_zero": g["worst_abs_err_flagged_true_zero"].max(),
         "every_flagged_within_1pct": g["flagged_within_1pct"].all(),
         "min_flagged": g["n_flagged"].min(), "max_flagged": g["n_flagged"].max(), "n_params": g["n_params"].first(),
-        "min_gen_identifiable": g["n_gen_identifiable"].min(), "n_gen": g["n_gen"].first(),
+        "min_gen_identifiable": g["n_gen_identifiable"].min(), "max_gen_identifiable": g["n_gen_identifiable"].max(),
+        "n_gen": g["n_gen"].first(), "n_units": g["n_units"].first(),
         "median_time_s": g["time_s"].median(),
     }).reset_index()
 
@@ -227,7 +286,8 @@ def partial_observations(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
     unk = cost_unknowns(net)
     rows = []
     for name, observe in settings.items():
-        obs = simulate_market(net, cfg.sweep_samples, seed=cfg.seed, ipopt_tol=1e-9, observe=observe)
+        obs = simulate_market(net, cfg.sweep_samples, seed=cfg.seed, ipopt_tol=1e-9, observe=observe,
+                              level_range=cfg.level_range)
         for init in ("auto", "prior"):
             solver = InverseSolver(init=init, n_starts=1 if init == "prior" else InverseSolver().n_starts,
                                    max_iter=cfg.max_iter)
@@ -257,7 +317,7 @@ def noise_coverage(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows = []
     for case in cfg.noise_cases:
         net = load_case(case)
-        base = simulate_market(net, cfg.noise_samples, seed=cfg.seed, ipopt_tol=1e-9)
+        base = simulate_market(net, cfg.noise_samples, seed=cfg.seed, ipopt_tol=1e-9, level_range=cfg.level_range)
         lmp_true = base.lmp_true_usd_per_mwh[:, base.lmp_buses]
         for noise in cfg.noise_levels:
             rng = np.random.default_rng(cfg.seed + 7)
@@ -298,8 +358,9 @@ def main(cfg: Config, root=None) -> dict:
     with start_run(schema.STUDY, asdict(cfg), root=root) as run:
         out: dict = {}
         if "sweep" in cfg.parts:  # part D first: the issue-22 targets
-            draws, summary = sweep(cfg)
+            draws, summary, generators = sweep(cfg)
             run.write_table(schema.SWEEP_DRAWS.name, schema.SWEEP_DRAWS.frame(draws))
+            run.write_table(schema.SWEEP_GENERATORS.name, schema.SWEEP_GENERATORS.frame(generators))
             run.write_table(schema.SWEEP_SUMMARY.name, schema.SWEEP_SUMMARY.frame(summary))
             out["sweep_summary"] = summary
         if "partial" in cfg.parts:

@@ -69,6 +69,7 @@ def identifiability_report(
     weights: tuple[float, float] = (1.0, 1.0),
     rtol: float = 1e-7,
     null_tol: float = 1e-2,
+    scale: Tensor | None = None,
 ) -> IdentifiabilityReport:
     """Build the report from the observation Jacobian (see the module docstring).
 
@@ -78,12 +79,18 @@ def identifiability_report(
         at_limit_every_sample: bool (n_gen,) generator at pmin or pmax in every sample.
         has_lmp: whether any LMP is published.
         weights: (w_pg, w_lmp) of the loss, so the report judges the loss actually fitted.
+        scale: (P,) the magnitude each column is scaled by (relative changes); default ``|theta|``
+            (1 below 1e-12). `recover` passes ``|theta|`` but, for a c2 whose term is negligible
+            (PGLib's linear costs), ``c1 / (2 pmax)``: scaled by a c2 of 1e-11 that Ipopt left
+            instead of 0, its column falls under ``rtol`` and a determined c2 reads rank-deficient.
     """
     p = len(unknowns)
     theta = theta.detach().cpu().double()
-    scale = theta.abs().clamp_min(1e-12)
-    # a zero-valued parameter: judge absolute changes instead (scale 1 in its own unit)
-    scale = torch.where(theta.abs() > 1e-12, scale, torch.ones_like(scale))
+    if scale is None:
+        scale = theta.abs().clamp_min(1e-12)
+        # a zero-valued parameter: judge absolute changes instead (scale 1 in its own unit)
+        scale = torch.where(theta.abs() > 1e-12, scale, torch.ones_like(scale))
+    scale = scale.detach().cpu().double()
     rows = [jac_pg.reshape(-1, p) * weights[0] ** 0.5]
     if jac_lmp.numel():
         rows.append(jac_lmp.reshape(-1, p) * weights[1] ** 0.5)

@@ -135,12 +135,32 @@ def lmp_buses_for(network, observe: str | Sequence[int]) -> tuple[str, Tensor]:
     return "pg+lmp_subset", buses
 
 
+def _level_ranges(level_range) -> list[tuple[float, float]] | None:
+    """``level_range`` as a list of (lo, hi); raises `ConfigError` unless each has 0 < lo <= hi < inf."""
+    if level_range is None:
+        return None
+    items = list(level_range)
+    ranges = [tuple(items)] if items and np.isscalar(items[0]) else [tuple(r) for r in items]
+    for r in ranges:
+        if len(r) != 2 or not (0 < float(r[0]) <= float(r[1]) < np.inf):
+            raise ConfigError(f"level_range must be (lo, hi) or a sequence of them, with 0 < lo <= hi, got {level_range}")
+    return [(float(lo), float(hi)) for lo, hi in ranges]
+
+
+def _stratified_levels(rng, n: int, ranges: list[tuple[float, float]]) -> np.ndarray:
+    """(n,) system levels: n split evenly between ``ranges``, stratified within each, randomly ordered."""
+    counts = [n // len(ranges) + (k < n % len(ranges)) for k in range(len(ranges))]
+    parts = [lo + (hi - lo) * (np.arange(m) + rng.uniform(size=m)) / m for (lo, hi), m in zip(ranges, counts) if m]
+    return rng.permutation(np.concatenate(parts))
+
+
 def simulate_market(
     network,
     n_samples: int,
     *,
     load_spread: float = 0.1,
     level_spread: float = 0.1,
+    level_range: Sequence[float] | Sequence[Sequence[float]] | None = None,
     noise: float = 0.0,
     observe: str | Sequence[int] = "pg+lmp",
     seed: int = 0,
@@ -151,7 +171,13 @@ def simulate_market(
 
     Demand of scenario ``s`` at bus ``i``: ``pd_i * level_s * f_si`` (and ``qd`` alike) with
     ``level_s ~ U(1 - level_spread, 1 + level_spread)`` and ``f_si ~ U(1 - load_spread,
-    1 + load_spread)``. ``noise`` is the relative standard deviation of the Gaussian noise
+    1 + load_spread)``. With ``level_range=(lo, hi)`` the levels are stratified over that
+    range instead (``level_s = lo + (hi - lo) (k_s + U(0, 1)) / n`` for a random permutation
+    ``k`` of ``0..n-1``); with several ranges ``((lo1, hi1), (lo2, hi2), ...)`` the samples are
+    split evenly between them (the first ranges take the remainder), stratified within each, in
+    a random order: a sweep of the system load that walks the marginal unit through the merit order. With linear costs that is what identifies them: a unit with
+    ``c2 = 0`` sets its bus price only while marginal, and +-10% of load keeps the same one or
+    two units marginal in every sample (PGLib case57/case118). ``noise`` is the relative standard deviation of the Gaussian noise
     put on ``p_g`` and the published LMPs (0.01 = 1%). ``observe``: one of `OBSERVE`, or a
     sequence of bus positions whose LMPs are published beside ``p_g``.
 
@@ -164,6 +190,7 @@ def simulate_market(
         raise ConfigError(f"n_samples must be >= 1, got {n_samples}")
     if not (0 <= load_spread < 1 and 0 <= level_spread < 1):
         raise ConfigError(f"load_spread and level_spread must be in [0, 1), got {load_spread}, {level_spread}")
+    ranges = _level_ranges(level_range)
     if not noise >= 0:
         raise ConfigError(f"noise must be >= 0 (a relative standard deviation), got {noise}")
     name, lmp_buses = lmp_buses_for(network, observe)
@@ -176,8 +203,9 @@ def simulate_market(
 
     rows: dict[str, list[Tensor]] = {k: [] for k in ("pd", "qd", "pg", "lmp", "lo", "hi")}
     dropped = 0
-    for _ in range(n_samples):
-        level = rng.uniform(1 - level_spread, 1 + level_spread)
+    levels = None if ranges is None else _stratified_levels(rng, n_samples, ranges)
+    for s in range(n_samples):
+        level = rng.uniform(1 - level_spread, 1 + level_spread) if levels is None else float(levels[s])
         factor = torch.as_tensor(level * rng.uniform(1 - load_spread, 1 + load_spread, network.n_bus))
         pd, qd = base_pd * factor, base_qd * factor
         scenario = network.with_(pd_mw=pd, qd_mvar=qd)
@@ -194,7 +222,7 @@ def simulate_market(
         rows["lo"].append(res.pg_mw <= pmin + LIMIT_TOL_MW)
         rows["hi"].append(res.pg_mw >= pmax - LIMIT_TOL_MW)
     if not rows["pg"]:
-        raise DataError(f"all {n_samples} scenarios of {network.name} failed to solve; lower load_spread/level_spread")
+        raise DataError(f"all {n_samples} scenarios of {network.name} failed to solve; lower load_spread/level_spread/level_range")
     if dropped:
         log.warning("%d of %d scenarios dropped (AC-OPF did not converge)", dropped, n_samples)
     pg_true = torch.stack(rows["pg"])

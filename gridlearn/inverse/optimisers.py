@@ -29,23 +29,33 @@ def _try(problem, theta: Tensor, grad: bool):
         return None
 
 
-def _done(history: list[float], step_rel: float, solver) -> bool:
+def _advance(history: list[float], loss: float, step_rel: float, solver) -> bool:
+    """Record an accepted iterate's loss; True when the loss or the step says stop (``"tolerance"``)."""
+    history.append(loss)
     return history[-1] <= solver.rtol * max(history[0], 1e-300) or step_rel < solver.step_tol
 
 
-def _start(problem, theta, grad: bool):
-    """Solve at the prior and accept it; every optimiser needs a feasible starting point."""
-    first = _try(problem, theta, grad=grad)
-    if first is not None:
-        problem.accept(first[3])
-    return first
+def _optimiser(grad: bool):
+    """Wrap an optimiser loop ``loop(problem, theta, scale, project, first)``: solve at the start and
+    accept it (every optimiser needs a feasible starting point), or return ``"start_failed"``."""
+
+    def wrap(loop):
+        def run(problem, theta, scale, project):
+            first = _try(problem, theta, grad=grad)
+            if first is None:
+                return theta, [], 0, 0, None, None, "start_failed"
+            problem.accept(first[3])
+            return loop(problem, theta, scale, project, first)
+
+        run.__name__, run.__doc__ = loop.__name__, loop.__doc__
+        return run
+
+    return wrap
 
 
-def lm(problem, theta, scale, project):
+@_optimiser(grad=False)
+def lm(problem, theta, scale, project, first):
     s = problem.solver
-    first = _start(problem, theta, grad=False)
-    if first is None:
-        return theta, [], 0, 0, None, None, "start_failed"
     loss, _, r, results = first
     history, rejected, mu, it, stop = [loss], 0, 1e-3, 0, "max_iter"
     for it in range(1, s.max_iter + 1):
@@ -80,66 +90,67 @@ def lm(problem, theta, scale, project):
             log.info("LM: no decreasing step found at iteration %d; stopping", it)
             stop = "no_decrease"
             break
-        history.append(loss)
-        if _done(history, step_rel, s):
+        if _advance(history, loss, step_rel, s):
             stop = "tolerance"
             break
     return theta, history, rejected, it, results, r, stop
 
 
-def adam(problem, theta, scale, project):
+def _gradient_loop(problem, theta, scale, first, propose):
+    """The loop the gradient methods share: stop once settled (noise-free), take the next accepted
+    point from ``propose(it, theta, loss, g) -> (trial, solve output or None, rejected trials)``
+    (None: no acceptable trial, ``"no_decrease"``), accept it, record it."""
     s = problem.solver
-    first = _start(problem, theta, grad=True)
-    if first is None:
-        return theta, [], 0, 0, None, None, "start_failed"
     loss, g, r, results = first
-    history, rejected, stop = [loss], 0, "max_iter"
-    m = torch.zeros_like(theta)
-    v = torch.zeros_like(theta)
-    b1, b2, eps = 0.9, 0.999, 1e-12
-    it = 0
+    history, rejected, stop, it = [loss], 0, "max_iter", 0
     for it in range(1, s.max_iter + 1):
         if problem.obs.noise <= 0 and problem.settled(r, None, scale):
             it, stop = it - 1, "settled"
             break
-        gu = g * scale
-        m = b1 * m + (1 - b1) * gu
-        v = b2 * v + (1 - b2) * gu * gu
-        step = s.lr * (m / (1 - b1**it)) / ((v / (1 - b2**it)).sqrt() + eps)
-        for _ in range(s.max_shrinks):
-            trial = project(theta - step * scale)
-            out = _try(problem, trial, grad=True)
-            if out is not None:
-                break
-            rejected += 1
-            step = step / 2
-        else:
-            log.info("Adam: every shrunk step failed at iteration %d; stopping", it)
+        trial, out, n_rejected = propose(it, theta, loss, g)
+        rejected += n_rejected
+        if out is None:
             stop = "no_decrease"
             break
         step_rel = float(((trial - theta) / scale).norm())
         theta, (loss, g, r, results) = trial, out
         problem.accept(results)
-        history.append(loss)
-        if _done(history, step_rel, s):
+        if _advance(history, loss, step_rel, s):
             stop = "tolerance"
             break
     return theta, history, rejected, it, results, r, stop
 
 
-def lbfgs(problem, theta, scale, project):
+@_optimiser(grad=True)
+def adam(problem, theta, scale, project, first):
     s = problem.solver
-    first = _start(problem, theta, grad=True)
-    if first is None:
-        return theta, [], 0, 0, None, None, "start_failed"
-    loss, g, r, results = first
-    history, rejected, stop = [loss], 0, "max_iter"
-    pairs: list[tuple[Tensor, Tensor]] = []
-    it = 0
-    for it in range(1, s.max_iter + 1):
-        if problem.obs.noise <= 0 and problem.settled(r, None, scale):
-            it, stop = it - 1, "settled"
-            break
+    m, v = torch.zeros_like(theta), torch.zeros_like(theta)  # moment estimates, relative units
+    b1, b2, eps = 0.9, 0.999, 1e-12
+
+    def propose(it, theta, loss, g):
+        nonlocal m, v
+        gu = g * scale
+        m = b1 * m + (1 - b1) * gu
+        v = b2 * v + (1 - b2) * gu * gu
+        step = s.lr * (m / (1 - b1**it)) / ((v / (1 - b2**it)).sqrt() + eps)
+        for k in range(s.max_shrinks):  # a trial whose AC-OPF fails: halve the step
+            trial = project(theta - step * scale)
+            out = _try(problem, trial, grad=True)
+            if out is not None:
+                return trial, out, k
+            step = step / 2
+        log.info("Adam: every shrunk step failed at iteration %d; stopping", it)
+        return theta, None, s.max_shrinks
+
+    return _gradient_loop(problem, theta, scale, first, propose)
+
+
+@_optimiser(grad=True)
+def lbfgs(problem, theta, scale, project, first):
+    s = problem.solver
+    pairs: list[tuple[Tensor, Tensor]] = []  # (step, gradient change), relative units, newest last
+
+    def propose(it, theta, loss, g):
         gu = g * scale
         # two-loop recursion in relative units
         q = gu.clone()
@@ -160,32 +171,22 @@ def lbfgs(problem, theta, scale, project):
         if float(direction @ gu) >= 0:  # not a descent direction: restart from steepest descent
             pairs.clear()
             direction = -gu * s.lr / gu.abs().max().clamp_min(1e-300)
-        t, accepted = 1.0, False
-        for _ in range(s.max_shrinks):
+        t = 1.0
+        for k in range(s.max_shrinks):  # Armijo backtracking
             trial = project(theta + t * direction * scale)
             out = _try(problem, trial, grad=True)
             du = (trial - theta) / scale
             if out is not None and out[0] <= loss + 1e-4 * float(gu @ du):
-                accepted = True
-                break
-            rejected += 1
+                yk = (out[1] - g) * scale
+                if float(yk @ du) > 1e-12 * float(du @ du) ** 0.5 * float(yk @ yk) ** 0.5:
+                    pairs.append((du, yk))
+                    pairs[:] = pairs[-s.memory:]
+                return trial, out, k
             t /= 2
-        if not accepted:
-            log.info("L-BFGS: line search failed at iteration %d; stopping", it)
-            stop = "no_decrease"
-            break
-        new_loss, new_g, r, results = out
-        problem.accept(results)
-        yk = (new_g - g) * scale
-        if float(yk @ du) > 1e-12 * float(du @ du) ** 0.5 * float(yk @ yk) ** 0.5:
-            pairs.append((du, yk))
-            pairs[:] = pairs[-s.memory:]
-        theta, loss, g = trial, new_loss, new_g
-        history.append(loss)
-        if _done(history, float(du.norm()), s):
-            stop = "tolerance"
-            break
-    return theta, history, rejected, it, results, r, stop
+        log.info("L-BFGS: line search failed at iteration %d; stopping", it)
+        return theta, None, s.max_shrinks
+
+    return _gradient_loop(problem, theta, scale, first, propose)
 
 
 OPTIMISERS = {"lbfgs": lbfgs, "adam": adam, "lm": lm}

@@ -413,6 +413,22 @@ def recover(
                    pd.DataFrame(rows))
 
 
+def _bound_reference(network, unknowns: Sequence[Unknown], theta: Tensor, rtol: float) -> Tensor:
+    """(P,) the magnitude each first-order error bound is judged against: ``|theta_k|``, except a
+    quadratic cost coefficient whose term is negligible (``2 |c2| pmax <= rtol |c1|``, PGLib's linear
+    costs: c2 = 0), where a relative bound is meaningless: there ``|c1| / (2 pmax)``, the c2 whose term ``2 c2 p`` equals ``c1`` at full
+    output, so ``error_bound <= bound_rtol`` says the marginal cost at pmax is known to ``bound_rtol`` of c1."""
+    ref = theta.detach().abs().clone()
+    net = substitute(network, unknowns, theta.detach())
+    c1 = net.gen.cost_c1_usd_per_mwh.detach().double().abs()
+    pmax = net.gen.pmax_mw.detach().double().abs().clamp_min(1.0)
+    for k, u in enumerate(unknowns):
+        linear = float(c1[u.position] / (2 * pmax[u.position])) if u.kind == "c2" else 0.0
+        if u.kind == "c2" and float(ref[k]) <= rtol * linear:  # 2 c2 pmax below rtol of c1: a linear cost
+            ref[k] = linear
+    return ref.clamp_min(1e-300)
+
+
 def _result(network, observations, unknowns, problem, best, prior, truth, report, w, timings, starts) -> InverseResult:
     theta, r, p = best["theta"], best["r"], len(unknowns)
     n_pg = network.n_gen
@@ -437,12 +453,13 @@ def _result(network, observations, unknowns, problem, best, prior, truth, report
             j_pg = j[:, :n_pg] / w[0] ** 0.5 if w[0] > 0 else j[:, :n_pg]
             j_lmp = j[:, n_pg:] / w[1] ** 0.5 if w[1] > 0 else j[:, n_pg:]
             rep = identifiability_report(unknowns, theta, j_pg, j_lmp, at_limit_every_sample(observations),
-                                         observations.has_lmp, weights=w)
+                                         observations.has_lmp, weights=w,
+                                         scale=_bound_reference(network, unknowns, theta, problem.solver.bound_rtol))
         else:
             log.warning("identifiability report skipped: no sample's optimum is differentiable at the solution")
     loc = best["local"][0] if best["local"] is not None else None
     std_err = loc.std_err if loc is not None else nan
-    bound = loc.error_bound / theta.abs().clamp_min(1e-300) if loc is not None else nan
+    bound = loc.error_bound / _bound_reference(network, unknowns, theta, problem.solver.bound_rtol) if loc is not None else nan
     columns = {"value": theta, "prior": prior}
     if truth is not None:
         columns["true"] = current_values(truth, unknowns)

@@ -28,12 +28,14 @@ ADMITTANCE = TableSchema("admittance", (("branch", "text"), ("method", "text")),
 # draw and one summary per case (or setting); their metric columns are the study's to choose.
 SWEEP_DRAWS = TableSchema("sweep_draws", (("case", "text"),), extra_columns=True)
 SWEEP_SUMMARY = TableSchema("sweep_summary", (("case", "text"),), extra_columns=True)
+# per generator of each sweep case: limits hit in the data, separable or not, how often flagged and why
+SWEEP_GENERATORS = TableSchema("sweep_generators", (("case", "text"), ("gen", "integer")), extra_columns=True)
 PARTIAL_DRAWS = TableSchema("partial_draws", (("case", "text"),), extra_columns=True)
 PARTIAL_SUMMARY = TableSchema("partial_summary", (), extra_columns=True)
 NOISE_COEFFICIENTS = TableSchema("noise_coefficients", (), extra_columns=True)
 NOISE_SUMMARY = TableSchema("noise_summary", (), extra_columns=True)
 
-TABLES = (RECOVERY, PARAMETERS, ADMITTANCE, SWEEP_DRAWS, SWEEP_SUMMARY, PARTIAL_DRAWS, PARTIAL_SUMMARY,
+TABLES = (RECOVERY, PARAMETERS, ADMITTANCE, SWEEP_DRAWS, SWEEP_SUMMARY, SWEEP_GENERATORS, PARTIAL_DRAWS, PARTIAL_SUMMARY,
           NOISE_COEFFICIENTS, NOISE_SUMMARY)
 FIGURES = ["error_vs_samples"]
 

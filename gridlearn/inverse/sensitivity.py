@@ -50,6 +50,20 @@ def _singular(sample: int, err: float) -> SolverFailure:
         "have no derivative with respect to the parameters at this optimum", indices=[sample])
 
 
+def theta_moved(th0: dict[str, Tensor], unknowns: Sequence[Unknown]):
+    """``delta (P,) -> `` the parameter dict ``th0`` with unknown k moved by ``delta[k]`` (for jacfwd)."""
+
+    def moved(delta: Tensor) -> dict[str, Tensor]:
+        th = dict(th0)
+        for k, u in enumerate(unknowns):
+            onehot = torch.zeros_like(th0[u.field])
+            onehot[u.position] = 1.0
+            th[u.field] = th[u.field] + delta[k] * onehot
+        return th
+
+    return moved
+
+
 def sample_jacobian(network, convention, result, unknowns: Sequence[Unknown], active_tol: float = ACTIVE_TOL,
                     sample: int = 0) -> tuple[Tensor, Tensor]:
     """``(d pg_mw / d theta, d lmp / d theta)``: ``(n_gen, P)`` and ``(n_bus, P)`` for one solved sample.
@@ -91,18 +105,9 @@ def sample_jacobian(network, convention, result, unknowns: Sequence[Unknown], ac
     if branch_cols:
         kkt = KKTSystem(net, conv, z0, act, result.angle_bound_rad)
         y = torch.cat([z0[act.free], lam, mu])
-        th0 = _theta_dict(net)
-        cols = [unknowns[k] for k in branch_cols]
-
-        def residual_of(delta: Tensor) -> Tensor:
-            th = dict(th0)
-            for j, u in enumerate(cols):
-                onehot = torch.zeros_like(th0[u.field])
-                onehot[u.position] = 1.0
-                th[u.field] = th[u.field] + delta[j] * onehot
-            return kkt.residual(y, th)
-
-        f_theta[:, branch_cols] = torch.func.jacfwd(residual_of)(torch.zeros(len(cols), dtype=torch.float64)).numpy()
+        moved = theta_moved(_theta_dict(net), [unknowns[k] for k in branch_cols])
+        f_theta[:, branch_cols] = torch.func.jacfwd(lambda delta: kkt.residual(y, moved(delta)))(
+            torch.zeros(len(branch_cols), dtype=torch.float64)).numpy()
 
     k_mat = kkt_matrix(nlp, z0.numpy(), lam.numpy(), mu.numpy(), act)
     try:

@@ -158,3 +158,34 @@ def test_every_start_failing_is_reported_failed_not_raised(monkeypatch):
     assert res.status is FitStatus.FAILED and "AC-OPF fails" in res.message
     assert list(res.starts["status"]) == ["failed"] * 3  # baseline, prior, one perturbed prior
     assert not res.parameters["identifiable"].any() and (res.parameters["reason"] == "not_converged").all()
+
+
+@pytest.mark.slow
+def test_pglib_case57_linear_costs_flag_exactly_the_units_the_data_move():
+    """PGLib case57 (linear costs, three zero-capacity condensers): with the study's load design
+    the fit converges from a +-50% prior, every unit at a limit in every sample is flagged
+    `at_limit`, every unit the data move off its limits twice has its c1 flagged and right to 1%,
+    and a flagged c2 (true 0) is within 1e-6 $/MW^2h of it."""
+    from gridlearn.errors import DataError
+    from gridlearn.inverse.baseline import _separable
+
+    try:
+        net = load_case("pglib_opf_case57_ieee")
+    except DataError as exc:
+        pytest.skip(f"PGLib data not available: {exc}")
+    obs = simulate_market(net, 12, seed=0, ipopt_tol=1e-9, level_range=((0.9, 1.1), (0.6, 1.0)))
+    res = recover(prior_of(net, 0.5, seed=4), obs, "costs", truth=net)
+    assert res.status is FitStatus.CONVERGED, res.message
+    df = res.parameters
+    kinds = np.array([u.kind for u in res.unknowns])
+    gens = np.array([u.position for u in res.unknowns])
+    flagged = df["identifiable"].to_numpy()
+    at_limit = (obs.at_pmin | obs.at_pmax).all(dim=0).numpy()
+    moved = _separable(obs.pg_mw.double().numpy(), (obs.at_pmin | obs.at_pmax).numpy())
+    assert moved.sum() >= 2 and at_limit.sum() >= 3  # the premise: some units move, the condensers never do
+    assert (df["reason"].to_numpy()[at_limit[gens]] == "at_limit").all()
+    c1 = kinds == "c1"
+    assert flagged[c1 & moved[gens]].all()
+    true, value = df["true"].to_numpy(), df["value"].to_numpy()
+    assert (np.abs(value - true)[flagged & c1] <= 0.01 * np.abs(true)[flagged & c1]).all()
+    assert (np.abs(value - true)[flagged & (kinds == "c2")] <= 1e-6).all()

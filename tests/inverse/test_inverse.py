@@ -271,3 +271,52 @@ def test_sample_without_derivative_is_left_out_loudly(case9, obs9):
     assert torch.isfinite(j_pg[1]).all() and torch.isfinite(j_lmp[1]).all()
     res = recover(net, obs, "costs", solver=InverseSolver(max_iter=0))
     assert res.report_skipped_samples == [0] and res.report is not None
+
+
+@pytest.mark.parametrize("method", ["adam", "lbfgs"])
+def test_gradient_methods_lower_the_loss_and_count_their_steps(case9, obs9, method):
+    """The first-order optimisers (one shared loop, their own proposals) take accepted steps that
+    lower the loss from a 30%-off prior, and report a stop reason the contract knows."""
+    unknowns = cost_unknowns(case9)
+    prior = perturbed_prior(case9, unknowns)
+    res = recover(prior, obs9.subset(3), "costs", report=False,
+                  solver=InverseSolver(method=method, max_iter=4, init="prior", n_starts=1))
+    (row,) = res.starts.to_dict("records")
+    assert row["stop"] in {"max_iter", "tolerance", "no_decrease", "settled"}
+    assert 1 <= res.iterations <= 4 and len(res.loss_history) >= 2
+    assert res.loss_history[-1] < res.loss_history[0]
+    assert all(b <= a for a, b in zip(res.loss_history, res.loss_history[1:])) or method == "adam"
+
+
+def test_level_range_stratifies_the_system_load(case9):
+    """simulate_market(level_range=(lo, hi)): one scenario per stratum of the range, so the total
+    demand spans it (per-bus factors of +-load_spread on top)."""
+    n, lo, hi = 6, 0.6, 1.0
+    obs = simulate_market(case9, n, seed=3, level_range=(lo, hi), load_spread=0.0, ipopt_tol=1e-9)
+    level = (obs.pd_mw.sum(1) / case9.bus.pd_mw.sum()).numpy()
+    strata = np.floor((level - lo) / (hi - lo) * n).astype(int)
+    assert sorted(strata.tolist()) == list(range(n))
+    # two ranges: the samples split evenly between them, one per stratum of each
+    two = simulate_market(case9, 7, seed=3, level_range=((1.0, 1.1), (0.6, 0.8)), load_spread=0.0, ipopt_tol=1e-9)
+    level = np.sort((two.pd_mw.sum(1) / case9.bus.pd_mw.sum()).numpy())
+    low, high = level[level < 0.9], level[level >= 0.9]
+    assert len(low) == 3 and len(high) == 4
+    assert sorted(np.floor((low - 0.6) / 0.2 * 3).astype(int).tolist()) == [0, 1, 2]
+    assert sorted(np.floor((high - 1.0) / 0.1 * 4).astype(int).tolist()) == [0, 1, 2, 3]
+    for bad in ((0.0, 1.0), ((0.9, 1.1), (1.2, 1.0)), (1.0,)):
+        with pytest.raises(ConfigError):
+            simulate_market(case9, 2, level_range=bad)
+
+
+def test_error_bound_of_a_linear_cost_c2_is_judged_against_c1_over_2_pmax(case9):
+    """A c2 that is zero (PGLib's linear costs) has no relative error: its first-order bound is
+    judged against c1 / (2 pmax), the c2 whose term matches c1 at full output; a c2 that matters
+    keeps its own magnitude."""
+    from gridlearn.inverse.recovery import _bound_reference
+
+    unknowns = cost_unknowns(case9, [0])  # c2, c1 of generator 0
+    c1, pmax = float(case9.gen.cost_c1_usd_per_mwh[0]), float(case9.gen.pmax_mw[0])
+    linear = _bound_reference(case9, unknowns, torch.tensor([0.0, c1], dtype=torch.float64), rtol=1e-3)
+    assert linear[0].item() == pytest.approx(c1 / (2 * pmax)) and linear[1].item() == pytest.approx(c1)
+    quad = _bound_reference(case9, unknowns, torch.tensor([0.05, c1], dtype=torch.float64), rtol=1e-3)
+    assert quad[0].item() == pytest.approx(0.05)
