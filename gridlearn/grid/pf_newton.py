@@ -418,7 +418,13 @@ def _rescue_dense(layout: PFLayout, pr: PFProblem, solver: NewtonRaphson, base_m
     dt, dev = y.dtype, y.device
     extras = rescue_extras(y.shape[0], dt, dev)
     n_va, n_vm = len(layout.va_buses), len(layout.vm_buses)
-    failed, low = rescue_candidates(status.cpu().numpy(), y.cpu().numpy(), n_va, n_vm, solver.low_voltage_pu)
+    conv = status == Status.CONVERGED.code
+    low_mask = torch.zeros_like(conv)
+    if solver.low_voltage_pu > 0 and n_vm:  # on y's device: no host copy of a converged batch
+        low_mask = conv & (y[:, n_va : n_va + n_vm].amin(-1) < solver.low_voltage_pu)
+    failed, low = (~conv).nonzero().flatten().tolist(), low_mask.nonzero().flatten().tolist()
+    if not failed and not low:
+        return extras
     accept = vm_floor(n_va, n_vm, solver.low_voltage_pu) if solver.low_voltage_pu > 0 else None
     for i in failed + low:
         idx = torch.tensor([i], device=dev)
