@@ -188,6 +188,18 @@ def run_one(path: Path, limit_s: float, load_only: bool = False) -> dict:
     row["pf"] = _err(pf) if isinstance(pf, BaseException) else pf.statuses[0].name.lower()
     if not isinstance(pf, BaseException):
         row["pf_residual_mva"] = float(pf.residual[0])
+        # what the retry did (gridlearn.grid.pf_robust): the start that solved it, or the
+        # loadability λ* < 1 that makes it INFEASIBLE; the lowest |V| of the solution
+        ex = pf.extras
+        if "retried" in ex and bool(ex["retried"][0]):
+            row["pf_rescued_from"] = ex["rescued_from"][0]
+            lam = float(ex["loadability"][0])
+            if lam == lam:
+                row["pf_loadability"] = lam
+                row["pf_sigma_ratio"] = float(ex["sigma_ratio"][0])
+            row["pf_low_voltage"] = bool(ex["low_voltage"][0])
+        if bool(pf.converged.all()):
+            row["pf_min_vm_pu"] = float(pf.value.vm_pu.min())
     # pandapower on its own conversion of the same file
     import pandapower as pp
 
@@ -234,6 +246,16 @@ def _t(row: dict, key: str) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
+def _pf_cell(r: dict) -> str:
+    """PF status, with how the retry solved it or the loadability that makes it infeasible."""
+    cell = _short(r.get("pf"), 30)
+    if r.get("pf_loadability") is not None and r.get("pf") == "infeasible":
+        return f"{cell} (λ* = {r['pf_loadability']:.3f})"
+    if r.get("pf_rescued_from"):
+        return f"{cell} (retry: {r['pf_rescued_from']} start)"
+    return cell
+
+
 def table(rows: list[dict]) -> str:
     """The markdown table of benchmarks/README.md from corpus.json rows."""
     head = ("| case | buses | load | totals = file | AC direct | AC s (direct / pyomo) | objective error | DC-OPF | DC s | "
@@ -249,7 +271,7 @@ def table(rows: list[dict]) -> str:
         out.append("| " + " | ".join([
             r["case"], str(r.get("n_bus", "-")), _short(r.get("load"), 30), str(r.get("totals_match_file", "-")),
             _short(r.get("ac_direct")), f"{_t(r, 'ac_direct_s')} / {_t(r, 'ac_pyomo_s')}", err, _short(r.get("dc"), 30),
-            _t(r, "dc_s"), _short(r.get("pf"), 30), _t(r, "pf_s"),
+            _t(r, "dc_s"), _pf_cell(r), _t(r, "pf_s"),
             _t(r, "pp_opp_s") + ("" if r.get("pp_opp") in (None, "converged") else " (fails)"),
             _t(r, "pp_dcopp_s") + ("" if r.get("pp_dcopp") in (None, "converged") else " (fails)"),
             _t(r, "pp_pf_s") + ("" if r.get("pp_pf") in (None, "converged") else " (fails)"),

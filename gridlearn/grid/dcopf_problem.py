@@ -7,7 +7,7 @@ x_t = pg_t / base):
     subject to Σ_g x_tg = Σ_i d_ti                                      (balance, dual ν_t)
                −rate_l ≤ f_tl ≤ rate_l        for lines with finite rate_a_mva
                angmin_l ≤ θ_f − θ_t ≤ angmax_l for branches with finite angle limits
-               pmin_g ≤ x_tg ≤ pmax_g
+               pmin_g ≤ x_tg ≤ pmax_g          (x_tg = pmin_g, an equality row, when pmax_g = pmin_g)
                |x_tg − x_(t−1)g| ≤ ramp_g Δt  (t ≥ 1; and t = 0 against p0 when given)
 
 with d = (pd + gs)/base the bus withdrawal (bus shunt conductance consumes gs at 1 pu, as
@@ -43,6 +43,12 @@ from gridlearn.grid import matrices
 from gridlearn.grid.network import Network
 
 
+# A generator whose pmax and pmin differ by at most this (MW) is fixed at pmin.
+FIXED_MW = 1e-9
+# Curvature ($/h per pu², times base) given to a fixed unit's variable (see assemble).
+FIXED_CURVATURE = 1.0
+
+
 @dataclass(frozen=True)
 class DCStructure:
     """Load-independent pieces of a network's DC model, and the QP's row layout.
@@ -50,7 +56,12 @@ class DCStructure:
     ptdf: (n_branch, n_bus); angle_map: (n_bus, n_bus) S; k_ang: (n_branch, n_bus) K;
     p_bus_shift, p_f_shift: per unit (n_bus,), (n_branch,); cg: (n_bus, n_gen).
     lim_lines, ang_lines, up_gens, lo_gens, ramp_gens: long index tensors of the elements
-    that have finite limits (the only ones given rows).
+    that have finite limits (the only ones given rows). fixed_gens: generators with
+    pmax = pmin (within ``FIXED_MW``), held by one equality row per period instead of two
+    bound rows: two opposite bounds that meet leave the feasible set no interior, and the
+    interior point's bound duals then grow without limit while their difference settles
+    (case_RTS_GMLC's three 0-MW units with Pmin = Pmax = 0: the dual residual reached 1e17
+    and the solve hit max_iter at the default tol 1e-11).
     """
 
     ptdf: Tensor
@@ -64,6 +75,7 @@ class DCStructure:
     ang_lines: Tensor
     up_gens: Tensor
     lo_gens: Tensor
+    fixed_gens: Tensor
 
     @classmethod
     def build(cls, network: Network) -> "DCStructure":
@@ -84,12 +96,18 @@ class DCStructure:
         def finite(t: Tensor) -> Tensor:
             return torch.isfinite(t.detach()).nonzero().flatten()
 
+        is_fixed = (gen.pmax_mw.detach() - gen.pmin_mw.detach()).abs() <= FIXED_MW
+        fixed = is_fixed.nonzero().flatten()
+
+        def finite_free(t: Tensor) -> Tensor:
+            return (torch.isfinite(t.detach()) & ~is_fixed).nonzero().flatten()
+
         lim = finite(br.rate_a_mva)
         ang = torch.unique(torch.cat([finite(br.angmin_rad), finite(br.angmax_rad)]))
         return cls(
             ptdf=dc.b_f @ s, angle_map=s, k_ang=(cf - ct) @ s, p_bus_shift=dc.p_bus_shift, p_f_shift=dc.p_f_shift,
             cg=network.gen_incidence(), ref=ref, lim_lines=lim, ang_lines=ang,
-            up_gens=finite(gen.pmax_mw), lo_gens=finite(gen.pmin_mw),
+            up_gens=finite_free(gen.pmax_mw), lo_gens=finite_free(gen.pmin_mw), fixed_gens=fixed,
         )
 
 
@@ -221,6 +239,25 @@ def assemble(network: Network, st: DCStructure, pd_mw: Tensor, c2: Tensor, c1: T
 
     A = torch.block_diag(*([torch.ones(1, ng, dtype=dt, device=dev)] * periods))
     b = d.sum(-1) + shift.sum()  # (B, T); Σ shift = 0 but keeps the algebra explicit
+    n_fix = len(st.fixed_gens)
+    if n_fix:  # fixed units: x_tg = pmin_g, rows after the T balance rows (read_out takes the first T duals)
+        fix = torch.zeros(periods * n_fix, periods * ng, dtype=dt, device=dev)
+        k = torch.arange(n_fix, device=dev)
+        for t in range(periods):
+            fix[t * n_fix + k, t * ng + st.fixed_gens] = 1.0
+        A = torch.cat([A, fix], 0)
+        x_fix = (gen.pmin_mw[st.fixed_gens] / base).to(dt).repeat(periods)
+        b = torch.cat([b, x_fix.expand(bsz, -1)], -1)
+        # + (w/2)(x − pmin)² on each fixed unit: zero, with zero gradient, wherever the
+        # equality holds (x*, every dual and derivative unchanged), but it gives the
+        # variable curvature, without which an LP's reduced KKT system is singular in it
+        # (case_ACTIVSg2000: 117 fixed units, MAX_STEPS without it).
+        cols = (torch.arange(periods, device=dev)[:, None] * ng + st.fixed_gens[None, :]).flatten()
+        w = FIXED_CURVATURE * base
+        Q = Q.clone()
+        Q[..., cols, cols] = Q[..., cols, cols] + w
+        p = p.clone().expand(Q.shape[0], -1).clone() if p.shape[0] != Q.shape[0] else p.clone()
+        p[..., cols] = p[..., cols] - w * x_fix
     rows = {"flow_up": st.lim_lines[f_up], "flow_lo": st.lim_lines[f_lo], "ang_up": st.ang_lines[a_up],
             "ang_lo": st.ang_lines[a_lo]}
     if network.pwl_cost is not None:
@@ -284,7 +321,7 @@ def read_out(network: Network, st: DCStructure, qp: DCQP, x: Tensor, lam: Tensor
     r = qp.rows
     sizes = [len(st.up_gens), len(st.lo_gens), len(r["flow_up"]), len(r["flow_lo"]), len(r["ang_up"]), len(r["ang_lo"])]
     _, _, l_fu, l_fl, l_au, l_al = torch.split(lam_per, sizes, dim=-1)
-    nu = nu.reshape(bsz, periods)
+    nu = nu[:, :periods].reshape(bsz, periods)  # the balance rows (fixed-unit rows follow)
     lmp = -(nu[..., None] + l_fu @ st.ptdf[r["flow_up"]] - l_fl @ st.ptdf[r["flow_lo"]]
             + l_au @ st.k_ang[r["ang_up"]] - l_al @ st.k_ang[r["ang_lo"]]) / base
     # Value of 1 MW more capacity on a branch: ∂f*/∂rate = −(λ⁺ + λ⁻), per MW.

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -56,7 +57,8 @@ def mark_stopped(xp, status, active, err, y_active, tol: float, div: float):
         stop |= mask
     return stop
 
-_INITS = ("dc", "flat")
+
+_INITS = ("dc", "flat", "case")
 _BACKENDS = ("auto", "dense", "sparse")
 # Where the automatic choice switches to the sparse path: measured by
 # benchmarks/bench_pf_threshold.py (see benchmarks/README.md, "Sparse AC power flow").
@@ -72,7 +74,24 @@ class NewtonRaphson:
     max_steps: iterations before MAX_STEPS (pandapower's default is 10 exact Newton steps;
         shared-Jacobian steps are cheaper and need a few more).
     init: "dc" (angles from a DC power flow, |V| flat; pandapower's default when voltage
-        angles are computed) or "flat" (θ = reference angle, |V| = 1 or the setpoint).
+        angles are computed), "flat" (θ = reference angle, |V| = 1 or the setpoint) or
+        "case" (the network's own |V|, θ: ``bus.vm0_pu``/``va0_rad``, MATPOWER's ``runpf``
+        start; a file that holds a solved operating point starts at its solution).
+    retry: scenarios that plain Newton did not solve (any failure status) are handed to
+        `gridlearn.grid.pf_robust.rescue`: exact Newton with a backtracking line search
+        from the "case", "flat" and "dc" starts in turn, each up to ``retry_max_steps``;
+        if none converges, a continuation in the injections measures the loadability λ*
+        and the scenario becomes INFEASIBLE when λ* < 1 (no solution on the branch from
+        no load: the set-points ask more than the network carries). ``extras`` of the
+        `Solution` record what happened (see `PowerFlowLayer.solve`). False: plain
+        Newton only (the status then says only how Newton stopped).
+    retry_max_steps: damped-Newton steps per start of the retry and per continuation point.
+    low_voltage_pu: with ``retry``, a converged scenario with some |V| below this is
+        re-solved from the other starts, and a solution with every |V| at or above it
+        replaces it: the high-voltage solution, the one MATPOWER's ``runpf`` reaches from a
+        solved case file (case2848rte from a DC start converges to a solution of the same
+        equations with |V| = 0.02 p.u. at a bus). If none is found the low-voltage solution
+        is returned, flagged in ``extras["low_voltage"]``. 0 disables the check.
     divergence_mva: a mismatch above this marks the scenario DIVERGED and stops it.
     jacobian: "shared" (default): each step factors ONE Jacobian, at the mean state of
         the batch, and applies it to every scenario (a chord/quasi-Newton step: linear
@@ -100,6 +119,9 @@ class NewtonRaphson:
     chunk_size: int = 256
     backend: str = "auto"
     sparse_min_bus: int = SPARSE_MIN_BUS
+    retry: bool = True
+    retry_max_steps: int = 50
+    low_voltage_pu: float = 0.5
 
     def __post_init__(self):
         if not (self.tol_mva > 0):
@@ -118,6 +140,8 @@ class NewtonRaphson:
             raise ConfigError(f"NewtonRaphson: chunk_size must be an int >= 1, got {self.chunk_size!r}")
         if self.backend not in _BACKENDS:
             raise ConfigError(f"NewtonRaphson: backend must be one of {_BACKENDS}, got {self.backend!r}")
+        if not (isinstance(self.retry_max_steps, int) and self.retry_max_steps >= 1):
+            raise ConfigError(f"NewtonRaphson: retry_max_steps must be an int >= 1, got {self.retry_max_steps!r}")
         if not (isinstance(self.sparse_min_bus, int) and self.sparse_min_bus >= 0):
             raise ConfigError(f"NewtonRaphson: sparse_min_bus must be an int >= 0, got {self.sparse_min_bus!r}")
 
@@ -179,8 +203,9 @@ class PFProblem:
     """One batch of power flow problems, everything per unit on the network base.
 
     ybus: complex (n, n) shared or (B, n, n); p_inj, q_inj: (B, n) specified net injection
-    (generation minus demand); vm_set: (B, n) |V| at PV/reference buses (other entries are
-    unused); va_ref: (B, n) angle at reference buses (other entries unused); alpha: (n,) or
+    (generation minus demand); vm_set: (B, n) |V| at PV/reference buses (at PQ buses: the
+    case's |V|, used only by the "case" start); va_ref: (B, n) angle at reference buses (at
+    the others: the case's angle, used only by the "case" start); alpha: (n,) or
     (B, n) bus participation summing to 1 (distributed slack) or None.
     """
 
@@ -251,8 +276,15 @@ def jacobian(y: Tensor, layout: PFLayout, pr: PFProblem, y_rc_conj: Tensor | Non
 
 
 def initial_state(layout: PFLayout, pr: PFProblem, init: str, b_red_lu: tuple[Tensor, Tensor] | None) -> Tensor:
-    """Starting y (B, n_state): |V| = 1 at PQ buses; θ flat or from a DC power flow, k = 0."""
+    """Starting y (B, n_state): |V| = 1 at PQ buses, θ flat or from a DC power flow, k = 0;
+    or ("case") the case's own |V| and θ (entries of vm_set/va_ref at the unknown buses)."""
     bsz = pr.p_inj.shape[0]
+    if init == "case":
+        vm0 = pr.vm_set[:, layout.vm_buses]
+        parts = [pr.va_ref[:, layout.va_buses], torch.where(vm0 > 0, vm0, torch.ones_like(vm0))]
+        if layout.distributed:
+            parts.append(pr.p_inj.new_zeros(bsz, 1))
+        return torch.cat(parts, dim=-1).clone()
     ref_angle = pr.va_ref[:, layout.ref].mean(-1, keepdim=True) if len(layout.ref) else pr.p_inj.new_zeros(bsz, 1)
     va = ref_angle.expand(bsz, len(layout.va_buses)).clone()
     if init == "dc" and b_red_lu is not None:
@@ -340,7 +372,117 @@ def newton_raphson(layout: PFLayout, pr: PFProblem, solver: NewtonRaphson, base_
             y[active[ok]] = y[active[ok]] - dx[ok]
             steps[active[ok]] = it + 1
             active = active[ok]
-    return Solution(value=y, status_code=status, residual=res, steps=steps, extras={"full_newton": full})
+        extras = {"full_newton": full}
+        if solver.retry:
+            extras.update(_rescue_dense(layout, pr, solver, base_mva, b_red_lu, y_rc_conj, y, status, res, steps))
+    return Solution(value=y, status_code=status, residual=res, steps=steps, extras=extras)
+
+
+def rescue_extras(bsz: int, dtype: torch.dtype, device) -> dict:
+    """The per-scenario record of `pf_robust.rescue` (see `PowerFlowLayer.solve`), nothing rescued yet."""
+    nan = float("nan")
+    return {"retried": torch.zeros(bsz, dtype=torch.bool, device=device), "rescued_from": [None] * bsz,
+            "loadability": torch.full((bsz,), nan, dtype=dtype, device=device),
+            "sigma_ratio": torch.full((bsz,), nan, dtype=dtype, device=device),
+            "low_voltage": torch.zeros(bsz, dtype=torch.bool, device=device)}
+
+
+def vm_floor(n_va: int, n_vm: int, low_voltage_pu: float):
+    """``accept(y)`` of `pf_robust.retry`: every unknown |V| at or above ``low_voltage_pu``."""
+    return lambda y: bool(n_vm == 0 or float(y[n_va : n_va + n_vm].min()) >= low_voltage_pu)
+
+
+def rescue_candidates(status: np.ndarray, y: np.ndarray, n_va: int, n_vm: int, low_voltage_pu: float
+                      ) -> tuple[list[int], list[int]]:
+    """(failed, low) scenario indices (host arrays): not converged; converged with a collapsed |V|."""
+    conv = status == Status.CONVERGED.code
+    failed = np.flatnonzero(~conv).tolist()
+    low: list[int] = []
+    if low_voltage_pu > 0 and n_vm:
+        with np.errstate(invalid="ignore"):
+            low = np.flatnonzero(conv & (y[:, n_va : n_va + n_vm].min(-1) < low_voltage_pu)).tolist()
+    return failed, low
+
+
+def record_rescue(extras: dict, i: int, r) -> None:
+    extras["retried"][i] = True
+    extras["rescued_from"][i] = r.start
+    extras["loadability"][i] = r.lam
+    extras["sigma_ratio"][i] = r.sigma_ratio
+
+
+def rescued_status(r) -> int | None:
+    """The status code a rescue outcome sets (None: keep plain Newton's)."""
+    if r.converged:
+        return Status.CONVERGED.code
+    if r.lam == r.lam and r.lam < 1.0:  # loadability measured and short of the set-points
+        return Status.INFEASIBLE.code
+    return None
+
+
+def _rescue_dense(layout: PFLayout, pr: PFProblem, solver: NewtonRaphson, base_mva: float, b_red_lu,
+                  y_rc_conj: Tensor, y: Tensor, status: Tensor, res: Tensor, steps: Tensor) -> dict:
+    """`pf_robust.rescue` for every scenario plain Newton did not solve, `pf_robust.retry` for
+    those it solved with a collapsed |V| (updates y, status, res, steps in place)."""
+    from gridlearn.grid.pf_robust import RETRY_STARTS, rescue, retry, sigma_min_dense
+
+    dt, dev = y.dtype, y.device
+    extras = rescue_extras(y.shape[0], dt, dev)
+    n_va, n_vm = len(layout.va_buses), len(layout.vm_buses)
+    conv = status == Status.CONVERGED.code
+    low_mask = torch.zeros_like(conv)
+    if solver.low_voltage_pu > 0 and n_vm:  # on y's device: no host copy of a converged batch
+        low_mask = conv & (y[:, n_va : n_va + n_vm].amin(-1) < solver.low_voltage_pu)
+    failed, low = (~conv).nonzero().flatten().tolist(), low_mask.nonzero().flatten().tolist()
+    if not failed and not low:
+        return extras
+    accept = vm_floor(n_va, n_vm, solver.low_voltage_pu) if solver.low_voltage_pu > 0 else None
+    for i in failed + low:
+        idx = torch.tensor([i], device=dev)
+        pr_i = _take(pr, idx)
+        yrc = y_rc_conj[idx] if y_rc_conj.dim() == 3 else y_rc_conj
+
+        def t(x):
+            return torch.from_numpy(x).to(device=dev, dtype=dt)[None]
+
+        def F(x):
+            return residual(t(x), layout, pr_i)[0].cpu().numpy()
+
+        def jac(x):
+            return jacobian(t(x), layout, pr_i, yrc)[0]
+
+        def step(x, f):
+            dx, info = torch.linalg.solve_ex(jac(x), torch.from_numpy(f).to(device=dev, dtype=dt)[:, None])
+            return None if int(info) != 0 else dx[:, 0].cpu().numpy()
+
+        starts = {name: initial_state(layout, pr_i, name, b_red_lu)[0].cpu().numpy() for name in RETRY_STARTS}
+        if i in low:
+            name, r = retry(F, step, starts, solver.tol_mva / base_mva, solver.retry_max_steps, accept)
+            extras["retried"][i] = True
+            if name is None:
+                extras["low_voltage"][i] = True
+                continue
+            extras["rescued_from"][i] = name
+            y[i] = torch.from_numpy(r.y).to(device=dev, dtype=dt)
+            res[i] = r.err * base_mva
+            steps[i] += r.steps
+            continue
+        spec = torch.cat([pr_i.p_inj[0, layout.p_buses], pr_i.q_inj[0, layout.q_buses]]).cpu().numpy()
+        r = rescue(F, step, starts, spec, solver.tol_mva / base_mva, solver.retry_max_steps,
+                   sigma_min=lambda x: sigma_min_dense(jac(x).cpu().numpy()), accept=accept)
+        record_rescue(extras, i, r)
+        code = rescued_status(r)
+        if code is not None:
+            status[i] = code
+        if r.converged:
+            y[i] = torch.from_numpy(r.y).to(device=dev, dtype=dt)
+            res[i] = r.err * base_mva
+            steps[i] += r.steps
+            extras["low_voltage"][i] = accept is not None and not accept(r.y)
+    if bool(extras["retried"].any()):
+        log.info("power flow: %d scenario(s) retried; rescued from %s", int(extras["retried"].sum()),
+                 [s for s in extras["rescued_from"] if s])
+    return extras
 
 
 def _shared_step(layout: PFLayout, pr: PFProblem, idx: Tensor, y: Tensor, f: Tensor, y_rc_conj: Tensor,

@@ -205,9 +205,14 @@ class SparsePF:
         ref = self.layout.ref.cpu().numpy()
         ref_angle = self.b.va_ref[:, ref].mean(-1, keepdims=True) if len(ref) else np.zeros((bsz, 1))
         va = np.repeat(ref_angle, self.n_va, axis=1)
+        vm = np.ones((bsz, self.n_vm))
         if init == "dc" and dc_lu is not None:
             va = va + dc_lu.solve(np.ascontiguousarray(self.b.p_inj[:, self.va_buses].T)).T
-        parts = [va, np.ones((bsz, self.n_vm))]
+        elif init == "case":  # the case's own |V|, θ (see pf_newton.initial_state)
+            va = self.b.va_ref[:, self.va_buses].copy()
+            vm0 = self.b.vm_set[:, self.vm_buses]
+            vm = np.where(vm0 > 0, vm0, 1.0)
+        parts = [va, vm]
         if self.layout.distributed:
             parts.append(np.zeros((bsz, 1)))
         return np.concatenate(parts, axis=1)
@@ -272,9 +277,73 @@ def newton_sparse(pf: SparsePF, solver: NewtonRaphson, base_mva: float, dc_lu: s
             y[active[ok]] -= dx[ok]
             steps[active[ok]] = it + 1
             active = active[ok]
+    extras = {"full_newton": torch.from_numpy(full)}
+    if solver.retry:
+        extras.update(_rescue_sparse(pf, solver, base_mva, dc_lu, lu, y, status, res, steps, factors))
     sol = Solution(value=torch.from_numpy(y), status_code=torch.from_numpy(status), residual=torch.from_numpy(res),
-                   steps=torch.from_numpy(steps), extras={"full_newton": torch.from_numpy(full)})
+                   steps=torch.from_numpy(steps), extras=extras)
     return sol, factors
+
+
+def _rescue_sparse(pf: SparsePF, solver: NewtonRaphson, base_mva: float, dc_lu: spla.SuperLU | None, lu: PatternLU,
+                   y: np.ndarray, status: np.ndarray, res: np.ndarray, steps: np.ndarray,
+                   factors: list[LUFactor | None]) -> dict:
+    """`pf_newton._rescue_dense` on the sparse path (updates y, status, res, steps and the
+    stored factors in place)."""
+    from gridlearn.grid.pf_newton import record_rescue, rescue_candidates, rescue_extras, rescued_status, vm_floor
+    from gridlearn.grid.pf_robust import RETRY_STARTS, rescue, retry, sigma_min_by_solves
+
+    extras = rescue_extras(y.shape[0], torch.float64, "cpu")
+    failed, low = rescue_candidates(status, y, pf.n_va, pf.n_vm, solver.low_voltage_pu)
+    if not failed and not low:
+        return extras
+    accept = vm_floor(pf.n_va, pf.n_vm, solver.low_voltage_pu) if solver.low_voltage_pu > 0 else None
+    b = pf.b
+    with np.errstate(all="ignore"):
+        by_name = {"flat": pf.initial_state("flat", None), "dc": pf.initial_state("dc", dc_lu),
+                   "case": pf.initial_state("case", None)}
+    tol = solver.tol_mva / base_mva
+    for i in failed + low:
+        one = np.array([i])
+
+        def F(x):
+            return pf.mismatch(x[None], one)[0]
+
+        def factor(x):
+            return lu.factor(pf.jacobian_values(x[None], one)[0])
+
+        def step(x, f):
+            fac = factor(x)
+            return None if fac is None else fac.solve(f)
+
+        def sigma_min(x):
+            fac = factor(x)
+            return float("nan") if fac is None else sigma_min_by_solves(lambda v, tr: fac.solve(v, trans=tr), len(x))
+
+        starts = {k: by_name[k][i] for k in RETRY_STARTS}
+        with np.errstate(all="ignore"):
+            if i in low:
+                name, r = retry(F, step, starts, tol, solver.retry_max_steps, accept)
+                extras["retried"][i] = True
+                if name is None:
+                    extras["low_voltage"][i] = True
+                    continue
+                extras["rescued_from"][i] = name
+            else:
+                spec = np.concatenate([b.p_inj[i, pf.p_buses], b.q_inj[i, pf.q_buses]])
+                r = rescue(F, step, starts, spec, tol, solver.retry_max_steps, sigma_min, accept)
+                record_rescue(extras, int(i), r)
+                code = rescued_status(r)
+                if code is not None:
+                    status[i] = code
+                if not r.converged:
+                    continue
+                extras["low_voltage"][i] = accept is not None and not accept(r.y)
+        y[i] = r.y
+        res[i] = r.err * base_mva
+        steps[i] += r.steps
+        factors[i] = factor(r.y)  # the backward's transposed solves start from J(y*)
+    return extras
 
 
 # ---------------------------------------------------------------------- autograd
@@ -382,7 +451,7 @@ def solve_sparse(network: "Network", layout: PFLayout, pr: PFProblem, solver: Ne
     dev, dt = pr.p_inj.device, pr.p_inj.dtype
     sol = Solution(value=sol.value.to(device=dev, dtype=dt), status_code=sol.status_code.to(dev),
                    residual=sol.residual.to(device=dev, dtype=dt), steps=sol.steps.to(dev),
-                   extras={"full_newton": sol.extras["full_newton"].to(dev)})
+                   extras={k: (v.to(dev) if isinstance(v, Tensor) else v) for k, v in sol.extras.items()})
 
     def g(y: Tensor) -> Tensor:
         return residual_torch(y, layout, ybus, pr.p_inj, pr.q_inj, pr.vm_set, pr.va_ref, pr.alpha)

@@ -138,7 +138,7 @@ class PowerFlowLayer(nn.Module):
                 pg_mw: Tensor | None = None, vg_pu: Tensor | None = None, scale: Tensor | None = None,
                 participation: Tensor | None = None) -> PowerFlowResult:
         sol = self.solve(network, pd_mw, qd_mvar, pg_mw, vg_pu, scale, participation, _on_failure="raise")
-        sol.raise_on_failure("PowerFlowLayer (AC power flow)")
+        sol.raise_on_failure("PowerFlowLayer (AC power flow)" + _no_solution_note(sol))
         return sol.value
 
     def solve(self, network: Network, pd_mw: Tensor | None = None, qd_mvar: Tensor | None = None,
@@ -148,7 +148,14 @@ class PowerFlowLayer(nn.Module):
         `PowerFlowResult` (NaN for scenarios that failed), per-scenario status, residual
         (largest mismatch, MVA) and Newton steps. extras["state"]: the raw final iterate;
         extras["full_newton"]: scenarios that needed their own Jacobian; extras["backend"]:
-        "dense" or "sparse", the path that solved it."""
+        "dense" or "sparse", the path that solved it. With ``solver.retry`` (default), for
+        scenarios plain Newton did not solve (`gridlearn.grid.pf_robust`):
+        extras["retried"] (bool, (B,)); extras["rescued_from"]: per scenario the start that
+        solved it ("case", "flat", "dc", "continuation") or None; extras["loadability"]:
+        λ*, the largest fraction of the specified injections with a solution on the branch
+        from no load (1 when solved, NaN when not assessed): a scenario with λ* < 1 is
+        INFEASIBLE, the set-points have no power flow solution there; extras["sigma_ratio"]:
+        σ_min of the Jacobian at λ* over its value at no load (→ 0 at the fold)."""
         if not isinstance(network, Network):
             raise TypeError(f"network must be a gridlearn Network, got {type(network).__name__}")
         sparse = self.solver.use_sparse(network.n_bus)
@@ -173,9 +180,10 @@ class PowerFlowLayer(nn.Module):
             result = result._map(lambda t: torch.where(bad.view(-1, *([1] * (t.dim() - 1))), torch.full_like(t, float("nan")), t))
         if not batched:
             result = result._map(lambda t: t[0])
+        extras = {"state": sol.value, "backend": "sparse" if sparse else "dense"}
+        extras.update({k: v for k, v in sol.extras.items() if k != "state"})
         return Solution(value=result, status_code=sol.status_code, residual=sol.residual, steps=sol.steps,
-                        extras={"state": sol.value, "full_newton": sol.extras["full_newton"],
-                                "backend": "sparse" if sparse else "dense"})
+                        extras=extras)
 
     # ------------------------------------------------------------------ assembly
     def _problem(self, network, pd_mw, qd_mvar, pg_mw, vg_pu, scale, participation, sparse=False):
@@ -238,12 +246,17 @@ class PowerFlowLayer(nn.Module):
             q_inj = q_inj + torch.zeros_like(qd).index_add(-1, gen.bus, q_fixed.expand(bsz, -1)) / base
         # |V| setpoint per bus from its generators (pandapower: gen.vm_pu); PQ entries unused.
         # (the first generator listed at a bus sets it, as in MATPOWER)
+        # (a unit at a PQ bus sets nothing: vm_set keeps the case's |V| there)
         first: dict[int, int] = {}
-        for j, b in enumerate(gen.bus.tolist()):
-            first.setdefault(b, j)
+        for j, (b, pq) in enumerate(zip(gen.bus.tolist(), at_pq.tolist())):
+            if not pq:
+                first.setdefault(b, j)
         gen_buses = torch.tensor(list(first), dtype=torch.long, device=pd.device)
         first_gen = torch.tensor(list(first.values()), dtype=torch.long, device=pd.device)
-        vm_set = torch.ones(bsz, nb, dtype=pd.dtype, device=pd.device).index_copy(-1, gen_buses, vg[:, first_gen])
+        # At PQ buses vm_set holds the case's |V| (only the "case" start reads it; the
+        # equations overwrite those entries with the unknowns).
+        vm0 = bus.vm0_pu.detach().to(dtype=pd.dtype, device=pd.device).expand(bsz, nb)
+        vm_set = vm0.index_copy(-1, gen_buses, vg[:, first_gen])
         va_ref = bus.va0_rad.expand(bsz, nb)
         alpha = part.new_zeros(bsz, nb).index_add(-1, gen.bus, part) if distributed else None
         pr = PFProblem(ybus=ybus, p_inj=p_inj, q_inj=q_inj, vm_set=vm_set, va_ref=va_ref, alpha=alpha)
@@ -261,6 +274,21 @@ class PowerFlowLayer(nn.Module):
             red = b[layout.va_buses][:, layout.va_buses]
             lu, piv, info = torch.linalg.lu_factor_ex(red)
         return (lu, piv) if int(info) == 0 else None
+
+
+def _no_solution_note(sol: Solution) -> str:
+    """What the continuation found for INFEASIBLE scenarios (the true cause, with the number)."""
+    lam = sol.extras.get("loadability")
+    if lam is None:
+        return ""
+    bad = [i for i in sol.failed_indices() if sol.statuses[i].name == "INFEASIBLE"]
+    if not bad:
+        return ""
+    shown = ", ".join(f"#{i}: λ* = {float(lam[i]):.4g} (σ_min ratio {float(sol.extras['sigma_ratio'][i]):.2g})"
+                      for i in bad[:10])
+    return (f" [no power flow solution: the set-points are beyond the loadability limit; the injections "
+            f"can be scaled only to λ* of their values on the branch of solutions from no load, where the "
+            f"Jacobian becomes singular: {shown}]")
 
 
 def _outputs(network: Network, layout: PFLayout, pr: PFProblem, c: "_Inputs", y: Tensor, scale: Tensor | None) -> PowerFlowResult:

@@ -40,11 +40,16 @@ class ACContingencyModel:
 
     @classmethod
     def build(cls, network: Network, space: ElementSpace, participation: Tensor | None = None) -> "ACContingencyModel":
+        from gridlearn.grid.pf_newton import NewtonRaphson
         from gridlearn.grid.powerflow import PowerFlowLayer
 
         w = default_participation(network) if participation is None else torch.as_tensor(
             participation, dtype=network.dtype, device=network.device)
-        return cls(network=network, space=space, participation=w, layer=PowerFlowLayer())
+        # retry=False: a contingency whose Newton fails is scored "not_converged", as before the
+        # power flow's per-scenario rescue (pf_robust) existed; relaxed attacks produce many
+        # such scenarios, and a continuation for each would dominate the search's cost.
+        layer = PowerFlowLayer(solver=NewtonRaphson(retry=False))
+        return cls(network=network, space=space, participation=w, layer=layer)
 
     def state(self, pg_mw: Tensor, alpha: Tensor, floor: float = 1e-4):
         """(converged (B,), branch MVA (B, n_branch), p' (B, n_gen), pmin', pmax', vm (B, n_bus))."""

@@ -74,7 +74,10 @@ def test_power_flow_agrees_with_runpp_or_reports_failure(case, data):
     event(f"{case}: ours {status.name}, pandapower {'converged' if pp_ok else 'not converged'}")
     if status is not Status.CONVERGED:
         return
-    assert pp_ok, "CONVERGED where pandapower's Newton-Raphson does not converge"
+    if not pp_ok:  # only the retry (line search, other starts, continuation) may solve what runpp does not
+        assert bool(sol.extras["retried"][0]), "CONVERGED by plain Newton where pandapower's does not converge"
+        assert float(sol.value.vm_pu[0].min()) >= 0.5  # and not to a collapsed-voltage root
+        return
     labels = list(network.bus.labels)
     np.testing.assert_allclose(sol.value.vm_pu[0].numpy(), net.res_bus.vm_pu.loc[labels].values, atol=1e-6, rtol=0)
     np.testing.assert_allclose(sol.value.va_rad[0].numpy(), np.deg2rad(net.res_bus.va_degree.loc[labels].values),

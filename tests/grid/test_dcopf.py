@@ -234,3 +234,38 @@ def test_screening_redundant_limits_changes_nothing():
     (ga,) = torch.autograd.grad(a.pg_mw[:, 1].sum(), pd)
     (gb,) = torch.autograd.grad(b.pg_mw[:, 1].sum(), pd)
     torch.testing.assert_close(ga, gb, atol=1e-6, rtol=0)
+
+
+def test_fixed_unit_matches_rundcopp_lmps_included():
+    """A unit with pmin = pmax (held by an equality row, dcopf_problem.FIXED_MW): same
+    dispatch, cost and LMPs as pandapower's rundcopp on the same net."""
+    net = load_pandapower_net("case9")
+    net.gen.loc[0, ["min_p_mw", "max_p_mw"]] = 100.0
+    network = Network.from_pandapower(net)
+    j = network.gen.labels.index(("gen", 0))
+    res = DCOPFLayer()(network)
+    assert float(res.pg_mw[j]) == pytest.approx(100.0, abs=1e-9)
+    _invariants(network, res)
+    _compare(net, network, res)
+
+
+def test_rts_gmlc_zero_mw_units_solve_at_the_default_tolerance(monkeypatch):
+    """case_RTS_GMLC has three units with Pmin = Pmax = 0 (and piecewise-linear costs):
+    as two bound rows that meet, the feasible set has no interior and the interior point's
+    bound duals diverged (MAX_STEPS at tol 1e-11). Held as equalities it converges, to the
+    optimum the two-bound form reaches at the looser 1e-9."""
+    from gridlearn.grid import dcopf_problem, load_case
+    from gridlearn.implicit.qp import QPSettings
+
+    network = load_case("case_RTS_GMLC")
+    fixed = ((network.gen.pmax_mw - network.gen.pmin_mw).abs() <= dcopf_problem.FIXED_MW).nonzero().flatten()
+    assert len(fixed) == 3
+    sol = DCOPFLayer().solve(network)
+    assert sol.statuses[0] is Status.CONVERGED
+    assert float(sol.value.pg_mw[fixed].abs().max()) < 1e-9
+    _invariants(network, sol.value)
+    monkeypatch.setattr(dcopf_problem, "FIXED_MW", -1.0)  # the two-bound form
+    assert DCOPFLayer().solve(network).statuses[0] is Status.MAX_STEPS
+    loose = DCOPFLayer(settings=QPSettings(tol=1e-9)).solve(network)
+    assert loose.statuses[0] is Status.CONVERGED
+    assert float(sol.value.cost_usd_per_h) == pytest.approx(float(loose.value.cost_usd_per_h), rel=1e-8)

@@ -18,6 +18,7 @@ from gridlearn.errors import ConfigError, DataError, SolverFailure
 from gridlearn.grid import load_case
 from gridlearn.grid.cases import load_pandapower_net, matpower_data_dir
 from gridlearn.grid.matpower_file import read_m_file
+from tests.grid._matpower_equations import raw_mismatch_mva
 
 DATA = matpower_data_dir()
 
@@ -376,43 +377,13 @@ def test_power_flow_treats_a_unit_at_a_pq_bus_as_a_fixed_injection(tmp_path):
     assert float(sol.value.vm_pu[int(net.gen.bus[j])]) != pytest.approx(float(net.gen.vg_pu[j]), abs=1e-4)
 
 
-def _raw_mismatch_mva(case: str, vm_pu: np.ndarray, va_rad: np.ndarray, labels) -> tuple[float, float]:
-    """Max |dP| (PQ and PV buses) and |dQ| (PQ buses), MW/MVAr, of a voltage solution in
-    MATPOWER's own power-flow equations built here from the raw file tables (makeYbus;
-    every in-service unit injects its PG, and at a PQ bus its QG), independently of the loader."""
-    import scipy.sparse as sp
-
-    m = read_m_file(DATA / f"{case}.m")
-    bus, gen, br = m.tables["bus"], m.tables["gen"], m.tables["branch"]
-    keep = bus[:, 1] != 4
-    num = bus[keep, 0].astype(int)
-    idx = {int(b): k for k, b in enumerate(num)}
-    n = len(num)
-    br = br[(br[:, 10] > 0) & np.isin(br[:, 0], num) & np.isin(br[:, 1], num)]
-    f = np.array([idx[int(b)] for b in br[:, 0]])
-    t = np.array([idx[int(b)] for b in br[:, 1]])
-    ys = 1 / (br[:, 2] + 1j * br[:, 3])
-    tap = np.where(br[:, 8] == 0, 1.0, br[:, 8]) * np.exp(1j * np.deg2rad(br[:, 9]))
-    ytt = ys + 1j * br[:, 4] / 2
-    y = sp.coo_matrix((np.r_[ytt / (tap * np.conj(tap)), -ys / np.conj(tap), -ys / tap, ytt],
-                       (np.r_[f, f, t, t], np.r_[f, t, f, t])), (n, n)).tocsr()
-    y = y + sp.diags((bus[keep, 4] + 1j * bus[keep, 5]) / m.base_mva)
-    v = np.zeros(n, complex)
-    v[[idx[int(b)] for b in labels]] = vm_pu * np.exp(1j * va_rad)
-    g = gen[(gen[:, 7] > 0) & np.isin(gen[:, 0], num)]
-    s_gen = np.zeros(n, complex)
-    np.add.at(s_gen, [idx[int(b)] for b in g[:, 0]], g[:, 1] + 1j * g[:, 2])
-    mis = v * np.conj(y @ v) * m.base_mva - (s_gen - (bus[keep, 2] + 1j * bus[keep, 3]))
-    kind = bus[keep, 1].astype(int)
-    return float(np.abs(mis.real[kind != 3]).max()), float(np.abs(mis.imag[kind == 1]).max())
-
-
-@pytest.mark.parametrize("case", ["case118", "case2736sp"])  # case2736sp: units at PQ buses
+# case2736sp: units at PQ buses; case1888rte, case2868rte: solved only by the retry (pf_robust)
+@pytest.mark.parametrize("case", ["case118", "case2736sp", "case1888rte", "case2868rte"])
 def test_power_flow_solves_matpowers_equations_built_from_the_raw_file(case):
     from gridlearn.grid import PowerFlowLayer
 
     net = load_case(case)
     sol = PowerFlowLayer().solve(net)
     assert bool(sol.converged.all())
-    dp, dq = _raw_mismatch_mva(case, sol.value.vm_pu.numpy(), sol.value.va_rad.numpy(), net.bus.labels)
+    dp, dq = raw_mismatch_mva(DATA / f"{case}.m", sol.value.vm_pu.numpy(), sol.value.va_rad.numpy(), net.bus.labels)
     assert dp < 1e-6 and dq < 1e-6

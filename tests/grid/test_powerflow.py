@@ -198,19 +198,42 @@ def test_distributed_slack_invariants():
     assert float((res.pg_mw[0] - single.pg_mw[0]).abs()) > 1.0
 
 
-def test_nonconverged_scenario_is_reported_not_returned():
+@pytest.mark.parametrize("retry", [False, True])
+def test_nonconverged_scenario_is_reported_not_returned(retry):
     network, _ = _case9(tol=1e-8)
-    layer = PowerFlowLayer(solver=NewtonRaphson(max_steps=15))
+    layer = PowerFlowLayer(solver=NewtonRaphson(max_steps=15, retry=retry))
     pd = network.bus.pd_mw.expand(3, -1).clone()
     pd[1] = pd[1] * 20.0  # far beyond the voltage-stability limit: no solution
     sol = layer.solve(network, pd_mw=pd)
     assert sol.statuses[0] is Status.CONVERGED and sol.statuses[2] is Status.CONVERGED
-    assert sol.statuses[1] in (Status.MAX_STEPS, Status.DIVERGED, Status.NONFINITE, Status.NUMERICAL)
+    if retry:  # the continuation says why: the set-points are beyond the loadability limit
+        assert sol.statuses[1] is Status.INFEASIBLE
+        assert 0 < float(sol.extras["loadability"][1]) < 1
+        # the Jacobian loses rank towards the fold (the bracket test below checks λ* itself)
+        assert float(sol.extras["sigma_ratio"][1]) < 0.5
+    else:
+        assert sol.statuses[1] in (Status.MAX_STEPS, Status.DIVERGED, Status.NONFINITE, Status.NUMERICAL)
     assert bool(torch.isnan(sol.value.vm_pu[1]).all())
     torch.testing.assert_close(sol.value.vm_pu[0], layer(network).vm_pu)
     with pytest.raises(SolverFailure, match="#1") as info:
         layer(network, pd_mw=pd)
     assert info.value.indices == [1]
+    if retry:
+        assert "loadability" in str(info.value)
+
+
+def test_loadability_is_the_limit_the_set_points_can_be_scaled_to():
+    """λ* from the continuation brackets the real limit: every injection scaled by 0.97·λ*
+    solves (plain Newton from the DC start, no retry), by 1.03·λ* it is INFEASIBLE too."""
+    network, _ = _case9(tol=1e-8)
+    pd, qd, pg = network.bus.pd_mw * 20.0, network.bus.qd_mvar * 20.0, network.gen.p_mw * 20.0
+    lam = float(PowerFlowLayer().solve(network, pd_mw=pd, qd_mvar=qd, pg_mw=pg).extras["loadability"][0])
+    assert 0 < lam < 1
+    below = PowerFlowLayer(solver=NewtonRaphson(retry=False, jacobian="per_scenario", max_steps=50)).solve(
+        network, pd_mw=0.97 * lam * pd, qd_mvar=0.97 * lam * qd, pg_mw=0.97 * lam * pg)
+    assert below.statuses[0] is Status.CONVERGED
+    above = PowerFlowLayer().solve(network, pd_mw=1.03 * lam * pd, qd_mvar=1.03 * lam * qd, pg_mw=1.03 * lam * pg)
+    assert above.statuses[0] is Status.INFEASIBLE
 
 
 def test_nan_load_raises_data_error():
