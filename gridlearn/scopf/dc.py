@@ -42,7 +42,7 @@ from torch import Tensor
 from gridlearn.errors import DataError
 from gridlearn.grid import matrices
 from gridlearn.grid.network import Network
-from gridlearn.scopf.outages import ElementSpace, IslandSplit, classify_islands
+from gridlearn.scopf.outages import ElementSpace, IslandSplit, classify_islands, classify_islands_batch
 from gridlearn.scopf.violation import exact_violation, smooth_violation
 
 # Status of one scored outage set (strings: they go straight into tables).
@@ -201,19 +201,21 @@ class DCContingencyModel:
         lost = np.zeros(len(v))
         nb = self.space.n_attack_branches
         slow = self._dead_end_rows(pg_mw, members, singular & ~no_gen, v)
-        for i in sorted(set(torch.nonzero(no_gen).flatten().tolist()) | slow):
+        rows = sorted(set(torch.nonzero(no_gen).flatten().tolist()) | slow)
+        br_out = np.zeros((len(rows), self.network.n_branch), dtype=bool)
+        gen_out = np.zeros((len(rows), self.network.n_gen), dtype=bool)
+        for r, i in enumerate(rows):
             row = members[i].tolist()
-            br_out = np.zeros(self.network.n_branch, dtype=bool)
-            br_out[[self.space.branch_pos[m] for m in row if m < nb]] = True
-            gen_out = np.zeros(self.network.n_gen, dtype=bool)
-            gen_out[[self.space.gen_pos[m - nb] for m in row if m >= nb]] = True
-            split = classify_islands(self.network, br_out, gen_out)
+            br_out[r, [self.space.branch_pos[m] for m in row if m < nb]] = True
+            gen_out[r, [self.space.gen_pos[m - nb] for m in row if m >= nb]] = True
+        splits = classify_islands_batch(self.network, br_out, gen_out) if rows else []
+        for i, split, br, gn in zip(rows, splits, br_out, gen_out):
             if bool(no_gen[i]):
                 status[i], v[i] = NO_GENERATION, np.nan
             elif split.cuts_load:
                 status[i], v[i], lost[i] = ISLANDED, np.nan, split.load_lost_mw
             else:  # connected (rank test too strict), or only generators / empty buses cut off
-                vi = self.split_violation(pg_mw, br_out, gen_out, split)
+                vi = self.split_violation(pg_mw, br, gn, split)
                 status[i], v[i] = (NO_GENERATION, np.nan) if vi is None else (OK, vi)
         return v, status, lost
 
