@@ -5,8 +5,9 @@ generator capacities by (1 - alpha); the attacker maximises post-contingency ove
 over the capped simplex {sum alpha <= k} by projected gradient ascent through the
 differentiable power flow, then rounds to discrete outage sets scored exactly, adds the
 LODF near-cut sets the gradient cannot see (`candidates`), enumerates instead when that
-is cheaper, and bounds the worst violation with the DC interdiction MILP (`certificate`):
-every DC result says "certified worst" or "best found, gap X MW".
+is cheaper, and bounds the worst violation by LODF branch-and-bound over the enumeration
+(`branch_and_bound`; the DC interdiction MILP of `certificate` is the alternative): every
+DC result says "certified worst" or "best found, gap X MW".
 """
 
 from gridlearn._lazy import lazy_exports
@@ -19,6 +20,7 @@ _EXPORTS = {
     "IslandSplit": "outages",
     "near_cut_sets": "candidates",
     "certify_worst": "certificate",
+    "certify_bnb": "branch_and_bound",
     "Certificate": "certificate",
     "DCContingencyModel": "dc",
     "ACContingencyModel": "ac",

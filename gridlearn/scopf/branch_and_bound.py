@@ -218,6 +218,7 @@ def certify_bnb(model: DCContingencyModel, pg_mw: Tensor, k: int, best_found_mw:
                 if v[i] > incumbent:
                     incumbent, best_set = float(v[i]), tuple(sets[i])
         rest = cand_bound[order[pos:]]
+        rest = rest[rest > incumbent]  # the sets still open
         open_bound = float(rest.max()) if len(rest) and stop_reason != "complete" else -math.inf
     complete = stop_reason == "complete"
     ub = max(incumbent, open_bound)
