@@ -62,7 +62,7 @@ from gridlearn.grid.network import Network
 from gridlearn.scopf.branch_and_bound import certify_bnb
 from gridlearn.scopf.candidates import near_cut_sets
 from gridlearn.scopf.certificate import Certificate, certify_worst
-from gridlearn.scopf.common import members_tensor, result_table, scored, setup
+from gridlearn.scopf.common import contingency_model, members_tensor, result_table, scored, setup
 from gridlearn.scopf.outages import project_capped_simplex
 
 EXACT_CHOICES = ("auto", "always", "never")
@@ -225,17 +225,11 @@ def attack_contingencies(
     temperature = default_temperature(network) if temperature_mw is None else float(temperature_mw)
     if not temperature > 0:
         raise ConfigError(f"temperature_mw must be > 0, got {temperature}")
-    if physics == "ac":
-        from gridlearn.scopf.ac import ACContingencyModel, score_sets_ac
-
-        ac_model = ACContingencyModel.build(network, space, participation)
-        violation_fn = lambda a, tau: ac_model.violation(pg, a, tau)  # noqa: E731
-        score_fn = lambda m: score_sets_ac(ac_model, pg, m)  # noqa: E731
-    else:
-        violation_fn = lambda a, tau: dc_model.violation(pg, a, tau)  # noqa: E731
-        score_fn = lambda m: dc_model.score_sets(pg, m)  # noqa: E731
+    model = contingency_model(network, space, physics, participation, dc_model)
+    violation_fn = lambda a, tau: model.violation(pg, a, tau)  # noqa: E731
+    score_fn = lambda m: model.score_sets(pg, m)  # noqa: E731
     n = space.size
-    batch = 256 if physics == "ac" else 8192
+    batch = model.score_batch
     budget = max_power_flows if max_power_flows is not None else planned_power_flows(
         n, k, restarts=restarts, steps=steps, max_swap_rounds=max_swap_rounds, screen=screen,
         candidates=candidates, polish=polish)
