@@ -159,9 +159,9 @@ def certify_bnb(model: DCContingencyModel, pg_mw: Tensor, k: int, best_found_mw:
     out_of_time = False
     with torch.no_grad():
         pg = pg_mw.detach()
-        if k == 1:
-            cand_sets = [(i,) for i in range(n)]
-            cand_bound = np.full(n, np.inf)
+        if k == 1 or math.comb(n - 1, k - 1) >= n_sets:  # as many nodes as sets: score them all
+            cand_sets = list(itertools.combinations(range(n), k))
+            cand_bound = np.full(len(cand_sets), np.inf)
             n_nodes = 0
         else:
             abs_h = model.h.abs()
