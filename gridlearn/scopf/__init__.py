@@ -5,8 +5,9 @@ generator capacities by (1 - alpha); the attacker maximises post-contingency ove
 over the capped simplex {sum alpha <= k} by projected gradient ascent through the
 differentiable power flow, then rounds to discrete outage sets scored exactly, adds the
 LODF near-cut sets the gradient cannot see (`candidates`), enumerates instead when that
-is cheaper, and bounds the worst violation with the DC interdiction MILP (`certificate`):
-every DC result says "certified worst" or "best found, gap X MW".
+is cheaper, and bounds the worst violation by LODF branch-and-bound over the enumeration
+(`branch_and_bound`; the DC interdiction MILP of `certificate` is the alternative): every
+DC result says "certified worst" or "best found, gap X MW".
 """
 
 from gridlearn._lazy import lazy_exports
@@ -15,6 +16,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "outages": "ElementSpace project_capped_simplex islanded_load classify_islands IslandSplit",
     "candidates": "near_cut_sets",
     "certificate": "certify_worst Certificate",
+    "branch_and_bound": "certify_bnb",
     "dc": "DCContingencyModel",
     "ac": "ACContingencyModel",
     "violation": "exact_violation smooth_violation",

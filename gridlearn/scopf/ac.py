@@ -27,6 +27,7 @@ from gridlearn.grid.acphysics.limits import APPARENT_POWER, BranchLimit
 from gridlearn.grid.network import Network
 from gridlearn.scopf.dc import ISLANDED, NO_GENERATION, NOT_CONVERGED, OK, default_participation
 from gridlearn.scopf.outages import ElementSpace, classify_islands
+from gridlearn.scopf.pickup import pickup_weights
 from gridlearn.scopf.violation import exact_violation, smooth_violation
 
 
@@ -37,6 +38,7 @@ class ACContingencyModel:
     participation: Tensor
     layer: object  # PowerFlowLayer
     limit: BranchLimit = APPARENT_POWER  # what `rate_a_mva` limits at each branch end
+    score_batch = 256  # sets per score_sets call: a batched Newton solve is dense per set
 
     @classmethod
     def build(cls, network: Network, space: ElementSpace, participation: Tensor | None = None) -> "ACContingencyModel":
@@ -60,8 +62,8 @@ class ACContingencyModel:
         # every generator with a share (PGLib case30: the rest are condensers with Pmax = 0) would
         # otherwise leave the slack with no one to pick it up. Exact scoring (floor 0) sets such sets
         # apart as NO_GENERATION before solving.
-        share = keep.clamp_min(floor) if floor > 0 else keep
-        sol = self.layer.solve(self.network, pg_mw=keep * pg_mw, scale=scale, participation=self.participation * share)
+        weights = pickup_weights(self.participation, keep, floor)
+        sol = self.layer.solve(self.network, pg_mw=keep * pg_mw, scale=scale, participation=weights)
         r = sol.value
         # The limited quantity (|S| in MVA for APPARENT_POWER) from the same strategy the AC-OPF uses;
         # +1e-18 MVA^2: a branch with exactly zero flow would give sqrt's infinite slope (NaN gradients).
@@ -79,6 +81,11 @@ class ACContingencyModel:
         kw = dict(vm_pu=vm, vmin_pu=net.bus.vmin_pu, vmax_pu=net.bus.vmax_pu, base_mva=net.base_mva)
         v = exact_violation(*args, **kw) if temperature is None else smooth_violation(*args, temperature, **kw)
         return torch.where(ok, v, torch.full_like(v, float("nan")))
+
+
+    def score_sets(self, pg_mw: Tensor, members: Tensor) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """Exact AC scores of outage sets (C, k), as `dc.DCContingencyModel.score_sets`."""
+        return score_sets_ac(self, pg_mw, members)
 
 
 def score_sets_ac(model: ACContingencyModel, pg_mw: Tensor, members: Tensor) -> tuple[np.ndarray, list[str], np.ndarray]:

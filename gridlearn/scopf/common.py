@@ -34,6 +34,19 @@ def setup(network: Network, dispatch: Any, k: int, physics: str, elements: str,
     return space, pg, DCContingencyModel.build(network, space, participation)
 
 
+def contingency_model(network: Network, space: ElementSpace, physics: str, participation: Tensor | None,
+                      dc_model: DCContingencyModel | None = None):
+    """The post-contingency physics for ``physics`` ("dc" or "ac"): an object with
+    ``violation``, ``score_sets`` and ``score_batch`` (`dc` module docstring). The one place
+    that chooses between them; ``dc_model`` is returned as is for "dc" when given."""
+    check_physics(physics)
+    if physics == "ac":
+        from gridlearn.scopf.ac import ACContingencyModel
+
+        return ACContingencyModel.build(network, space, participation)
+    return dc_model if dc_model is not None else DCContingencyModel.build(network, space, participation)
+
+
 def result_table(space: ElementSpace, members: Sequence[Sequence[int]], violation: np.ndarray,
                  status: Sequence[str], lost: np.ndarray) -> pd.DataFrame:
     """Scored sets as a table, best (largest exact violation) first; unscored sets last."""
@@ -56,4 +69,4 @@ def members_tensor(members: Sequence[Sequence[int]], device: torch.device) -> Te
     return torch.as_tensor(np.asarray(members, dtype=np.int64).reshape(len(members), -1), device=device)
 
 
-__all__ = ["check_physics", "setup", "result_table", "scored", "members_tensor", "COLUMNS", "PHYSICS"]
+__all__ = ["check_physics", "setup", "contingency_model", "result_table", "scored", "members_tensor", "COLUMNS", "PHYSICS"]

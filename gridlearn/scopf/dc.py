@@ -7,7 +7,14 @@ generators in proportion to participation factors w (default pmax), as AGC would
     p'_g = (1 - a_g) p_g + w~_g (P_D - sum_j (1 - a_j) p_j),   w~_g = w_g (1 - a_g) / sum_j w_j (1 - a_j)
 
 with P_D = sum_i (pd_i + gs_i) the DC load (MATPOWER's DC power flow charges bus shunt
-conductance at V = 1 p.u. as load).
+conductance at V = 1 p.u. as load); the rule lives in `pickup`, shared with the SC-OPF
+and the AC model.
+
+The contingency-model interface (shared with `ac.ACContingencyModel`; the attack and the
+enumeration call only this): ``build(network, space, participation)``,
+``violation(pg, alpha, temperature=None, floor=...)`` (smooth or exact, differentiable in
+alpha) and ``score_sets(pg, members)`` (exact scores of discrete sets, with status and
+load lost), plus ``score_batch`` (sets per ``score_sets`` call that keeps memory modest).
 
 Continuous flows (`DCContingencyModel.flows`). Branch susceptances scale by
 s_l = max(1 - a_l, floor) and the DC power flow B(s) theta = P(p') is solved on the
@@ -42,7 +49,8 @@ from torch import Tensor
 from gridlearn.errors import DataError
 from gridlearn.grid import matrices
 from gridlearn.grid.network import Network
-from gridlearn.scopf.outages import ElementSpace, IslandSplit, classify_islands
+from gridlearn.scopf.outages import ElementSpace, IslandSplit, classify_islands, classify_islands_batch
+from gridlearn.scopf.pickup import picked_up
 from gridlearn.scopf.violation import exact_violation, smooth_violation
 
 # Status of one scored outage set (strings: they go straight into tables).
@@ -69,6 +77,7 @@ class DCContingencyModel:
     ptdf: Tensor  # (n_branch, n_bus), slack column zero
     h: Tensor  # (n_branch, n_branch), PTDF A^T
     slack: int
+    score_batch = 8192  # sets per score_sets call: (sets, n_branch) flows, cheap
 
     @classmethod
     def build(cls, network: Network, space: ElementSpace, participation: Tensor | None = None) -> "DCContingencyModel":
@@ -89,12 +98,9 @@ class DCContingencyModel:
         """(p', pmin', pmax', remaining participation sum) for generator outages a_gen (..., n_gen)."""
         g = self.network.gen
         keep = 1.0 - a_gen
-        w = self.participation * keep
-        w_sum = w.sum(-1, keepdim=True)
         load = (self.network.bus.pd_mw + self.network.bus.gs_mw).sum()
-        base = keep * pg_mw
-        pg_post = base + w / w_sum.clamp_min(1e-12) * (load - base.sum(-1, keepdim=True))
-        return pg_post, keep * g.pmin_mw, keep * g.pmax_mw, w_sum.squeeze(-1)
+        pg_post, w_sum = picked_up(self.participation, pg_mw, keep, load)
+        return pg_post, keep * g.pmin_mw, keep * g.pmax_mw, w_sum
 
     def _injection_pu(self, pg_mw: Tensor, p_bus_shift: Tensor) -> Tensor:
         net = self.network
@@ -201,19 +207,21 @@ class DCContingencyModel:
         lost = np.zeros(len(v))
         nb = self.space.n_attack_branches
         slow = self._dead_end_rows(pg_mw, members, singular & ~no_gen, v)
-        for i in sorted(set(torch.nonzero(no_gen).flatten().tolist()) | slow):
+        rows = sorted(set(torch.nonzero(no_gen).flatten().tolist()) | slow)
+        br_out = np.zeros((len(rows), self.network.n_branch), dtype=bool)
+        gen_out = np.zeros((len(rows), self.network.n_gen), dtype=bool)
+        for r, i in enumerate(rows):
             row = members[i].tolist()
-            br_out = np.zeros(self.network.n_branch, dtype=bool)
-            br_out[[self.space.branch_pos[m] for m in row if m < nb]] = True
-            gen_out = np.zeros(self.network.n_gen, dtype=bool)
-            gen_out[[self.space.gen_pos[m - nb] for m in row if m >= nb]] = True
-            split = classify_islands(self.network, br_out, gen_out)
+            br_out[r, [self.space.branch_pos[m] for m in row if m < nb]] = True
+            gen_out[r, [self.space.gen_pos[m - nb] for m in row if m >= nb]] = True
+        splits = classify_islands_batch(self.network, br_out, gen_out) if rows else []
+        for i, split, br, gn in zip(rows, splits, br_out, gen_out):
             if bool(no_gen[i]):
                 status[i], v[i] = NO_GENERATION, np.nan
             elif split.cuts_load:
                 status[i], v[i], lost[i] = ISLANDED, np.nan, split.load_lost_mw
             else:  # connected (rank test too strict), or only generators / empty buses cut off
-                vi = self.split_violation(pg_mw, br_out, gen_out, split)
+                vi = self.split_violation(pg_mw, br, gn, split)
                 status[i], v[i] = (NO_GENERATION, np.nan) if vi is None else (OK, vi)
         return v, status, lost
 

@@ -86,6 +86,18 @@ def _attack(network, pg, k, elements, attack_options, tol_mw, verify_limit):
     return rank, worst, "attack"
 
 
+
+def _record_step(rows: list[dict], tag: str, step: int, cost: float, worst: float, oracle: str, rank,
+                 n_secured: int, space, tol_mw: float) -> "list[tuple[int, ...]] | None":
+    """Append one step's row (both methods share the history's columns) and return the
+    violating sets, worst first, as space indices; None when the dispatch is secure."""
+    rows.append({"step": step, "cost_usd_per_h": cost, "worst_violation_mw": worst, "oracle": oracle,
+                 "worst_outage": rank["outage"].iloc[0] if len(rank) else None, "n_secured": n_secured})
+    log.info("defend[%s] step %d: cost %.2f $/h, worst violation %.3f MW", tag, step, cost, worst)
+    if worst <= tol_mw:
+        return None
+    return [space.indices_of(o) for o in rank["outage"][rank["violation_mw"] > tol_mw]]
+
 def defend(
     network: Network,
     k: int = 1,
@@ -128,13 +140,10 @@ def defend(
     if method == "constraint_generation":
         for step in range(max_steps):
             rank, worst, oracle = _attack(network, pg, k, elements, opts, tol_mw, verify_limit)
-            rows.append({"step": step, "cost_usd_per_h": cost, "worst_violation_mw": worst, "oracle": oracle,
-                         "worst_outage": rank["outage"].iloc[0] if len(rank) else None, "n_secured": len(secured)})
-            log.info("defend[cg] step %d: cost %.2f $/h, worst violation %.3f MW", step, cost, worst)
-            if worst <= tol_mw:
+            new = _record_step(rows, "cg", step, cost, worst, oracle, rank, len(secured), space, tol_mw)
+            if new is None:
                 status = "secure"
                 break
-            new = [space.indices_of(o) for o in rank["outage"][rank["violation_mw"] > tol_mw]]
             new = [s for s in new if s not in secured]
             split = [s for s in new if set_splits_network(network, space, s)]
             if split:
@@ -163,13 +172,10 @@ def defend(
         for step in range(max_steps):
             rank, worst, oracle = _attack(network, pg, k, elements, opts, tol_mw, verify_limit)
             cost = float(dispatch_cost(network, pg))
-            rows.append({"step": step, "cost_usd_per_h": cost, "worst_violation_mw": worst, "oracle": oracle,
-                         "worst_outage": rank["outage"].iloc[0] if len(rank) else None, "n_secured": len(secured)})
-            log.info("defend[adv] step %d: cost %.2f $/h, worst violation %.3f MW", step, cost, worst)
-            if worst <= tol_mw:
+            new = _record_step(rows, "adv", step, cost, worst, oracle, rank, len(secured), space, tol_mw)
+            if new is None:
                 status = "secure"
                 break
-            new = [space.indices_of(o) for o in rank["outage"][rank["violation_mw"] > tol_mw]]
             secured += [s for s in new if s not in secured][:sets_per_step]
             alpha = torch.zeros(len(secured) + 1, space.size, dtype=network.dtype, device=network.device)
             for i, s in enumerate(secured):

@@ -22,6 +22,7 @@ from gridlearn.errors import DataError
 from gridlearn.grid.checks import check_costs
 from gridlearn.grid.network import Network
 from gridlearn.scopf.dc import DCContingencyModel
+from gridlearn.scopf.pickup import pickup_affine
 
 # A ridge on Q keeps the interior point's Cholesky definite for linear-cost generators;
 # relative to the cost scale it moves the optimum by well under 1e-6 MW.
@@ -95,11 +96,7 @@ def contingency_affine(model: DCContingencyModel, members: Tensor) -> tuple[Tens
     gen_pos = torch.as_tensor(sp.gen_pos + (0,), device=dev)[torch.where(is_branch, len(sp.gen_pos), members - nb)]
     a_gen = torch.zeros(C, net.n_gen, dtype=dt, device=dev).scatter_add_(1, gen_pos, (~is_branch).to(dt))
     keep = 1.0 - a_gen
-    w = model.participation * keep
-    w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
-    load = (net.bus.pd_mw + net.bus.gs_mw).sum()
-    R = torch.diag_embed(keep) - w.unsqueeze(-1) * keep.unsqueeze(-2)
-    r = w * load
+    R, r = pickup_affine(model.participation, keep, (net.bus.pd_mw + net.bus.gs_mw).sum())
     # Outage correction L = I + H[:, M] (I - H_MM)^-1 E_M^T, with rows M zeroed.
     valid = is_branch.to(dt)
     h_mm = model.h[br_pos[:, :, None], br_pos[:, None, :]] * valid[:, :, None] * valid[:, None, :]

@@ -23,27 +23,17 @@ from torch import Tensor
 from gridlearn.errors import ConfigError
 from gridlearn.grid.network import Network
 from gridlearn.parallel import Executor, SerialExecutor, get_executor
-from gridlearn.scopf.common import members_tensor, result_table, setup
-from gridlearn.scopf.dc import DCContingencyModel
+from gridlearn.scopf.common import contingency_model, members_tensor, result_table, setup
 
 log = logging.getLogger(__name__)
 
 
-def _score_chunk_dc(payload: tuple[DCContingencyModel, Tensor, np.ndarray]) -> tuple[np.ndarray, list[str], np.ndarray]:
-    model, pg, members = payload
+def _score_chunk(payload: tuple[Any, Tensor, np.ndarray]) -> tuple[np.ndarray, list[str], np.ndarray]:
+    model, pg, members = payload  # model: a contingency model (`common.contingency_model`)
     # One thread per worker: the pool already fills the cores.
     torch.set_num_threads(1)
     with torch.no_grad():
         return model.score_sets(pg, members_tensor(members, pg.device))
-
-
-def _score_chunk_ac(payload: tuple[Any, Tensor, np.ndarray]) -> tuple[np.ndarray, list[str], np.ndarray]:
-    from gridlearn.scopf.ac import score_sets_ac
-
-    model, pg, members = payload
-    torch.set_num_threads(1)
-    with torch.no_grad():
-        return score_sets_ac(model, pg, members_tensor(members, pg.device))
 
 
 def enumerate_contingencies(
@@ -79,14 +69,9 @@ def enumerate_contingencies(
             raise ConfigError(f"sets must be k = {k} distinct indices in [0, {space.size}); got e.g. {bad[0]}")
     n_sets = math.comb(space.size, k) if sets is None else len(sets)
     log.info("enumerating %d N-%d sets of %d elements (%s)", n_sets, k, space.size, physics)
-    if physics == "ac":
-        from gridlearn.scopf.ac import ACContingencyModel
-
-        model = ACContingencyModel.build(network, space, participation)
-        fn = _score_chunk_ac
-        chunk_size = min(chunk_size, 256)  # Newton batches are dense: keep memory modest
-    else:
-        fn = _score_chunk_dc
+    model = contingency_model(network, space, physics, participation, model)
+    chunk_size = min(chunk_size, model.score_batch)  # Newton batches are dense: keep memory modest
+    fn = _score_chunk
     combos = itertools.combinations(range(space.size), k) if sets is None else iter(sets)
     chunks = []
     while True:

@@ -125,16 +125,31 @@ def project_capped_simplex(v: Tensor, k: float) -> Tensor:
 
 
 def components(network: "Network", branch_out: np.ndarray) -> np.ndarray:
-    """Connected component id per bus with the branches in ``branch_out`` (bool (n_branch,)) removed."""
+    """Connected component id per bus with the branches in ``branch_out`` (bool (n_branch,))
+    removed; ids count up from 0 in the order of each component's lowest bus."""
+    return components_batch(network, np.asarray(branch_out, dtype=bool)[None])[0]
+
+
+def components_batch(network: "Network", branch_out: np.ndarray) -> np.ndarray:
+    """`components` for many outage sets at once: branch_out (C, n_branch) bool -> (C, n_bus).
+
+    One scipy call on the block-diagonal graph of all C post-outage networks. Why: scoring
+    classifies every islanding set, thousands per N-3 sweep, and building one sparse graph
+    per set cost 20x the search itself (measured on PGLib case57 N-3)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    keep = ~np.asarray(branch_out, dtype=bool)
-    f = network.branch.from_bus.cpu().numpy()[keep]
-    t = network.branch.to_bus.cpu().numpy()[keep]
-    n = network.n_bus
-    adj = coo_matrix((np.ones(len(f)), (f, t)), shape=(n, n))
-    return connected_components(adj, directed=False)[1]
+    out = np.asarray(branch_out, dtype=bool)
+    C, n = out.shape[0], network.n_bus
+    f = network.branch.from_bus.cpu().numpy()
+    t = network.branch.to_bus.cpu().numpy()
+    s_i, l_i = np.nonzero(~out)
+    offset = s_i * n
+    adj = coo_matrix((np.ones(len(s_i)), (f[l_i] + offset, t[l_i] + offset)), shape=(C * n, C * n))
+    labels = connected_components(adj, directed=False)[1].reshape(C, n)
+    # scipy labels in order of the lowest unvisited node, so each block's labels are
+    # consecutive and start at that block's bus 0
+    return labels - labels[:, :1]
 
 
 @dataclass(frozen=True)
@@ -165,32 +180,39 @@ def classify_islands(network: "Network", branch_out: np.ndarray, gen_out: np.nda
     capacity (pmax of units not in ``gen_out``) stays supplied and the positive demand of
     every other is lost (``cuts_load``).
     """
-    comp = components(network, branch_out)
+    gen = None if gen_out is None else np.asarray(gen_out, dtype=bool)[None]
+    return classify_islands_batch(network, np.asarray(branch_out, dtype=bool)[None], gen)[0]
+
+
+def classify_islands_batch(network: "Network", branch_out: np.ndarray,
+                           gen_out: np.ndarray | None = None) -> list[IslandSplit]:
+    """`classify_islands` for outage sets branch_out (C, n_branch), gen_out (C, n_gen) bool."""
+    comps = components_batch(network, branch_out)
     n_gen = network.n_gen
-    if comp.max() == 0:
-        return IslandSplit(False, np.ones(network.n_bus, dtype=bool), np.zeros(n_gen, dtype=bool), 0.0, False)
     demand = (network.bus.pd_mw + network.bus.gs_mw).detach().cpu().numpy()
-    n_comp = int(comp.max()) + 1
-    has_demand = np.bincount(comp, weights=(np.abs(demand) > 1e-9).astype(float), minlength=n_comp) > 0
+    loaded = (np.abs(demand) > 1e-9).astype(float)
     gbus = network.gen.bus.cpu().numpy()
-    if int(has_demand.sum()) <= 1:
-        pmax = network.gen.pmax_mw.detach().cpu().numpy().copy()
-        pmax[~np.isfinite(pmax)] = 1e12
+    pmax0 = network.gen.pmax_mw.detach().cpu().numpy().copy()
+    pmax0[~np.isfinite(pmax0)] = 1e12
+    out = []
+    for c, comp in enumerate(comps):
+        if comp.max() == 0:
+            out.append(IslandSplit(False, np.ones(network.n_bus, dtype=bool), np.zeros(n_gen, dtype=bool), 0.0, False))
+            continue
+        n_comp = int(comp.max()) + 1
+        has_demand = np.bincount(comp, weights=loaded, minlength=n_comp) > 0
+        pmax = pmax0.copy()
         if gen_out is not None:
-            pmax[np.asarray(gen_out, dtype=bool)] = 0.0
-        # no demand anywhere: keep the component with the most capacity (nothing is lost)
-        main_id = int(np.argmax(has_demand)) if has_demand.any() else int(np.argmax(
-            np.bincount(comp[gbus], weights=pmax, minlength=n_comp)))
-        main = comp == main_id
-        return IslandSplit(True, main, ~main[gbus], 0.0, False)
-    pmax = network.gen.pmax_mw.detach().cpu().numpy().copy()
-    pmax[~np.isfinite(pmax)] = 1e12
-    if gen_out is not None:
-        pmax[np.asarray(gen_out, dtype=bool)] = 0.0
-    cap = np.bincount(comp[gbus], weights=pmax, minlength=n_comp)
-    main = comp == int(np.argmax(cap))
-    lost = float(demand.clip(min=0.0)[~main].sum())
-    return IslandSplit(True, main, ~main[gbus], lost, True)
+            pmax[gen_out[c]] = 0.0
+        cap = np.bincount(comp[gbus], weights=pmax, minlength=n_comp)
+        if int(has_demand.sum()) <= 1:
+            # no demand anywhere: keep the component with the most capacity (nothing is lost)
+            main = comp == (int(np.argmax(has_demand)) if has_demand.any() else int(np.argmax(cap)))
+            out.append(IslandSplit(True, main, ~main[gbus], 0.0, False))
+            continue
+        main = comp == int(np.argmax(cap))
+        out.append(IslandSplit(True, main, ~main[gbus], float(demand.clip(min=0.0)[~main].sum()), True))
+    return out
 
 
 def islanded_load(network: "Network", branch_out: np.ndarray, gen_out: np.ndarray | None = None) -> tuple[bool, float]:
@@ -200,7 +222,8 @@ def islanded_load(network: "Network", branch_out: np.ndarray, gen_out: np.ndarra
     return split.cuts_load, split.load_lost_mw
 
 
-__all__ = ["ElementSpace", "project_capped_simplex", "components", "islanded_load", "classify_islands", "IslandSplit", "ELEMENT_CHOICES"]
+__all__ = ["ElementSpace", "project_capped_simplex", "components", "components_batch", "islanded_load", "classify_islands",
+           "classify_islands_batch", "IslandSplit", "ELEMENT_CHOICES", "set_splits_network"]
 
 
 def set_splits_network(network: "Network", space: ElementSpace, members: Sequence[int]) -> bool:

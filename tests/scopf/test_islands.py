@@ -71,3 +71,27 @@ def test_preventive_scopf_names_a_set_that_splits_the_network(triangle):
         solve_scopf(model, torch.as_tensor(sets))
     pg, cost = solve_scopf(model, torch.as_tensor([s for s in sets if s not in split]))
     assert torch.isfinite(pg).all() and np.isfinite(cost)
+
+
+def test_batched_classifier_matches_scipy_and_the_single_set_one(case30):
+    # the batched components (one scipy call on the block-diagonal graph) against scipy per set
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from gridlearn.scopf.outages import classify_islands_batch, components_batch
+
+    rng = np.random.default_rng(11)
+    out = rng.random((200, case30.n_branch)) < rng.uniform(0.0, 0.4, (200, 1))
+    gen_out = rng.random((200, case30.n_gen)) < 0.2
+    f, t = case30.branch.from_bus.numpy(), case30.branch.to_bus.numpy()
+    comps = components_batch(case30, out)
+    splits = classify_islands_batch(case30, out, gen_out)
+    assert sum(s.islanded for s in splits) > 50 and sum(not s.islanded for s in splits) > 10
+    for i in range(len(out)):
+        keep = ~out[i]
+        ref = connected_components(coo_matrix((np.ones(keep.sum()), (f[keep], t[keep])),
+                                              shape=(case30.n_bus,) * 2), directed=False)[1]
+        assert np.array_equal(comps[i], ref)
+        one = classify_islands(case30, out[i], gen_out[i])
+        assert one.islanded == splits[i].islanded and one.cuts_load == splits[i].cuts_load
+        assert np.array_equal(one.main, splits[i].main) and one.load_lost_mw == splits[i].load_lost_mw
