@@ -124,6 +124,9 @@ class SATNet(nn.Module):
         adjoint_solver: ``"cg"`` (default: conjugate gradients on the backward system, which
             keeps converging within max_iter as S trains; `satnet_adjoint_cg`) |
             ``"sweeps"`` (the reference's coordinate sweeps, run by ``backend``).
+        adjoint_max_iter: the backward's iteration budget (default ``4 * max_iter``): its
+            condition number grows as S trains, so the forward's 40 are too few after a
+            few epochs of Sudoku.
 
     Initialisation of ``S`` (m, N): i.i.d. ``N(0, 1/(N + m))``, a Glorot-style scale (our
     choice; the optimum of the SDP does not depend on the scale of S, only the step size
@@ -146,6 +149,7 @@ class SATNet(nn.Module):
         backend: str = "auto",
         adjoint_damping: float = 0.05,
         adjoint_solver: str = "cg",
+        adjoint_max_iter: int | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         dtype: torch.dtype | None = None,
@@ -161,6 +165,7 @@ class SATNet(nn.Module):
         self.settings = MixingSettings(
             aux=aux, k=k if k is not None else default_rank(n_vars), max_iter=max_iter, eps=eps, on_failure=on_failure,
             backend=backend, adjoint_damping=adjoint_damping, adjoint_solver=adjoint_solver,
+            adjoint_max_iter=adjoint_max_iter,
         )
         self.seed = seed
         S = torch.randn((m, n_vars), generator=generator, dtype=dtype or torch.get_default_dtype())
