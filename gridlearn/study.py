@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import sys
 import types
 import typing
@@ -69,8 +70,12 @@ def _resolve(main: Callable) -> Callable:
     return getattr(module, getattr(main, "__name__", ""), main) if module is not None else main
 
 
-def study_app(config_cls: type, main: Callable[[Any], Any], demo: dict[str, Any] | None = None, help: str | None = None) -> typer.Typer:
-    """A typer application with one option per field of ``config_cls`` that calls ``main(Config(...))``."""
+def study_app(config_cls: type, main: Callable[[Any], Any], demo: dict[str, Any] | None = None, help: str | None = None,
+              echo: bool = False) -> typer.Typer:
+    """A typer application with one option per field of ``config_cls`` that calls ``main(Config(...))``.
+
+    ``echo``: log at INFO level while ``main`` runs and print what it returns (the studies
+    whose ``main`` returns their results dict)."""
     if not dataclasses.is_dataclass(config_cls):
         raise ConfigError(f"{config_cls!r} is not a dataclass")
     hints = typing.get_type_hints(config_cls)
@@ -109,7 +114,11 @@ def study_app(config_cls: type, main: Callable[[Any], Any], demo: dict[str, Any]
             cfg = config_cls(**kwargs)
         except ConfigError as exc:
             raise typer.BadParameter(str(exc)) from None
-        _resolve(main)(cfg)
+        if echo:
+            logging.basicConfig(level=logging.INFO)
+        out = _resolve(main)(cfg)
+        if echo:
+            typer.echo(out)
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__doc__ = (main.__doc__ or "").strip() or None

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-import typer
 from tqdm import tqdm
 
 from gridlearn.implicit import SATNet
@@ -108,13 +107,8 @@ def main(cfg: Config) -> dict:
     return results
 
 
-def _cli_main(cfg: Config) -> None:
-    """Train SATNet on L-bit parity and write a run directory under results/satnet_parity/."""
-    logging.basicConfig(level=logging.INFO)
-    typer.echo(main(cfg))
-
-
-app = study_app(Config, _cli_main)  # every Config field is an option (`--help`)
+app = study_app(Config, main, help="Train SATNet on L-bit parity and write a run directory under results/satnet_parity/.",
+                echo=True)  # every Config field is an option (`--help`)
 
 
 if __name__ == "__main__":

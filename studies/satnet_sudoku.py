@@ -38,7 +38,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import typer
 from torch import nn
 from tqdm import tqdm
 
@@ -302,13 +301,8 @@ def main(cfg: Config) -> dict:
     return results
 
 
-def _cli_main(cfg: Config) -> None:
-    """Train SATNet on (visual) Sudoku; writes results/satnet_sudoku/<run>/."""
-    logging.basicConfig(level=logging.INFO)
-    typer.echo(main(cfg))
-
-
-app = study_app(Config, _cli_main)  # every Config field is an option (`--help`)
+app = study_app(Config, main, help="Train SATNet on (visual) Sudoku; writes results/satnet_sudoku/<run>/.",
+                echo=True)  # every Config field is an option (`--help`)
 
 
 if __name__ == "__main__":
