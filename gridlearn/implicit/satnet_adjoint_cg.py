@@ -22,7 +22,9 @@ products (BLAS-3 on CPU, one GEMM each on CUDA) instead of N rank-one updates.
 Stopping test: after iteration t the preconditioned residual ``<r, D^{-1} r>`` (a quadratic,
 like the sweeps' objective decrease) is below ``eps`` times its value at U = 0; the residual
 reported is that ratio. A direction of non-positive curvature (A not positive definite:
-the forward stopped away from a local minimum) ends that element with Status.NUMERICAL.
+the forward stopped away from a local minimum) ends that element with Status.NUMERICAL,
+as does a recursive residual that met eps while the true one, ``rhs - A(U)`` computed once at
+the end (one more product), does not (round-off drift, float32 with a tight eps).
 Each element stops on its own (its iterate is frozen), so its result does not depend on
 the rest of the batch.
 """
@@ -92,6 +94,15 @@ def adjoint_cg(S, V, rhs, gn, is_out, max_iter: int, eps: float):
         p = z + beta.view(B, 1, 1) * p
         rz = torch.where(active, rz_new, rz)
         active = active & ~done
+    # CG updates r by recursion, which drifts from rhs - A(U) in finite precision (float32
+    # above all): the residual reported, and the test, are those of the true residual
+    AU, _ = apply_a(U)
+    r_true = rhs * out_f - AU
+    true_rel = (_dot(r_true, r_true * inv_d) / torch.where(rz0 > 0, rz0, torch.ones_like(rz0))).double()
+    residual = torch.where(rz0 > 0, true_rel, residual)
+    drifted = converged & (rz0 > 0) & ~(true_rel < eps)
+    converged = converged & ~drifted
+    bad = bad | drifted
     finite = torch.isfinite(U).flatten(1).all(dim=1) & torch.isfinite(residual)
     code = torch.full((B,), Status.MAX_STEPS.code, dtype=torch.long, device=V.device)
     code = torch.where(converged, torch.full_like(code, Status.CONVERGED.code), code)
