@@ -15,7 +15,9 @@ is the minimum over ``--repeats`` passes, the peers taking turns within each pas
 
   (``--build-reference`` runs ``python setup.py build_ext --inplace`` there once.)
 - ``numba_k32``: gridlearn's compiled kernels at the reference's k, for a like-for-like time;
-- ``numba``: gridlearn's default (k = floor(sqrt(2N)) + 1 = 46 for Sudoku);
+- ``numba``: gridlearn's default (k = floor(sqrt(2N)) + 1 = 46 for Sudoku; backward by CG);
+- ``numba_sweeps``: the same with the reference's backward, coordinate sweeps
+  (``adjoint_solver="sweeps"``), the default before CG;
 - ``torch``: gridlearn's pure-torch reference path (default k), the code before the kernels;
   slow, so only in the cases named by ``--torch-cases``.
 
@@ -69,7 +71,9 @@ def check_backends_agree() -> dict:
     w = torch.randn(B, n, generator=g, dtype=torch.float64)
     res = {}
     for be in ("torch", "numba"):
-        st = MixingSettings(aux=aux, k=6, max_iter=300, eps=1e-10, backend=be, on_failure="ignore")
+        # the kernels' adjoint sweeps: the CG backward is one torch code for both backends
+        st = MixingSettings(aux=aux, k=6, max_iter=300, eps=1e-10, backend=be, on_failure="ignore",
+                            adjoint_solver="sweeps")
         Sr = S.clone().requires_grad_(True)
         sol = satnet_solve(Sr, z, mask, st, torch.Generator().manual_seed(1))
         (sol.value * w).sum().backward()
@@ -83,7 +87,8 @@ def check_backends_agree() -> dict:
 
 def check_reference_agrees(ref) -> dict:
     n, m, aux, B = 12, 8, 4, 3
-    net = SATNet(n, m, aux=aux, k=32, max_iter=3000, eps=1e-14, seed=0, adjoint_damping=0.0,
+    # the reference's backward algorithm (sweeps), float32 as the reference is
+    net = SATNet(n, m, aux=aux, k=32, max_iter=3000, eps=1e-14, seed=0, adjoint_damping=0.0, adjoint_solver="sweeps",
                  on_failure="ignore", generator=torch.Generator().manual_seed(0), dtype=torch.float32)
     r = ref.SATNet(n, m, aux=aux, max_iter=3000, eps=1e-14, prox_lam=0.0)
     with torch.no_grad():
@@ -133,7 +138,9 @@ def make_peer(name, task, ref):
     else:
         k = 32 if name == "numba_k32" else None
         backend = "torch" if name == "torch" else "numba"
-        layer = SATNet(cfg["n"], cfg["m"], aux=cfg["aux"], max_iter=40, eps=1e-4, k=k, backend=backend, seed=0)
+        solver = "sweeps" if name == "numba_sweeps" else "cg"
+        layer = SATNet(cfg["n"], cfg["m"], aux=cfg["aux"], max_iter=40, eps=1e-4, k=k, backend=backend, seed=0,
+                       adjoint_solver=solver)
         with torch.no_grad():
             layer.S.copy_(S0)
 
@@ -159,7 +166,8 @@ def time_case(peers, task, z, mask, y, ref, repeats):
             if sol is not None:
                 rows[p].update(forward_converged=float(sol.converged.float().mean()),
                                gradient_given=float(sol.extras["adjoint"]["gradient_given"].float().mean()),
-                               mean_forward_sweeps=float(sol.steps.float().mean()))
+                               mean_forward_sweeps=float(sol.steps.float().mean()),
+                               mean_backward_iterations=float(sol.extras["adjoint"]["steps"].float().mean()))
     for r in rows.values():
         r["s_min"] = min(r["s_all"])
     return rows
@@ -191,14 +199,14 @@ def main() -> None:
             continue
         torch.set_num_threads(threads)
         z, mask, y = inputs(task, B)
-        peers = (["reference"] if ref is not None else []) + ["numba_k32", "numba"]
+        peers = (["reference"] if ref is not None else []) + ["numba_k32", "numba", "numba_sweeps"]
         if case in args.torch_cases.split(","):
             peers.append("torch")
         rows[case] = time_case(peers, task, z, mask, y, ref, args.repeats)
         line = "  ".join(f"{p} {r['s_min']:.4g} s" for p, r in rows[case].items())
         print(f"{case}: {line}", flush=True)
         if ref is not None:
-            for p in ("numba_k32", "numba"):
+            for p in ("numba_k32", "numba", "numba_sweeps"):
                 rows[case][p]["reference_over_this"] = rows[case]["reference"]["s_min"] / rows[case][p]["s_min"]
     result = {
         "what": "SATNet forward + backward (BCE loss) per batch, CPU, seconds (min over repeats)",

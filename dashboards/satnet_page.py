@@ -114,3 +114,11 @@ def render_satnet(title: str, layout: SatnetLayout, prefix: str, runs: list[RunR
         st.subheader("Figures saved by the study")
         show_figures(run.record)
 
+
+def satnet_render(title: str, layout: SatnetLayout, prefix: str):
+    """The ``render(runs, results_dir)`` of a SATNet page module (dashboards/views/satnet_*.py)."""
+
+    def render(runs: list[RunRecord], results_dir: Path) -> None:
+        render_satnet(title, layout, prefix, runs, results_dir)
+
+    return render

@@ -23,7 +23,8 @@ machine), so long runs checkpoint and resume:
 
 Per epoch the training table holds the board accuracy on the test set, the fraction of
 training solves that converged (``train_converged``) and that got an implicit gradient
-(forward and adjoint both converged, ``train_gradient_given``), and the training time.
+(forward and adjoint both converged, ``train_gradient_given``), the backward's mean
+iterations (``train_adjoint_iterations``), and the training time.
 """
 
 from __future__ import annotations
@@ -209,7 +210,7 @@ def main(cfg: Config) -> dict:
     ckpt_path = Path(cfg.checkpoint) if cfg.checkpoint else None
     # training state: everything an uninterrupted run would carry from one batch to the next
     st = {"epoch": 0, "batch": 0, "order": None, "rows": [], "batch_times": [],
-          "losses": [], "conv": [], "grad": [], "epoch_s": 0.0}
+          "losses": [], "conv": [], "grad": [], "adj_steps": [], "epoch_s": 0.0}
     if cfg.resume:
         if ckpt_path is None:
             raise ValueError("resume=True needs checkpoint=<path>")
@@ -265,6 +266,7 @@ def main(cfg: Config) -> dict:
                 st["losses"].append(float(loss.detach()))
                 st["conv"].append(float(sol.converged.float().mean()))
                 st["grad"].append(float(sol.extras["adjoint"]["gradient_given"].float().mean()))
+                st.setdefault("adj_steps", []).append(float(sol.extras["adjoint"]["steps"].float().mean()))
                 st["batch"] += 1
                 done_here += 1
                 if cfg.checkpoint_every and st["batch"] % cfg.checkpoint_every == 0:
@@ -274,10 +276,12 @@ def main(cfg: Config) -> dict:
             ev = evaluate()
             row = {"epoch": st["epoch"], "batches": st["batch"], "train_loss": float(np.mean(st["losses"])),
                    "train_converged": float(np.mean(st["conv"])),
-                   "train_gradient_given": float(np.mean(st["grad"])), "epoch_train_s": st["epoch_s"], **ev}
+                   "train_gradient_given": float(np.mean(st["grad"])),
+                   "train_adjoint_iterations": float(np.mean(st.get("adj_steps") or [np.nan])),
+                   "epoch_train_s": st["epoch_s"], **ev}
             st["rows"].append(row)
             logger.info("epoch %d: %s", st["epoch"], row)
-            st.update(epoch=st["epoch"] + 1, batch=0, order=None, losses=[], conv=[], grad=[], epoch_s=0.0)
+            st.update(epoch=st["epoch"] + 1, batch=0, order=None, losses=[], conv=[], grad=[], adj_steps=[], epoch_s=0.0)
             checkpoint()
         if stopped:
             checkpoint()

@@ -143,6 +143,12 @@ class SATNet(nn.Module):
             reference's ``prox_lam = 1e-2`` at its initial scale): without it the adjoint
             does not converge on Sudoku at the paper's settings, so "mask" would give no
             gradient; 0 gives the exact implicit gradient. See `satnet_mixing.mixing_backward`.
+        adjoint_solver: ``"cg"`` (default: conjugate gradients on the backward system, which
+            keeps converging within max_iter as S trains; `satnet_adjoint_cg`) |
+            ``"sweeps"`` (the reference's coordinate sweeps, run by ``backend``).
+        adjoint_max_iter: the backward's iteration budget (default ``4 * max_iter``): its
+            condition number grows as S trains, so the forward's 40 are too few after a
+            few epochs of Sudoku.
 
     Initialisation of ``S`` (m, N): i.i.d. ``N(0, 1/(N + m))``, a Glorot-style scale (our
     choice; the optimum of the SDP does not depend on the scale of S, only the step size
@@ -164,6 +170,8 @@ class SATNet(nn.Module):
         on_failure: str = "zero",
         backend: str = "auto",
         adjoint_damping: float = 0.05,
+        adjoint_solver: str = "cg",
+        adjoint_max_iter: int | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         dtype: torch.dtype | None = None,
@@ -179,7 +187,8 @@ class SATNet(nn.Module):
         self.settings = MixingSettings(
             aux=aux, k=k if k is not None else default_rank(n_vars), max_iter=max_iter, eps=eps,
             on_failure=_mixing_on_failure(on_failure),
-            backend=backend, adjoint_damping=adjoint_damping,
+            backend=backend, adjoint_damping=adjoint_damping, adjoint_solver=adjoint_solver,
+            adjoint_max_iter=adjoint_max_iter,
         )
         self.seed = seed
         S = torch.randn((m, n_vars), generator=generator, dtype=dtype or torch.get_default_dtype())
@@ -217,7 +226,8 @@ class SATNet(nn.Module):
         s = self.settings
         return (
             f"n={self.n}, m={self.m}, aux={s.aux}, k={s.k}, max_iter={s.max_iter}, eps={s.eps}, "
-            f"on_failure={self.on_failure!r}, backend={s.backend!r}, adjoint_damping={s.adjoint_damping}"
+            f"on_failure={self.on_failure!r}, backend={s.backend!r}, adjoint_damping={s.adjoint_damping}, "
+            f"adjoint_solver={s.adjoint_solver!r}"
         )
 
 

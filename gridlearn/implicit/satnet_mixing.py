@@ -28,7 +28,9 @@ compared a square root with a square: a relative decrease of 1e-4 means moves ne
 Backends: ``"torch"`` is the reference implementation (a Python loop over the union of the
 batch's unknowns, each step one batched GEMV and GER); ``"numba"`` runs the same sweeps
 in `gridlearn.implicit.satnet_kernels`, per element over its own unknowns, in parallel
-over the batch; ``"auto"`` takes numba on CPU when it imports.
+over the batch; ``"cuda"`` runs them on the GPU, one persistent kernel with one thread
+block per element (`gridlearn.implicit.satnet_kernels_cuda`); ``"auto"`` takes numba on
+CPU when it imports, and the CUDA kernel for CUDA tensors when numba.cuda can run.
 """
 
 from __future__ import annotations
@@ -40,13 +42,15 @@ from dataclasses import dataclass
 import torch
 
 from gridlearn.errors import ConfigError
-from gridlearn.implicit import satnet_kernels
+from gridlearn.implicit import satnet_kernels, satnet_kernels_cuda
+from gridlearn.implicit.satnet_adjoint_cg import adjoint_cg
 from gridlearn.implicit.solution import Solution, Status
 
 logger = logging.getLogger(__name__)
 
 ON_FAILURE = ("mask", "ignore", "raise")
-BACKENDS = ("auto", "numba", "torch")
+BACKENDS = ("auto", "numba", "cuda", "torch")
+ADJOINT_SOLVERS = ("cg", "sweeps")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,7 +66,12 @@ class MixingSettings:
     the module docstring). ``backend``: ``"auto"`` | ``"numba"`` | ``"torch"``.
     ``adjoint_damping`` (lambda >= 0): the adjoint solves the damped system, diagonal
     ``(1 + lambda) ||g_o||`` in place of ``||g_o||`` (see `mixing_backward`); 0 is the
-    exact implicit gradient.
+    exact implicit gradient. ``adjoint_solver``: ``"cg"`` (default: preconditioned
+    conjugate gradients, `gridlearn.implicit.satnet_adjoint_cg`) | ``"sweeps"`` (the
+    reference's coordinate sweeps, in ``backend``); both stop on their own eps test and
+    take at most ``adjoint_max_iter`` iterations (default ``4 * max_iter``: as S trains on
+    Sudoku the backward system's condition number grows, and at epoch 3 of the paper's setup
+    CG needs 47-55 iterations at ``adjoint_damping = 0.05``, where 40 sufficed at the start).
     """
 
     aux: int
@@ -72,6 +81,13 @@ class MixingSettings:
     on_failure: str = "mask"
     backend: str = "auto"
     adjoint_damping: float = 0.0
+    adjoint_solver: str = "cg"
+    adjoint_max_iter: int | None = None
+
+    @property
+    def adjoint_iterations(self) -> int:
+        """The backward's iteration budget: ``adjoint_max_iter``, by default 4 x max_iter."""
+        return self.adjoint_max_iter if self.adjoint_max_iter is not None else 4 * self.max_iter
 
     def __post_init__(self):
         if self.aux < 0:
@@ -86,6 +102,10 @@ class MixingSettings:
             raise ConfigError(f"adjoint_damping must be >= 0, got {self.adjoint_damping}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.adjoint_max_iter is not None and self.adjoint_max_iter < 1:
+            raise ConfigError(f"adjoint_max_iter must be >= 1 (or None), got {self.adjoint_max_iter}")
+        if self.adjoint_solver not in ADJOINT_SOLVERS:
+            raise ConfigError(f"adjoint_solver must be one of {ADJOINT_SOLVERS}, got {self.adjoint_solver!r}")
         if self.on_failure not in ON_FAILURE:
             raise ConfigError(f"on_failure must be one of {ON_FAILURE}, got {self.on_failure!r}")
 
@@ -134,7 +154,7 @@ def init_vectors(z, is_input, n_vars, k, generator):
     return V, r_perp
 
 
-def _sweeps(St, sq, X, W2, is_out, cols, settings, update):
+def _sweeps(St, sq, X, W2, is_out, cols, settings, update, max_iter):
     """Block coordinate descent sweeps shared by the forward and the adjoint solve (torch).
 
     ``X`` ``(B, N, k)`` is updated in place, one variable j (over ``cols``) at a time, as
@@ -154,7 +174,7 @@ def _sweeps(St, sq, X, W2, is_out, cols, settings, update):
     steps = torch.zeros(B, dtype=torch.long, device=dev)
     residual = torch.full((B,), float("inf"), dtype=torch.float64, device=dev)
     delta0 = torch.zeros(B, dtype=torch.float64, device=dev)
-    for t in range(settings.max_iter):
+    for t in range(max_iter):
         act_f = active.to(X.dtype)
         delta = torch.zeros(B, dtype=torch.float64, device=dev)
         for j in cols:
@@ -189,27 +209,40 @@ def _status(X, converged, residual):
     return torch.where(finite, code, torch.full_like(code, Status.NONFINITE.code))
 
 
-def _compiled(settings, X) -> bool:
-    """Whether this solve runs the numba kernels (`gridlearn.implicit.satnet_kernels`)."""
+def _compiled(settings, X) -> str | None:
+    """Which compiled kernels run this solve: "numba" (CPU, `satnet_kernels`), "cuda"
+    (`satnet_kernels_cuda`), or None (the torch loop)."""
     if settings.backend == "torch":
-        return False
-    ok = X.device.type == "cpu" and X.dtype in (torch.float32, torch.float64) and satnet_kernels.available()
+        return None
+    real = X.dtype in (torch.float32, torch.float64)
+    if settings.backend == "cuda" or (settings.backend == "auto" and X.device.type == "cuda"):
+        # under numba's simulator the kernel also runs on CPU tensors (tests)
+        ok = real and satnet_kernels_cuda.available() and (X.device.type == "cuda" or satnet_kernels_cuda.simulated())
+        if settings.backend == "cuda" and not ok:
+            raise ConfigError(f"backend='cuda' needs numba.cuda with a GPU and a float32/float64 CUDA tensor, "
+                              f"got {X.dtype} on {X.device}")
+        return "cuda" if ok else None
+    ok = X.device.type == "cpu" and real and satnet_kernels.available()
     if settings.backend == "numba" and not ok:
         raise ConfigError(
             f"backend='numba' needs numba installed and a float32/float64 CPU tensor, got {X.dtype} on {X.device}"
         )
-    return ok
+    return "numba" if ok else None
 
 
-def _compiled_sweeps(forward, St, sq, X, W2, is_out, settings, V=None, rhs=None, gn=None):
+def _compiled_sweeps(kind, forward, St, sq, X, W2, is_out, settings, max_iter, V=None, rhs=None, gn=None):
     """The same sweeps in the compiled kernels; W2 ``(m, B*k)`` in, updated W ``(B, m, k)`` out."""
     B, N, k = X.shape
     W = _from_w2(W2, B, k).contiguous()
     idx, ptr = satnet_kernels.unknown_index(is_out.cpu())
-    steps, residual, converged = satnet_kernels.run_sweeps(
+    run = satnet_kernels_cuda.run_sweeps if kind == "cuda" else satnet_kernels.run_sweeps
+    # the forward does not read V, rhs, gn: small placeholders, never aliases of X (a
+    # simulated or copied launch would write an alias back over X)
+    ph = X.new_zeros((1, 1, 1))
+    steps, residual, converged = run(
         forward, St, sq, X, W, idx, ptr,
-        X if V is None else V, X if rhs is None else rhs, X[:, :, 0].contiguous() if gn is None else gn,
-        settings.max_iter, settings.eps, _tiny(X.dtype),
+        ph if V is None else V, ph if rhs is None else rhs, ph[0] if gn is None else gn,
+        max_iter, settings.eps, _tiny(X.dtype),
     )
     return W, _status(X, converged, residual), residual, steps
 
@@ -250,10 +283,11 @@ def mixing_forward(S, z, is_input, settings, generator):
         # a variable with no interaction (g = 0) keeps its vector rather than becoming 0
         return torch.where(gn > tiny, -g / gn.clamp_min(tiny), V[:, j]), gn.squeeze(1)
 
-    if _compiled(settings, V):
-        W, code, residual, steps = _compiled_sweeps(True, St, sq, V, W2, is_out, settings)
+    kind = _compiled(settings, V)
+    if kind:
+        W, code, residual, steps = _compiled_sweeps(kind, True, St, sq, V, W2, is_out, settings, settings.max_iter)
     else:
-        code, residual, steps = _sweeps(St, sq, V, W2, is_out, cols, settings, update)
+        code, residual, steps = _sweeps(St, sq, V, W2, is_out, cols, settings, update, settings.max_iter)
         W = _from_w2(W2, B, settings.k)
     g_all = torch.matmul(St, W) - sq.view(1, N, 1) * V
     g_norm = g_all.norm(dim=2)
@@ -289,7 +323,13 @@ def mixing_backward(S, z, is_input, dz, V, W, r_perp, g_norm, is_out, cols, sett
     gradient is then that of the damped system (biased, as the paper's is); use 0 for
     the exact one.
 
-    Returns (dz ``(B, n)``, dS ``(m, N)``, code, residual, steps) of the adjoint solve.
+    Solver (``settings.adjoint_solver``). ``"sweeps"`` is that coordinate descent, i.e.
+    Gauss-Seidel, as the reference runs it; ``"cg"`` (default) solves the same symmetric
+    system by preconditioned conjugate gradients (`gridlearn.implicit.satnet_adjoint_cg`),
+    which needs about the square root as many iterations where the system is
+    ill-conditioned, as it becomes while S trains, at the same cost per iteration.
+
+    Returns (U, Psi ``(B, m, k)``, code, residual, steps) of the adjoint solve.
     """
     B, n = z.shape
     m, N = S.shape
@@ -310,16 +350,21 @@ def mixing_backward(S, z, is_input, dz, V, W, r_perp, g_norm, is_out, cols, sett
     Psi2 = torch.zeros((m, B_ * k), dtype=dt, device=V.device)  # (U S^T)^T, laid out (m, B*k)
     gn = (g_norm.clamp_min(tiny) * (1.0 + settings.adjoint_damping)).contiguous()
 
+    if settings.adjoint_solver == "cg":
+        return adjoint_cg(S, V, rhs, gn, is_out, settings.adjoint_iterations, settings.eps)
+
     def update(j, field):
         y = rhs[:, j] - field
         vj = V[:, j]
         y = y - (y * vj).sum(dim=1, keepdim=True) * vj
         return y / gn[:, j : j + 1], gn[:, j]
 
-    if _compiled(settings, U):
-        Psi, code, residual, steps = _compiled_sweeps(False, St, sq, U, Psi2, is_out, settings, V, rhs, gn)
+    kind = _compiled(settings, U)
+    if kind:
+        Psi, code, residual, steps = _compiled_sweeps(kind, False, St, sq, U, Psi2, is_out, settings,
+                                                      settings.adjoint_iterations, V, rhs, gn)
     else:
-        code, residual, steps = _sweeps(St, sq, U, Psi2, is_out, cols, settings, update)
+        code, residual, steps = _sweeps(St, sq, U, Psi2, is_out, cols, settings, update, settings.adjoint_iterations)
         Psi = _from_w2(Psi2, B_, k)
     return U, Psi, code, residual, steps
 
@@ -374,10 +419,11 @@ class MixingFunction(torch.autograd.Function):
         if settings.on_failure == "mask" and not bool(ok.all()):
             # no implicit gradient for an element whose fixed point or adjoint did not converge
             logger.warning(
-                "SATNet: %d of %d batch elements did not converge within max_iter=%d (eps=%g); "
-                "they get a zero implicit gradient. Raise max_iter, or pass on_failure='ignore' "
-                "for the paper's fixed-iteration behaviour.",
-                int((~ok).sum()), ok.numel(), settings.max_iter, settings.eps,
+                "SATNet: %d of %d batch elements did not converge (forward: %d, within max_iter=%d; adjoint: "
+                "%d, within adjoint_max_iter=%d; eps=%g); they get a zero implicit gradient. Raise those, "
+                "or pass on_failure='ignore' for the paper's fixed-iteration behaviour.",
+                int((~ok).sum()), ok.numel(), int((fwd_code != Status.CONVERGED.code).sum()), settings.max_iter,
+                int((code != Status.CONVERGED.code).sum()), settings.adjoint_iterations, settings.eps,
             )
             keep = ok.to(U.dtype).view(-1, 1, 1)
             U = U * keep

@@ -27,10 +27,11 @@ def _tiny_problem(dtype=torch.float64, batch=2, n=5, m=6, aux=1, seed=0):
     return S, z, mask
 
 
-@pytest.mark.parametrize("backend", ["torch", "numba"])
-def test_gradient_matches_finite_differences_float64(backend):
+@pytest.mark.parametrize("backend,solver", [("torch", "sweeps"), ("numba", "sweeps"), ("numba", "cg"), ("torch", "cg")])
+def test_gradient_matches_finite_differences_float64(backend, solver):
     S, z, mask = _tiny_problem()
-    settings = MixingSettings(aux=1, k=5, max_iter=5000, eps=1e-11, on_failure="raise", backend=backend)
+    settings = MixingSettings(aux=1, k=5, max_iter=5000, eps=1e-11, on_failure="raise", backend=backend,
+                              adjoint_solver=solver)
 
     def f(z, S):  # a fresh, identically seeded generator: the solve is a function of (z, S)
         return satnet_solve(S, z, mask, settings, torch.Generator().manual_seed(1)).value
@@ -214,8 +215,9 @@ def test_compiled_matches_torch_values_statuses_and_gradients(seed, max_iter, da
     S, z, mask, w = _random_instance(seed)
     got = {}
     for backend in ("torch", "numba"):
+        # the kernels' adjoint sweeps (the default CG backward is the same torch code on both)
         st = MixingSettings(aux=4, k=6, max_iter=max_iter, eps=1e-7, backend=backend, on_failure="ignore",
-                            adjoint_damping=damping)
+                            adjoint_damping=damping, adjoint_solver="sweeps")
         Sr, zr = S.clone().requires_grad_(True), z.clone().requires_grad_(True)
         sol = satnet_solve(Sr, zr, mask, st, torch.Generator().manual_seed(seed))
         (sol.value * w).sum().backward()
@@ -312,3 +314,5 @@ def test_backend_and_damping_are_checked():
         SATNet(5, 6, backend="cuda-please")
     with pytest.raises(ConfigError, match="adjoint_damping"):
         SATNet(5, 6, adjoint_damping=-1.0)
+    with pytest.raises(ConfigError, match="adjoint_solver"):
+        MixingSettings(aux=0, k=4, max_iter=5, eps=1e-4, adjoint_solver="lu")
