@@ -54,6 +54,7 @@ from torch import Tensor
 from gridlearn.implicit.qp_ipm import IPMResult, QPWarmStart, interior_point
 from gridlearn.implicit.qp_kkt import QFactor, QPData, chol_solve, mtv, mv, prefer_dual, q_cholesky
 from gridlearn.implicit.qp_scaling import objective_scale, psd_mask
+from gridlearn.implicit.qp_tridiag import TridiagonalPattern
 from gridlearn.implicit.solution import Status
 
 
@@ -193,7 +194,8 @@ def _run(settings: Any, warm: QPWarmStart | None, batch: int, Q, p, G, h, A, b) 
     """Interior point on already scaled, convex inputs -> (result, Q's Cholesky or None)."""
     n, m, k = Q.shape[-1], G.shape[-2], A.shape[-2]
     qf = QFactor.build(Q, G, A) if prefer_dual(n, m, k) else None
-    data = QPData(Q, p, G, h, A, b, None if qf is not None else QPData.outer_rows(G), qf)
+    tri = None if qf is not None else TridiagonalPattern.build(Q, G, A)
+    data = QPData(Q, p, G, h, A, b, None if qf is not None else QPData.outer_rows(G), qf, tri)
     tol = max(settings.tol, 1000 * torch.finfo(Q.dtype).eps)
     res = interior_point(
         data, batch, tol=tol, eps_inf=settings.eps_inf, max_iter=settings.max_iter,
