@@ -56,6 +56,7 @@ from gridlearn.implicit.qp_ipm import IPMResult, QPWarmStart, interior_point
 from gridlearn.implicit.qp_kkt import QPData, chol_solve, mtv, mv
 from gridlearn.implicit.qp_kkt_solvers import KKT_SOLVERS
 from gridlearn.implicit.qp_scaling import objective_scale, psd_mask
+from gridlearn.implicit.qp_tridiag import TridiagonalPattern
 from gridlearn.implicit.solution import Status
 
 
@@ -195,7 +196,10 @@ def _run(settings: Any, warm: QPWarmStart | None, batch: int, Q, p, G, h, A, b) 
     """Interior point on already scaled, convex inputs -> (result, Q's Cholesky or None)."""
     solver = KKT_SOLVERS[settings.kkt_solver]
     qf = solver.q_factor(Q, G, A)
-    data = QPData(Q, p, G, h, A, b, None if qf is not None else QPData.outer_rows(G), qf)
+    # H = Q + GᵀDG tridiagonal for every D (ramp-limited schedules): an O(n) LDLᵀ inside the
+    # primal factor (`qp_tridiag`); solvers with their own factor ignore it.
+    tri = None if qf is not None else TridiagonalPattern.build(Q, G, A)
+    data = QPData(Q, p, G, h, A, b, None if qf is not None else QPData.outer_rows(G), qf, tri)
     tol = max(settings.tol, 1000 * torch.finfo(Q.dtype).eps)
     res = interior_point(
         data, batch, solver=solver, tol=tol, eps_inf=settings.eps_inf, max_iter=settings.max_iter,

@@ -51,7 +51,8 @@ class QPData:
     Shapes: Q (b|1, n, n), p (b|1, n), G (b|1, m, n), h (b|1, m), A (b|1, k, n),
     b (b|1, k). A leading 1 means shared by every element. ``GG`` holds the `GramRows`
     of a shared G, or None; ``qf`` the `QFactor` when the dual
-    reduction is used, else None.
+    reduction is used, else None; ``tri`` the `qp_tridiag.TridiagonalPattern` when
+    Q + GᵀDG is tridiagonal, else None.
     """
 
     Q: Tensor
@@ -62,6 +63,7 @@ class QPData:
     b: Tensor
     GG: "GramRows | None" = None
     qf: "QFactor | None" = None
+    tri: "TridiagonalPattern | None" = None  # set when H is tridiagonal (`qp_tridiag`)
 
     @property
     def n(self) -> int:
@@ -82,7 +84,7 @@ class QPData:
             return t if t.shape[0] == 1 else t.index_select(0, idx)
 
         qf = None if self.qf is None else self.qf.take(idx)
-        return QPData(sel(self.Q), sel(self.p), sel(self.G), sel(self.h), sel(self.A), sel(self.b), self.GG, qf)
+        return QPData(sel(self.Q), sel(self.p), sel(self.G), sel(self.h), sel(self.A), sel(self.b), self.GG, qf, self.tri)
 
     @staticmethod
     def outer_rows(G: Tensor) -> "GramRows | None":
@@ -464,8 +466,15 @@ class DualKKTFactor(_Refined):
         return DualKKTFactor(self.data.take(idx), self.d[idx], self.Ls[idx], self.broken[idx], self.refine_steps)
 
 
-def factor_kkt(data: QPData, d: Tensor, reg: float, refine_steps: int) -> "KKTFactor | DualKKTFactor":
-    """The dual reduction when ``data.qf`` is set and succeeds, else `KKTFactor`."""
+def factor_kkt(data: QPData, d: Tensor, reg: float, refine_steps: int) -> "KKTFactor | DualKKTFactor | TridiagonalKKTFactor":
+    """The tridiagonal factor when ``data.tri`` is set and succeeds, the dual reduction when
+    ``data.qf`` is set and succeeds, else `KKTFactor`."""
+    if data.tri is not None:
+        from gridlearn.implicit.qp_tridiag import TridiagonalKKTFactor  # qp_tridiag imports this module
+
+        f = TridiagonalKKTFactor.factor(data, d, refine_steps)
+        if f is not None:
+            return f
     if data.qf is not None:
         f = DualKKTFactor.factor(data, d, refine_steps)
         if f is not None:
