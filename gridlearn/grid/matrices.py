@@ -19,10 +19,6 @@ from torch import Tensor
 from gridlearn.grid.params import NetworkTables
 
 
-def _complex(dtype: torch.dtype) -> torch.dtype:
-    return torch.complex64 if dtype == torch.float32 else torch.complex128
-
-
 def incidence(network: NetworkTables) -> tuple[Tensor, Tensor]:
     """Dense from/to incidence matrices Cf, Ct of shape (n_branch, n_bus), real dtype."""
     nb, nl = network.n_bus, network.n_branch

@@ -25,6 +25,13 @@ class Network:
     Build one with `gridlearn.grid.load_case` or `from_pandapower.network_from_pandapower`. Derive a
     variant (different loads, costs, admittances, possibly tensors requiring grad) with
     `with_`, and move it with `to`.
+
+    >>> import torch
+    >>> from gridlearn.grid import load_case
+    >>> net = load_case("case9")
+    >>> x = net.branch.x_pu.clone().requires_grad_()
+    >>> net.with_(x_pu=x).branch.x_pu is x       # a variant whose reactances carry gradients
+    True
     """
 
     base_mva: float

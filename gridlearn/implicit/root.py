@@ -175,6 +175,12 @@ def implicit_root_grad(
     Backward solves ``(∂g/∂y)ᵀ v = w`` at y* (with ``jacobian(y*, *args)`` if given, else
     VJPs of g) and returns ``-vᵀ ∂g/∂args``. ``converged`` (bool, (batch,)) marks elements
     the external solver did converge; the others follow ``on_failure`` in backward.
+
+    >>> import torch
+    >>> w = torch.tensor([[9.0]], dtype=torch.float64, requires_grad=True)
+    >>> y = implicit_root_grad(lambda y, w: y**2 - w, torch.sqrt(w.detach()), w)  # root from any solver
+    >>> y.sum().backward(); round(float(w.grad), 6)                                # 1/(2·3)
+    0.166667
     """
     _check_state("y_star", y_star)
     if isinstance(adjoint, UnrolledAdjoint):

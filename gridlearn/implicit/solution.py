@@ -56,6 +56,15 @@ class Solution:
         residual: float tensor ``(batch,)``, the final residual norm per element.
         steps: int tensor ``(batch,)``, iterations taken per element.
         extras: solver-specific outputs (duals, function evaluations, ...).
+
+    >>> import torch
+    >>> from gridlearn.implicit import Newton, root_solve
+    >>> sol = root_solve(lambda y, w: y**2 - w, torch.ones(2, 1, dtype=torch.float64),
+    ...                  torch.tensor([[4.0], [-1.0]], dtype=torch.float64), solver=Newton(max_steps=20))
+    >>> sol.ok, sol.failed_indices()          # y² = -1 has no real root: element 1 is reported, not hidden
+    (False, [1])
+    >>> sol.statuses[0]
+    <Status.CONVERGED: 'converged'>
     """
 
     value: Any

@@ -212,6 +212,13 @@ class Anderson(_FixedPointIteration):
     below m·eps,
     γ non-finite or ``‖γ‖ > max_coefficient``) the element takes a damped Picard step
     instead of crashing (the failure reported in locuslab/deq issue #20).
+
+    >>> import torch
+    >>> from gridlearn.implicit import fixed_point
+    >>> z = fixed_point(lambda z: torch.cos(z), torch.zeros(1, 1, dtype=torch.float64),
+    ...                 solver=Anderson(memory=5, rtol=1e-12, atol=1e-14))
+    >>> round(float(z), 9)                  # the Dottie number, cos(z) = z
+    0.739085133
     """
 
     memory: int = 5
