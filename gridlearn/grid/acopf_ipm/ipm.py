@@ -9,7 +9,10 @@ Problem (`problem`): ``min f(x)  s.t. c(x) = 0,  h(x) + s = 0,  s >= 0``, Lagran
 * **Barrier parameter** gamma: Ipopt's monotone (Fiacco-McCormick) rule,
   ``gamma <- max(tol/10, min(0.2 gamma, gamma^1.5))`` once the barrier problem's own error
   is below ``10 gamma``; the Newton step aims at ``sigma = 0`` of that gamma.
-* **Fraction to boundary** ``tau = max(0.99, 1 - gamma)`` on s (primal) and mu (dual), separately.
+* **Fraction to boundary** ``tau = max(0.99, 1 - gamma)`` on s (primal) and mu (dual), separately;
+  the equality multipliers take the dual step, as in MIPS (Ipopt gives them the primal step,
+  which, cut by the line search near the optimum, stalled them on case12da), and mu is kept
+  within Ipopt's ``kappa_sigma = 1e10`` of ``gamma / s``.
 * **Line search**: backtracking (halving, at most `IPMOptions.max_backtrack` times) with
   Ipopt's filter acceptance test against the current iterate only (no filter memory: a
   measured choice, the l1-merit variant jammed on case30 load scenarios with steps ~1e-3 while
