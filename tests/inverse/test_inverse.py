@@ -63,18 +63,20 @@ def test_recover_case9_costs_noise_free_within_one_percent(case9, obs9):
     assert df.loc[[(("ext_grid", 0), "c2")], "unit"].iloc[0] == "cp2_eur_per_mw2"
 
 
+def central_difference(f, theta, k, rel_step=1e-5):
+    """(f(theta + h e_k) - f(theta - h e_k)) / 2h with h relative to |theta_k|: each call re-solves the AC-OPFs."""
+    e = torch.zeros_like(theta)
+    e[k] = rel_step * float(theta[k].abs())
+    return (f(theta + e) - f(theta - e)) / (2 * float(e[k]))
+
+
 def test_loss_gradient_matches_finite_differences_of_resolves(case9, obs9):
     unknowns = [Unknown("c1", 1), Unknown("x", 2)]
     theta = current_values(case9, unknowns) * torch.tensor([1.1, 0.9], dtype=torch.float64)
     problem = InverseProblem(case9, obs9.subset(3), unknowns, (1.0, 100.0), InverseSolver())
     _, grad, _, _ = problem.loss(theta, grad=True)
     for k in range(2):
-        h = 1e-5 * float(theta[k].abs())
-        e = torch.zeros_like(theta)
-        e[k] = h
-        lp = problem.loss(theta + e, grad=False)[0]
-        lm = problem.loss(theta - e, grad=False)[0]
-        fd = (lp - lm) / (2 * h)
+        fd = central_difference(lambda th: problem.loss(th, grad=False)[0], theta, k)
         assert float(grad[k]) == pytest.approx(fd, rel=1e-4), (k, float(grad[k]), fd)
 
 
@@ -86,12 +88,8 @@ def test_observation_jacobian_matches_finite_differences(case9, obs9):
     _, _, _, results = problem.loss(theta, grad=False)
     j_pg, j_lmp = observation_jacobian(case9, obs, unknowns, theta, results)
     for k in range(2):
-        h = 1e-5 * float(theta[k].abs())
-        e = torch.zeros_like(theta)
-        e[k] = h
-        rp = problem.loss(theta + e, grad=False)[2]
-        rm = problem.loss(theta - e, grad=False)[2]
-        fd = (rp - rm) / (2 * h)  # weights 1: residual derivatives are observation derivatives
+        # weights 1: residual derivatives are observation derivatives
+        fd = central_difference(lambda th: problem.loss(th, grad=False)[2], theta, k)
         assert torch.allclose(fd[:, : case9.n_gen], j_pg[:, :, k], rtol=1e-4, atol=1e-6 * fd.abs().max())
         assert torch.allclose(fd[:, case9.n_gen :], j_lmp[:, :, k], rtol=1e-4, atol=1e-6 * fd.abs().max())
 
