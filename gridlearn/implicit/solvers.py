@@ -183,6 +183,13 @@ class Picard(_FixedPointIteration):
 
     Converges when f is a contraction (for ``damping = 1``); smaller damping helps maps
     whose Jacobian has eigenvalues near -1.
+
+    >>> import torch
+    >>> from gridlearn.implicit import fixed_point_solve
+    >>> sol = fixed_point_solve(lambda z: 0.5 * z + 1.0, torch.zeros(1, 1, dtype=torch.float64),
+    ...                         solver=Picard(rtol=1e-12, max_steps=200))
+    >>> round(float(sol.value), 9), sol.statuses      # z = ½z + 1, so z* = 2
+    (2.0, [<Status.CONVERGED: 'converged'>])
     """
 
     damping: float = 1.0
@@ -317,6 +324,12 @@ class Broyden(_FixedPointIteration):
     step ``s = Δz``, ``y = ΔG`` the Sherman–Morrison update (Broyden 1965) is
     ``H <- H + (s - H y) sᵀH / (sᵀ H y)``; it is skipped for an element where
     ``|sᵀ H y|`` is tiny relative to ``‖s‖‖H y‖`` (the update would blow up).
+
+    >>> import torch
+    >>> from gridlearn.implicit import fixed_point
+    >>> z = fixed_point(lambda z: torch.cos(z), torch.zeros(1, 1, dtype=torch.float64), solver=Broyden(rtol=1e-12))
+    >>> round(float(z), 9)
+    0.739085133
     """
 
     memory: int = 30
@@ -400,6 +413,12 @@ class Newton(_SolverBase):
     SINGULAR: at a multiple root (g = y² − w at w = 0) Newton converges only linearly, h
     stays at ½, the iterate's error is of the order of the tolerance's square root, and
     the implicit derivative does not exist; no gradient is given (on_failure applies).
+
+    >>> import torch
+    >>> from gridlearn.implicit import root_find
+    >>> y = root_find(lambda y: y**3 - 8.0, torch.ones(1, 1, dtype=torch.float64), solver=Newton(rtol=1e-12))
+    >>> round(float(y), 9)
+    2.0
     """
 
     max_backtracks: int = 0
