@@ -256,7 +256,7 @@ def assemble(network: Network, st: DCStructure, pd_mw: Tensor, c2: Tensor, c1: T
         w = FIXED_CURVATURE * base
         Q = Q.clone()
         Q[..., cols, cols] = Q[..., cols, cols] + w
-        p = p.clone().expand(Q.shape[0], -1).clone() if p.shape[0] != Q.shape[0] else p.clone()
+        p = p.expand(max(p.shape[0], Q.shape[0]), -1).clone()  # c1 may be shared while c2 is batched
         p[..., cols] = p[..., cols] - w * x_fix
     rows = {"flow_up": st.lim_lines[f_up], "flow_lo": st.lim_lines[f_lo], "ang_up": st.ang_lines[a_up],
             "ang_lo": st.ang_lines[a_lo]}
