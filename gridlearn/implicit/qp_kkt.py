@@ -466,15 +466,10 @@ class DualKKTFactor(_Refined):
         return DualKKTFactor(self.data.take(idx), self.d[idx], self.Ls[idx], self.broken[idx], self.refine_steps)
 
 
-def factor_kkt(data: QPData, d: Tensor, reg: float, refine_steps: int) -> "KKTFactor | DualKKTFactor | TridiagonalKKTFactor":
-    """The tridiagonal factor when ``data.tri`` is set and succeeds, the dual reduction when
-    ``data.qf`` is set and succeeds, else `KKTFactor`."""
-    if data.tri is not None:
-        from gridlearn.implicit.qp_tridiag import TridiagonalKKTFactor  # qp_tridiag imports this module
+def factor_kkt(data: QPData, d: Tensor, reg: float, refine_steps: int) -> "KKTFactor | DualKKTFactor":
+    """The dual reduction when ``data.qf`` is set and succeeds, else `KKTFactor`.
 
-        f = TridiagonalKKTFactor.factor(data, d, refine_steps)
-        if f is not None:
-            return f
+    (`qp_kkt_solvers.primal_factor` tries the tridiagonal factor of ``data.tri`` first.)"""
     if data.qf is not None:
         f = DualKKTFactor.factor(data, d, refine_steps)
         if f is not None:

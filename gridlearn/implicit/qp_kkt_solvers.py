@@ -35,6 +35,16 @@ from gridlearn.implicit.qp_kkt import (
     QFactor, QPData, _Refined, bordered_lu, factor_kkt, prefer_dual, q_cholesky,
     reduced_hessian,
 )
+from gridlearn.implicit.qp_tridiag import TridiagonalKKTFactor
+
+
+def primal_factor(data: QPData, d: Tensor, reg: float, refine_steps: int) -> _Refined:
+    """The tridiagonal LDLᵀ when ``data.tri`` is set and succeeds (`qp_tridiag`), else `qp_kkt.factor_kkt`."""
+    if data.tri is not None:
+        f = TridiagonalKKTFactor.factor(data, d, refine_steps)
+        if f is not None:
+            return f
+    return factor_kkt(data, d, reg, refine_steps)
 
 
 @dataclass(frozen=True)
@@ -49,7 +59,7 @@ class KKTSolver:
 
     def factor(self, data: QPData, d: Tensor, reg: float, refine_steps: int) -> _Refined:
         """Once per interior-point iteration: factor the reduced KKT system for weights d (b, m)."""
-        return factor_kkt(data, d, reg, refine_steps)
+        return primal_factor(data, d, reg, refine_steps)
 
     def adjoint_cholesky(self, Q: Tensor, forward_L: Tensor | None) -> Tensor | None:
         """The backward's Cholesky factor of Q (Schur solve), or None for bordered LU.

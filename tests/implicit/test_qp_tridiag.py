@@ -7,7 +7,8 @@ import torch
 
 import gridlearn.implicit.qp_backward as qp_backward
 from gridlearn.implicit.qp import QPLayer
-from gridlearn.implicit.qp_kkt import KKTFactor, QPData, factor_kkt
+from gridlearn.implicit.qp_kkt import KKTFactor, QPData
+from gridlearn.implicit.qp_kkt_solvers import primal_factor
 from gridlearn.implicit.qp_scaling import psd_mask
 from gridlearn.implicit.qp_tridiag import TridiagonalKKTFactor, TridiagonalPattern
 
@@ -108,15 +109,15 @@ def _data(Q, G, h):
 
 def test_not_positive_definite_falls_back_to_the_dense_factor():
     """A Q + GᵀDG that is not PD (here Q has a negative entry and D is small) is not
-    factored by ?pttrf: `factor_kkt` hands the sub-batch to `KKTFactor`, which shifts."""
+    factored by ?pttrf: `primal_factor` hands the sub-batch to `KKTFactor`, which shifts."""
     Q, _, G, h = ramp_qp(3, B=2)
     Q = Q.clone()
     Q[1, 3, 3] = -1.0
     data = _data(Q, G, h)
     d = torch.full((2, G.shape[0]), 1e-3, dtype=F64)
     assert TridiagonalKKTFactor.factor(data, d, 1) is None
-    assert isinstance(factor_kkt(data, d, 1e-10, 1), KKTFactor)
-    assert isinstance(factor_kkt(data, d + 10.0, 1e-10, 1), TridiagonalKKTFactor)
+    assert isinstance(primal_factor(data, d, 1e-10, 1), KKTFactor)
+    assert isinstance(primal_factor(data, d + 10.0, 1e-10, 1), TridiagonalKKTFactor)
 
 
 def test_take_keeps_the_remaining_elements_factors():
