@@ -62,6 +62,7 @@ class IPMOptions:
     max_backtrack: int = 12
     infeasible_multiplier: float = 1e7  # |multipliers| / max(1, |grad f|) above it: a divergence
     chunk: int = 64  # scenarios factorised together (memory: chunk * (n + 2 n_bus)^2 floats)
+    retry_flat: bool = True  # solve a scenario that did not converge again from a flat start (as solve_acopf)
 
     def __post_init__(self):
         if not self.tol > 0:

@@ -19,6 +19,7 @@ where the solution map has no derivative (``strict_gradients=True``: `SolverFail
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from torch import Tensor
 
 from gridlearn.errors import ConfigError, DataError, SolverFailure
 from gridlearn.grid.acopf import default_start
+from gridlearn.grid.acopf_recovery import flat_start
 from gridlearn.grid.acopf_ipm.ipm import RUNNING, IPMOptions, IPMState, _jh_dot, _jt, iterate, optimality
 from gridlearn.grid.acopf_ipm.kkt import KKTPattern, assemble, factor_with_inertia_correction, kkt_pattern
 from gridlearn.grid.acopf_ipm.problem import (Scenarios, Structure, build_structure, evaluate, gradient_scaling,
@@ -221,15 +223,43 @@ class _Solver:
         lam = torch.full((self.batch, st.n_eq), float("nan"), dtype=self.dtype, device=self.device)
         for lo in range(0, self.batch, opts.chunk):
             idx = torch.arange(lo, min(lo + opts.chunk, self.batch), device=self.device)
-            sc = sc_all.take(idx)
-            ch = _solve_chunk(st, self.pat, sc, x0[idx], self.warm, opts, idx)
+            self.chunks.append(_solve_chunk(st, self.pat, sc_all.take(idx), x0[idx], self.warm, opts, idx))
+        if opts.retry_flat:
+            self._retry_flat(sc_all)
+        for ch in self.chunks:
+            idx = ch.idx
             conv = ch.state.status == Status.CONVERGED.code
             ch.fac = _final_factorisation(st, self.pat, ch) if self.needs_grad else None
             ch.weak = _weakly_active(st, ch) & conv
-            self.chunks.append(ch)
             x[idx] = torch.where(conv[:, None], ch.state.x, x[idx])
             lam[idx] = torch.where(conv[:, None], ch.state.lam, lam[idx])
         return x, lam
+
+    def _retry_flat(self, sc_all: Scenarios) -> None:
+        """Solve the scenarios that did not converge again from MATPOWER's flat start (as `solve_acopf`
+        retries); a converged retry replaces the first attempt (its iterations are added)."""
+        st, opts = self.st, self.opts
+        bad = torch.cat([ch.idx[ch.state.status != Status.CONVERGED.code] for ch in self.chunks])
+        if bad.numel() == 0:
+            return
+        fs = flat_start(self.d, self.network)
+        zf = torch.as_tensor(np.concatenate([fs["va"], fs["vm"], fs["pg"], fs["qg"]]), dtype=self.dtype,
+                             device=self.device)
+        where = {int(i): (c, k) for c, ch in enumerate(self.chunks) for k, i in enumerate(ch.idx.tolist())}
+        for lo in range(0, bad.numel(), opts.chunk):
+            idx = bad[lo : lo + opts.chunk]
+            x0 = _push(st, zf[st.free].expand(idx.numel(), st.n).clone(), opts.bound_push)
+            r = _solve_chunk(st, self.pat, sc_all.take(idx), x0, None, opts, idx)
+            for j, i in enumerate(idx.tolist()):
+                c, k = where[i]
+                ch = self.chunks[c]
+                first = int(ch.state.iters[k])
+                if int(r.state.status[j]) == Status.CONVERGED.code:
+                    for f in dataclasses.fields(IPMState):
+                        getattr(ch.state, f.name)[k] = getattr(r.state, f.name)[j]
+                    for a, b in zip(ch.scales, r.scales):
+                        a[k] = b[j]
+                ch.state.iters[k] = first + int(r.state.iters[j])
 
     def vjp(self, thetas, g_x, g_lam):
         st = self.st
