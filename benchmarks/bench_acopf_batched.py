@@ -77,7 +77,7 @@ def worker(case: str, batch: int, k: int) -> dict:
     t = time.process_time()
     r2 = solve_acopf_batched(net, x, qd, options=opts)
     conv = torch.tensor([s.name == "CONVERGED" for s in r2.status])
-    loss = (torch.nan_to_num(r2.pg_mw[conv]) * w[conv]).sum() + 1e-3 * torch.nan_to_num(r2.objective[conv]).sum()
+    loss = (torch.nan_to_num(r2.pg_mw[conv]) * w[conv]).sum() + 1e-3 * torch.nan_to_num(r2.cost_usd_per_h[conv]).sum()
     loss.backward()
     fwdbwd = time.process_time() - t
     n = int(res.warm["x"].shape[1])
@@ -88,7 +88,7 @@ def worker(case: str, batch: int, k: int) -> dict:
         "statuses": {s: sum(1 for x in res.status if x.name == s) for s in {x.name for x in res.status}},
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "kkt_buffer_mb": min(batch, opts.chunk) * size * size * 8 / 2**20,
-        "first_k": {"objective": res.objective[:k].tolist(), "pg_mw": res.pg_mw[:k].tolist(),
+        "first_k": {"objective": res.cost_usd_per_h[:k].tolist(), "pg_mw": res.pg_mw[:k].tolist(),
                     "status": [s.name for s in res.status[:k]]},
         "grad_finite": bool(torch.isfinite(x.grad[conv]).all()),
     }
@@ -109,7 +109,7 @@ def ipopt_peer(case: str, k: int) -> dict:
         t = time.process_time()
         try:
             r = solve_acopf(net.with_(pd_mw=pd[b], qd_mvar=qd[b]), backend="direct", tol=1e-9)
-            out["objective"].append(r.objective), out["pg_mw"].append(r.pg_mw.tolist()), out["status"].append("CONVERGED")
+            out["objective"].append(r.cost_usd_per_h), out["pg_mw"].append(r.pg_mw.tolist()), out["status"].append("CONVERGED")
         except InfeasibleError:
             out["objective"].append(float("nan")), out["pg_mw"].append(None), out["status"].append("INFEASIBLE")
         except SolverFailure:
@@ -129,7 +129,7 @@ def ipopt_peer(case: str, k: int) -> dict:
         t = time.process_time()
         try:
             o = layer(x, qd[b : b + 1])
-            ((o.pg_mw * w[b : b + 1]).sum() + 1e-3 * o.objective_usd_per_h.sum()).backward()
+            ((o.pg_mw * w[b : b + 1]).sum() + 1e-3 * o.cost_usd_per_h.sum()).backward()
         except SolverFailure:  # the KKT backward refuses a weakly active constraint: no gradient there
             weak += 1
             continue

@@ -88,7 +88,7 @@ def main() -> None:
                 st = "FAILED"
             ipopt_status.append(st)
             if st == "CONVERGED" and mine == "CONVERGED":
-                rel.append(abs(res.objective[b].item() - ref.objective) / abs(ref.objective))
+                rel.append(abs(res.cost_usd_per_h[b].item() - ref.cost_usd_per_h) / abs(ref.cost_usd_per_h))
             ok = mine == st or (st == "FAILED" and mine != "CONVERGED")
             agree += ok
             if not ok:

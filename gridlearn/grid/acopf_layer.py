@@ -235,7 +235,7 @@ class ACOPFLayer(torch.nn.Module):
                                   strict_gradients=True, **params)
         like = thetas[0]
         out = ACOPFOutput(*(t.to(like.dtype) for t in (res.pg_mw, res.qg_mvar, res.vm_pu, res.va_rad,
-                                                        res.lmp_usd_per_mwh, res.objective)))
+                                                        res.lmp_usd_per_mwh, res.cost_usd_per_h)))
         sol = Solution(value=out, status_code=torch.tensor([s.code for s in res.status], dtype=torch.long),
                        residual=res.residuals["error"].detach().cpu(), steps=res.iterations.detach().cpu(),
                        extras={"results": res})

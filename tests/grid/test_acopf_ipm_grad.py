@@ -19,7 +19,7 @@ def case9():
 
 def outputs(net, pd, **params):
     r = solve_acopf_batched(net, pd, options=OPTS, **params)
-    return r.pg_mw, r.lmp_usd_per_mwh, r.objective, r.vm_pu
+    return r.pg_mw, r.lmp_usd_per_mwh, r.cost_usd_per_h, r.vm_pu
 
 
 def test_gradcheck_case9_float64(case9):
@@ -45,7 +45,7 @@ def test_matches_the_ipopt_layer_and_finite_differences(case9):
 
     ref_in = [t.clone().requires_grad_() for t in (pd, c2, r)]
     out = ACOPFLayer(case9, ipopt_options={"tol": 1e-11})(ref_in[0], cost_c2_usd_per_mw2h=ref_in[1], r_pu=ref_in[2])
-    ref = torch.autograd.grad(loss(out.pg_mw, out.lmp_usd_per_mwh, out.objective_usd_per_h), ref_in)
+    ref = torch.autograd.grad(loss(out.pg_mw, out.lmp_usd_per_mwh, out.cost_usd_per_h), ref_in)
     ours_in = [t.clone().requires_grad_() for t in (pd, c2, r)]
     pg, lmp, obj, _ = outputs(case9, ours_in[0], cost_c2_usd_per_mw2h=ours_in[1], r_pu=ours_in[2])
     ours = torch.autograd.grad(loss(pg, lmp, obj), ours_in)
@@ -70,8 +70,8 @@ def test_acopf_layer_torch_backend_matches_the_ipopt_backend(case9):
     out = layer(pd)
     for a, b in zip(out, ref):
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-4)
-    (g_ref,) = torch.autograd.grad(ref.pg_mw[:, 1].sum() + ref.objective_usd_per_h.sum(), pd)
-    (g,) = torch.autograd.grad(out.pg_mw[:, 1].sum() + out.objective_usd_per_h.sum(), pd)
+    (g_ref,) = torch.autograd.grad(ref.pg_mw[:, 1].sum() + ref.cost_usd_per_h.sum(), pd)
+    (g,) = torch.autograd.grad(out.pg_mw[:, 1].sum() + out.cost_usd_per_h.sum(), pd)
     assert torch.allclose(g, g_ref, rtol=1e-5, atol=1e-6)
     sol = layer.solve(pd.detach() * 1.01, warm_start=layer.solve(pd.detach()).extras["results"])
     assert (sol.status_code == 0).all()

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gridlearn._deprecation import renamed_attribute
 from gridlearn.errors import ConfigError, DataError, SolverFailure
 from gridlearn.grid.acopf import default_start
 from gridlearn.grid.acopf_recovery import flat_start
@@ -56,7 +57,7 @@ class BatchedACOPFResult:
 
     convention: str
     status: list
-    objective: Tensor  # (B,) $/h
+    cost_usd_per_h: Tensor  # (B,) the objective: generation cost
     pg_mw: Tensor
     qg_mvar: Tensor
     vm_pu: Tensor
@@ -74,9 +75,7 @@ class BatchedACOPFResult:
     solve_time_s: float = 0.0
     warm: dict = field(repr=False, default_factory=dict)
 
-    @property
-    def cost_usd_per_h(self) -> Tensor:
-        return self.objective
+    objective = renamed_attribute("BatchedACOPFResult", "objective", "cost_usd_per_h")
 
     @property
     def converged(self) -> Tensor:
@@ -405,7 +404,7 @@ def _pack(solver: _Solver, x: Tensor, lam: Tensor, thetas, elapsed: float) -> Ba
     iters = torch.cat([ch.state.iters for ch in solver.chunks])
     return BatchedACOPFResult(
         convention=solver.conv.name, status=[Status.from_code(int(c)) for c in status_code.tolist()],
-        objective=objective, pg_mw=pg * base, qg_mvar=qg * base, vm_pu=vm, va_rad=va,
+        cost_usd_per_h=objective, pg_mw=pg * base, qg_mvar=qg * base, vm_pu=vm, va_rad=va,
         p_from_mw=pf * base, q_from_mvar=qf * base, p_to_mw=pt * base, q_to_mvar=qt * base,
         lmp_usd_per_mwh=-lam_ipopt[:, :nb] / base, lmp_q_usd_per_mvarh=-lam_ipopt[:, nb:] / base,
         duals=duals, residuals=residuals, iterations=iters, solve_time_s=elapsed, warm=warm,
