@@ -16,12 +16,24 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def _relu(x: Tensor) -> Tensor:
+def _relu(x: Tensor, temperature: float) -> Tensor:
     return torch.clamp(x, min=0.0)
 
 
 def _soft(x: Tensor, temperature: float) -> Tensor:
     return temperature * F.softplus(x / temperature)
+
+
+def _overload(excess, flow_mw, rate_mw, pg_mw, pmin_mw, pmax_mw, temperature, vm_pu, vmin_pu, vmax_pu, base_mva):
+    """V with max(0, x) replaced by ``excess(x, temperature)``. |S| - rate enters as the two
+    one-sided excesses S - rate and -S - rate (equal to max(0, |S| - rate) for rate >= 0,
+    which the network checks guarantee, and free of the |.| kink for the smooth version)."""
+    v = (excess(flow_mw - rate_mw, temperature) + excess(-flow_mw - rate_mw, temperature)).sum(-1)
+    v = v + (excess(pg_mw - pmax_mw, temperature) + excess(pmin_mw - pg_mw, temperature)).sum(-1)
+    if vm_pu is not None:
+        t_pu = temperature / base_mva
+        v = v + base_mva * (excess(vm_pu - vmax_pu, t_pu) + excess(vmin_pu - vm_pu, t_pu)).sum(-1)
+    return v
 
 
 def exact_violation(
@@ -37,34 +49,16 @@ def exact_violation(
 ) -> Tensor:
     """V above, exactly. flow (..., n_branch) (a branch's larger end for AC), rate (n_branch,)
     or broadcastable, pg/pmin/pmax (..., n_gen), vm/vmin/vmax (..., n_bus). Returns (...)."""
-    v = _relu(flow_mw.abs() - rate_mw).sum(-1)
-    v = v + (_relu(pg_mw - pmax_mw) + _relu(pmin_mw - pg_mw)).sum(-1)
-    if vm_pu is not None:
-        v = v + base_mva * (_relu(vm_pu - vmax_pu) + _relu(vmin_pu - vm_pu)).sum(-1)
-    return v
+    return _overload(_relu, flow_mw, rate_mw, pg_mw, pmin_mw, pmax_mw, 1.0, vm_pu, vmin_pu, vmax_pu, base_mva)
 
 
-def smooth_violation(
-    flow_mw: Tensor,
-    rate_mw: Tensor,
-    pg_mw: Tensor,
-    pmin_mw: Tensor,
-    pmax_mw: Tensor,
-    temperature: float,
-    vm_pu: Tensor | None = None,
-    vmin_pu: Tensor | None = None,
-    vmax_pu: Tensor | None = None,
-    base_mva: float = 100.0,
-) -> Tensor:
+def smooth_violation(flow_mw: Tensor, rate_mw: Tensor, pg_mw: Tensor, pmin_mw: Tensor, pmax_mw: Tensor,
+                     temperature: float, vm_pu: Tensor | None = None, vmin_pu: Tensor | None = None,
+                     vmax_pu: Tensor | None = None, base_mva: float = 100.0) -> Tensor:
     """Softplus version of `exact_violation` at ``temperature`` (MW); same shapes."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    v = (_soft(flow_mw - rate_mw, temperature) + _soft(-flow_mw - rate_mw, temperature)).sum(-1)
-    v = v + (_soft(pg_mw - pmax_mw, temperature) + _soft(pmin_mw - pg_mw, temperature)).sum(-1)
-    if vm_pu is not None:
-        t_pu = temperature / base_mva
-        v = v + base_mva * (_soft(vm_pu - vmax_pu, t_pu) + _soft(vmin_pu - vm_pu, t_pu)).sum(-1)
-    return v
+    return _overload(_soft, flow_mw, rate_mw, pg_mw, pmin_mw, pmax_mw, temperature, vm_pu, vmin_pu, vmax_pu, base_mva)
 
 
 __all__ = ["exact_violation", "smooth_violation"]
