@@ -134,7 +134,7 @@ def solve_scopf(model: DCContingencyModel, contingencies: Tensor | None = None) 
     """DC (SC-)OPF dispatch (n_gen,) in MW and its cost in $/h; ``contingencies`` (C, k)
     are outage sets (indices into ``model.space``) secured preventively. Raises
     InfeasibleError when no dispatch satisfies every constraint."""
-    from gridlearn.implicit.qp import QPLayer
+    from gridlearn.implicit.qp import QPLayer, QPSettings
 
     net = model.network
     check_costs(net, convex=True)
@@ -165,7 +165,7 @@ def solve_scopf(model: DCContingencyModel, contingencies: Tensor | None = None) 
     h = torch.cat(hs) / base
     A = torch.ones(1, net.n_gen, dtype=dt, device=dev)
     b = (net.bus.pd_mw + net.bus.gs_mw).sum().reshape(1) / base
-    x = QPLayer(max_iter=100)(Q, p, G, h, A, b)
+    x = QPLayer(settings=QPSettings(max_iter=100))(Q, p, G, h, A, b)
     pg = x * base
     cost = float((g.cost_c2_usd_per_mw2h * pg**2 + g.cost_c1_usd_per_mwh * pg + g.cost_c0_usd_per_h).sum())
     return pg.detach(), cost
