@@ -207,7 +207,44 @@ def _run(settings: Any, warm: QPWarmStart | None, batch: int, Q, p, G, h, A, b) 
         step_fraction=settings.step_fraction, warm_start=warm,
         warm_push=settings.warm_push,
     )
+    _retry_bordered(settings, warm, res, Q, p, G, h, A, b, tol)
     return res, None if qf is None else qf.L
+
+
+_RETRIED = (Status.MAX_STEPS.code, Status.NUMERICAL.code)
+
+
+def _retry_bordered(settings: Any, warm: QPWarmStart | None, res: IPMResult, Q, p, G, h, A, b, tol: float) -> None:
+    """Re-solve, with the bordered LU, the elements that ended MAX_STEPS or NUMERICAL (in place).
+
+    Why: near the solution D = λ/s spans many decades and the Cholesky of H = Q + GᵀDG can
+    lose the digits the last steps need; the iterate then degrades instead of converging,
+    and whether it does depends on rounding (case_RTS_GMLC's DC-OPF: CONVERGED alone,
+    MAX_STEPS in a batch of two). The bordered LU, refined against the unshifted system,
+    does not. Only a CONVERGED re-solve replaces the first result; elements that finished
+    are untouched, so batches that converge cost nothing more.
+    """
+    if settings.kkt_solver == "bordered_lu":
+        return
+    failed = (res.status == _RETRIED[0]) | (res.status == _RETRIED[1])
+    if not bool(failed.any()):
+        return
+    idx = torch.nonzero(failed).flatten()
+    sub = [t if t.shape[0] == 1 else t.index_select(0, idx) for t in (Q, p, G, h, A, b)]
+    data = QPData(*sub, QPData.outer_rows(sub[2]), None, None)
+    ws = None if warm is None else QPWarmStart(warm.x[idx], warm.s[idx], warm.lam[idx], warm.nu[idx])
+    again = interior_point(
+        data, idx.numel(), solver=KKT_SOLVERS["bordered_lu"], tol=tol, eps_inf=settings.eps_inf,
+        max_iter=settings.max_iter, reg=settings.reg, refine_steps=settings.refine_steps,
+        step_fraction=settings.step_fraction, warm_start=ws, warm_push=settings.warm_push,
+    )
+    ok = again.status == Status.CONVERGED.code
+    if not bool(ok.any()):
+        return
+    dst = idx[ok]
+    for name in ("x", "s", "lam", "nu", "status", "residual"):
+        getattr(res, name)[dst] = getattr(again, name)[ok]
+    res.iterations[dst] = res.iterations[dst] + again.iterations[ok]
 
 
 def _solve_convex_part(settings: Any, warm: QPWarmStart | None, batch: int, convex: Tensor,
