@@ -99,6 +99,16 @@ def _check_raw(case: MatpowerCase) -> None:
                 i = int(np.flatnonzero(missing)[0])
                 raise DataError(f"{case.where(table, i)}: {_COLUMNS[table][col]} = {data[i, col]:g} is not a bus of the "
                                 f"case ({len(known)} buses)")
+    # A |V| set-point is a magnitude: VG <= 0 on a unit that holds a voltage (in service, at a
+    # PV or reference bus) would otherwise reach the power flow, which reports it as infeasible.
+    gen = case.tables["gen"]
+    kind_of = dict(zip(ids.tolist(), types.tolist()))
+    holds_v = (gen[:, GEN_STATUS] > 0) & np.isin([kind_of[b] for b in gen[:, GEN_BUS].tolist()], (PV, REF))
+    bad = holds_v & (gen[:, VG] <= 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{case.where('gen', i)}: VG = {gen[i, VG]:g} at a voltage-controlled bus; a |V| set-point "
+                        "must be > 0 (p.u.)")
     br = case.tables["branch"]
     for col, rule, what in ((TAP, br[:, TAP] < 0, "a tap ratio must be positive (0 means 1)"),
                             (RATE_A, br[:, RATE_A] < 0, "RATE_A must be >= 0 (0 means unlimited)"),
