@@ -17,7 +17,8 @@ factorisation of Q + δI succeeds with δ = 100·n·eps·‖Q‖_max (+ the smal
 number, so that Q = 0 passes). Success shows λ_min(Q) > −δ up to the factorisation's own
 rounding error (of order n·eps·‖Q‖, well below δ), and a Q with λ_min(Q) < −δ makes it
 fail: such elements are reported NONCONVEX. Eigenvalues in (−δ, 0) are rounding noise
-of a PSD matrix as far as float64 can tell, and are accepted. This is
+of a PSD matrix as far as float64 can tell, and are accepted. A diagonal Q is tested
+exactly instead (every entry >= 0): its eigenvalues are its entries. This is
 the global test: a Q that is indefinite but positive definite on the null space of A
 (convex only on the feasible set) is reported NONCONVEX as well; pass Q + ρAᵀA and
 p − ρAᵀb instead, which has the same solution and duals.
@@ -57,10 +58,12 @@ def psd_mask(Q: Tensor) -> Tensor:
     delta = 100 * n * fin.eps * Qd.abs().amax((-2, -1)) + fin.tiny
     diag = Qd.diagonal(dim1=-2, dim2=-1)
     if not bool(Qd.count_nonzero() - diag.count_nonzero()):
-        # Diagonal Q (e.g. separable costs): the Cholesky of Q + δI is sqrt of each diagonal
-        # entry and fails exactly where one is not > 0 (LAPACK's test, NaN included); this
-        # skips a batched n³ factorisation per solve.
-        return (diag + delta[:, None] > 0).all(-1)
+        # Diagonal Q (e.g. separable costs): its eigenvalues are its entries, exactly (no
+        # factorisation, so no rounding to allow for), and a negative one is a nonconvex
+        # problem however small: diag(1e8, −1e-6) on |x₂| ≤ 1000 passed the δ test above
+        # and came back CONVERGED at a saddle, objective 0 against the minimum −0.5.
+        # (−0.0 >= 0; NaN fails.) This also skips a batched n³ factorisation per solve.
+        return (diag >= 0).all(-1)
     eye = torch.eye(n, dtype=Qd.dtype, device=Qd.device)
     _, info = torch.linalg.cholesky_ex(Qd + delta[:, None, None] * eye)
     return info == 0
