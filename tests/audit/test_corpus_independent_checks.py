@@ -38,3 +38,13 @@ def test_converged_dcopf_matches_an_independent_b_theta_model(case):
     assert "CONVERGED" in row["statuses"]
     problems = [c for c in row["checks"] if "problem" in c]
     assert not problems, problems
+
+
+def test_a_non_unique_lmp_is_checked_against_the_costs_one_sided_derivatives():
+    """case5 at 0.6 x load: linear costs and a degenerate dispatch, so the LMPs are not unique
+    (gridlearn's and Clarabel's differ by ~2.2 $/MWh at one bus); gridlearn's lie between the
+    left and right derivatives of its optimal cost."""
+    row = dc_case(DATA / "case5.m", n_random=0, scales=[0.6], seed=0)
+    (c,) = row["checks"]
+    assert c["gl"] == "CONVERGED" and "problem" not in c, c
+    assert c["lmp_err"] > 1.0 and c["lmp_outside_subgradient"] <= 1e-6
