@@ -363,7 +363,7 @@ def certify_bnb(model: DCContingencyModel, pg_mw: Tensor, k: int, best_found_mw:
                 b = st.bound[p_i, c_i]
                 order = torch.argsort(b, descending=True)
                 p_i, c_i, b = p_i[order], c_i[order], b[order]
-                pos, step = 0, 256
+                pos, step = 0, 16  # small blocks first: the incumbent rises fastest at the best bounds
                 # what the allowance leaves after the nodes still to visit; past it, or past
                 # the time limit, the children left join the open list with their bounds
                 allow = cap - n_pf - (nodes_total - n_nodes)
