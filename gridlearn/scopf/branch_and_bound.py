@@ -217,7 +217,8 @@ def _node_state(model: DCContingencyModel, pg_mw: Tensor, nodes: Tensor, abs_cs:
         a_child = a_gen[:, None, :].repeat(1, ng_a, 1)
         a_child[:, torch.arange(ng_a, device=dev), gpos] = 1.0
         p_c, pmin_c, pmax_c, w_left = model.redispatch(pg_mw, a_child)
-        dp_bus = torch.einsum("bg,pcg->pcb", net.gen_incidence(), p_c - p_s[:, None, :])
+        dp = p_c - p_s[:, None, :]  # (P, children, n_gen), onto buses by index (not a dense C_g product)
+        dp_bus = dp.new_zeros(P, ng_a, net.n_bus).index_add_(2, net.gen.bus, dp)
         transfer = dp_bus.clamp_min(0.0).sum(-1)
         cs_p = abs_cs_ptdf[None, :] + torch.einsum("pj,pjb->pb", w_cs, y.abs())  # (P, nbus)
         d_g = torch.einsum("pcb,pb->pc", dp_bus.abs(), cs_p)
