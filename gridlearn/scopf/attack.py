@@ -76,6 +76,9 @@ EXACT_CHOICES = ("auto", "always", "never")
 CERTIFY_CHOICES = ("auto", "bnb", "milp", "none")
 
 log = logging.getLogger(__name__)
+# children the exact-when-cheaper trial scores per block of nodes before it judges whether
+# it can finish within its allowance (`certify_bnb`'s probe)
+_TRIAL_PROBE = 64
 
 
 @dataclass(frozen=True)
@@ -254,7 +257,7 @@ def attack_contingencies(
     allowance = min(budget, total - budget)
     if exact == "auto" and physics == "dc" and k > 1 and 4 * math.comb(n - 1, k - 1) <= allowance:
         trial = certify_bnb(dc_model, pg, k, -math.inf, time_limit_s=certify_time_limit_s,
-                            max_power_flows=allowance)
+                            max_power_flows=allowance, probe=_TRIAL_PROBE)
         n_bnb_flows = int(trial.detail["n_power_flows"])
         scorer = _Scorer(score_fn, network.device, batch=batch)
         if trial.detail.get("best_set") is not None:

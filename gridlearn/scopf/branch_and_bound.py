@@ -302,7 +302,8 @@ def _score_children(model: DCContingencyModel, pg_mw: Tensor, st: _NodeState, p_
 
 
 def certify_bnb(model: DCContingencyModel, pg_mw: Tensor, k: int, best_found_mw: float, *,
-                time_limit_s: float = 60.0, max_power_flows: int | None = None) -> Certificate:
+                time_limit_s: float = 60.0, max_power_flows: int | None = None,
+                probe: int | None = None) -> Certificate:
     """Upper bound on max over k-sets of the exact DC violation (module docstring).
 
     ``best_found_mw``: the search's best exact score, the first incumbent (-inf: none).
@@ -311,7 +312,14 @@ def certify_bnb(model: DCContingencyModel, pg_mw: Tensor, k: int, best_found_mw:
     ``n_nodes``, ``n_scored``, ``n_bounds`` (screen terms), ``n_excluded`` (sets cutting
     load or without generation: never scored, as in the enumeration), ``n_power_flows``
     (nodes + sets scored), ``n_sets`` = C(n, k) and ``complete`` (every child pruned,
-    excluded or scored)."""
+    excluded or scored).
+
+    ``probe``: score only the best ``probe`` children of each block of nodes while visiting
+    them; then score best bound first, and once an eighth of what the nodes left of
+    ``max_power_flows`` is spent, stop as soon as the sets whose bound is still above the
+    incumbent outnumber what is left (status "... the open sets exceed it"). Why: the
+    attack's exact-when-cheaper trial should not spend its whole allowance on a run that
+    cannot finish."""
     t0 = time.perf_counter()
     sp = model.space
     n = sp.size
@@ -368,6 +376,8 @@ def certify_bnb(model: DCContingencyModel, pg_mw: Tensor, k: int, best_found_mw:
                 # what the allowance leaves after the nodes still to visit; past it, or past
                 # the time limit, the children left join the open list with their bounds
                 allow = cap - n_pf - (nodes_total - n_nodes)
+                if probe is not None:
+                    allow = min(allow, probe)
                 while pos < len(b) and bool(b[pos] > incumbent) and allow > 0 and stopped() is None:
                     take = slice(pos, pos + int(min(step, allow)))
                     live = b[take] > incumbent
@@ -397,8 +407,12 @@ def certify_bnb(model: DCContingencyModel, pg_mw: Tensor, k: int, best_found_mw:
             cand_sets = [tuple(r) + (int(c),) for r, c in zip(node_arr.tolist(), child_arr.tolist())]
         order = np.argsort(-cand_bound, kind="stable")
         pos = 0
-        while pos < len(order):
+        judge_at = n_pf + (cap - n_pf) // 8 if probe is not None else math.inf
+        while stop_reason == "complete" and pos < len(order):
             if cand_bound[order[pos]] <= incumbent:
+                break
+            if n_pf >= judge_at and n_pf + int((cand_bound[order[pos:]] > incumbent).sum()) > cap:
+                stop_reason = "power-flow allowance (the open sets exceed it)"
                 break
             if (why := stopped()) is not None:
                 stop_reason = why
