@@ -96,3 +96,19 @@ def test_attack_certifies_by_branch_and_bound_by_default(scenario14):
     assert res.certificate.upper_bound_mw == pytest.approx(worst, abs=1e-6)
     found = float(res.ranking["violation_mw"].iloc[0])
     assert res.claim == ("certified worst" if found >= worst - 1e-4 else f"best found, gap {worst - found:.4g} MW")
+
+
+def test_a_probe_stops_early_when_the_open_sets_cannot_fit(scenario14):
+    # the exact-when-cheaper trial's probe: a run that cannot finish within its allowance
+    # stops after a fraction of it, and still states a bound never below the worst
+    net, pg = scenario14
+    enum = enumerate_contingencies(net, pg, 3, elements="all")
+    worst = float(enum.loc[enum["status"] == "ok", "violation_mw"].max())
+    model = DCContingencyModel.build(net, ElementSpace.of(net, "all"))
+    nodes = math.comb(model.space.size - 1, 2)
+    need = certify_bnb(model, pg, 3, -math.inf, probe=8).detail["n_power_flows"]  # no cap: it finishes
+    cap = nodes + (need - nodes) // 2
+    cert = certify_bnb(model, pg, 3, -math.inf, max_power_flows=cap, probe=8)
+    assert "open sets exceed" in cert.status and not cert.detail["complete"]
+    assert cert.detail["n_power_flows"] < cap
+    assert cert.upper_bound_mw >= worst - 1e-9
