@@ -45,7 +45,7 @@ for the DC model, the LODF branch-and-bound (`branch_and_bound.certify_bnb`, exa
 it completes) is tried first when its C(n, k-1) node updates take at most a quarter of
 its allowance, min(budget, C(n, k) - budget): it often costs far fewer power flows than
 the search (PGLib case57 N-2 over branches: 136 against the search's 2,558; case118:
-2,015 against 4,246; benchmarks/README.md). It probes first (`certify_bnb`'s ``probe``)
+2,297 against 4,246; benchmarks/README.md). It probes first (`certify_bnb`'s ``probe``)
 and gives up early when the sets left open cannot fit. When it completes, the result is the
 certified worst (``method == "branch-and-bound"``; its table holds the worst set only).
 When it runs out of its allowance, its power flows count towards the result's and the
