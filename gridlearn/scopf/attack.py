@@ -47,7 +47,8 @@ its allowance, min(budget, C(n, k) - budget): it often costs far fewer power flo
 the search (PGLib case57 N-2 over branches: 136 against the search's 2,558; case118:
 2,297 against 4,246; benchmarks/README.md). It probes first (`certify_bnb`'s ``probe``)
 and gives up early when the sets left open cannot fit. When it completes, the result is the
-certified worst (``method == "branch-and-bound"``; its table holds the worst set only).
+certified worst (``method == "branch-and-bound"``; its table holds the sets it scored:
+every set not pruned by its bound, but not the load-cutting ones, which it skips).
 When it runs out of its allowance, its power flows count towards the result's and the
 search runs as usual, so the total stays below C(n, k).
 """
@@ -102,7 +103,7 @@ class AttackResult:
     dispatch_mw: Tensor
     trace: list[float] = field(default_factory=list)  # best smooth violation per ascent step
     method: str = "search"  # "search" (ascent, candidates, swaps, polish), "enumeration" (every set)
-    # or "branch-and-bound" (exact LODF branch-and-bound: the table holds the worst set only)
+    # or "branch-and-bound" (exact LODF branch-and-bound: the table holds the sets it scored)
     max_power_flows: int = 0  # the budget the choice was made against
     certificate: "Certificate | None" = None  # upper bound on the worst violation, when asked for
 
@@ -259,11 +260,15 @@ def attack_contingencies(
     allowance = min(budget, total - budget)
     if exact == "auto" and physics == "dc" and k > 1 and 4 * math.comb(n - 1, k - 1) <= allowance:
         trial = certify_bnb(dc_model, pg, k, -math.inf, time_limit_s=certify_time_limit_s,
-                            max_power_flows=allowance, probe=_TRIAL_PROBE)
+                            max_power_flows=allowance, probe=_TRIAL_PROBE, keep_scored=True)
         n_bnb_flows = int(trial.detail["n_power_flows"])
         scorer = _Scorer(score_fn, network.device, batch=batch)
+        # every set it scored (exact), so a defence reads as many violating sets as from a search
+        scorer.cache.update({s: (v, st, lost) for s, v, st, lost in trial.detail.pop("scored")})
         if trial.detail.get("best_set") is not None:
-            scorer([trial.detail["best_set"]])  # its score_sets value, as the enumeration's
+            best = trial.detail["best_set"]
+            scorer.cache.pop(best, None)
+            scorer([best])  # its score_sets value, as the enumeration's
         if trial.detail["complete"]:
             if trial.detail.get("best_set") is not None:
                 trial.detail["best_outage"] = space.set_labels(trial.detail["best_set"])
@@ -312,8 +317,9 @@ def attack_contingencies(
         screen_pool = [int(i) for i in np.argsort(-v1, kind="stable")[:swap_pool]]
         singles = screen_pool
         pools = [p + screen_pool for p in pools]
-    seeded = scorer.cache if n_bnb_flows else {}  # the branch-and-bound trial's best set
-    scorer = _Scorer(score_fn, network.device, batch=batch, cap=budget - n_grad_flows - n_screen_flows)
+    seeded = scorer.cache if n_bnb_flows else {}  # the sets the branch-and-bound trial scored
+    # its sets come cached on top of the search's own budget (they are counted once, below)
+    scorer = _Scorer(score_fn, network.device, batch=batch, cap=budget - n_grad_flows - n_screen_flows + len(seeded))
     scorer.cache.update(seeded)
     n_trial_flows = n_bnb_flows - len(seeded)  # the trial's power flows count (the seeded set once, in the cache)
     if screen and k == 1:
@@ -325,7 +331,7 @@ def attack_contingencies(
     if candidates and k > 1:
         scorer(near_cut_sets(dc_model, pg, k, limit=min(candidates, int(max(scorer.left, 0)))))
     for _ in range(max_swap_rounds):
-        if scorer.left <= 0 or n_grad_flows + restarts > budget - n_screen_flows - len(scorer.cache):
+        if scorer.left <= 0 or n_grad_flows + restarts > budget - n_screen_flows - (len(scorer.cache) - len(seeded)):
             break
         # Gradient at each current discrete set: which other element, partly removed on
         # top of it, raises the overload fastest (a first-order guess at the best swap).

@@ -303,7 +303,7 @@ def _score_children(model: DCContingencyModel, pg_mw: Tensor, st: _NodeState, p_
 
 def certify_bnb(model: DCContingencyModel, pg_mw: Tensor, k: int, best_found_mw: float, *,
                 time_limit_s: float = 60.0, max_power_flows: int | None = None,
-                probe: int | None = None) -> Certificate:
+                probe: int | None = None, keep_scored: bool = False) -> Certificate:
     """Upper bound on max over k-sets of the exact DC violation (module docstring).
 
     ``best_found_mw``: the search's best exact score, the first incumbent (-inf: none).
@@ -319,7 +319,8 @@ def certify_bnb(model: DCContingencyModel, pg_mw: Tensor, k: int, best_found_mw:
     ``max_power_flows`` is spent, stop as soon as the sets whose bound is still above the
     incumbent outnumber what is left (status "... the open sets exceed it"). Why: the
     attack's exact-when-cheaper trial should not spend its whole allowance on a run that
-    cannot finish."""
+    cannot finish. ``keep_scored``: ``detail["scored"]`` lists every set scored as
+    (set, violation_mw, status, load_lost_mw) (the attack's table when the trial finishes)."""
     t0 = time.perf_counter()
     sp = model.space
     n = sp.size
@@ -329,6 +330,7 @@ def certify_bnb(model: DCContingencyModel, pg_mw: Tensor, k: int, best_found_mw:
     cap = max_power_flows if max_power_flows is not None else math.inf
     n_pf = n_bounds = n_scored = n_excluded = n_nodes = 0
     stop_reason = "complete"
+    scored: list[tuple[tuple[int, ...], float, str, float]] = []
 
     def stopped() -> str | None:
         if time.perf_counter() - t0 > time_limit_s:
@@ -386,6 +388,10 @@ def certify_bnb(model: DCContingencyModel, pg_mw: Tensor, k: int, best_found_mw:
                     n_pf += len(pp)
                     n_scored += len(pp)
                     allow -= len(pp)
+                    if keep_scored:
+                        rows = nodes[pp].tolist()
+                        scored.extend((tuple(r) + (c,), float(x), "ok", 0.0)
+                                      for r, c, x in zip(rows, cc.tolist(), v.tolist()))
                     if len(pp):
                         i = int(torch.argmax(v))
                         if float(v[i]) > incumbent:
@@ -420,7 +426,9 @@ def certify_bnb(model: DCContingencyModel, pg_mw: Tensor, k: int, best_found_mw:
             # small blocks first: the incumbent rises fastest at the best bounds
             take = order[pos:pos + int(min(_SCORE_CHUNK, max(64, pos), cap - n_pf))]
             sets = [cand_sets[i] for i in take]
-            v, status, _ = model.score_sets(pg, members_tensor(sets, model.h.device))
+            v, status, lost = model.score_sets(pg, members_tensor(sets, model.h.device))
+            if keep_scored:
+                scored.extend((tuple(x), float(y), st_, float(z)) for x, y, st_, z in zip(sets, v, status, lost))
             n_pf += len(sets)
             n_scored += len(sets)
             pos += len(take)
@@ -445,6 +453,8 @@ def certify_bnb(model: DCContingencyModel, pg_mw: Tensor, k: int, best_found_mw:
     detail = {"best_mw": incumbent, "best_set": best_set, "n_nodes": n_nodes, "n_scored": n_scored,
               "n_bounds": n_bounds, "n_excluded": n_excluded, "n_power_flows": n_pf, "n_sets": n_sets,
               "complete": complete}
+    if keep_scored:
+        detail["scored"] = scored
     return Certificate(max(ub, best_found_mw), best_found_mw, "lodf branch-and-bound", status,
                        time.perf_counter() - t0, detail)
 

@@ -112,6 +112,11 @@ def test_exact_when_cheaper_by_branch_and_bound(pglib14):
     assert res.method == "branch-and-bound" and res.claim == "certified worst"
     assert float(res.ranking["violation_mw"].iloc[0]) == pytest.approx(worst, abs=1e-9)
     assert res.n_power_flows <= min(total // 2, total - total // 2) < total
+    # its table: every set it scored, with the enumeration's value (a defence reads them all)
+    truth = dict(zip(enum["outage"], enum["violation_mw"]))
+    assert len(res.ranking) > 1
+    for o, v in zip(res.ranking["outage"], res.ranking["violation_mw"]):
+        assert v == pytest.approx(truth[o], abs=1e-7)
     # an allowance too small for the nodes: no trial, the search
     tight = attack_contingencies(pglib14, pg, 2, elements="all", max_power_flows=total - 10, restarts=4, steps=10)
     assert tight.method == "search" and tight.n_power_flows <= total - 10
