@@ -40,7 +40,17 @@ Exact when cheaper. The search has a hard power-flow budget (``max_power_flows``
 default `planned_power_flows`): ascent steps x restarts, the N-1 screen, the candidates
 and the swaps and polish, which stop scoring when the budget is spent. When C(n, k) is
 not above it (``exact="auto"``), every set is enumerated instead (exact, and never more
-power flows than the search would use); ``AttackResult.method`` says which ran.
+power flows than the search would use); ``AttackResult.method`` says which ran. Above it,
+for the DC model, the LODF branch-and-bound (`branch_and_bound.certify_bnb`, exact when
+it completes) is tried first when its C(n, k-1) node updates take at most a quarter of
+its allowance, min(budget, C(n, k) - budget): it often costs far fewer power flows than
+the search (PGLib case57 N-2 over branches: 136 against the search's 2,558; case118:
+2,297 against 4,246; benchmarks/README.md). It probes first (`certify_bnb`'s ``probe``)
+and gives up early when the sets left open cannot fit. When it completes, the result is the
+certified worst (``method == "branch-and-bound"``; its table holds the sets it scored:
+every set not pruned by its bound, but not the load-cutting ones, which it skips).
+When it runs out of its allowance, its power flows count towards the result's and the
+search runs as usual, so the total stays below C(n, k).
 """
 
 from __future__ import annotations
@@ -69,6 +79,9 @@ EXACT_CHOICES = ("auto", "always", "never")
 CERTIFY_CHOICES = ("auto", "bnb", "milp", "none")
 
 log = logging.getLogger(__name__)
+# children the exact-when-cheaper trial scores per block of nodes before it judges whether
+# it can finish within its allowance (`certify_bnb`'s probe)
+_TRIAL_PROBE = 64
 
 
 @dataclass(frozen=True)
@@ -89,14 +102,15 @@ class AttackResult:
     alpha: Tensor
     dispatch_mw: Tensor
     trace: list[float] = field(default_factory=list)  # best smooth violation per ascent step
-    method: str = "search"  # "search" (ascent, candidates, swaps, polish) or "enumeration" (every set)
+    method: str = "search"  # "search" (ascent, candidates, swaps, polish), "enumeration" (every set)
+    # or "branch-and-bound" (exact LODF branch-and-bound: the table holds the sets it scored)
     max_power_flows: int = 0  # the budget the choice was made against
     certificate: "Certificate | None" = None  # upper bound on the worst violation, when asked for
 
     @property
     def claim(self) -> str:
         """"certified worst", "best found, gap X MW", or "best found, no bound"."""
-        if self.method == "enumeration":
+        if self.method in ("enumeration", "branch-and-bound"):  # both exact when they finish
             return "certified worst"
         return self.certificate.claim if self.certificate is not None else "best found, no bound"
 
@@ -242,6 +256,25 @@ def attack_contingencies(
         return _result(space, scorer, t0, 0, 0, torch.zeros(0, n, dtype=network.dtype), pg, [], "enumeration",
                        budget, None, k, physics)
 
+    n_bnb_flows = 0
+    allowance = min(budget, total - budget)
+    if exact == "auto" and physics == "dc" and k > 1 and 4 * math.comb(n - 1, k - 1) <= allowance:
+        trial = certify_bnb(dc_model, pg, k, -math.inf, time_limit_s=certify_time_limit_s,
+                            max_power_flows=allowance, probe=_TRIAL_PROBE, keep_scored=True)
+        n_bnb_flows = int(trial.detail["n_power_flows"])
+        scorer = _Scorer(score_fn, network.device, batch=batch)
+        # every set it scored (exact), so a defence reads as many violating sets as from a search
+        scorer.cache.update({s: (v, st, lost) for s, v, st, lost in trial.detail.pop("scored")})
+        if trial.detail.get("best_set") is not None:
+            best = trial.detail["best_set"]
+            scorer.cache.pop(best, None)
+            scorer([best])  # its score_sets value, as the enumeration's
+        if trial.detail["complete"]:
+            if trial.detail.get("best_set") is not None:
+                trial.detail["best_outage"] = space.set_labels(trial.detail["best_set"])
+            return _result(space, scorer, t0, 0, n_bnb_flows - len(scorer.cache), torch.zeros(0, n, dtype=network.dtype),
+                           pg, [], "branch-and-bound", budget, trial, k, physics)
+
     gen = torch.Generator(device="cpu").manual_seed(seed)
     # Half the restarts start near a random k-set, half spread out; restart 0 at the centre.
     # Why: the relaxation has many local maxima and diverse starts reach different ones.
@@ -284,7 +317,11 @@ def attack_contingencies(
         screen_pool = [int(i) for i in np.argsort(-v1, kind="stable")[:swap_pool]]
         singles = screen_pool
         pools = [p + screen_pool for p in pools]
-    scorer = _Scorer(score_fn, network.device, batch=batch, cap=budget - n_grad_flows - n_screen_flows)
+    seeded = scorer.cache if n_bnb_flows else {}  # the sets the branch-and-bound trial scored
+    # its sets come cached on top of the search's own budget (they are counted once, below)
+    scorer = _Scorer(score_fn, network.device, batch=batch, cap=budget - n_grad_flows - n_screen_flows + len(seeded))
+    scorer.cache.update(seeded)
+    n_trial_flows = n_bnb_flows - len(seeded)  # the trial's power flows count (the seeded set once, in the cache)
     if screen and k == 1:
         scorer.cache.update({(i,): (float(v1[i]) if st1[i] == "ok" else float("nan"), st1[i], float(lost1[i]))
                              for i in range(n)})
@@ -294,7 +331,7 @@ def attack_contingencies(
     if candidates and k > 1:
         scorer(near_cut_sets(dc_model, pg, k, limit=min(candidates, int(max(scorer.left, 0)))))
     for _ in range(max_swap_rounds):
-        if scorer.left <= 0 or n_grad_flows + restarts > budget - n_screen_flows - len(scorer.cache):
+        if scorer.left <= 0 or n_grad_flows + restarts > budget - n_screen_flows - (len(scorer.cache) - len(seeded)):
             break
         # Gradient at each current discrete set: which other element, partly removed on
         # top of it, raises the overload fastest (a first-order guess at the best swap).
@@ -334,8 +371,8 @@ def attack_contingencies(
             cert = certify_bnb(dc_model, pg, k, best, time_limit_s=certify_time_limit_s)
             if cert.detail.get("best_set") is not None:
                 cert.detail["best_outage"] = space.set_labels(cert.detail["best_set"])
-    return _result(space, scorer, t0, n_grad_flows, n_screen_flows, alpha.detach(), pg, trace, "search", budget,
-                   cert, k, physics)
+    return _result(space, scorer, t0, n_grad_flows, n_screen_flows + n_trial_flows, alpha.detach(), pg, trace,
+                   "search", budget, cert, k, physics)
 
 
 def _result(space, scorer: _Scorer, t0: float, n_grad_flows: int, n_screen_flows: int, alpha: Tensor, pg: Tensor,
