@@ -53,6 +53,13 @@ class ACContingencyModel:
         layer = PowerFlowLayer(solver=NewtonRaphson(retry=False))
         return cls(network=network, space=space, participation=w, layer=layer)
 
+    def base_dispatch(self) -> Tensor:
+        """The insecure base dispatch (n_gen,) MW: the AC-OPF (direct Ipopt path)."""
+        from gridlearn.grid.acopf import solve_acopf
+
+        res = solve_acopf(self.network, backend="direct")
+        return torch.as_tensor(res.pg_mw, dtype=self.network.dtype, device=self.network.device).detach()
+
     def state(self, pg_mw: Tensor, alpha: Tensor, floor: float = 1e-4):
         """(converged (B,), branch MVA (B, n_branch), p' (B, n_gen), pmin', pmax', vm (B, n_bus))."""
         a_br, a_gen = self.space.split(alpha)

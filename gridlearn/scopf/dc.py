@@ -49,6 +49,7 @@ from torch import Tensor
 from gridlearn.errors import DataError
 from gridlearn.grid import matrices
 from gridlearn.grid.network import Network
+from gridlearn.scopf.dcopf import solve_dispatch
 from gridlearn.scopf.outages import ElementSpace, IslandSplit, classify_islands, classify_islands_batch
 from gridlearn.scopf.pickup import picked_up
 from gridlearn.scopf.violation import exact_violation, smooth_violation
@@ -92,6 +93,10 @@ class DCContingencyModel:
         cf, ct = matrices.incidence(network)
         h = ptdf @ (cf - ct).T
         return cls(network=network, space=space, participation=w, ptdf=ptdf, h=h, slack=slack)
+
+    def base_dispatch(self) -> Tensor:
+        """The insecure base dispatch (n_gen,) MW: the DC-OPF (`dcopf.solve_dispatch`)."""
+        return solve_dispatch(self.network)[0]
 
     # ------------------------------------------------------------------ generators
     def redispatch(self, pg_mw: Tensor, a_gen: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
