@@ -154,7 +154,13 @@ def dispatch_cost(network: Network, pg_mw: Tensor) -> Tensor:
 
 def base_dispatch(network: Network, physics: str = "dc") -> Tensor:
     """The insecure base dispatch (n_gen,) MW of ``physics``'s contingency model (DC-OPF for
-    "dc", AC-OPF for "ac"; `models.contingency_model` chooses)."""
+    "dc", AC-OPF for "ac"; `models.contingency_model` chooses).
+
+    >>> from gridlearn.grid import load_case
+    >>> pg = base_dispatch(load_case("case9"))
+    >>> [round(v, 2) for v in pg.tolist()], round(float(pg.sum()), 6)   # lossless: generation = 315 MW load
+    ([86.56, 134.38, 94.06], 315.0)
+    """
     from gridlearn.scopf.outages import ElementSpace
 
     return contingency_model(network, ElementSpace.of(network, "branches"), physics, None).base_dispatch()
