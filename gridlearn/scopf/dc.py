@@ -70,7 +70,20 @@ def default_participation(network: Network) -> Tensor:
 
 @dataclass(frozen=True)
 class DCContingencyModel:
-    """DC post-contingency physics for one network and element space; dispatch is an argument."""
+    """DC post-contingency physics for one network and element space; dispatch is an argument.
+
+    On case9, line 7 carries no flow once it is out, and the generation is unchanged (a
+    branch outage needs no pick-up):
+
+    >>> import torch
+    >>> from gridlearn.grid import load_case
+    >>> net = load_case("case9")
+    >>> model = DCContingencyModel.build(net, ElementSpace.of(net, "branches"))
+    >>> pg = model.base_dispatch()
+    >>> flow, p_post = model.set_flows(pg, torch.tensor([[7]]))[:2]
+    >>> float(flow[0, 7]), torch.allclose(p_post[0], pg), round(float(model.base_flows(pg)[0]), 4)
+    (0.0, True, 86.5645)
+    """
 
     network: Network
     space: ElementSpace
