@@ -39,6 +39,7 @@ class ACContingencyModel:
     layer: object  # PowerFlowLayer
     limit: BranchLimit = APPARENT_POWER  # what `rate_a_mva` limits at each branch end
     score_batch = 256  # sets per score_sets call: a batched Newton solve is dense per set
+    certifiable = False  # no bound on an AC violation: results say "best found, no bound"
 
     @classmethod
     def build(cls, network: Network, space: ElementSpace, participation: Tensor | None = None) -> "ACContingencyModel":

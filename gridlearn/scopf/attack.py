@@ -335,7 +335,7 @@ def attack_contingencies(
             break
     _polish(scorer, k, n, polish, max_swap_rounds, singles)
     cert = None
-    if certify != "none" and physics == "dc":
+    if certify != "none" and model.certifiable:
         best = max((v for v, st, _ in scorer.cache.values() if st == "ok"), default=-math.inf)
         if certify == "milp":
             cert = certify_worst(dc_model, pg, k, best, time_limit_s=certify_time_limit_s)

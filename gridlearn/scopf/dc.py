@@ -92,6 +92,7 @@ class DCContingencyModel:
     h: Tensor  # (n_branch, n_branch), PTDF A^T
     slack: int
     score_batch = 8192  # sets per score_sets call: (sets, n_branch) flows, cheap
+    certifiable = True  # its violation has an LODF upper bound (branch_and_bound, certificate)
 
     @classmethod
     def build(cls, network: Network, space: ElementSpace, participation: Tensor | None = None) -> "DCContingencyModel":

@@ -1,7 +1,7 @@
 """The contingency model of each physics, and the one place that chooses between them.
 
 A contingency model (`dc.DCContingencyModel`, `ac.ACContingencyModel`) answers
-``build(network, space, participation)``, ``base_dispatch()``, ``violation``,
+``build(network, space, participation)``, ``base_dispatch()``, ``violation``, ``certifiable``,
 ``score_sets`` and ``score_batch`` (`dc` module docstring); the attack, the enumeration
 and the base dispatch ask `contingency_model` for one and never test the physics
 themselves. A new physics is one model class (a module of its own) and its name here.
