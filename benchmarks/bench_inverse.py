@@ -133,7 +133,7 @@ def main() -> None:
     cold = InverseProblem(net, obs, unknowns, (1.0, 100.0), InverseSolver(warm_start=False))
     HESSIAN_CALLS[0] = 0
     t0 = time.perf_counter()
-    loss_cold, _, r_cold, res_cold = cold.loss(theta, grad=False)
+    _, _, r_cold, _ = cold.loss(theta, grad=False)
     fwd_cold = time.perf_counter() - t0
     iters_cold = HESSIAN_CALLS[0]
     warm = InverseProblem(net, obs, unknowns, (1.0, 100.0), InverseSolver())

@@ -111,7 +111,7 @@ def _batched(t, data):
     return t.shape[0] == data[1].shape[0] and (t.dim() == 3 or (t.dim() == 2 and t is not data[2] and t is not data[4]))
 
 
-def run_case(name, data, peers, sub_batch, repeats=1):
+def run_case(name, data, peers, repeats=1):
     Q, p, G, h, A, b = data
     B, n = p.shape
     m, k = G.shape[0], 0 if A is None else A.shape[0]
@@ -174,7 +174,7 @@ def main():
             "cvxpylayers_MOREAU": (cvx_fn(n, m, k, "MOREAU", {"ipm_settings": {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9}}), 256),
         }
         t0 = time.perf_counter()
-        r = run_case(name, data, peers, None)
+        r = run_case(name, data, peers)
         r["case_wall_s"] = time.perf_counter() - t0
         results.append(r)
         ratios = {p: round(v["ratio_fwd_bwd_peer_over_gridlearn"], 2) for p, v in r.items()

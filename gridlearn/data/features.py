@@ -72,6 +72,13 @@ def day_ahead_features(
     Returns ``x`` of shape ``(n_dates - 1, n_features)`` (unstandardised), in the paper's
     column order: yesterday's load; yesterday's temperature and its square; today's
     temperature, its square and cube; today's calendar. ``y`` is today's load.
+
+    >>> import numpy as np, pandas as pd
+    >>> days = pd.date_range("2020-01-01", periods=3, freq="D")
+    >>> load = pd.DataFrame(np.arange(72.0).reshape(3, 24), index=days)
+    >>> x, y, dates, names = day_ahead_features(load, pd.DataFrame({"weekend": [0, 0, 1]}, index=days))
+    >>> x.shape, float(y[0, 0]), float(x[0, 0]), names[-1], str(dates[0])   # day 1 predicted from day 0's load
+    ((2, 25), 24.0, 0.0, 'weekend', '2020-01-02')
     """
     if not load.index.equals(calendar.index):
         raise DataError("load and calendar tables must share their dates")
@@ -100,7 +107,15 @@ def chronological_split(
     names: tuple[str, ...],
     train_fraction: float = 0.8,
 ) -> DayAheadData:
-    """First ``int(n * train_fraction)`` days train, the rest test; standardise on train."""
+    """First ``int(n * train_fraction)`` days train, the rest test; standardise on train.
+
+    >>> import numpy as np
+    >>> x, y = np.arange(10.0).reshape(10, 1), np.zeros((10, 24))
+    >>> dates = np.arange("2020-01-01", "2020-01-11", dtype="datetime64[D]")
+    >>> data = chronological_split("toy", x, y, dates, ("f",))
+    >>> len(data.x_train), len(data.x_test), round(float(data.x_train.mean()), 12), str(data.days_test[0])
+    (8, 2, 0.0, '2020-01-09')
+    """
     if not 0 < train_fraction < 1:
         raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
     n_train = int(len(x) * train_fraction)

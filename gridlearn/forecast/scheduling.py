@@ -50,7 +50,13 @@ QPSolve = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, QPWa
 
 @dataclass(frozen=True, kw_only=True)
 class SchedulingParams:
-    """Costs per unit of under-/over-scheduled load, and the hour-to-hour ramp limit (paper values)."""
+    """Costs per unit of under-/over-scheduled load, and the hour-to-hour ramp limit (paper values).
+
+    >>> import torch
+    >>> G, h = SchedulingParams(n_hours=4).ramp_constraints(torch.zeros(1))
+    >>> tuple(G.shape), h.tolist()        # |z_i - z_(i+1)| <= 0.4, both signs, 3 hour pairs
+    ((6, 4), [0.4, 0.4, 0.4, 0.4, 0.4, 0.4])
+    """
 
     gamma_under: float = 50.0
     gamma_over: float = 0.5
@@ -106,7 +112,15 @@ def _normal(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def expected_cost(z: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, params: SchedulingParams) -> torch.Tensor:
-    """E_{y~N(mu, sigma^2)} of the per-hour cost at schedule z, elementwise ``(..., n)``."""
+    """E_{y~N(mu, sigma^2)} of the per-hour cost at schedule z, elementwise ``(..., n)``.
+
+    At z = mu, sigma = 1 it is (gamma_under + gamma_over) phi(0) + 1/2 = 50.5 / sqrt(2 pi) + 0.5:
+
+    >>> import torch
+    >>> one = torch.tensor([1.0], dtype=torch.float64)
+    >>> round(float(expected_cost(one, one, one, SchedulingParams())), 4)
+    20.6466
+    """
     gsum = params.gamma_under + params.gamma_over
     s = (z - mu) / sigma
     cdf, pdf = _normal(s)
@@ -124,7 +138,13 @@ def expected_cost_derivatives(
 
 
 def realised_cost(z: torch.Tensor, y: torch.Tensor, params: SchedulingParams) -> torch.Tensor:
-    """Per-hour cost of schedule z when the load turns out to be y, elementwise ``(..., n)``."""
+    """Per-hour cost of schedule z when the load turns out to be y, elementwise ``(..., n)``.
+
+    >>> import torch
+    >>> z, y = torch.tensor([1.0, 1.0]), torch.tensor([2.0, 0.0])   # 1 under-, then 1 over-scheduled
+    >>> realised_cost(z, y, SchedulingParams()).tolist()               # 50 + 1/2, 0.5 + 1/2
+    [50.5, 1.0]
+    """
     return (
         params.gamma_under * torch.clamp(y - z, min=0)
         + params.gamma_over * torch.clamp(z - y, min=0)
@@ -133,7 +153,12 @@ def realised_cost(z: torch.Tensor, y: torch.Tensor, params: SchedulingParams) ->
 
 
 def task_loss(z: torch.Tensor, y: torch.Tensor, params: SchedulingParams) -> torch.Tensor:
-    """Mean over days of the realised daily cost (sum over hours): the paper's test task cost."""
+    """Mean over days of the realised daily cost (sum over hours): the paper's test task cost.
+
+    >>> import torch
+    >>> float(task_loss(torch.ones(2, 2), torch.tensor([[2.0, 0.0], [1.0, 1.0]]), SchedulingParams()))
+    25.75
+    """
     return realised_cost(z, y, params).sum(-1).mean()
 
 
@@ -292,6 +317,17 @@ class StochasticScheduler(nn.Module):
 
     ``solve(mu, sigma, z0)`` returns a `Solution` and never raises; ``forward`` raises
     `SolverFailure` naming the days that did not converge, then attaches gradients.
+
+    A 4-hour day whose forecast jumps by 2 between hours 0 and 1: the schedule hedges
+    above the mean (under-scheduling costs 100 times more) and ramps by at most 0.4:
+
+    >>> import torch
+    >>> mu = torch.tensor([[1.0, 3.0, 2.0, 2.0]], dtype=torch.float64, requires_grad=True)
+    >>> z = StochasticScheduler(SchedulingParams(n_hours=4))(mu, torch.full((1, 4), 0.5, dtype=torch.float64))
+    >>> [round(v, 3) for v in z[0].tolist()], round(float((z[0, 1:] - z[0, :-1]).abs().max()), 6)
+    ([3.23, 3.63, 3.23, 2.95], 0.4)
+    >>> z.sum().backward(); round(float(mu.grad.sum()), 6)    # shifting every hour's mean shifts z by as much
+    4.0
     """
 
     def __init__(self, params: SchedulingParams | None = None, solver: SQP | None = None, qp: nn.Module | None = None):

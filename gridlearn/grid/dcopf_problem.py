@@ -146,10 +146,17 @@ class DCQP:
 
 
 def assemble(network: Network, st: DCStructure, pd_mw: Tensor, c2: Tensor, c1: Tensor, ramp_mw_per_h: Tensor | None,
-             p0_mw: Tensor | None, interval_h: float, screen: bool = True) -> DCQP:
+             p0_mw: Tensor | None, interval_h: float, screen: bool = True, angle_limits: bool = True,
+             extra_rows: tuple[Tensor, Tensor] | None = None) -> DCQP:
     """QP data for pd_mw (B, T, n_bus); c2, c1 (B or 1, n_gen); ramp (n_gen,) or None; p0 (B or 1, n_gen).
 
-    ``screen``: leave out flow/angle limit rows the generator bounds already imply."""
+    ``screen``: leave out flow/angle limit rows the generator bounds already imply.
+    ``angle_limits``: give the finite angle-difference limits rows (the security-constrained
+    OPF passes False: its post-contingency states have flows only, so it secures flows only).
+    ``extra_rows``: (G (r, T·n_gen), h (B or 1, r)) more rows G x <= h on the per-unit
+    dispatch, appended after the ramp rows (the SC-OPF's contingency rows). c2, c1 may be in
+    any cost unit: a common factor scales the objective only (x* and the rows unchanged).
+    """
     base = network.base_mva
     bsz, periods, _ = pd_mw.shape
     ng = network.n_gen
@@ -164,14 +171,15 @@ def assemble(network: Network, st: DCStructure, pd_mw: Tensor, c2: Tensor, c1: T
 
     d = (pd_mw + network.bus.gs_mw) / base  # (B, T, n)
     shift = st.p_bus_shift
+    ang_lines = st.ang_lines if angle_limits else st.ang_lines[:0]
     # flows f = H x + f0, angle differences a = K_g x + a0
     h_flow = (st.ptdf @ st.cg)[st.lim_lines]
     f0 = (-(d + shift) @ st.ptdf.T + st.p_f_shift)[..., st.lim_lines]
-    k_g = (st.k_ang @ st.cg)[st.ang_lines]
-    a0 = (-(d + shift) @ st.k_ang.T)[..., st.ang_lines]
+    k_g = (st.k_ang @ st.cg)[ang_lines]
+    a0 = (-(d + shift) @ st.k_ang.T)[..., ang_lines]
     rate = br.rate_a_mva[st.lim_lines] / base
-    amax = br.angmax_rad[st.ang_lines]
-    amin = br.angmin_rad[st.ang_lines]
+    amax = br.angmax_rad[ang_lines]
+    amin = br.angmin_rad[ang_lines]
     # An infinite one-sided angle limit becomes a row with a huge bound; keep it finite.
     big = torch.full_like(amax, 1e3)
     amax = torch.where(torch.isfinite(amax), amax, big)
@@ -204,7 +212,7 @@ def assemble(network: Network, st: DCStructure, pd_mw: Tensor, c2: Tensor, c1: T
         a_lo = (amn < amin.detach() + margin).nonzero().flatten()
     else:
         f_up = f_lo = torch.arange(len(st.lim_lines), device=dev)
-        a_up = a_lo = torch.arange(len(st.ang_lines), device=dev)
+        a_up = a_lo = torch.arange(len(ang_lines), device=dev)
     g_per = torch.cat([eye[st.up_gens], -eye[st.lo_gens], h_flow[f_up], -h_flow[f_lo], k_g[a_up], -k_g[a_lo]], dim=0)
     n_per = g_per.shape[0]
     pmax = (gen.pmax_mw[st.up_gens] / base).expand(bsz, periods, -1)
@@ -237,6 +245,10 @@ def assemble(network: Network, st: DCStructure, pd_mw: Tensor, c2: Tensor, c1: T
             G = torch.cat([G, *blocks], dim=0)
             h = torch.cat([h, *rhs], dim=-1)
 
+    if extra_rows is not None:
+        G = torch.cat([G, extra_rows[0].to(dt)], dim=0)
+        h = torch.cat([h, extra_rows[1].to(dt).expand(bsz, -1)], dim=-1)
+
     A = torch.block_diag(*([torch.ones(1, ng, dtype=dt, device=dev)] * periods))
     b = d.sum(-1) + shift.sum()  # (B, T); Σ shift = 0 but keeps the algebra explicit
     n_fix = len(st.fixed_gens)
@@ -258,8 +270,8 @@ def assemble(network: Network, st: DCStructure, pd_mw: Tensor, c2: Tensor, c1: T
         Q[..., cols, cols] = Q[..., cols, cols] + w
         p = p.expand(max(p.shape[0], Q.shape[0]), -1).clone()  # c1 may be shared while c2 is batched
         p[..., cols] = p[..., cols] - w * x_fix
-    rows = {"flow_up": st.lim_lines[f_up], "flow_lo": st.lim_lines[f_lo], "ang_up": st.ang_lines[a_up],
-            "ang_lo": st.ang_lines[a_lo]}
+    rows = {"flow_up": st.lim_lines[f_up], "flow_lo": st.lim_lines[f_lo], "ang_up": ang_lines[a_up],
+            "ang_lo": ang_lines[a_lo]}
     if network.pwl_cost is not None:
         Q, p, G, h, A = _add_epigraph(network, periods, Q, p, G, h, A)
     return DCQP(Q=Q, p=p, G=G, h=h, A=A, b=b, n_per=n_per, withdrawal=d, rows=rows)

@@ -39,6 +39,17 @@ class CvxpyLayer(nn.Module):
     ``CvxpyLayer(n, m, k, solver="DIFFCP")(Q, p, G, h, A, b)`` returns x, or
     ``(x, lam, nu)`` with ``return_duals=True``; shapes as in `gridlearn.implicit.qp`.
     ``kkt_tol`` is the relative KKT residual above which a returned point is rejected.
+
+    The QP of `QPLayer`'s example, min ½|x|² − x₀ − x₁ s.t. x₀ + x₁ ≤ 1, through DIFFCP
+    (SCS's default accuracy leaves a KKT residual of about 1e-5 here, so ``eps`` is tightened):
+
+    >>> import torch
+    >>> Q = torch.eye(2, dtype=torch.float64); p = torch.tensor([-1.0, -1.0], dtype=torch.float64, requires_grad=True)
+    >>> G = torch.tensor([[1.0, 1.0]], dtype=torch.float64); h = torch.tensor([1.0], dtype=torch.float64)
+    >>> x = CvxpyLayer(2, 1, solver_args={"eps": 1e-10})(Q, p, G, h)
+    >>> x.flatten()[0].backward()
+    >>> [round(v, 6) for v in x.flatten().tolist()], [round(v, 6) for v in p.grad.tolist()]   # x₀ = (1 − p₀ + p₁)/2
+    ([0.5, 0.5], [-0.5, 0.5])
     """
 
     def __init__(self, n: int, m: int, k: int = 0, *, solver: str = "DIFFCP",

@@ -33,6 +33,13 @@ def fixed_point_solve(
     ``.value`` carries IFT gradients to ``args`` and to parameters f closes over, for
     converged elements; a non-converged element's gradient is NaN (``on_failure="nan"``),
     zero ("zero"), or a `SolverFailure` in backward ("raise").
+
+    >>> import torch
+    >>> x = torch.tensor([[1.0]], dtype=torch.float64, requires_grad=True)
+    >>> sol = fixed_point_solve(lambda z, x: 0.5 * z + x, torch.zeros(1, 1, dtype=torch.float64), x)
+    >>> sol.value.sum().backward()
+    >>> sol.statuses[0].name, round(float(sol.value), 6), round(float(x.grad), 6)   # z* = 2x, dz*/dx = 2
+    ('CONVERGED', 2.0, 2.0)
     """
     _check_state("z0", z0)
     ff = flat_problem(f, z0.shape, args, "f")

@@ -235,7 +235,7 @@ def interior_point(
 
         if m:
             mu = gap / m
-            dx_a, ds_a, dl_a, _ = direction(sa * la)
+            _, ds_a, dl_a, _ = direction(sa * la)  # the predictor needs only the s and lambda steps
             alpha_a = torch.minimum(_max_step(sa, ds_a), _max_step(la, dl_a))
             mu_a = ((sa + alpha_a[:, None] * ds_a) * (la + alpha_a[:, None] * dl_a)).sum(-1) / m
             sigma = (mu_a / mu.clamp_min(torch.finfo(dt).tiny)).clamp(0.0, 1.0) ** 3

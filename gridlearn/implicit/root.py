@@ -131,6 +131,16 @@ def root_solve(
         on_failure: what a non-converged element's gradient is: "nan" (default), "zero",
             or "raise" (`SolverFailure` in backward if it receives a gradient); with
             `UnrolledAdjoint` also "keep": the derivative of the iterations performed.
+
+    A root that does not exist is a status, not an exception (y² + 1 = 0 has none):
+
+    >>> import torch
+    >>> from gridlearn.implicit import Newton
+    >>> g = lambda y, w: y**2 - w
+    >>> sol = root_solve(g, torch.ones(2, 1, dtype=torch.float64), torch.tensor([[4.0], [-1.0]], dtype=torch.float64),
+    ...                  solver=Newton())
+    >>> sol.statuses[0].name, round(float(sol.value[0]), 6), sol.statuses[1] is not sol.statuses[0]
+    ('CONVERGED', 2.0, True)
     """
     _check_state("y0", y0)
     return implicit_solve(

@@ -17,7 +17,11 @@ from gridlearn.errors import InfeasibleError, SolverFailure
 
 
 class Status(enum.Enum):
-    """Outcome of one batch element. The value is the sentence a user reads."""
+    """Outcome of one batch element. The value is the sentence a user reads.
+
+    >>> Status.from_code(Status.MAX_STEPS.code) is Status.MAX_STEPS, Status.CONVERGED.value
+    (True, 'converged')
+    """
 
     CONVERGED = "converged"
     MAX_STEPS = "reached max_steps before tolerance; raise max_steps or check the map is contractive"

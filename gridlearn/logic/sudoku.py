@@ -44,6 +44,13 @@ def solve_sudoku(board: np.ndarray, limit: int = 2, rng: np.random.Generator | N
     """Up to ``limit`` solutions of ``board`` (D, D), by backtracking with bitmask candidates
     and the most-constrained-cell-first rule. ``rng`` randomises the digit order (used to
     draw random full grids). A board whose givens already conflict has no solutions.
+
+    A 4x4 board (box 2) with two givens has more than one solution; a full one has itself:
+
+    >>> import numpy as np
+    >>> board = np.zeros((4, 4), dtype=np.int64); board[0, :2] = [1, 2]
+    >>> len(solve_sudoku(board, limit=2)), is_valid_solution(solve_sudoku(board, limit=1)[0])
+    (2, True)
     """
     board, D, box = _check_board(board)
     full = (1 << D) - 1
@@ -107,7 +114,14 @@ def solve_sudoku(board: np.ndarray, limit: int = 2, rng: np.random.Generator | N
 
 
 def is_valid_solution(board: np.ndarray) -> bool:
-    """True iff ``board`` is completely filled and every row, column and box holds 1..D."""
+    """True iff ``board`` is completely filled and every row, column and box holds 1..D.
+
+    >>> import numpy as np
+    >>> good = np.array([[1, 2, 3, 4], [3, 4, 1, 2], [2, 1, 4, 3], [4, 3, 2, 1]])
+    >>> bad = good.copy(); bad[0, :2] = [2, 1]       # row 0 still holds 1..4, column 0 has two 2s
+    >>> is_valid_solution(good), is_valid_solution(bad)
+    (True, False)
+    """
     board, D, box = _check_board(board)
     want = set(range(1, D + 1))
     for i in range(D):
@@ -131,6 +145,11 @@ def generate_puzzle(
     Draw a random full grid, blank all but ``givens`` random cells, then, while a second
     solution exists, reveal a cell where that solution differs from ours (so the puzzle
     may end with a few more givens than asked). Returns (puzzle, solution), both (D, D).
+
+    >>> import numpy as np
+    >>> puzzle, solution = generate_puzzle(np.random.default_rng(0), box=2, givens=6)
+    >>> len(solve_sudoku(puzzle, limit=2)), is_valid_solution(solution), bool(((puzzle == 0) | (puzzle == solution)).all())
+    (1, True, True)
     """
     D = box * box
     if not 0 < givens <= D * D:
@@ -217,7 +236,16 @@ def generate_dataset(
 
 
 def one_hot(boards: np.ndarray) -> np.ndarray:
-    """(P, D, D) boards -> (P, D**3) float32 bits; blanks are all-zero cells."""
+    """(P, D, D) boards -> (P, D**3) float32 bits; blanks are all-zero cells.
+
+    `decode` inverts it on full boards; `input_mask` marks the given cells' bits:
+
+    >>> import numpy as np
+    >>> boards = np.array([[[1, 2, 3, 4], [3, 4, 1, 2], [2, 1, 4, 3], [4, 3, 2, 1]]])
+    >>> bits = one_hot(boards)
+    >>> bits.shape, bits[0, :4].tolist(), bool((decode(bits, D=4) == boards).all())
+    ((1, 64), [1.0, 0.0, 0.0, 0.0], True)
+    """
     boards = np.asarray(boards, dtype=np.int64)
     P, D, _ = boards.shape
     out = np.zeros((P, D * D, D), dtype=np.float32)
@@ -228,14 +256,27 @@ def one_hot(boards: np.ndarray) -> np.ndarray:
 
 
 def input_mask(puzzles: np.ndarray) -> np.ndarray:
-    """(P, D, D) puzzles -> (P, D**3) bool: the D bits of every given cell."""
+    """(P, D, D) puzzles -> (P, D**3) bool: the D bits of every given cell.
+
+    >>> import numpy as np
+    >>> puzzle = np.zeros((1, 4, 4), dtype=np.int64); puzzle[0, 0, 0] = 3
+    >>> mask = input_mask(puzzle)
+    >>> int(mask.sum()), mask[0, :5].tolist()   # the 4 bits of cell (0, 0)
+    (4, [True, True, True, True, False])
+    """
     puzzles = np.asarray(puzzles)
     P, D, _ = puzzles.shape
     return np.repeat(puzzles.reshape(P, D * D) != 0, D, axis=1)
 
 
 def decode(bits: np.ndarray, D: int = 9) -> np.ndarray:
-    """(P, D**3) relaxed bits -> (P, D, D) boards, the most likely digit per cell."""
+    """(P, D**3) relaxed bits -> (P, D, D) boards, the most likely digit per cell.
+
+    >>> import numpy as np
+    >>> bits = np.full((1, 64), 0.1); bits[0, 2] = 0.7    # cell (0, 0) leans to digit 3
+    >>> decode(bits, D=4)[0, 0].tolist()
+    [3, 1, 1, 1]
+    """
     bits = np.asarray(bits)
     return bits.reshape(len(bits), D, D, D).argmax(axis=3) + 1
 

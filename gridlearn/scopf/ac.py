@@ -39,6 +39,7 @@ class ACContingencyModel:
     layer: object  # PowerFlowLayer
     limit: BranchLimit = APPARENT_POWER  # what `rate_a_mva` limits at each branch end
     score_batch = 256  # sets per score_sets call: a batched Newton solve is dense per set
+    certifiable = False  # no bound on an AC violation: results say "best found, no bound"
 
     @classmethod
     def build(cls, network: Network, space: ElementSpace, participation: Tensor | None = None) -> "ACContingencyModel":
@@ -52,6 +53,13 @@ class ACContingencyModel:
         # such scenarios, and a continuation for each would dominate the search's cost.
         layer = PowerFlowLayer(solver=NewtonRaphson(retry=False))
         return cls(network=network, space=space, participation=w, layer=layer)
+
+    def base_dispatch(self) -> Tensor:
+        """The insecure base dispatch (n_gen,) MW: the AC-OPF (direct Ipopt path)."""
+        from gridlearn.grid.acopf import solve_acopf
+
+        res = solve_acopf(self.network, backend="direct")
+        return torch.as_tensor(res.pg_mw, dtype=self.network.dtype, device=self.network.device).detach()
 
     def state(self, pg_mw: Tensor, alpha: Tensor, floor: float = 1e-4):
         """(converged (B,), branch MVA (B, n_branch), p' (B, n_gen), pmin', pmax', vm (B, n_bus))."""

@@ -216,6 +216,15 @@ def attack_contingencies(
     "best found, no bound"). A set the certifier scores above the search's best is named
     in ``certificate.detail["best_outage"]``.
     participation: AGC pick-up weights (n_gen,), default pmax.
+
+    N-2 on case9 with its ratings at 60 %, searched (not enumerated) and then certified:
+
+    >>> from gridlearn.grid import load_case
+    >>> net = load_case("case9")
+    >>> net = net.with_(rate_a_mva=0.6 * net.branch.rate_a_mva)
+    >>> res = attack_contingencies(net, k=2, elements="branches", exact="never", restarts=4, steps=30)
+    >>> res.table["outage"][0], round(float(res.table["violation_mw"][0]), 2), res.claim
+    ((('line', 0), ('line', 6)), 315.0, 'certified worst')
     """
     for name, v in (("restarts", restarts), ("steps", steps), ("swap_pool", swap_pool)):
         if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "steps" else 1):
@@ -363,7 +372,7 @@ def attack_contingencies(
             break
     _polish(scorer, k, n, polish, max_swap_rounds, singles)
     cert = None
-    if certify != "none" and physics == "dc":
+    if certify != "none" and model.certifiable:
         best = max((v for v, st, _ in scorer.cache.values() if st == "ok"), default=-math.inf)
         if certify == "milp":
             cert = certify_worst(dc_model, pg, k, best, time_limit_s=certify_time_limit_s)

@@ -9,19 +9,13 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from gridlearn.errors import ConfigError
 from gridlearn.grid.network import Network
 from gridlearn.scopf.dc import DCContingencyModel
 from gridlearn.scopf.dispatch import as_dispatch, base_dispatch
+from gridlearn.scopf.models import PHYSICS, check_physics, contingency_model
 from gridlearn.scopf.outages import ElementSpace
 
-PHYSICS = ("dc", "ac")
 COLUMNS = ["outage", "violation_mw", "status", "load_lost_mw"]
-
-
-def check_physics(physics: str) -> None:
-    if physics not in PHYSICS:
-        raise ConfigError(f"physics must be one of {PHYSICS}, got {physics!r}")
 
 
 def setup(network: Network, dispatch: Any, k: int, physics: str, elements: str,
@@ -32,19 +26,6 @@ def setup(network: Network, dispatch: Any, k: int, physics: str, elements: str,
     space.check_budget(k)
     pg = base_dispatch(network, physics) if dispatch is None else as_dispatch(network, dispatch)
     return space, pg, DCContingencyModel.build(network, space, participation)
-
-
-def contingency_model(network: Network, space: ElementSpace, physics: str, participation: Tensor | None,
-                      dc_model: DCContingencyModel | None = None):
-    """The post-contingency physics for ``physics`` ("dc" or "ac"): an object with
-    ``violation``, ``score_sets`` and ``score_batch`` (`dc` module docstring). The one place
-    that chooses between them; ``dc_model`` is returned as is for "dc" when given."""
-    check_physics(physics)
-    if physics == "ac":
-        from gridlearn.scopf.ac import ACContingencyModel
-
-        return ACContingencyModel.build(network, space, participation)
-    return dc_model if dc_model is not None else DCContingencyModel.build(network, space, participation)
 
 
 def result_table(space: ElementSpace, members: Sequence[Sequence[int]], violation: np.ndarray,

@@ -49,6 +49,7 @@ from torch import Tensor
 from gridlearn.errors import DataError
 from gridlearn.grid import matrices
 from gridlearn.grid.network import Network
+from gridlearn.scopf.dcopf import solve_dispatch
 from gridlearn.scopf.outages import ElementSpace, IslandSplit, classify_islands, classify_islands_batch
 from gridlearn.scopf.pickup import picked_up
 from gridlearn.scopf.violation import exact_violation, smooth_violation
@@ -69,7 +70,20 @@ def default_participation(network: Network) -> Tensor:
 
 @dataclass(frozen=True)
 class DCContingencyModel:
-    """DC post-contingency physics for one network and element space; dispatch is an argument."""
+    """DC post-contingency physics for one network and element space; dispatch is an argument.
+
+    On case9, line 7 carries no flow once it is out, and the generation is unchanged (a
+    branch outage needs no pick-up):
+
+    >>> import torch
+    >>> from gridlearn.grid import load_case
+    >>> net = load_case("case9")
+    >>> model = DCContingencyModel.build(net, ElementSpace.of(net, "branches"))
+    >>> pg = model.base_dispatch()
+    >>> flow, p_post = model.set_flows(pg, torch.tensor([[7]]))[:2]
+    >>> float(flow[0, 7]), torch.allclose(p_post[0], pg), round(float(model.base_flows(pg)[0]), 4)
+    (0.0, True, 86.5645)
+    """
 
     network: Network
     space: ElementSpace
@@ -78,6 +92,7 @@ class DCContingencyModel:
     h: Tensor  # (n_branch, n_branch), PTDF A^T
     slack: int
     score_batch = 8192  # sets per score_sets call: (sets, n_branch) flows, cheap
+    certifiable = True  # its violation has an LODF upper bound (branch_and_bound, certificate)
 
     @classmethod
     def build(cls, network: Network, space: ElementSpace, participation: Tensor | None = None) -> "DCContingencyModel":
@@ -92,6 +107,10 @@ class DCContingencyModel:
         cf, ct = matrices.incidence(network)
         h = ptdf @ (cf - ct).T
         return cls(network=network, space=space, participation=w, ptdf=ptdf, h=h, slack=slack)
+
+    def base_dispatch(self) -> Tensor:
+        """The insecure base dispatch (n_gen,) MW: the DC-OPF (`dcopf.solve_dispatch`)."""
+        return solve_dispatch(self.network)[0]
 
     # ------------------------------------------------------------------ generators
     def redispatch(self, pg_mw: Tensor, a_gen: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -1,6 +1,7 @@
 """Dispatches: parsing user input, the base DC-OPF, and the DC security-constrained OPF.
 
-The DC-OPF solved here (on `gridlearn.implicit.QPLayer`, variables x = p / base_mva):
+The DC-OPF (`dcopf.solve_dispatch`: the grid's DC-OPF assembly, `grid.dcopf_problem.assemble`,
+solved on `gridlearn.implicit.QPLayer`, variables x = p / base_mva):
 
     min_p  sum_g c2_g p_g^2 + c1_g p_g
     s.t.   pmin <= p <= pmax,   sum_g p_g = P_D,   |PTDF C_g p + f_load| <= rate
@@ -19,14 +20,11 @@ import torch
 from torch import Tensor
 
 from gridlearn.errors import DataError
-from gridlearn.grid.checks import check_costs
 from gridlearn.grid.network import Network
 from gridlearn.scopf.dc import DCContingencyModel
+from gridlearn.scopf.dcopf import solve_dispatch
+from gridlearn.scopf.models import contingency_model
 from gridlearn.scopf.pickup import pickup_affine
-
-# A ridge on Q keeps the interior point's Cholesky definite for linear-cost generators;
-# relative to the cost scale it moves the optimum by well under 1e-6 MW.
-_RIDGE = 1e-7
 # How far outside [pmin, pmax] a given dispatch may be (solver round-off), MW + relative.
 _LIMIT_TOL_MW = 1e-3
 _LIMIT_TOL_REL = 1e-4
@@ -132,43 +130,21 @@ def _rows(mat: Tensor, vec: Tensor, lo: Tensor, hi: Tensor) -> tuple[list[Tensor
 
 def solve_scopf(model: DCContingencyModel, contingencies: Tensor | None = None) -> tuple[Tensor, float]:
     """DC (SC-)OPF dispatch (n_gen,) in MW and its cost in $/h; ``contingencies`` (C, k)
-    are outage sets (indices into ``model.space``) secured preventively. Raises
-    InfeasibleError when no dispatch satisfies every constraint."""
-    from gridlearn.implicit.qp import QPLayer, QPSettings
-
+    are outage sets (indices into ``model.space``) secured preventively: the DC-OPF
+    (`dcopf.solve_dispatch`) with each set's post-contingency flow and generator-limit rows
+    added. Raises InfeasibleError when no dispatch satisfies every constraint."""
     net = model.network
-    check_costs(net, convex=True)
-    g = net.gen
-    base = net.base_mva
-    dt, dev = net.dtype, net.device
-    c2, c1 = g.cost_c2_usd_per_mw2h, g.cost_c1_usd_per_mwh
-    scale = float(max(c1.abs().max(), (c2 * base).abs().max(), 1e-9) * base)  # cost units per x unit
-    Q = torch.diag(2 * c2 * base * base / scale + _RIDGE)
-    p = c1 * base / scale
-    eye = torch.eye(net.n_gen, dtype=dt, device=dev)
-    Gs, hs = _rows(eye, torch.zeros(net.n_gen, dtype=dt, device=dev), g.pmin_mw, g.pmax_mw)
-    ptdf_g = model.ptdf[:, g.bus]
-    f_load = model.base_flows(torch.zeros(net.n_gen, dtype=dt, device=dev))
+    if contingencies is None or not len(contingencies):
+        return solve_dispatch(net)
+    T, t, R, r, pmin, pmax = contingency_affine(model, contingencies)
     rate = net.branch.rate_a_mva
-    G2, h2 = _rows(ptdf_g, f_load, -rate, rate)
-    Gs += G2
-    hs += h2
-    if contingencies is not None and len(contingencies):
-        T, t, R, r, pmin, pmax = contingency_affine(model, contingencies)
-        for c in range(T.shape[0]):
-            G3, h3 = _rows(T[c], t[c], -rate, rate)
-            G4, h4 = _rows(R[c], r[c], pmin[c], pmax[c])
-            Gs += G3 + G4
-            hs += h3 + h4
-    # Rows are in MW on p = base * x; dividing each by base keeps per-unit magnitudes.
-    G = torch.cat(Gs)
-    h = torch.cat(hs) / base
-    A = torch.ones(1, net.n_gen, dtype=dt, device=dev)
-    b = (net.bus.pd_mw + net.bus.gs_mw).sum().reshape(1) / base
-    x = QPLayer(settings=QPSettings(max_iter=100))(Q, p, G, h, A, b)
-    pg = x * base
-    cost = float((g.cost_c2_usd_per_mw2h * pg**2 + g.cost_c1_usd_per_mwh * pg + g.cost_c0_usd_per_h).sum())
-    return pg.detach(), cost
+    Gs, hs = [], []
+    for c in range(T.shape[0]):
+        G3, h3 = _rows(T[c], t[c], -rate, rate)
+        G4, h4 = _rows(R[c], r[c], pmin[c], pmax[c])
+        Gs += G3 + G4
+        hs += h3 + h4
+    return solve_dispatch(net, (torch.cat(Gs), torch.cat(hs)))
 
 
 def dispatch_cost(network: Network, pg_mw: Tensor) -> Tensor:
@@ -177,16 +153,17 @@ def dispatch_cost(network: Network, pg_mw: Tensor) -> Tensor:
 
 
 def base_dispatch(network: Network, physics: str = "dc") -> Tensor:
-    """The insecure base dispatch (n_gen,) MW: DC-OPF for physics="dc", AC-OPF for "ac"."""
+    """The insecure base dispatch (n_gen,) MW of ``physics``'s contingency model (DC-OPF for
+    "dc", AC-OPF for "ac"; `models.contingency_model` chooses).
+
+    >>> from gridlearn.grid import load_case
+    >>> pg = base_dispatch(load_case("case9"))
+    >>> [round(v, 2) for v in pg.tolist()], round(float(pg.sum()), 6)   # lossless: generation = 315 MW load
+    ([86.56, 134.38, 94.06], 315.0)
+    """
     from gridlearn.scopf.outages import ElementSpace
 
-    if physics == "ac":
-        from gridlearn.grid.acopf import solve_acopf
-
-        res = solve_acopf(network, backend="direct")
-        return torch.as_tensor(res.pg_mw, dtype=network.dtype, device=network.device).detach()
-    model = DCContingencyModel.build(network, ElementSpace.of(network, "branches"))
-    return solve_scopf(model)[0]
+    return contingency_model(network, ElementSpace.of(network, "branches"), physics, None).base_dispatch()
 
 
 __all__ = ["as_dispatch", "dispatch_series", "contingency_affine", "solve_scopf", "base_dispatch", "dispatch_cost",

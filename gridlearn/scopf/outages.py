@@ -25,7 +25,13 @@ ELEMENT_CHOICES = ("all", "branches", "generators")
 @dataclass(frozen=True)
 class ElementSpace:
     """The attackable elements of a network: ``branch_pos`` then ``gen_pos`` (positions in
-    the Network's branch / generator order), with their pandapower labels."""
+    the Network's branch / generator order), with their pandapower labels.
+
+    >>> from gridlearn.grid import load_case
+    >>> space = ElementSpace.of(load_case("case9"), "all")   # 9 branches, then 3 generators
+    >>> space.size, space.n_attack_branches, space.labels[0]
+    (12, 9, ('line', 0))
+    """
 
     branch_pos: tuple[int, ...]
     gen_pos: tuple[int, ...]
@@ -94,6 +100,10 @@ def project_capped_simplex(v: Tensor, k: float) -> Tensor:
     bracket identifies: tau = (n_one + sum_{free} v_i - k) / n_free, where "one" are the
     entries with v_i - tau >= 1 and "free" those strictly between the clip bounds.
     (Wang & Lu 2015, "Projection onto the capped simplex", give the same conditions.)
+
+    >>> import torch
+    >>> project_capped_simplex(torch.tensor([[0.9, 0.8, 0.1]], dtype=torch.float64), 1.0).tolist()  # tau = 0.35
+    [[0.55, 0.45, 0.0]]
     """
     if not torch.is_floating_point(v):
         raise TypeError(f"v must be a floating tensor, got {v.dtype}")
@@ -179,6 +189,18 @@ def classify_islands(network: "Network", branch_out: np.ndarray, gen_out: np.nda
     When several components carry demand, the one with the most remaining generating
     capacity (pmax of units not in ``gen_out``) stays supplied and the positive demand of
     every other is lost (``cuts_load``).
+
+    On case9, line 0 is the only link of generator 1's bus: a generator-only island, no
+    load lost; lines 1 and 2 isolate bus 4 and its 90 MW of demand:
+
+    >>> import numpy as np
+    >>> from gridlearn.grid import load_case
+    >>> net = load_case("case9")
+    >>> split = classify_islands(net, np.eye(9, dtype=bool)[0])
+    >>> split.islanded, split.cuts_load, split.stranded_gen.tolist()
+    (True, False, [True, False, False])
+    >>> classify_islands(net, np.isin(np.arange(9), [1, 2])).load_lost_mw
+    90.0
     """
     gen = None if gen_out is None else np.asarray(gen_out, dtype=bool)[None]
     return classify_islands_batch(network, np.asarray(branch_out, dtype=bool)[None], gen)[0]
@@ -217,7 +239,13 @@ def classify_islands_batch(network: "Network", branch_out: np.ndarray,
 
 def islanded_load(network: "Network", branch_out: np.ndarray, gen_out: np.ndarray | None = None) -> tuple[bool, float]:
     """(cuts load, load that loses supply in MW) when the branches in ``branch_out`` fail
-    (`classify_islands`); an island holding only generators does not cut load."""
+    (`classify_islands`); an island holding only generators does not cut load.
+
+    >>> import numpy as np
+    >>> from gridlearn.grid import load_case
+    >>> islanded_load(load_case("case9"), np.isin(np.arange(9), [1, 2]))   # bus 4 (90 MW) cut off
+    (True, 90.0)
+    """
     split = classify_islands(network, branch_out, gen_out)
     return split.cuts_load, split.load_lost_mw
 

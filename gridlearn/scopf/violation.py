@@ -48,14 +48,29 @@ def exact_violation(
     base_mva: float = 100.0,
 ) -> Tensor:
     """V above, exactly. flow (..., n_branch) (a branch's larger end for AC), rate (n_branch,)
-    or broadcastable, pg/pmin/pmax (..., n_gen), vm/vmin/vmax (..., n_bus). Returns (...)."""
+    or broadcastable, pg/pmin/pmax (..., n_gen), vm/vmin/vmax (..., n_bus). Returns (...).
+
+    >>> import torch
+    >>> flow, rate = torch.tensor([120.0, -90.0]), torch.tensor([100.0, 100.0])
+    >>> float(exact_violation(flow, rate, torch.tensor([50.0]), torch.tensor([0.0]), torch.tensor([40.0])))
+    30.0
+
+    (20 MW over on the first line, none on the second, 10 MW above the unit's pmax.)
+    """
     return _overload(_relu, flow_mw, rate_mw, pg_mw, pmin_mw, pmax_mw, 1.0, vm_pu, vmin_pu, vmax_pu, base_mva)
 
 
 def smooth_violation(flow_mw: Tensor, rate_mw: Tensor, pg_mw: Tensor, pmin_mw: Tensor, pmax_mw: Tensor,
                      temperature: float, vm_pu: Tensor | None = None, vmin_pu: Tensor | None = None,
                      vmax_pu: Tensor | None = None, base_mva: float = 100.0) -> Tensor:
-    """Softplus version of `exact_violation` at ``temperature`` (MW); same shapes."""
+    """Softplus version of `exact_violation` at ``temperature`` (MW); same shapes.
+
+    >>> import torch
+    >>> flow, rate = torch.tensor([120.0, -90.0]), torch.tensor([100.0, 100.0])
+    >>> v = smooth_violation(flow, rate, torch.tensor([50.0]), torch.tensor([0.0]), torch.tensor([40.0]), 1.0)
+    >>> round(float(v), 3)   # the exact 30 MW, plus softplus's small share for the 10 MW margin
+    30.0
+    """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     return _overload(_soft, flow_mw, rate_mw, pg_mw, pmin_mw, pmax_mw, temperature, vm_pu, vmin_pu, vmax_pu, base_mva)
