@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from gridlearn.errors import ConfigError
-from gridlearn.grid.acopf_ipm.kkt import KKTPattern, assemble, factor_with_inertia_correction
+from gridlearn.grid.acopf_ipm.kkt import LINEAR_SOLVERS, KKTPattern, assemble, factor_with_inertia_correction
 from gridlearn.grid.acopf_ipm.problem import (Evaluation, Scenarios, Structure, evaluate, lagrangian_hessian,
                                               objective_hessian_diagonal, scatter_cols)
 from gridlearn.implicit.solution import Status
@@ -63,12 +63,15 @@ class IPMOptions:
     infeasible_multiplier: float = 1e7  # |multipliers| / max(1, |grad f|) above it: a divergence
     chunk: int = 64  # scenarios factorised together (memory: chunk * (n + 2 n_bus)^2 floats)
     retry_flat: bool = True  # solve a scenario that did not converge again from a flat start (as solve_acopf)
+    linear_solver: str = "auto"  # KKT factorisation: "dense" (batched LDLᵀ), "sparse" (CPU, numba), "auto" (kkt)
 
     def __post_init__(self):
         if not self.tol > 0:
             raise ConfigError(f"tol must be positive, got {self.tol}")
         if self.max_iter < 1 or self.chunk < 1:
             raise ConfigError("max_iter and chunk must be >= 1")
+        if self.linear_solver not in LINEAR_SOLVERS:
+            raise ConfigError(f"linear_solver must be one of {LINEAR_SOLVERS}, got {self.linear_solver!r}")
 
 
 @dataclass

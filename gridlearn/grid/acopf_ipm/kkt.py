@@ -26,11 +26,13 @@ a zero eigenvalue also sets delta_c = 1e-8 gamma^(1/4).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from gridlearn.grid.acopf_ipm import sparse_kkt
 from gridlearn.grid.acopf_ipm.problem import Structure
 
 DELTA_W_FIRST = 1e-4  # Ipopt first_hessian_perturbation
@@ -55,13 +57,36 @@ class KKTPattern:
     outer: Tensor  # (n_ineq * 16) Jh row outer products
     diag_x: Tensor
     diag_eq: Tensor
+    sparse: sparse_kkt.SparseSymbolic | None = None  # set: the batched sparse LDLᵀ; None: dense
 
     @property
     def size(self) -> int:
         return self.n + self.n_eq
 
+    @property
+    def parts(self) -> list[Tensor]:
+        """The flat indices of every entry kind, in `assemble`'s order."""
+        return [self.hes, self.obj, self.jc_low, self.jc_up, self.outer, self.diag_x, self.diag_eq]
 
-def kkt_pattern(st: Structure) -> KKTPattern:
+
+#: ``linear_solver="auto"``: the sparse path on CPU from this KKT size up, the dense one below it
+#: and on every other device. Measured (benchmarks/results/acopf_batched_kkt.json, 16 scenarios):
+#: equal at N = 41 (case9), sparse 10% ahead at N = 65 (case14), 10.7x at N = 579 (case118).
+SPARSE_FROM_N = 60
+LINEAR_SOLVERS = ("auto", "dense", "sparse")
+
+
+def choose_linear_solver(linear_solver: str, N: int, device) -> str:
+    """"dense" or "sparse" for a KKT system of size N on ``device`` (see `SPARSE_FROM_N`)."""
+    if linear_solver == "auto":
+        return "sparse" if torch.device(device).type == "cpu" and N >= SPARSE_FROM_N else "dense"
+    if linear_solver == "sparse" and torch.device(device).type != "cpu":
+        from gridlearn.errors import ConfigError
+        raise ConfigError(f"linear_solver='sparse' runs on CPU only (numba); got device {device}: use 'dense'")
+    return linear_solver
+
+
+def kkt_pattern(st: Structure, linear_solver: str = "dense") -> KKTPattern:
     n, N = st.n, st.n + st.n_eq
     dump = N * N
 
@@ -78,19 +103,25 @@ def kkt_pattern(st: Structure) -> KKTPattern:
     pg = torch.where(pg < n, pg, torch.full_like(pg, N))
     ar = torch.arange(n, device=cols.device)
     are = torch.arange(st.n_eq, device=cols.device)
-    return KKTPattern(n=n, n_eq=st.n_eq, hes=flat(st.hes_r, st.hes_c), obj=flat(pg, pg),
-                      jc_low=flat(n + st.eq_rows, eq_c), jc_up=flat(eq_c, n + st.eq_rows),
-                      outer=flat(a.reshape(-1), b.reshape(-1)), diag_x=flat(ar, ar), diag_eq=flat(n + are, n + are))
+    p = KKTPattern(n=n, n_eq=st.n_eq, hes=flat(st.hes_r, st.hes_c), obj=flat(pg, pg),
+                   jc_low=flat(n + st.eq_rows, eq_c), jc_up=flat(eq_c, n + st.eq_rows),
+                   outer=flat(a.reshape(-1), b.reshape(-1)), diag_x=flat(ar, ar), diag_eq=flat(n + are, n + are))
+    if choose_linear_solver(linear_solver, N, cols.device) == "sparse":
+        p = dataclasses.replace(p, sparse=sparse_kkt.symbolic(p.parts, N, n))
+    return p
 
 
 def assemble(p: KKTPattern, hes: Tensor, obj_diag: Tensor, jc: Tensor, jh: Tensor, sigma: Tensor,
              delta_w: Tensor, delta_c: Tensor) -> Tensor:
-    """K (B, N, N) from the entry values (each with the batch first) and the regularisations (B,)."""
+    """K (B, N, N) from the entry values (each with the batch first) and the regularisations (B,);
+    sparse path: the (B, nnz) lower-triangle values of the permuted K instead."""
     bsz, N = hes.shape[0], p.size
     outer = (sigma[:, :, None, None] * jh[:, :, :, None] * jh[:, :, None, :]).reshape(bsz, -1)
-    idx = torch.cat([p.hes, p.obj, p.jc_low, p.jc_up, p.outer, p.diag_x, p.diag_eq])
     vals = torch.cat([hes, obj_diag.expand(bsz, -1), jc, jc, outer, delta_w[:, None].expand(bsz, p.n),
                       -delta_c[:, None].expand(bsz, p.n_eq)], 1)
+    if p.sparse is not None:
+        return sparse_kkt.assemble_values(p.sparse, vals)
+    idx = torch.cat(p.parts)
     buf = torch.zeros(bsz, N * N + 1, dtype=hes.dtype, device=hes.device)
     buf.index_add_(1, idx, vals)
     return buf[:, : N * N].reshape(bsz, N, N)
@@ -124,34 +155,49 @@ def inertia(ld: Tensor, pivots: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
 
 @dataclass
 class Factorisation:
-    """LDLᵀ factors of K for B scenarios, the regularisation used, and whether it succeeded."""
+    """LDLᵀ factors of K for B scenarios, the regularisation used, and whether it succeeded.
 
-    ld: Tensor
-    pivots: Tensor
+    ``factors``: dense (ld, pivots) of ``ldl_factor_ex``; sparse (lx, d, K's values) of `sparse_kkt`."""
+
+    factors: tuple[Tensor, ...]
     delta_w: Tensor  # (B,)
     delta_c: Tensor
     ok: Tensor  # (B,) bool: correct inertia reached (within DELTA_W_MAX)
+    sparse: sparse_kkt.SparseSymbolic | None = None
 
     def solve(self, rhs: Tensor) -> Tensor:
         """K^{-1} rhs for rhs (B, N)."""
-        return torch.linalg.ldl_solve(self.ld, self.pivots, rhs[..., None])[..., 0]
+        if self.sparse is not None:
+            return sparse_kkt.solve(self.sparse, *self.factors, rhs)
+        ld, piv = self.factors
+        return torch.linalg.ldl_solve(ld, piv, rhs[..., None])[..., 0]
+
+
+def _factor(p: KKTPattern, K: Tensor):
+    """(factors, negative count, zero count, info) of K (dense matrices or sparse values)."""
+    if p.sparse is not None:
+        lx, d, ax, neg, zero = sparse_kkt.factor(p.sparse, K, ZERO_PIVOT)
+        dev = K.device
+        return (lx, d, ax), neg.to(dev), zero.to(dev), torch.zeros_like(neg).to(dev)
+    ld, piv, info = torch.linalg.ldl_factor_ex(K)
+    neg, zero = inertia(ld, piv, K.abs().amax(dim=(-2, -1)))
+    return (ld, piv), neg, zero, info
 
 
 def factor_with_inertia_correction(build, p: KKTPattern, delta_last: Tensor, gamma: Tensor,
                                    correct: bool = True, max_trials: int = 60) -> Factorisation:
-    """Factorise ``build(idx, delta_w, delta_c)`` (K (len(idx), N, N) of scenarios ``idx``, None: all),
-    raising delta_w per scenario until the inertia is (n, n_eq, 0); ``correct=False``: factorise once
-    with no regularisation (the backward's system at the solution)."""
+    """Factorise ``build(idx, delta_w, delta_c)`` (K of scenarios ``idx``, None: all; dense or sparse
+    values per ``p``), raising delta_w per scenario until the inertia is (n, n_eq, 0); ``correct=False``:
+    factorise once with no regularisation (the backward's system at the solution)."""
     bsz = delta_last.shape[0]
     dt, dev = delta_last.dtype, delta_last.device
     delta_w = torch.zeros(bsz, dtype=dt, device=dev)
     delta_c = torch.zeros(bsz, dtype=dt, device=dev)
     K = build(None, delta_w, delta_c)
-    ld, piv, info = torch.linalg.ldl_factor_ex(K)
-    neg, zero = inertia(ld, piv, K.abs().amax(dim=(-2, -1)))
+    factors, neg, zero, info = _factor(p, K)
     del K
     if not correct:
-        return Factorisation(ld, piv, delta_w, delta_c, (info == 0) & (zero == 0))
+        return Factorisation(factors, delta_w, delta_c, (info == 0) & (zero == 0), p.sparse)
     bad = (neg != p.n_eq) | (zero > 0) | (info != 0)
     failed = torch.zeros(bsz, dtype=torch.bool, device=dev)
     for trial in range(max_trials):
@@ -166,12 +212,13 @@ def factor_with_inertia_correction(build, p: KKTPattern, delta_last: Tensor, gam
         delta_w[b] = dw
         delta_c[b] = torch.where(zero[b] > 0, DELTA_C * gamma[b].clamp_min(0) ** 0.25, delta_c[b])
         Kb = build(b, delta_w[b], delta_c[b])
-        ldb, pivb, infob = torch.linalg.ldl_factor_ex(Kb)
-        negb, zerob = inertia(ldb, pivb, Kb.abs().amax(dim=(-2, -1)))
+        fb, negb, zerob, infob = _factor(p, Kb)
         del Kb
-        ld[b], piv[b], zero[b] = ldb, pivb, zerob
+        for full, part in zip(factors, fb):
+            full[b] = part
+        zero[b] = zerob
         still = (negb != p.n_eq) | (zerob > 0) | (infob != 0)
         over = still & (dw > DELTA_W_MAX)
         failed[b] = over
         bad[b] = still & ~over
-    return Factorisation(ld, piv, delta_w, delta_c, ~bad & ~failed)
+    return Factorisation(factors, delta_w, delta_c, ~bad & ~failed, p.sparse)

@@ -355,7 +355,7 @@ def solve_acopf_batched(network, pd_mw: Tensor | None = None, qd_mvar: Tensor | 
             raise DataError(f"{k} has non-finite entries")
     d = acopf_arrays(network, conv)
     st = build_structure(d, polar_formulation(d, conv), device, dtype)
-    pat = kkt_pattern(st)
+    pat = kkt_pattern(st, opts.linear_solver)
     warm = None
     if warm_start is not None:
         warm = warm_start.warm
