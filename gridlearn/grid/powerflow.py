@@ -91,6 +91,31 @@ def _batched(name: str, value: Tensor, n: int, bsz: int) -> Tensor:
     return value.expand(bsz, n)
 
 
+# Units at one voltage-controlled bus must agree on |V|: MATPOWER's runpf silently keeps the
+# last unit's VG and pandapower refuses the net, so any silent choice would be somebody's wrong answer.
+VG_CONFLICT_TOL_PU = 1e-9
+
+
+def _check_one_setpoint_per_bus(network: Network, vg: Tensor, first: dict[int, int], at_pq: Tensor) -> None:
+    gen_bus = network.gen.bus
+    lead = torch.tensor([first.get(b, -1) for b in gen_bus.tolist()], dtype=torch.long, device=vg.device)
+    shares = (lead >= 0) & ~at_pq.to(vg.device) & (lead != torch.arange(len(lead), device=vg.device))
+    if not bool(shares.any()):
+        return
+    idx = shares.nonzero().flatten()
+    gap = (vg.detach()[:, idx] - vg.detach()[:, lead[idx]]).abs()
+    bad = gap > VG_CONFLICT_TOL_PU
+    if bool(bad.any()):
+        s, k = (int(t[0]) for t in bad.nonzero(as_tuple=True))
+        j, i = int(idx[k]), int(lead[idx[k]])
+        b = int(gen_bus[j])
+        where = f" (scenario {s})" if vg.shape[0] > 1 else ""
+        raise DataError(
+            f"bus {network.bus.labels[b]}: generators {network.gen.labels[i]} and {network.gen.labels[j]} "
+            f"hold different voltage set-points vg_pu {float(vg[s, i]):.6g} and {float(vg[s, j]):.6g}{where}; "
+            "units at one voltage-controlled bus must share one |V| set-point")
+
+
 class PowerFlowLayer(nn.Module):
     """Differentiable AC power flow: ``result = PowerFlowLayer()(network, pd_mw=...)``.
 
@@ -245,12 +270,12 @@ class PowerFlowLayer(nn.Module):
             q_fixed = torch.where(at_pq, gen.q_mvar.to(qd.dtype), torch.zeros_like(gen.q_mvar, dtype=qd.dtype))
             q_inj = q_inj + torch.zeros_like(qd).index_add(-1, gen.bus, q_fixed.expand(bsz, -1)) / base
         # |V| setpoint per bus from its generators (pandapower: gen.vm_pu); PQ entries unused.
-        # (the first generator listed at a bus sets it, as in MATPOWER)
         # (a unit at a PQ bus sets nothing: vm_set keeps the case's |V| there)
         first: dict[int, int] = {}
         for j, (b, pq) in enumerate(zip(gen.bus.tolist(), at_pq.tolist())):
             if not pq:
                 first.setdefault(b, j)
+        _check_one_setpoint_per_bus(network, vg, first, at_pq)
         gen_buses = torch.tensor(list(first), dtype=torch.long, device=pd.device)
         first_gen = torch.tensor(list(first.values()), dtype=torch.long, device=pd.device)
         # At PQ buses vm_set holds the case's |V| (only the "case" start reads it; the
