@@ -46,7 +46,7 @@ from gridlearn.errors import ConfigError, DataError
 from gridlearn.implicit.qp_backward import QPFunction
 from gridlearn.implicit.qp_ipm import IPMResult, QPWarmStart
 from gridlearn.implicit.qp_kkt_solvers import KKT_SOLVERS
-from gridlearn.implicit.solution import Solution
+from gridlearn.implicit.solution import Solution, Status
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,8 +211,17 @@ def solve_qp(Q: Tensor, p: Tensor, G: Tensor | None, h: Tensor | None, A: Tensor
         x, lam, nu = x[0], lam[0], nu[0]
     return Solution(
         value=x, status_code=res.status, residual=res.residual, steps=res.iterations,
-        extras={"lam": lam, "nu": nu, "slack": res.s, "iterations": res.iterations, "warm_start": warm},
+        extras={"lam": lam, "nu": nu, "slack": res.s, "iterations": res.iterations, "warm_start": warm,
+                "status_notes": _certificate_scope(settings.eps_inf)},
     )
+
+
+def _certificate_scope(eps_inf: float) -> dict[Status, str]:
+    # The Farkas-type certificates are tested to eps_inf, so they exclude points of norm
+    # below 1/eps_inf only: say so rather than claim more than was proven.
+    radius = 1.0 / eps_inf
+    return {Status.INFEASIBLE: f"certified for x with ‖x‖∞ < {radius:.3g} (eps_inf = {eps_inf:g})",
+            Status.UNBOUNDED: f"certified for multipliers of norm < {radius:.3g} (eps_inf = {eps_inf:g})"}
 
 
 _SETTING_FIELDS = ("tol", "eps_inf", "max_iter", "reg", "refine_steps", "step_fraction", "warm_push")

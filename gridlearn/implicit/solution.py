@@ -59,7 +59,8 @@ class Solution:
         status_code: int tensor ``(batch,)`` of ``Status.code`` values; use ``statuses``.
         residual: float tensor ``(batch,)``, the final residual norm per element.
         steps: int tensor ``(batch,)``, iterations taken per element.
-        extras: solver-specific outputs (duals, function evaluations, ...).
+        extras: solver-specific outputs (duals, function evaluations, ...); ``status_notes``, a
+            ``{Status: sentence}`` dict, qualifies a status's sentence in `raise_on_failure`.
 
     >>> import torch
     >>> from gridlearn.implicit import Newton, root_solve
@@ -107,7 +108,11 @@ class Solution:
         )
         more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
         first = statuses[0]
-        msg = f"{what} failed on {len(bad)} of {self.status_code.numel()} batch elements: {shown}{more}. {first.name}: {first.value}"
+        # A solver may qualify a status's generic sentence (e.g. the scope of its certificate).
+        note = self.extras.get("status_notes", {}).get(first)
+        note = f" ({note})" if note else ""
+        msg = (f"{what} failed on {len(bad)} of {self.status_code.numel()} batch elements: {shown}{more}. "
+               f"{first.name}: {first.value}{note}")
         cls = InfeasibleError if all(s is Status.INFEASIBLE for s in statuses) else SolverFailure
         raise cls(msg, indices=bad, statuses=statuses, residuals=residuals, steps=steps)
 

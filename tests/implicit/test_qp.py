@@ -129,6 +129,8 @@ def test_infeasible_element_is_detected_and_others_solve():
     with pytest.raises(InfeasibleError, match="#2: INFEASIBLE") as info:
         layer(Q, p, G, h)
     assert info.value.indices == [2]
+    # the message states what the certificate proves, not more (audit finding)
+    assert "certified for x with ‖x‖∞ < 1e+07 (eps_inf = 1e-07)" in str(info.value)
 
 
 def test_unbounded_problem_is_reported():
