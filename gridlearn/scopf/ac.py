@@ -40,6 +40,7 @@ class ACContingencyModel:
     limit: BranchLimit = APPARENT_POWER  # what `rate_a_mva` limits at each branch end
     score_batch = 256  # sets per score_sets call: a batched Newton solve is dense per set
     certifiable = False  # no bound on an AC violation: results say "best found, no bound"
+    securable = False  # no AC SC-OPF here: `defend` refuses it; score a DC defence's dispatch with the AC attack
 
     @classmethod
     def build(cls, network: Network, space: ElementSpace, participation: Tensor | None = None) -> "ACContingencyModel":

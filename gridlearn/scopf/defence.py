@@ -34,8 +34,8 @@ from torch import Tensor
 from gridlearn.errors import ConfigError, InfeasibleError
 from gridlearn.grid.network import Network
 from gridlearn.scopf.attack import attack_contingencies, default_temperature
-from gridlearn.scopf.common import check_physics, members_tensor
-from gridlearn.scopf.dc import DCContingencyModel
+from gridlearn.scopf.common import members_tensor
+from gridlearn.scopf.models import contingency_model, model_class, securable_physics
 from gridlearn.scopf.dispatch import dispatch_cost, project_box_sum, solve_scopf
 from gridlearn.scopf.outages import ElementSpace, set_splits_network
 
@@ -118,9 +118,10 @@ def defend(
     `attack_contingencies` (restarts, steps, seed, ...). ``verify_limit``: when the attack
     finds no violation and C(n, k) <= verify_limit, the DC enumeration confirms it (0 = never),
     so "secure" is exact for small enough problems. Only physics="dc" is supported."""
-    check_physics(physics)
-    if physics != "dc":
-        raise ConfigError("defend supports physics='dc' only (the SC-OPF is a DC QP); score AC afterwards with the attack")
+    # the contingency model says whether its physics can be secured preventively (models.py)
+    if not model_class(physics).securable:
+        only = ", ".join(f"physics={p!r}" for p in securable_physics())
+        raise ConfigError(f"defend supports {only} only (the SC-OPF is a DC QP); score AC afterwards with the attack")
     if method not in METHODS:
         raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
     if isinstance(verify_limit, bool) or not isinstance(verify_limit, int) or verify_limit < 0:
@@ -130,7 +131,7 @@ def defend(
     t0 = time.perf_counter()
     space = ElementSpace.of(network, elements)
     space.check_budget(k)
-    model = DCContingencyModel.build(network, space, participation)
+    model = contingency_model(network, space, physics, participation)
     opts = {"restarts": 16, "steps": 30, **(attack_options or {})}
     pg, cost = solve_scopf(model)
     rows: list[dict] = []
