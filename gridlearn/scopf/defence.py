@@ -51,7 +51,20 @@ class DefenceResult:
     ``worst_outage``, ``n_secured`` (sets constrained / trained against), ``oracle`` ("attack",
     or "enumeration" when the check found what the attack missed); status: "secure",
     "max_steps" or "infeasible"; unsecurable: violating sets that split the network, which the
-    preventive (LODF) SC-OPF cannot constrain: reported, never silently dropped."""
+    preventive (LODF) SC-OPF cannot constrain: reported, never silently dropped.
+
+    case9 with its ratings at 70 %: securing line 7's outage leaves 3.44 MW of violation after
+    the step budget, and the generator lines' outages (each strands its unit) are unsecurable:
+
+    >>> from gridlearn.grid import load_case
+    >>> net = load_case("case9")
+    >>> net = net.with_(rate_a_mva=0.7 * net.branch.rate_a_mva)
+    >>> res = defend(net, 1, max_steps=2, attack_options={"restarts": 4, "steps": 15, "seed": 0})
+    >>> res.status, res.secured, sorted(res.unsecurable)
+    ('max_steps', [(('line', 7),)], [(('line', 0),), (('line', 3),), (('line', 6),)])
+    >>> res.history["worst_violation_mw"].round(2).tolist(), tuple(res.dispatch_mw.shape)
+    ([23.44, 3.44], (3,))
+    """
 
     dispatch_mw: Tensor
     history: pd.DataFrame
@@ -117,7 +130,23 @@ def defend(
     """Defend against N-k attacks (see module docstring). ``attack_options`` go to
     `attack_contingencies` (restarts, steps, seed, ...). ``verify_limit``: when the attack
     finds no violation and C(n, k) <= verify_limit, the DC enumeration confirms it (0 = never),
-    so "secure" is exact for small enough problems. Only physics="dc" is supported."""
+    so "secure" is exact for small enough problems. Only a physics whose contingency model
+    is ``securable`` (`models.model_class`: "dc") is supported.
+
+    case9 with its ratings at 80 %: line 7's outage overloads by 8.44 MW at the DC-OPF
+    dispatch; one SC-OPF step with it as a constraint secures every N-1 outage for 11.39 $/h:
+
+    >>> from gridlearn.grid import load_case
+    >>> net = load_case("case9")
+    >>> net = net.with_(rate_a_mva=0.8 * net.branch.rate_a_mva)
+    >>> res = defend(net, 1, attack_options={"restarts": 4, "steps": 15, "seed": 0})
+    >>> res.status, res.secured, res.history["oracle"].tolist()
+    ('secure', [(('line', 7),)], ['attack', 'attack'])
+    >>> res.history[["cost_usd_per_h", "worst_violation_mw"]].round(2).values.tolist()
+    [[5216.03, 8.44], [5227.42, 0.0]]
+    >>> round(float(res.dispatch_mw.sum()), 6)   # lossless DC: generation = 315 MW load
+    315.0
+    """
     # the contingency model says whether its physics can be secured preventively (models.py)
     if not model_class(physics).securable:
         only = ", ".join(f"physics={p!r}" for p in securable_physics())
