@@ -27,6 +27,13 @@ class DayAheadData:
             about 1-3 for both data sets).
         days_train, days_test: ``datetime64[D]`` target dates.
         feature_names: one name per feature column.
+
+    From `chronological_split` (what every loader ends with), here via `synthetic_days`:
+
+    >>> from gridlearn.data import synthetic_days
+    >>> data = synthetic_days(n_train=8, n_test=4, n_features=3)
+    >>> data.name, data.n_features, data.y_train.shape, str(data.days_train[-1]), str(data.days_test[0])
+    ('synthetic', 3, (8, 24), '2020-01-08', '2020-01-09')
     """
 
     name: str
