@@ -49,6 +49,12 @@ class DayAheadData:
     def n_features(self) -> int:
         return self.x_train.shape[1]
 
+    def tensors(self) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+        """(x_train, y_train, x_test, y_test) as float64 torch tensors, what the training loops take."""
+        import torch  # here: the loaders themselves need only NumPy and pandas
+
+        return tuple(torch.as_tensor(a, dtype=torch.float64) for a in (self.x_train, self.y_train, self.x_test, self.y_test))
+
 
 def daily_table(time: pd.DatetimeIndex, values: np.ndarray) -> pd.DataFrame:
     """Pivot an hourly series to ``(date, hour 0..23)``; gaps filled within the day.

@@ -114,18 +114,16 @@ def download_pjm(target_dir: str | Path, fetch: Callable[[str], bytes] = _fetch)
 def read_pjm_file(path: str | Path) -> np.ndarray:
     """Parse one file into a float64 ``(n_hours, 3)`` array; DataError names the bad line.
 
+    Two days of hourly rows ``unix_time load temperature_F`` from 2016-01-04 00:00 New York time:
+
     >>> import tempfile
-    >>> import numpy as np
     >>> from pathlib import Path
-    >>> def write_pjm(path, t0_s, n_days):      # hourly rows: unix_time load temperature_F
-    ...     h = np.arange(24 * n_days)
-    ...     rows = np.column_stack([t0_s + 3600 * h, 1.6 + 0.4 * np.sin(2 * np.pi * h / 24), 40 + 10 * np.cos(2 * np.pi * h / 24)])
-    ...     np.savetxt(path, rows, fmt="%.4f")
     >>> tmp = tempfile.TemporaryDirectory(); folder = Path(tmp.name)
-    >>> write_pjm(folder / "two_days.txt", 1451883600, 2)    # 2016-01-04 00:00 New York time
+    >>> rows = [f"{1451883600 + 3600 * h} {1.5 + 0.01 * h:.2f} {30 + h / 2}" for h in range(48)]
+    >>> _ = (folder / "two_days.txt").write_text("\\n".join(rows) + "\\n")
     >>> data = read_pjm_file(folder / "two_days.txt")
-    >>> data.shape, data[1].tolist()
-    ((48, 3), [1451887200.0, 1.7035, 49.6593])
+    >>> data.shape, data[1].tolist(), data[-1].tolist()
+    ((48, 3), [1451887200.0, 1.51, 30.5], [1452052800.0, 1.97, 53.5])
     >>> _ = (folder / "bad.txt").write_text("1451883600 1.5\\n")
     >>> read_pjm_file(folder / "bad.txt")
     Traceback (most recent call last):

@@ -134,9 +134,7 @@ def train_rmse_fixed(model: nn.Module, x: torch.Tensor, y: torch.Tensor, setting
     >>> import torch
     >>> from gridlearn.data import synthetic_days
     >>> from gridlearn.forecast import GaussianNet, StochasticScheduler
-    >>> data = synthetic_days()                      # 8 training days of 24 hours
-    >>> x, y = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
-    >>> _ = torch.manual_seed(0)                     # dropout and the MLP's initial weights
+    >>> data = synthetic_days(); x, y = data.tensors()[:2]; _ = torch.manual_seed(0)    # 8 training days
     >>> model = GaussianNet(data.x_train, data.y_train, hidden=(8,)).double()
     >>> train_rmse_fixed(model, x, y, ReferenceSettings(rmse_steps=20, rmse_lr=1e-2))
     >>> with torch.no_grad():
@@ -157,9 +155,7 @@ def train_weighted_rmse_reference(
     >>> import torch
     >>> from gridlearn.data import synthetic_days
     >>> from gridlearn.forecast import GaussianNet, StochasticScheduler
-    >>> data = synthetic_days()                      # 8 training days of 24 hours
-    >>> x, y = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
-    >>> _ = torch.manual_seed(0)                     # dropout and the MLP's initial weights
+    >>> data = synthetic_days(); x, y = data.tensors()[:2]; _ = torch.manual_seed(0)    # 8 training days
     >>> make_model = lambda: GaussianNet(data.x_train, data.y_train, hidden=(8,)).double()
     >>> settings = ReferenceSettings(rmse_lr=1e-2, weighted_rounds=2, weighted_epochs=10, weighted_batch=4)
     >>> model = train_weighted_rmse_reference(make_model, StochasticScheduler(), x, y, settings)
@@ -215,9 +211,7 @@ def train_task_reference(
     >>> import torch
     >>> from gridlearn.data import synthetic_days
     >>> from gridlearn.forecast import GaussianNet, StochasticScheduler
-    >>> data = synthetic_days()                      # 8 training days of 24 hours
-    >>> x, y = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
-    >>> _ = torch.manual_seed(0)                     # dropout and the MLP's initial weights
+    >>> data = synthetic_days(); x, y = data.tensors()[:2]; _ = torch.manual_seed(0)    # 8 training days
     >>> fit, hold = random_holdout(len(x), 0.2, seed=0)
     >>> model = GaussianNet(data.x_train[fit], data.y_train[fit], hidden=(8,)).double()
     >>> settings = ReferenceSettings(rmse_steps=20, rmse_lr=1e-2, task_steps=9, task_lr=1e-2, stop_window=3)

@@ -129,10 +129,8 @@ def train_rmse(model, x_tr, y_tr, x_val, y_val, settings: TrainSettings, nll: bo
     >>> import torch
     >>> from gridlearn.data import synthetic_days
     >>> from gridlearn.forecast import GaussianNet, StochasticScheduler
-    >>> data = synthetic_days()                      # 8 training, 4 hold-out days of 24 hours
-    >>> x, y, x_val, y_val = (torch.as_tensor(a) for a in (data.x_train, data.y_train, data.x_test, data.y_test))
-    >>> _ = torch.manual_seed(0)                     # dropout and the MLP's initial weights
-    >>> model = GaussianNet(data.x_train, data.y_train, hidden=(8,)).double()
+    >>> data = synthetic_days(); x, y, x_val, y_val = data.tensors()      # 8 + 4 days of 24 hours
+    >>> _ = torch.manual_seed(0); model = GaussianNet(data.x_train, data.y_train, hidden=(8,)).double()
     >>> hist = train_rmse(model, x, y, x_val, y_val, TrainSettings(rmse_epochs=20, eval_every=5))
     >>> hist.best_epoch, round(hist.val[0][1], 4), round(hist.best_val, 4)   # validation MSE: start, best
     (20, 0.074, 0.068)
@@ -163,10 +161,8 @@ def train_rmse_epochs(model, x, y, epochs: int, lr: float, nll: bool = False, pr
     >>> import torch
     >>> from gridlearn.data import synthetic_days
     >>> from gridlearn.forecast import GaussianNet, StochasticScheduler
-    >>> data = synthetic_days()                      # 8 training, 4 hold-out days of 24 hours
-    >>> x, y, x_val, y_val = (torch.as_tensor(a) for a in (data.x_train, data.y_train, data.x_test, data.y_test))
-    >>> _ = torch.manual_seed(0)                     # dropout and the MLP's initial weights
-    >>> model = GaussianNet(data.x_train, data.y_train, hidden=(8,)).double()
+    >>> data = synthetic_days(); x, y, x_val, y_val = data.tensors()      # 8 + 4 days of 24 hours
+    >>> _ = torch.manual_seed(0); model = GaussianNet(data.x_train, data.y_train, hidden=(8,)).double()
     >>> rmse = lambda: round(float(((model(x)[0].detach() - y) ** 2).mean().sqrt()), 4)
     >>> _ = model.eval(); before = rmse()
     >>> train_rmse_epochs(model, x, y, epochs=20, lr=1e-2)
@@ -220,10 +216,8 @@ def train_task(model, scheduler: StochasticScheduler, x_tr, y_tr, x_val, y_val, 
     >>> import torch
     >>> from gridlearn.data import synthetic_days
     >>> from gridlearn.forecast import GaussianNet, StochasticScheduler
-    >>> data = synthetic_days()                      # 8 training, 4 hold-out days of 24 hours
-    >>> x, y, x_val, y_val = (torch.as_tensor(a) for a in (data.x_train, data.y_train, data.x_test, data.y_test))
-    >>> _ = torch.manual_seed(0)                     # dropout and the MLP's initial weights
-    >>> model = GaussianNet(data.x_train, data.y_train, hidden=(8,)).double()
+    >>> data = synthetic_days(); x, y, x_val, y_val = data.tensors()      # 8 + 4 days of 24 hours
+    >>> _ = torch.manual_seed(0); model = GaussianNet(data.x_train, data.y_train, hidden=(8,)).double()
     >>> settings = TrainSettings(rmse_epochs=20, eval_every=3, task_epochs=6, task_lr=1e-2)
     >>> _ = train_rmse(model, x, y, x_val, y_val, settings)
     >>> hist = train_task(model, StochasticScheduler(), x, y, x_val, y_val, settings)
@@ -253,10 +247,8 @@ def train_task_epochs(model, scheduler: StochasticScheduler, x, y, epochs: int, 
     >>> import torch
     >>> from gridlearn.data import synthetic_days
     >>> from gridlearn.forecast import GaussianNet, StochasticScheduler
-    >>> data = synthetic_days()                      # 8 training, 4 hold-out days of 24 hours
-    >>> x, y, x_val, y_val = (torch.as_tensor(a) for a in (data.x_train, data.y_train, data.x_test, data.y_test))
-    >>> _ = torch.manual_seed(0)                     # dropout and the MLP's initial weights
-    >>> model = GaussianNet(data.x_train, data.y_train, hidden=(8,)).double()
+    >>> data = synthetic_days(); x, y, x_val, y_val = data.tensors()      # 8 + 4 days of 24 hours
+    >>> _ = torch.manual_seed(0); model = GaussianNet(data.x_train, data.y_train, hidden=(8,)).double()
     >>> scheduler, settings = StochasticScheduler(), TrainSettings(task_lr=1e-2)
     >>> train_rmse_epochs(model, x, y, epochs=20, lr=1e-2)
     >>> cost = lambda: round(evaluate(model, scheduler, x, y)["task_cost"], 2)
@@ -292,10 +284,8 @@ def train_weighted_rmse(model, scheduler: StochasticScheduler, x_tr, y_tr, x_val
     >>> import torch
     >>> from gridlearn.data import synthetic_days
     >>> from gridlearn.forecast import GaussianNet, StochasticScheduler
-    >>> data = synthetic_days()                      # 8 training, 4 hold-out days of 24 hours
-    >>> x, y, x_val, y_val = (torch.as_tensor(a) for a in (data.x_train, data.y_train, data.x_test, data.y_test))
-    >>> _ = torch.manual_seed(0)                     # dropout and the MLP's initial weights
-    >>> model = GaussianNet(data.x_train, data.y_train, hidden=(8,)).double()
+    >>> data = synthetic_days(); x, y, x_val, y_val = data.tensors()      # 8 + 4 days of 24 hours
+    >>> _ = torch.manual_seed(0); model = GaussianNet(data.x_train, data.y_train, hidden=(8,)).double()
     >>> settings = TrainSettings(weighted_rounds=3, weighted_epochs=10, rmse_lr=1e-2)
     >>> hist = train_weighted_rmse(model, StochasticScheduler(), x, y, x_val, y_val, settings)
     >>> [(r, round(cost, 2)) for r, cost in hist.val], hist.best_epoch    # hold-out task cost per round
@@ -342,11 +332,9 @@ def evaluate(model, scheduler: StochasticScheduler, x, y) -> dict[str, torch.Ten
     >>> import torch
     >>> from gridlearn.data import synthetic_days
     >>> from gridlearn.forecast import GaussianNet, StochasticScheduler
-    >>> data = synthetic_days()                      # 8 training, 4 hold-out days of 24 hours
-    >>> x, y, x_val, y_val = (torch.as_tensor(a) for a in (data.x_train, data.y_train, data.x_test, data.y_test))
-    >>> _ = torch.manual_seed(0)                     # dropout and the MLP's initial weights
-    >>> model = GaussianNet(data.x_train, data.y_train, hidden=(8,)).double()
-    >>> _ = train_rmse(model, x, y, x_val, y_val, TrainSettings(rmse_epochs=20, eval_every=5))
+    >>> data = synthetic_days(); x, y, x_val, y_val = data.tensors()      # 8 + 4 days of 24 hours
+    >>> _ = torch.manual_seed(0); model = GaussianNet(data.x_train, data.y_train, hidden=(8,)).double()
+    >>> train_rmse_epochs(model, x, y, epochs=20, lr=1e-3)
     >>> m = evaluate(model, StochasticScheduler(), x_val, y_val)
     >>> tuple(m["schedule"].shape), tuple(m["per_hour_cost"].shape), m["rmse_hourly"] <= m["rmse"]
     ((4, 24), (24,), True)

@@ -402,16 +402,16 @@ def recover(
         report: compute the identifiability report at the solution (without it nothing is
             flagged identifiable).
 
-    case9's six cost coefficients from 3 scenarios: the default start (the KKT-residual
-    baseline, prices being published at every generator bus) is already exact:
+    case9's linear cost coefficients from 3 scenarios with prices at the generator buses
+    only: the default start (the KKT-residual baseline, which needs exactly those prices)
+    is already exact:
 
     >>> from gridlearn.grid import load_case
     >>> from gridlearn.inverse import simulate_market
     >>> truth = load_case("case9")
-    >>> obs = simulate_market(truth, 3, seed=0)                 # 3 load scenarios, prices at every bus
-    >>> prior = truth.with_(cost_c2_usd_per_mw2h=0.7 * truth.gen.cost_c2_usd_per_mw2h,    # 30 % off
-    ...                     cost_c1_usd_per_mwh=1.3 * truth.gen.cost_c1_usd_per_mwh)
-    >>> res = recover(prior, obs, "costs", truth=truth)
+    >>> prior = truth.with_(cost_c1_usd_per_mwh=2.0 * truth.gen.cost_c1_usd_per_mwh)
+    >>> obs = simulate_market(truth, 3, seed=0, observe="pg+lmp_gen")
+    >>> res = recover(prior, obs, {"costs": "all", "coefficients": ("c1",)}, truth=truth)
     >>> res.status.value, res.start, res.message.split(":")[0]
     ('converged', 'baseline', 'converged')
     >>> float((res.parameters["value"] / res.parameters["true"] - 1).abs().max()) < 1e-6
