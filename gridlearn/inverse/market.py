@@ -198,7 +198,7 @@ def simulate_market(
     `DataError` when every scenario failed.
 
     case9, 3 scenarios within +-10 % of its load: the dispatch covers demand plus losses,
-    no unit sits at a limit, and prices are about 24-26 $/MWh; with 1 % noise the
+    no unit sits at a limit, and prices are about 26-27 $/MWh; with 1 % noise the
     published values move and the truth is kept for evaluation:
 
     >>> from gridlearn.grid import load_case

@@ -37,7 +37,7 @@ class ACContingencyModel:
     batched Newton power flow per outage set, scored in MVA-equivalent.
 
     case9 with its ratings at 60 %: the AC-OPF generates 315 MW plus the losses, and line 7's
-    outage overloads more in AC (42.15 MVA) than in DC (38.44 MW, `DCContingencyModel`):
+    outage overloads by 42.15 MVA there (the DC model, at the DC-OPF dispatch: 38.44 MW):
 
     >>> import torch
     >>> from gridlearn.grid import load_case

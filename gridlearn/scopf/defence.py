@@ -53,8 +53,9 @@ class DefenceResult:
     "max_steps" or "infeasible"; unsecurable: violating sets that split the network, which the
     preventive (LODF) SC-OPF cannot constrain: reported, never silently dropped.
 
-    case9 with its ratings at 70 %: securing line 7's outage leaves 3.44 MW of violation after
-    the step budget, and the generator lines' outages (each strands its unit) are unsecurable:
+    case9 with its ratings at 70 %: securing line 7's outage costs 88 $/h; the 3.44 MW left
+    is line 0's outage, which strands generator 0 (as lines 3 and 6 strand theirs): those
+    sets are reported unsecurable, and the two-step budget ends the run:
 
     >>> from gridlearn.grid import load_case
     >>> net = load_case("case9")
@@ -62,8 +63,10 @@ class DefenceResult:
     >>> res = defend(net, 1, max_steps=2, attack_options={"restarts": 4, "steps": 15, "seed": 0})
     >>> res.status, res.secured, sorted(res.unsecurable)
     ('max_steps', [(('line', 7),)], [(('line', 0),), (('line', 3),), (('line', 6),)])
-    >>> res.history["worst_violation_mw"].round(2).tolist(), tuple(res.dispatch_mw.shape)
-    ([23.44, 3.44], (3,))
+    >>> res.history[["worst_violation_mw", "cost_usd_per_h"]].round(2).values.tolist()
+    [[23.44, 5216.03], [3.44, 5304.0]]
+    >>> res.history["worst_outage"].tolist()
+    [(('line', 7),), (('line', 0),)]
     """
 
     dispatch_mw: Tensor
