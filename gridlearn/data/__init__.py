@@ -11,4 +11,5 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "features": "DayAheadData day_ahead_features chronological_split",
     "pjm": "load_pjm pjm_data_dir read_pjm_file download_pjm PJM_FILES",
     "simbench_load": "load_simbench",
+    "synthetic": "synthetic_days",
 })

@@ -27,6 +27,13 @@ class DayAheadData:
             about 1-3 for both data sets).
         days_train, days_test: ``datetime64[D]`` target dates.
         feature_names: one name per feature column.
+
+    From `chronological_split` (what every loader ends with), here via `synthetic_days`:
+
+    >>> from gridlearn.data import synthetic_days
+    >>> data = synthetic_days(n_train=8, n_test=4, n_features=3)
+    >>> data.name, data.n_features, data.y_train.shape, str(data.days_train[-1]), str(data.days_test[0])
+    ('synthetic', 3, (8, 24), '2020-01-08', '2020-01-09')
     """
 
     name: str
@@ -41,6 +48,12 @@ class DayAheadData:
     @property
     def n_features(self) -> int:
         return self.x_train.shape[1]
+
+    def tensors(self) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+        """(x_train, y_train, x_test, y_test) as float64 torch tensors, what the training loops take."""
+        import torch  # here: the loaders themselves need only NumPy and pandas
+
+        return tuple(torch.as_tensor(a, dtype=torch.float64) for a in (self.x_train, self.y_train, self.x_test, self.y_test))
 
 
 def daily_table(time: pd.DatetimeIndex, values: np.ndarray) -> pd.DataFrame:

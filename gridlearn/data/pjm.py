@@ -46,7 +46,16 @@ TIME_RANGE_S = (0.0, 4.1e9)  # 1970 to 2099
 
 
 def pjm_data_dir(data_dir: str | Path | None = None) -> Path:
-    """The directory holding the PJM files: the argument, else $GRIDLEARN_DATA_DIR/pjm, else ../shared/data/pjm."""
+    """The directory holding the PJM files: the argument, else $GRIDLEARN_DATA_DIR/pjm, else ../shared/data/pjm.
+
+    >>> import os
+    >>> from unittest import mock
+    >>> pjm_data_dir("/data/pjm").as_posix()
+    '/data/pjm'
+    >>> with mock.patch.dict(os.environ, {"GRIDLEARN_DATA_DIR": "/srv/gridlearn"}):
+    ...     print(pjm_data_dir().as_posix())
+    /srv/gridlearn/pjm
+    """
     if data_dir is not None:
         return Path(data_dir)
     env = os.environ.get("GRIDLEARN_DATA_DIR")
@@ -65,6 +74,23 @@ def download_pjm(target_dir: str | Path, fetch: Callable[[str], bytes] = _fetch)
 
     Each file is validated (parsed) before it is moved into place, so a truncated download
     never lands in the cache.
+
+    Offline, with ``fetch`` standing in for the network: a good payload is kept, a
+    truncated one is refused and leaves nothing behind:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> good = "".join(f"{1451883600 + 3600 * h} 1.5 40.0\\n" for h in range(48)).encode()
+    >>> tmp = tempfile.TemporaryDirectory(); folder = Path(tmp.name)
+    >>> sorted(p.name for p in download_pjm(folder, fetch=lambda url: good).iterdir())
+    ['pjm_load_data_2008-11.txt', 'pjm_load_data_2012-16.txt']
+    >>> download_pjm(folder / "cut", fetch=lambda url: good[:-10])
+    Traceback (most recent call last):
+    ...
+    gridlearn.errors.DataError: pjm_load_data_2008-11.part, line 48: truncated (file does not end with a newline)
+    >>> list((folder / "cut").iterdir())
+    []
+    >>> tmp.cleanup()
     """
     target = Path(target_dir)
     target.mkdir(parents=True, exist_ok=True)
@@ -86,7 +112,25 @@ def download_pjm(target_dir: str | Path, fetch: Callable[[str], bytes] = _fetch)
 
 
 def read_pjm_file(path: str | Path) -> np.ndarray:
-    """Parse one file into a float64 ``(n_hours, 3)`` array; DataError names the bad line."""
+    """Parse one file into a float64 ``(n_hours, 3)`` array; DataError names the bad line.
+
+    Two days of hourly rows ``unix_time load temperature_F`` from 2016-01-04 00:00 New York time:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> tmp = tempfile.TemporaryDirectory(); folder = Path(tmp.name)
+    >>> rows = [f"{1451883600 + 3600 * h} {1.5 + 0.01 * h:.2f} {30 + h / 2}" for h in range(48)]
+    >>> _ = (folder / "two_days.txt").write_text("\\n".join(rows) + "\\n")
+    >>> data = read_pjm_file(folder / "two_days.txt")
+    >>> data.shape, data[1].tolist(), data[-1].tolist()
+    ((48, 3), [1451887200.0, 1.51, 30.5], [1452052800.0, 1.97, 53.5])
+    >>> _ = (folder / "bad.txt").write_text("1451883600 1.5\\n")
+    >>> read_pjm_file(folder / "bad.txt")
+    Traceback (most recent call last):
+    ...
+    gridlearn.errors.DataError: bad.txt, line 1: expected 3 columns (unix_time load temperature), got 2: '1451883600 1.5'
+    >>> tmp.cleanup()
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
@@ -177,6 +221,30 @@ def load_pjm(data_dir: str | Path | None = None, download: bool = False, train_f
     Args:
         data_dir: directory with the two files (see `pjm_data_dir` for the default).
         download: fetch missing files from the public source into ``data_dir`` first.
+
+    Two tiny files of 5 and 6 days: 4 + 5 target days (each file's first day has no
+    "yesterday"), split 80/20; the paper's 149 features:
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> def write_pjm(path, t0_s, n_days):      # hourly rows: unix_time load temperature_F
+    ...     h = np.arange(24 * n_days)
+    ...     rows = np.column_stack([t0_s + 3600 * h, 1.6 + 0.4 * np.sin(2 * np.pi * h / 24), 40 + 10 * np.cos(2 * np.pi * h / 24)])
+    ...     np.savetxt(path, rows, fmt="%.4f")
+    >>> tmp = tempfile.TemporaryDirectory(); folder = Path(tmp.name)
+    >>> write_pjm(folder / "pjm_load_data_2008-11.txt", 1230786000, 5)   # 2009-01-01 00:00 New York
+    >>> write_pjm(folder / "pjm_load_data_2012-16.txt", 1451883600, 6)   # 2016-01-04
+    >>> data = load_pjm(folder)
+    >>> data.x_train.shape, data.x_test.shape, str(data.days_train[0]), str(data.days_test[-1])
+    ((7, 149), (2, 149), '2009-01-02', '2016-01-09')
+    >>> data.feature_names[:2], data.feature_names[-5:]
+    (('load_prev_h0', 'load_prev_h1'), ('weekend', 'holiday', 'dst', 'cos_doy', 'sin_doy'))
+    >>> load_pjm(folder / "empty")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    gridlearn.errors.DataError: PJM files [...] not found in ...
+    >>> tmp.cleanup()
     """
     directory = pjm_data_dir(data_dir)
     missing = [n for n in PJM_FILES if not (directory / n).exists()]

@@ -83,7 +83,17 @@ def hourly_profile(profile: str = DEFAULT_PROFILE, scenario: int = 0) -> pd.Seri
 
 
 def load_simbench(profile: str = DEFAULT_PROFILE, scenario: int = 0, train_fraction: float = 0.8) -> DayAheadData:
-    """SimBench 2016 hourly load of ``profile`` as a day-ahead data set (292 train / 73 test days)."""
+    """SimBench 2016 hourly load of ``profile`` as a day-ahead data set (292 train / 73 test days).
+
+    Offline (the profiles ship with the ``simbench`` package); loads rescaled to a training
+    mean of 1.6, PJM's level:
+
+    >>> data = load_simbench()
+    >>> data.name, data.x_train.shape, data.y_test.shape, round(float(data.y_train.mean()), 2)
+    ('simbench:hv_mixed1_pload', (292, 34), (73, 24), 1.6)
+    >>> str(data.days_train[0]), str(data.days_test[-1]), data.feature_names[24]
+    ('2016-01-02', '2016-12-31', 'weekday_0')
+    """
     hourly = hourly_profile(profile, scenario)
     table = pd.DataFrame(
         {"date": hourly.index.date, "hour": hourly.index.hour, "v": hourly.to_numpy()}

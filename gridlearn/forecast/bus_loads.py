@@ -5,7 +5,8 @@ The mapping (stated once, used by the network-aware study and its tests):
 - The load buses are the network's buses with ``pd_mw > 0``, in bus order, j = 0..n_load-1.
 - Load bus j gets SimBench profile ``profiles[j % K]`` (round robin over K profile types;
   default four: urban, commercial and rural MV aggregates and the G0 commercial
-  standard profile, so neighbouring buses peak at different hours).
+  standard profile, so neighbouring buses peak at different hours). A grid with fewer
+  load buses than profiles uses the first n_load profiles only (one bus each).
 - Each profile p_k (hourly means of the 15-minute SimBench values,
   `gridlearn.data.simbench_load.hourly_profile`) is divided by its maximum over the
   *training* days, so the case's own load pd_j is read as the bus's planning peak:
@@ -115,7 +116,21 @@ def bus_load_data(
     train_fraction: float = 0.8,
     name: str = "simbench-bus",
 ) -> BusLoadData:
-    """Bus loads for a grid whose nominal bus demand is ``pd_mw`` ``(n_bus,)`` (see the module docstring)."""
+    """Bus loads for a grid whose nominal bus demand is ``pd_mw`` ``(n_bus,)`` (see the module docstring).
+
+    case9's three load buses get the first three default profiles; 3 x 24 hours of each
+    type yesterday plus 10 calendar columns make 82 features (needs the ``simbench`` package):
+
+    >>> import numpy as np
+    >>> from gridlearn.grid import load_case
+    >>> data = bus_load_data(load_case("case9").bus.pd_mw.numpy())
+    >>> data.load_bus.tolist(), data.base_mw.tolist(), data.profile_of_bus
+    ([4, 6, 8], [90.0, 100.0, 125.0], ('mv_urban_pload', 'mv_comm_pload', 'mv_rural_pload'))
+    >>> data.x_train.shape, data.y_test.shape, bool(np.isfinite(data.x_train).all())
+    ((292, 82), (73, 24, 3), True)
+    >>> round(float(data.y_train[:, :, 2].max() / data.base_mw[2]), 2)  # peak 1 on training days, x (1 + noise)
+    1.1
+    """
     pd_mw = np.asarray(pd_mw, dtype=np.float64)
     if pd_mw.ndim != 1 or not np.isfinite(pd_mw).all():
         raise DataError(f"pd_mw must be a finite (n_bus,) array, got shape {pd_mw.shape}")
@@ -126,6 +141,9 @@ def bus_load_data(
     load_bus = np.flatnonzero(pd_mw > 0)
     if len(load_bus) == 0:
         raise DataError("the network has no bus with positive pd_mw to spread profiles over")
+    # A profile no bus gets would have as its 'yesterday' feature the mean over no buses
+    # (NaN features for every day: case9 has 3 load buses, the default lists 4 profiles).
+    profiles = tuple(profiles)[: len(load_bus)]
     tables, stamps = [], None
     for p in profiles:
         v, s = profile_days(p)

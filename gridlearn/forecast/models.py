@@ -52,7 +52,8 @@ class GaussianNet(nn.Module):
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=(50, 3)); y = x @ rng.normal(size=(3, 24)) + 5.0
     >>> net = GaussianNet(x, y, hidden=(8,)).double().eval()
-    >>> mu, sigma = net(torch.as_tensor(x))
+    >>> with torch.no_grad():
+    ...     mu, sigma = net(torch.as_tensor(x))
     >>> tuple(mu.shape), float(sigma[0, 0]), bool((net.lin(torch.as_tensor(x)) - torch.as_tensor(y)).abs().max() < 1e-5)
     ((50, 24), 1.0, True)
     """
@@ -93,7 +94,26 @@ class GaussianNet(nn.Module):
 
 
 class HeteroscedasticNet(GaussianNet):
-    """As `GaussianNet`, but sigma(x) = softplus(V h(x) + c) + min_sigma from the shared hidden layer."""
+    """As `GaussianNet`, but sigma(x) = softplus(V h(x) + c) + min_sigma from the shared hidden layer.
+
+    sigma starts near the least-squares residual scale, differs from day to day, and stays
+    above ``min_sigma``; `set_sigma_from_residuals` leaves it alone (it is learned by NLL):
+
+    >>> import torch
+    >>> from gridlearn.data import synthetic_days
+    >>> data = synthetic_days()
+    >>> x = torch.as_tensor(data.x_train)
+    >>> _ = torch.manual_seed(0)
+    >>> net = HeteroscedasticNet(data.x_train, data.y_train, hidden=(8,)).double().eval()
+    >>> with torch.no_grad():
+    ...     mu, sigma = net(x)
+    >>> tuple(sigma.shape), bool(sigma.min() > net.min_sigma), bool(sigma.std(0).max() > 0)
+    ((8, 24), True, True)
+    >>> round(float(sigma.mean()), 3)
+    0.036
+    >>> net.set_sigma_from_residuals(x, torch.as_tensor(data.y_train)); bool(torch.equal(net(x)[1], sigma))
+    True
+    """
 
     def __init__(
         self,

@@ -49,7 +49,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class ReferenceSettings:
-    """The reference's constants (``nets.py``); change them only to make tests small."""
+    """The reference's constants (``nets.py``); change them only to make tests small.
+
+    >>> s = ReferenceSettings()
+    >>> s.rmse_steps, s.weighted_rounds, s.task_lr, s.stop_window, s.holdout_fraction
+    (1000, 10, 0.0001, 20, 0.2)
+    >>> ReferenceSettings(holdout_fraction=1.0)
+    Traceback (most recent call last):
+    ...
+    gridlearn.errors.ConfigError: holdout_fraction must be in (0, 1), got 1.0
+    """
 
     rmse_steps: int = 1000
     rmse_lr: float = 1e-3
@@ -79,6 +88,18 @@ def whole_data_standardised(data: DayAheadData) -> DayAheadData:
     standardisation is invariant to an affine map of a column, so standardising them again
     over train + test gives exactly the raw features standardised over all days. A column
     constant over all days stays 0.
+
+    `synthetic_days` standardises on its 8 training days; over all 12 days the means move:
+
+    >>> import numpy as np
+    >>> from gridlearn.data import synthetic_days
+    >>> data = synthetic_days()
+    >>> both = lambda d: np.concatenate([d.x_train, d.x_test])
+    >>> round(float(np.abs(both(data).mean(0)).max()), 3), round(float(np.abs(data.x_train.mean(0)).max()), 12)
+    (0.025, 0.0)
+    >>> ref = whole_data_standardised(data)
+    >>> bool(np.abs(both(ref).mean(0)).max() < 1e-12), np.allclose(both(ref).std(0), 1.0), ref.y_test is data.y_test
+    (True, True, True)
     """
     x = np.concatenate([data.x_train, data.x_test])
     std = x.std(axis=0)
@@ -88,7 +109,16 @@ def whole_data_standardised(data: DayAheadData) -> DayAheadData:
 
 
 def random_holdout(n_days: int, holdout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(fit, hold-out) day indices: a seeded random permutation, the first ``int(n (1 - f))`` fit."""
+    """(fit, hold-out) day indices: a seeded random permutation, the first ``int(n (1 - f))`` fit.
+
+    >>> fit, hold = random_holdout(10, 0.2, seed=0)
+    >>> fit.tolist(), hold.tolist()
+    ([4, 6, 2, 7, 3, 5, 9, 0], [8, 1])
+    >>> random_holdout(2, 0.6, seed=0)
+    Traceback (most recent call last):
+    ...
+    gridlearn.errors.ConfigError: holdout_fraction 0.6 leaves no fit or no hold-out day of 2
+    """
     if n_days < 2:
         raise ConfigError(f"need at least 2 days for a hold-out split, got {n_days}")
     perm = np.random.default_rng(seed).permutation(n_days)
@@ -99,14 +129,41 @@ def random_holdout(n_days: int, holdout_fraction: float, seed: int) -> tuple[np.
 
 
 def train_rmse_fixed(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: ReferenceSettings) -> None:
-    """Full-batch MSE, ``rmse_steps`` Adam steps at ``rmse_lr``, no early stopping; then sigma from residuals."""
+    """Full-batch MSE, ``rmse_steps`` Adam steps at ``rmse_lr``, no early stopping; then sigma from residuals.
+
+    >>> import torch
+    >>> from gridlearn.data import synthetic_days
+    >>> from gridlearn.forecast import GaussianNet, StochasticScheduler
+    >>> data = synthetic_days(); x, y = data.tensors()[:2]; _ = torch.manual_seed(0)    # 8 training days
+    >>> model = GaussianNet(data.x_train, data.y_train, hidden=(8,)).double()
+    >>> train_rmse_fixed(model, x, y, ReferenceSettings(rmse_steps=20, rmse_lr=1e-2))
+    >>> with torch.no_grad():
+    ...     mu, sigma = model(x)
+    >>> round(float(((mu - y) ** 2).mean().sqrt()), 4), bool(torch.allclose(sigma[0], ((mu - y) ** 2).mean(0).sqrt()))
+    (0.14, True)
+    """
     train_rmse_epochs(model, x, y, settings.rmse_steps, settings.rmse_lr, progress=settings.progress)
 
 
 def train_weighted_rmse_reference(
     make_model: Callable[[], nn.Module], scheduler: StochasticScheduler, x: torch.Tensor, y: torch.Tensor, settings: ReferenceSettings
 ) -> nn.Module:
-    """Cost-weighted RMSE as in the reference (module docstring, step 3); returns the last round's net."""
+    """Cost-weighted RMSE as in the reference (module docstring, step 3); returns the last round's net.
+
+    Each round starts a fresh net from ``make_model``; two rounds of 10 epochs in minibatches of 4 days:
+
+    >>> import torch
+    >>> from gridlearn.data import synthetic_days
+    >>> from gridlearn.forecast import GaussianNet, StochasticScheduler
+    >>> data = synthetic_days(); x, y = data.tensors()[:2]; _ = torch.manual_seed(0)    # 8 training days
+    >>> make_model = lambda: GaussianNet(data.x_train, data.y_train, hidden=(8,)).double()
+    >>> settings = ReferenceSettings(rmse_lr=1e-2, weighted_rounds=2, weighted_epochs=10, weighted_batch=4)
+    >>> model = train_weighted_rmse_reference(make_model, StochasticScheduler(), x, y, settings)
+    >>> with torch.no_grad():
+    ...     mu, sigma = model(x)
+    >>> model.training, round(float(((mu - y) ** 2).mean().sqrt()), 4), round(float(sigma.mean()), 4)
+    (False, 0.1, 0.1)
+    """
     w = torch.ones_like(y)
     model = None
     for r in range(settings.weighted_rounds):
@@ -145,6 +202,23 @@ def train_task_reference(
     At each step the hold-out cost of the current weights is recorded, then the step is
     taken; every ``stop_window`` steps, if the smallest hold-out cost seen in the window
     is the previous window's minimum, training stops and the best weights are restored.
+
+    A random hold-out of 2 of the 8 days, an RMSE net, then task steps at lr 1e-2 (100x the
+    reference's) with a window of 3: the hold-out cost, recorded before each step, only
+    rises, so the check at step 6 finds no new minimum since the check at step 3, training stops after
+    7 of 9 steps, and step 0's weights are restored:
+
+    >>> import torch
+    >>> from gridlearn.data import synthetic_days
+    >>> from gridlearn.forecast import GaussianNet, StochasticScheduler
+    >>> data = synthetic_days(); x, y = data.tensors()[:2]; _ = torch.manual_seed(0)    # 8 training days
+    >>> fit, hold = random_holdout(len(x), 0.2, seed=0)
+    >>> model = GaussianNet(data.x_train[fit], data.y_train[fit], hidden=(8,)).double()
+    >>> settings = ReferenceSettings(rmse_steps=20, rmse_lr=1e-2, task_steps=9, task_lr=1e-2, stop_window=3)
+    >>> train_rmse_fixed(model, x[fit], y[fit], settings)
+    >>> hist = train_task_reference(model, StochasticScheduler(), x[fit], y[fit], x[hold], y[hold], settings)
+    >>> [round(cost, 2) for _, cost in hist.val], hist.best_epoch
+    ([4.89, 6.24, 10.49, 16.18, 24.53, 26.82, 23.91], 0)
     """
     opt = torch.optim.Adam(model.parameters(), lr=settings.task_lr)
     warm = _WarmSchedules()

@@ -91,6 +91,20 @@ class SQP:
     max_steps: SQP iterations before a day is reported MAX_STEPS.
     line_search: backtrack on the exact expected cost (Armijo) instead of full steps;
         full steps are what the original code takes.
+
+    Two 24-hour days: the default converges in a few SQP steps; one full step is not enough:
+
+    >>> import torch
+    >>> from gridlearn.data import synthetic_days
+    >>> mu = torch.as_tensor(synthetic_days().y_train[:2]); sigma = torch.full_like(mu, 0.1)
+    >>> StochasticScheduler(solver=SQP()).solve(mu, sigma).steps.tolist()
+    [4, 6]
+    >>> [s.name for s in StochasticScheduler(solver=SQP(max_steps=1)).solve(mu, sigma).statuses]
+    ['MAX_STEPS', 'MAX_STEPS']
+    >>> SQP(tol=0)
+    Traceback (most recent call last):
+    ...
+    gridlearn.errors.ConfigError: tol must be > 0, got 0
     """
 
     tol: float = 1e-7
@@ -207,6 +221,22 @@ def sqp_schedule(
     Returns a `Solution` with value z ``(batch, n)``, per-day status, residual = the last
     full step's max |dz|, steps = SQP iterations; extras["qp_warm_start"] holds the last
     QP's primal-dual point per day (None if the QP solver has none).
+
+    The same two days as `StochasticScheduler.solve`, with the inner QP solver passed
+    explicitly; a day with a NaN forecast is reported, not solved:
+
+    >>> import torch
+    >>> from gridlearn.data import synthetic_days
+    >>> from gridlearn.implicit import QPLayer, QPSettings
+    >>> mu = torch.as_tensor(synthetic_days().y_train[:3]); sigma = torch.full_like(mu, 0.1)
+    >>> mu[2, 5] = float("nan")
+    >>> sol = sqp_schedule(mu, sigma, SchedulingParams(), SQP(), qplayer_solve(QPLayer(settings=QPSettings(tol=1e-10))))
+    >>> [s.name for s in sol.statuses], sol.steps.tolist(), bool(sol.residual[:2].max() < 1e-7)
+    (['CONVERGED', 'CONVERGED', 'NONFINITE'], [4, 6, 0], True)
+    >>> round(float((sol.value[:2] - mu[:2]).mean()), 4)   # hedged above the mean: under-scheduling costs 100x more
+    0.2215
+    >>> round(float((sol.value[0, 1:] - sol.value[0, :-1]).abs().max()), 6)   # ramp limit c_ramp
+    0.4
     """
     with torch.no_grad():
         mu, sigma = mu.detach(), sigma.detach()
@@ -324,7 +354,7 @@ class StochasticScheduler(nn.Module):
     >>> import torch
     >>> mu = torch.tensor([[1.0, 3.0, 2.0, 2.0]], dtype=torch.float64, requires_grad=True)
     >>> z = StochasticScheduler(SchedulingParams(n_hours=4))(mu, torch.full((1, 4), 0.5, dtype=torch.float64))
-    >>> [round(v, 3) for v in z[0].tolist()], round(float((z[0, 1:] - z[0, :-1]).abs().max()), 6)
+    >>> [round(v, 3) for v in z[0].tolist()], round(float((z[0, 1:] - z[0, :-1]).abs().max().detach()), 6)
     ([3.23, 3.63, 3.23, 2.95], 0.4)
     >>> z.sum().backward(); round(float(mu.grad.sum()), 6)    # shifting every hour's mean shifts z by as much
     4.0

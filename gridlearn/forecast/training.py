@@ -39,7 +39,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class TrainSettings:
-    """Epoch counts, learning rates and early stopping (paper: lr 1e-3 for RMSE, 1e-4 for task)."""
+    """Epoch counts, learning rates and early stopping (paper: lr 1e-3 for RMSE, 1e-4 for task).
+
+    >>> TrainSettings(rmse_epochs=20).task_lr, TrainSettings().rmse_epochs
+    (0.0001, 1000)
+    >>> TrainSettings(patience=0)
+    Traceback (most recent call last):
+    ...
+    gridlearn.errors.ConfigError: patience must be >= 1, got 0
+    """
 
     rmse_epochs: int = 1000
     rmse_lr: float = 1e-3
@@ -116,7 +124,20 @@ def _nll(mu: torch.Tensor, sigma: torch.Tensor, y: torch.Tensor) -> torch.Tensor
 
 
 def train_rmse(model, x_tr, y_tr, x_val, y_val, settings: TrainSettings, nll: bool = False) -> History:
-    """MSE (or Gaussian NLL when ``nll``) training; sigma then set from training residuals."""
+    """MSE (or Gaussian NLL when ``nll``) training; sigma then set from training residuals.
+
+    >>> import torch
+    >>> from gridlearn.data import synthetic_days
+    >>> from gridlearn.forecast import GaussianNet, StochasticScheduler
+    >>> data = synthetic_days(); x, y, x_val, y_val = data.tensors()      # 8 + 4 days of 24 hours
+    >>> _ = torch.manual_seed(0); model = GaussianNet(data.x_train, data.y_train, hidden=(8,)).double()
+    >>> hist = train_rmse(model, x, y, x_val, y_val, TrainSettings(rmse_epochs=20, eval_every=5))
+    >>> hist.best_epoch, round(hist.val[0][1], 4), round(hist.best_val, 4)   # validation MSE: start, best
+    (20, 0.074, 0.068)
+    >>> mu, sigma = model(x)                         # sigma_h: the RMS training residual of hour h
+    >>> bool(torch.allclose(sigma[0], ((mu - y) ** 2).mean(0).sqrt()))
+    True
+    """
 
     def train_loss():
         mu, sigma = model(x_tr)
@@ -135,7 +156,19 @@ def train_rmse(model, x_tr, y_tr, x_val, y_val, settings: TrainSettings, nll: bo
 def train_rmse_epochs(model, x, y, epochs: int, lr: float, nll: bool = False, progress: bool = False) -> None:
     """MSE (or Gaussian NLL) training for exactly ``epochs`` full-batch Adam steps, no early stopping;
     then sigma from residuals. Used to refit on every training day for the epoch count that
-    early stopping chose on the validation split, and by the reference protocol."""
+    early stopping chose on the validation split, and by the reference protocol.
+
+    >>> import torch
+    >>> from gridlearn.data import synthetic_days
+    >>> from gridlearn.forecast import GaussianNet, StochasticScheduler
+    >>> data = synthetic_days(); x, y, x_val, y_val = data.tensors()      # 8 + 4 days of 24 hours
+    >>> _ = torch.manual_seed(0); model = GaussianNet(data.x_train, data.y_train, hidden=(8,)).double()
+    >>> rmse = lambda: round(float(((model(x)[0].detach() - y) ** 2).mean().sqrt()), 4)
+    >>> _ = model.eval(); before = rmse()
+    >>> train_rmse_epochs(model, x, y, epochs=20, lr=1e-2)
+    >>> before, rmse(), model.training                   # training RMSE before and after; left in eval mode
+    (0.2878, 0.1413, False)
+    """
     if epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {epochs}")
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -175,7 +208,22 @@ def val_task_cost(model, scheduler: StochasticScheduler, x, y, warm: _WarmSchedu
 
 
 def train_task(model, scheduler: StochasticScheduler, x_tr, y_tr, x_val, y_val, settings: TrainSettings, mse_weight: float = 0.0) -> History:
-    """Task (``mse_weight`` = 0) or hybrid training through the differentiable SQP schedule."""
+    """Task (``mse_weight`` = 0) or hybrid training through the differentiable SQP schedule.
+
+    An RMSE net, then 6 task epochs at lr 1e-2 (the paper: 1e-4 for up to 300): the hold-out
+    task cost (mean daily cost of the schedules, `scheduling.task_loss`) falls:
+
+    >>> import torch
+    >>> from gridlearn.data import synthetic_days
+    >>> from gridlearn.forecast import GaussianNet, StochasticScheduler
+    >>> data = synthetic_days(); x, y, x_val, y_val = data.tensors()      # 8 + 4 days of 24 hours
+    >>> _ = torch.manual_seed(0); model = GaussianNet(data.x_train, data.y_train, hidden=(8,)).double()
+    >>> settings = TrainSettings(rmse_epochs=20, eval_every=3, task_epochs=6, task_lr=1e-2)
+    >>> _ = train_rmse(model, x, y, x_val, y_val, settings)
+    >>> hist = train_task(model, StochasticScheduler(), x, y, x_val, y_val, settings)
+    >>> [(epoch, round(cost, 2)) for epoch, cost in hist.val], hist.best_epoch
+    ([(0, 13.68), (3, 12.4), (6, 12.24)], 6)
+    """
     warm = _WarmSchedules()
 
     def train_loss():
@@ -194,7 +242,20 @@ def train_task(model, scheduler: StochasticScheduler, x_tr, y_tr, x_val, y_val, 
 
 def train_task_epochs(model, scheduler: StochasticScheduler, x, y, epochs: int, settings: TrainSettings, mse_weight: float = 0.0) -> None:
     """Task (or hybrid) training for exactly ``epochs`` full-batch steps, no validation: the refit
-    on every training day for the epoch count early stopping chose."""
+    on every training day for the epoch count early stopping chose.
+
+    >>> import torch
+    >>> from gridlearn.data import synthetic_days
+    >>> from gridlearn.forecast import GaussianNet, StochasticScheduler
+    >>> data = synthetic_days(); x, y, x_val, y_val = data.tensors()      # 8 + 4 days of 24 hours
+    >>> _ = torch.manual_seed(0); model = GaussianNet(data.x_train, data.y_train, hidden=(8,)).double()
+    >>> scheduler, settings = StochasticScheduler(), TrainSettings(task_lr=1e-2)
+    >>> train_rmse_epochs(model, x, y, epochs=20, lr=1e-2)
+    >>> cost = lambda: round(evaluate(model, scheduler, x, y)["task_cost"], 2)
+    >>> before = cost(); train_task_epochs(model, scheduler, x, y, 3, settings)
+    >>> before, cost()                                   # training task cost before and after
+    (8.05, 6.39)
+    """
     if epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {epochs}")
     warm = _WarmSchedules()
@@ -219,6 +280,16 @@ def train_weighted_rmse(model, scheduler: StochasticScheduler, x_tr, y_tr, x_val
 
     ``keep_round``: no validation (``x_val``, ``y_val`` unused); run rounds 0..keep_round and
     keep the last (a refit for the round that validation chose).
+
+    >>> import torch
+    >>> from gridlearn.data import synthetic_days
+    >>> from gridlearn.forecast import GaussianNet, StochasticScheduler
+    >>> data = synthetic_days(); x, y, x_val, y_val = data.tensors()      # 8 + 4 days of 24 hours
+    >>> _ = torch.manual_seed(0); model = GaussianNet(data.x_train, data.y_train, hidden=(8,)).double()
+    >>> settings = TrainSettings(weighted_rounds=3, weighted_epochs=10, rmse_lr=1e-2)
+    >>> hist = train_weighted_rmse(model, StochasticScheduler(), x, y, x_val, y_val, settings)
+    >>> [(r, round(cost, 2)) for r, cost in hist.val], hist.best_epoch    # hold-out task cost per round
+    ([(0, 6.1), (1, 4.97), (2, 3.12)], 2)
     """
     w = torch.ones_like(y_tr)
     opt = torch.optim.Adam(model.parameters(), lr=settings.rmse_lr)
@@ -256,7 +327,20 @@ def evaluate(model, scheduler: StochasticScheduler, x, y) -> dict[str, torch.Ten
     """Test metrics: mu, sigma, schedule z ``(n_days, 24)``; rmse (over all day-hours); rmse_hourly
     (the mean over the 24 hours of each hour's RMSE over days: the number the reference code
     reports, ``rmse_loss`` in power_sched/nets.py, and never above rmse); task_cost (mean
-    daily cost); per_hour_cost ``(24,)`` (mean over days of the cost in each hour)."""
+    daily cost); per_hour_cost ``(24,)`` (mean over days of the cost in each hour).
+
+    >>> import torch
+    >>> from gridlearn.data import synthetic_days
+    >>> from gridlearn.forecast import GaussianNet, StochasticScheduler
+    >>> data = synthetic_days(); x, y, x_val, y_val = data.tensors()      # 8 + 4 days of 24 hours
+    >>> _ = torch.manual_seed(0); model = GaussianNet(data.x_train, data.y_train, hidden=(8,)).double()
+    >>> train_rmse_epochs(model, x, y, epochs=20, lr=1e-3)
+    >>> m = evaluate(model, StochasticScheduler(), x_val, y_val)
+    >>> tuple(m["schedule"].shape), tuple(m["per_hour_cost"].shape), m["rmse_hourly"] <= m["rmse"]
+    ((4, 24), (24,), True)
+    >>> round(m["rmse"], 3), round(m["task_cost"], 2), round(float(m["per_hour_cost"].sum()), 2)
+    (0.261, 13.68, 13.68)
+    """
     model.eval()
     mu, sigma = model(x)
     z = scheduler(mu, sigma)

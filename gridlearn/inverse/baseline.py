@@ -51,6 +51,16 @@ class BaselineResult:
 
     ``parameters["identifiable"]``: the generator is off its limits in at least two samples
     with different dispatch (else only a bound, or only ``2 c2 p + c1``, is determined).
+
+    From `kkt_residual_costs` (noise-free case9: the residual is at rounding level):
+
+    >>> from gridlearn.grid import load_case
+    >>> from gridlearn.inverse import simulate_market
+    >>> truth = load_case("case9")
+    >>> obs = simulate_market(truth, 3, seed=0)                 # 3 load scenarios, prices at every bus
+    >>> res = kkt_residual_costs(truth, obs)
+    >>> res.status, res.residual_rms < 1e-6, tuple(res.theta.shape), list(res.parameters.columns)
+    ('optimal', True, (6,), ['value', 'unit', 'identifiable'])
     """
 
     parameters: pd.DataFrame
@@ -67,6 +77,21 @@ def kkt_residual_costs(network, observations, gens: Sequence[int] | None = None,
     Raises:
         ConfigError: an unknown generator's bus has no published LMP.
         SolverFailure: cvxpy did not return an optimal solution.
+
+    case9, 3 noise-free scenarios: stationarity 2 c2 p + c1 = LMP at each unit's bus, fitted
+    in one convex solve, gives the true costs; without prices there is nothing to fit:
+
+    >>> from gridlearn.grid import load_case
+    >>> from gridlearn.inverse import simulate_market
+    >>> truth = load_case("case9")
+    >>> obs = simulate_market(truth, 3, seed=0)                 # 3 load scenarios, prices at every bus
+    >>> res = kkt_residual_costs(truth, obs, truth=truth)
+    >>> res.parameters[["value", "true"]].round(4).values.tolist()
+    [[0.11, 0.11], [5.0, 5.0], [0.085, 0.085], [1.2, 1.2], [0.1225, 0.1225], [1.0, 1.0]]
+    >>> kkt_residual_costs(truth, simulate_market(truth, 2, observe="pg"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    gridlearn.errors.ConfigError: the KKT-residual baseline needs the LMP at every unknown generator's bus; ...
     """
     import cvxpy as cp
 

@@ -43,7 +43,22 @@ ZERO_REL = 1e-3
 
 
 class FitStatus(str, enum.Enum):
-    """How the outer fit ended (a ``str`` enum: ``status == "converged"`` works)."""
+    """How the outer fit ended (a ``str`` enum: ``status == "converged"`` works).
+
+    One Levenberg-Marquardt iteration from a prior 30 % off is not enough, and the result
+    says so rather than flagging anything identifiable:
+
+    >>> from gridlearn.grid import load_case
+    >>> from gridlearn.inverse import InverseSolver, recover, simulate_market
+    >>> truth = load_case("case9")
+    >>> prior = truth.with_(cost_c1_usd_per_mwh=1.3 * truth.gen.cost_c1_usd_per_mwh)
+    >>> res = recover(prior, simulate_market(truth, 3, seed=0), "costs",
+    ...               solver=InverseSolver(init="prior", n_starts=1, max_iter=1))
+    >>> res.status, res.status == "max_iter", bool(res.parameters["identifiable"].any())
+    (<FitStatus.MAX_ITER: 'max_iter'>, True, False)
+    >>> [s.value for s in FitStatus]
+    ['converged', 'stalled', 'max_iter', 'failed']
+    """
 
     CONVERGED = "converged"
     STALLED = "stalled"

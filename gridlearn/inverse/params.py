@@ -29,7 +29,15 @@ COST_UNITS = {"c2": "cp2_eur_per_mw2", "c1": "cp1_eur_per_mw", "c0": "cp0_eur"}
 
 @dataclass(frozen=True)
 class Unknown:
-    """One unknown parameter: ``kind`` in c2/c1/c0 (generator) or x/r (branch), at ``position``."""
+    """One unknown parameter: ``kind`` in c2/c1/c0 (generator) or x/r (branch), at ``position``.
+
+    >>> Unknown("c1", 0).field, Unknown("c1", 0).is_cost, Unknown("x", 3).field
+    ('cost_c1_usd_per_mwh', True, 'x_pu')
+    >>> Unknown("b", 0)
+    Traceback (most recent call last):
+    ...
+    gridlearn.errors.ConfigError: unknown parameter kind 'b'; choose from ['c0', 'c1', 'c2', 'r', 'x']
+    """
 
     kind: str
     position: int

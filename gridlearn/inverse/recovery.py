@@ -78,6 +78,13 @@ class InverseSolver:
     the noise-free per-channel RMS tolerance of a converged fit (`convergence`);
     ``bound_rtol``: the largest first-order relative error bound (noise-free) of a coefficient
     flagged identifiable, ten times inside a 1% target.
+
+    >>> InverseSolver().method, InverseSolver(method="adam", lr=0.1).lr
+    ('lm', 0.1)
+    >>> InverseSolver(method="newton")
+    Traceback (most recent call last):
+    ...
+    gridlearn.errors.ConfigError: method must be one of ('lbfgs', 'adam', 'lm'), got 'newton'
     """
 
     method: str = "lm"
@@ -134,6 +141,25 @@ class InverseResult:
     ``per_sample``: RMSE of the fit per sample. ``report``: the `IdentifiabilityReport` at
     the solution (None if it could not be computed). ``theta``: recovered values in
     Network units (same order as ``unknowns``).
+
+    From `recover` on case9 started at a prior 30 % off (no baseline start): Levenberg-
+    Marquardt converges in 4 iterations, every coefficient identified:
+
+    >>> from gridlearn.grid import load_case
+    >>> from gridlearn.inverse import simulate_market
+    >>> truth = load_case("case9")
+    >>> obs = simulate_market(truth, 3, seed=0)                 # 3 load scenarios, prices at every bus
+    >>> prior = truth.with_(cost_c2_usd_per_mw2h=0.7 * truth.gen.cost_c2_usd_per_mw2h,    # 30 % off
+    ...                     cost_c1_usd_per_mwh=1.3 * truth.gen.cost_c1_usd_per_mwh)
+    >>> res = recover(prior, obs, "costs", truth=truth, solver=InverseSolver(init="prior", n_starts=1))
+    >>> res.status, res.start, len(res.loss_history), list(res.starts["start"])
+    (<FitStatus.CONVERGED: 'converged'>, 'prior', 5, ['prior'])
+    >>> round(res.loss_history[0]), res.loss_history[-1] < 1e-9, bool(res.parameters["identifiable"].all())
+    (33616, True, True)
+    >>> res.parameters.loc[[(("gen", 0), "c1")], ["value", "prior", "true", "unit"]].round(4)
+                                value  prior  true            unit
+    element  coefficient
+    (gen, 0) c1            1.2   1.56   1.2  cp1_eur_per_mw
     """
 
     parameters: pd.DataFrame
@@ -375,6 +401,21 @@ def recover(
         truth: optional `Network` with the true parameters, to fill the ``true`` column.
         report: compute the identifiability report at the solution (without it nothing is
             flagged identifiable).
+
+    case9's linear cost coefficients from 3 scenarios with prices at the generator buses
+    only: the default start (the KKT-residual baseline, which needs exactly those prices)
+    is already exact:
+
+    >>> from gridlearn.grid import load_case
+    >>> from gridlearn.inverse import simulate_market
+    >>> truth = load_case("case9")
+    >>> prior = truth.with_(cost_c1_usd_per_mwh=2.0 * truth.gen.cost_c1_usd_per_mwh)
+    >>> obs = simulate_market(truth, 3, seed=0, observe="pg+lmp_gen")
+    >>> res = recover(prior, obs, {"costs": "all", "coefficients": ("c1",)}, truth=truth)
+    >>> res.status.value, res.start, res.message.split(":")[0]
+    ('converged', 'baseline', 'converged')
+    >>> float((res.parameters["value"] / res.parameters["true"] - 1).abs().max()) < 1e-6
+    True
     """
     observations.validate(network_prior)
     unknowns = parse_unknowns(network_prior, unknown)

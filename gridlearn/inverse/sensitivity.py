@@ -137,6 +137,26 @@ def observation_jacobian(network, observations, unknowns: Sequence[Unknown], the
     ``ACOPFLayer.solve(...).extras["results"]``). A sample whose optimum has no derivative
     (weakly active constraint, singular K) raises `SolverFailure`, or with
     ``skip_failed=True`` gets NaN rows (logged as a warning) so callers can leave it out.
+
+    case9, 3 scenarios: raising unit 0's c1 lowers its own output, and the other two units
+    pick up all but 0.1 MW per $/MWh of it (the losses change with the dispatch):
+
+    >>> from gridlearn.grid import load_case
+    >>> from gridlearn.grid.acopf import solve_acopf
+    >>> from gridlearn.inverse import simulate_market
+    >>> from gridlearn.inverse.params import cost_unknowns, current_values
+    >>> truth = load_case("case9")
+    >>> unknowns = cost_unknowns(truth)                          # c2, c1 of each of the 3 units
+    >>> theta = current_values(truth, unknowns)
+    >>> def jacobians(obs):                                      # at the true costs' optima
+    ...     results = [solve_acopf(truth.with_(pd_mw=obs.pd_mw[s], qd_mvar=obs.qd_mvar[s]), backend="direct")
+    ...                for s in range(obs.n_samples)]
+    ...     return observation_jacobian(truth, obs, unknowns, theta, results)
+    >>> jac_pg, jac_lmp = jacobians(simulate_market(truth, 3, seed=0))
+    >>> tuple(jac_pg.shape), tuple(jac_lmp.shape)              # (S, n_gen, P), (S, n_lmp, P)
+    ((3, 3, 6), (3, 9, 6))
+    >>> [round(float(v), 3) for v in jac_pg[0, :, 1]]          # d p_g / d c1 of unit 0, MW per $/MWh
+    [-2.95, 1.796, 1.25]
     """
     from gridlearn.inverse.params import substitute
 

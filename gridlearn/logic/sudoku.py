@@ -170,7 +170,13 @@ def generate_puzzle(
 
 @dataclass(frozen=True)
 class SudokuSet:
-    """Puzzles and solutions, ``(P, D, D)`` int8 arrays (0 = blank in ``puzzles``)."""
+    """Puzzles and solutions, ``(P, D, D)`` int8 arrays (0 = blank in ``puzzles``).
+
+    >>> data = generate_dataset(5, seed=0, box=2, givens_range=(6, 8))
+    >>> train, test = data.split(3)
+    >>> len(data), len(train), len(test), data.puzzles.dtype.name, bool((test.solutions == data.solutions[3:]).all())
+    (5, 3, 2, 'int8', True)
+    """
 
     puzzles: np.ndarray
     solutions: np.ndarray
@@ -198,6 +204,19 @@ def generate_dataset(
 
     With ``cache_dir``, the set is stored as ``sudoku-<hash>.npz`` keyed by all arguments
     and read back on the next call (generating 10k 9x9 puzzles takes minutes).
+
+    Four 4x4 puzzles starting from 6 to 8 givens (`generate_puzzle` reveals more until the
+    solution is unique: the first ends with 9), each with exactly one solution; the cache
+    returns the same set:
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     data = generate_dataset(4, seed=0, box=2, givens_range=(6, 8), cache_dir=tmp)
+    ...     again = generate_dataset(4, seed=0, box=2, givens_range=(6, 8), cache_dir=tmp)
+    >>> data.puzzles.shape, [int((p > 0).sum()) for p in data.puzzles], bool((again.puzzles == data.puzzles).all())
+    ((4, 4, 4), [9, 8, 8, 6], True)
+    >>> all(len(solve_sudoku(p, limit=2)) == 1 and is_valid_solution(s) for p, s in zip(data.puzzles, data.solutions))
+    True
     """
     lo, hi = givens_range
     if n_puzzles < 1:
@@ -286,7 +305,13 @@ def decode(bits: np.ndarray, D: int = 9) -> np.ndarray:
 
 def digit_images(seed: int, test_fraction: float = 0.3) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """sklearn ``load_digits`` (1797 8x8 images, values 0..16), scaled to [0, 1] and split
-    at random into ``{"train": (images, labels), "test": (images, labels)}``."""
+    at random into ``{"train": (images, labels), "test": (images, labels)}``.
+
+    >>> digits = digit_images(seed=0)
+    >>> images, labels = digits["train"]
+    >>> images.shape, len(digits["test"][1]), float(images.max()), sorted(set(labels.tolist())) == list(range(10))
+    ((1258, 8, 8), 539, 1.0, True)
+    """
     from sklearn.datasets import load_digits
 
     data = load_digits()
@@ -302,7 +327,15 @@ def render_boards(
     puzzles: np.ndarray, images: np.ndarray, labels: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
     """(P, D, D) puzzles -> (P, D*D, 8, 8) images: each cell a random image of its digit,
-    blanks an image of a 0 (as the SATNet paper does with MNIST)."""
+    blanks an image of a 0 (as the SATNet paper does with MNIST).
+
+    >>> import numpy as np
+    >>> images, labels = digit_images(seed=0)["train"]
+    >>> puzzle = np.zeros((1, 4, 4), dtype=np.int64); puzzle[0, 0, :2] = [3, 1]
+    >>> boards = render_boards(puzzle, images, labels, np.random.default_rng(0))
+    >>> boards.shape, [int(labels[int(np.flatnonzero((images == boards[0, c]).all(axis=(1, 2)))[0])]) for c in range(3)]
+    ((1, 16, 8, 8), [3, 1, 0])
+    """
     puzzles = np.asarray(puzzles, dtype=np.int64)
     P, D, _ = puzzles.shape
     if puzzles.max() > 9:

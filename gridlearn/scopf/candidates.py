@@ -79,6 +79,19 @@ def near_cut_sets(model: DCContingencyModel, pg_mw: Tensor, k: int, beam: int | 
     and 138 kV halves) has pairs of only middling priority (each removal spreads over the
     paths left); a beam of 32 dropped them on case24 and the attack missed the worst N-3
     set there; 128 puts the triple first. The cost is O(beam n^2 k^2) LODF arithmetic.
+
+    On case14 the pairs with line 0 (one of the two lines out of the slack bus) come first.
+    case9 is a six-bus ring with a radial line to each generator: once one ring line is out
+    every branch is a bridge, so no set is extended and none is returned:
+
+    >>> from gridlearn.grid import load_case
+    >>> from gridlearn.scopf import DCContingencyModel, ElementSpace
+    >>> def pairs(case):
+    ...     net = load_case(case)
+    ...     model = DCContingencyModel.build(net, ElementSpace.of(net, "branches"))
+    ...     return near_cut_sets(model, model.base_dispatch(), 2, limit=3)
+    >>> pairs("case14"), pairs("case9")
+    ([(0, 2), (0, 3), (0, 4)], [])
     """
     sp = model.space
     nb = sp.n_attack_branches

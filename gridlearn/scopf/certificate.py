@@ -58,7 +58,20 @@ _MAX_ISLAND_BUSES = 12  # demand-free regions larger than this: islands not list
 @dataclass(frozen=True)
 class Certificate:
     """upper_bound_mw: no k-set of the element space scores above it (inf: no bound).
-    best_found_mw: the search's best exact score. status: HiGHS's model status text."""
+    best_found_mw: the search's best exact score. status: HiGHS's model status text
+    (`certify_worst`) or the branch-and-bound's stop reason (`branch_and_bound.certify_bnb`).
+
+    An incumbent below the true worst is not certified: the gap says by how much.
+
+    >>> from gridlearn.grid import load_case
+    >>> from gridlearn.scopf import DCContingencyModel, ElementSpace, certify_bnb
+    >>> net = load_case("case9")
+    >>> net = net.with_(rate_a_mva=0.6 * net.branch.rate_a_mva)
+    >>> model = DCContingencyModel.build(net, ElementSpace.of(net, "branches"))
+    >>> cert = certify_bnb(model, model.base_dispatch(), 1, 30.0)
+    >>> cert.certified, cert.claim, round(cert.upper_bound_mw, 2)
+    (False, 'best found, gap 8.436 MW', 38.44)
+    """
 
     upper_bound_mw: float
     best_found_mw: float

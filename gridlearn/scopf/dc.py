@@ -93,6 +93,7 @@ class DCContingencyModel:
     slack: int
     score_batch = 8192  # sets per score_sets call: (sets, n_branch) flows, cheap
     certifiable = True  # its violation has an LODF upper bound (branch_and_bound, certificate)
+    securable = True  # post-outage flows are affine in the dispatch: the preventive SC-OPF is one QP (defend)
 
     @classmethod
     def build(cls, network: Network, space: ElementSpace, participation: Tensor | None = None) -> "DCContingencyModel":

@@ -228,6 +228,19 @@ def test_bus_load_data_mapping():
     assert np.abs(a.x_train.mean(0)).max() < 1e-8  # standardised on training days
 
 
+def test_bus_load_data_with_fewer_load_buses_than_profiles_has_finite_features():
+    """case9 has 3 load buses and the default lists 4 profiles: the unused fourth used to
+    give 24 NaN 'yesterday' features (the mean over no buses) on every day, silently."""
+    pytest.importorskip("simbench")
+    from gridlearn.forecast.bus_loads import DEFAULT_PROFILES, bus_load_data
+
+    data = bus_load_data(load_case("case9").bus.pd_mw.numpy())
+    assert data.profile_of_bus == DEFAULT_PROFILES[:3]
+    assert data.x_train.shape == (292, 3 * 24 + 10) and len(data.feature_names) == 3 * 24 + 10
+    assert np.isfinite(data.x_train).all() and np.isfinite(data.x_test).all()
+    assert not any(n.startswith(DEFAULT_PROFILES[3]) for n in data.feature_names)
+
+
 def _study():
     spec = importlib.util.spec_from_file_location("task_forecasting_network", REPO / "studies" / "task_forecasting_network.py")
     mod = importlib.util.module_from_spec(spec)

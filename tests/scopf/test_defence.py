@@ -47,3 +47,20 @@ def test_n2_defence_is_not_declared_secure_on_the_attacks_word_alone(pglib30_lig
 def test_defence_rejects_a_bad_verify_limit(pglib30_light):
     with pytest.raises(ConfigError, match="verify_limit"):
         defend(pglib30_light, 1, verify_limit=-1)
+
+
+def test_defend_asks_the_contingency_model_whether_it_can_secure():
+    """The DC-only guard lives on the models (issue 17): every physics' model says
+    ``securable``, and `defend` refuses exactly the physics whose model says False."""
+    from gridlearn.grid import load_case
+    from gridlearn.scopf.models import PHYSICS, model_class, securable_physics
+
+    assert all(isinstance(model_class(p).securable, bool) for p in PHYSICS)
+    assert securable_physics() == ("dc",)
+    net = load_case("case9")
+    for p in PHYSICS:
+        if not model_class(p).securable:
+            with pytest.raises(ConfigError, match="physics='dc' only"):
+                defend(net, 1, p)
+    with pytest.raises(ConfigError, match="physics must be one of"):
+        defend(net, 1, "dcx")
