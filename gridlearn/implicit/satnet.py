@@ -156,6 +156,28 @@ class SATNet(nn.Module):
 
     Shapes: ``forward(z, is_input)``: z ``(B, n)`` in [0, 1], is_input ``(B, n)`` bool
     (or ``(n,)``, shared by the batch) -> ``(B, n)``; known entries are returned as given.
+
+    Example: 4 variables, 4 clauses, a batch of 2; the first two variables are given,
+    the layer fills in the other two, and reports per element whether it converged and
+    whether the backward gave it a gradient:
+
+    >>> import torch
+    >>> from gridlearn.implicit import SATNet, Status
+    >>> layer = SATNet(4, 4, aux=1, seed=0, generator=torch.Generator().manual_seed(0))
+    >>> z = torch.tensor([[1.0, 0.0, 0.5, 0.5], [0.0, 1.0, 0.5, 0.5]])
+    >>> is_input = torch.tensor([True, True, False, False])
+    >>> sol = layer.solve(z, is_input)
+    >>> sol.value.shape
+    torch.Size([2, 4])
+    >>> sol.statuses == [Status.CONVERGED, Status.CONVERGED]
+    True
+    >>> torch.equal(sol.value[:, :2], z[:, :2])   # the given entries come back as given
+    True
+    >>> bool(((sol.value >= 0) & (sol.value <= 1)).all())
+    True
+    >>> sol.value.sum().backward()
+    >>> layer.S.grad.shape, sol.extras["adjoint"]["gradient_given"].tolist()
+    (torch.Size([4, 6]), [True, True])
     """
 
     def __init__(
