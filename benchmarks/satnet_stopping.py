@@ -7,22 +7,23 @@ stricter than the reference's, or does the reference need as many sweeps?
 Both tests are the same formula: a sweep's objective decrease ``sum_j ||g_j|| ||dv_j||^2``
 below ``eps`` times the first sweep's, from the second sweep on (reference:
 ``mix_forward`` in src/satnet_cpu.cpp; ours: ``_sweeps_one`` in
-gridlearn/implicit/satnet_kernels_numba.py). What differs is the rank (reference k = 32,
+gridlearn/implicit/satnet_kernels_numba.py). What differed was the rank (reference k = 32,
 ours floor(sqrt(2N)) + 1 = 46) and the update order (reference: one random permutation
-per call; ours: ascending index). So each S is solved by
+per call; ours, until this measurement: ascending index; now a random permutation per
+solve by default, ``order="random"``). So each S is solved by
 
 - ``reference``: locuslab/SATNet's CPU extension (``--reference DIR``, built by
   bench_satnet.py --build-reference), sweeps to stop = ``niter + 1`` when it stopped;
-- ``ours_k46`` (the default), ``ours_k32``, and both in the reference's random order
-  (``*_random``: our kernel fed the unknowns in the order of a torch.randperm, as the
-  reference draws it),
+- ``ours_k46`` (the default: k = 46, random order), ``ours_k32`` (random order), and
+  both in the former ascending order (``*_ascending``),
 
 each with a cap of ``--cap`` (120) sweeps, to see how many sweeps each needs; a solve is a
 deterministic function of its seed, and the test does not look at the cap, so "converged
 within the paper's 40" is "needed at most 40" in the same run.
 S comes from the reduced 9x9 study (studies/satnet_sudoku.py, the paper's settings, 400
-training puzzles, default "zero" policy), checkpointed after each epoch; epoch -1 is the
-initial S. Writes benchmarks/results/satnet_stopping.json:
+training puzzles, default "zero" policy and order), checkpointed after each epoch; epoch -1
+is the initial S. The study's own per-epoch shares of training solves that converged and
+that got a gradient are recorded too (``study_epochs``). Writes benchmarks/results/satnet_stopping.json:
 
     .venv/bin/python benchmarks/satnet_stopping.py --reference /tmp/satnet/ref --epochs 4
 """
@@ -39,14 +40,14 @@ import numpy as np
 import torch
 
 from gridlearn.implicit import SATNet
-from gridlearn.implicit import satnet_kernels
 from gridlearn.logic.sudoku import generate_dataset, input_mask, one_hot
 
 OUT = Path(__file__).resolve().parent / "results" / "satnet_stopping.json"
 
 
-def train_checkpoints(epochs: int, workdir: Path, threads: int) -> list[tuple[int, torch.Tensor]]:
-    """(epoch, S) after each epoch of the reduced study; epoch -1 is the initial S."""
+def train_checkpoints(epochs: int, workdir: Path, threads: int) -> tuple[list[tuple[int, torch.Tensor]], list]:
+    """(epoch, S) after each epoch of the reduced study (epoch -1: the initial S), and the
+    study's per-epoch rows."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from studies import satnet_sudoku as study
 
@@ -62,41 +63,18 @@ def train_checkpoints(epochs: int, workdir: Path, threads: int) -> list[tuple[in
             S0 = SATNet(729, cfg.m, aux=cfg.aux, generator=torch.Generator().manual_seed(cfg.seed)).S.detach()
             out.append((-1, S0.clone()))
         study.main(cfg)
-        out.append((e, torch.load(ckpt, weights_only=False)["sat"]["S"].detach().clone()))
-    return out
+        state = torch.load(ckpt, weights_only=False)
+        out.append((e, state["sat"]["S"].detach().clone()))
+    keep = ("epoch", "train_converged", "train_gradient_given", "train_adjoint_iterations", "test_blank_cell_acc",
+            "test_board_acc", "test_converged", "epoch_train_s")
+    return out, [{k: r[k] for k in keep if k in r} for r in state["train"]["rows"]]
 
 
-def _random_order_index(perm: torch.Tensor):
-    """unknown_index that lists each element's unknowns in the order of ``perm`` (over 1..N-1)."""
-    N = perm.numel() + 1
-    rank = torch.empty(N, dtype=torch.long)
-    rank[0] = -1
-    rank[perm + 1] = torch.arange(N - 1)
-
-    def index(is_out):
-        rows, cols = torch.nonzero(is_out, as_tuple=True)
-        key = rows * N + rank[cols]
-        o = torch.argsort(key)
-        counts = torch.bincount(rows, minlength=is_out.shape[0])
-        ptr = np.zeros(is_out.shape[0] + 1, dtype=np.int64)
-        ptr[1:] = np.cumsum(counts.numpy())
-        return np.ascontiguousarray(cols[o].numpy().astype(np.int64)), ptr
-
-    return index
-
-
-def ours(S, z, mask, k, max_iter, perm, seed):
-    layer = SATNet(729, S.shape[0], aux=300, k=k, max_iter=max_iter, seed=seed)
+def ours(S, z, mask, k, max_iter, order, seed):
+    layer = SATNet(729, S.shape[0], aux=300, k=k, max_iter=max_iter, seed=seed, order=order)
     with torch.no_grad():
         layer.S.copy_(S)
-    plain = satnet_kernels.unknown_index
-    if perm is not None:
-        satnet_kernels.unknown_index = _random_order_index(perm)
-    try:
-        with torch.no_grad():
-            sol = layer.solve(z, mask)
-    finally:
-        satnet_kernels.unknown_index = plain
+        sol = layer.solve(z, mask)
     return sol.steps.numpy(), sol.converged.numpy(), sol.value
 
 
@@ -150,7 +128,7 @@ def main() -> None:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    Ss = train_checkpoints(args.epochs, work, args.threads)
+    Ss, study_rows = train_checkpoints(args.epochs, work, args.threads)
     # held-out puzzles, the same for every S and every solver
     ds = generate_dataset(args.puzzles, seed=987, cache_dir=".cache/sudoku")
     z, mask = torch.from_numpy(one_hot(ds.puzzles)), torch.from_numpy(input_mask(ds.puzzles))
@@ -158,13 +136,11 @@ def main() -> None:
     for epoch, S in Ss:
         row = {"epoch": epoch}
         cap = args.cap
-        torch.manual_seed(epoch + 10)
-        perm = torch.randperm(729 + 300)  # as the reference draws it: a permutation of 1..N-1
         st, cv, _ = reference(ref, S, z, mask, cap, seed=epoch + 10)
         row["reference"] = summary(st, cv, cap)
-        for name, k, p in (("ours_k46", 46, None), ("ours_k32", 32, None),
-                           ("ours_k46_random", 46, perm), ("ours_k32_random", 32, perm)):
-            st, cv, _ = ours(S, z, mask, k, cap, p, seed=epoch + 10)
+        for name, k, order in (("ours_k46", 46, "random"), ("ours_k32", 32, "random"),
+                               ("ours_k46_ascending", 46, "ascending"), ("ours_k32_ascending", 32, "ascending")):
+            st, cv, _ = ours(S, z, mask, k, cap, order, seed=epoch + 10)
             row[name] = summary(st, cv, cap)
         rows.append(row)
         print(json.dumps({k: (v["within_40"], v["mean_sweeps"], v["max_sweeps"]) if isinstance(v, dict) else v
@@ -172,7 +148,8 @@ def main() -> None:
     result = {"what": "forward sweeps to the relative-decrease test (eps 1e-4) on the same S and puzzles, "
                       "reference (k=32, random order) vs gridlearn (k=46 default or 32; ascending or random order)",
               "puzzles": args.puzzles, "cap": args.cap, "study": "satnet_sudoku n_train=400 n_test=40, paper settings",
-              "command": " ".join(["python", "benchmarks/satnet_stopping.py"] + sys.argv[1:]), "rows": rows}
+              "command": " ".join(["python", "benchmarks/satnet_stopping.py"] + sys.argv[1:]), "rows": rows,
+              "study_epochs": study_rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
