@@ -151,7 +151,7 @@ class SATNet(nn.Module):
             few epochs of Sudoku.
         order: the sweeps' update order: ``"random"`` (default; a permutation per solve,
             drawn from the solve's generator, as the reference does) | ``"ascending"``. On
-            mid-training Sudoku S, ascending needs up to 44 forward sweeps where a random order
+            mid-training Sudoku S, ascending needs up to 43 forward sweeps where a random order
             needs 38 (`benchmarks/satnet_stopping.py`), so at the paper's cap of 40 it lost
             gradients under ``on_failure="zero"``.
 
