@@ -149,6 +149,11 @@ class SATNet(nn.Module):
         adjoint_max_iter: the backward's iteration budget (default ``4 * max_iter``): its
             condition number grows as S trains, so the forward's 40 are too few after a
             few epochs of Sudoku.
+        order: the sweeps' update order: ``"random"`` (default; a permutation per solve,
+            drawn from the solve's generator, as the reference does) | ``"ascending"``. On
+            mid-training Sudoku S, ascending needs up to 43 forward sweeps where a random order
+            needs 38 (`benchmarks/satnet_stopping.py`), so at the paper's cap of 40 it lost
+            gradients under ``on_failure="zero"``.
 
     Initialisation of ``S`` (m, N): i.i.d. ``N(0, 1/(N + m))``, a Glorot-style scale (our
     choice; the optimum of the SDP does not depend on the scale of S, only the step size
@@ -156,6 +161,28 @@ class SATNet(nn.Module):
 
     Shapes: ``forward(z, is_input)``: z ``(B, n)`` in [0, 1], is_input ``(B, n)`` bool
     (or ``(n,)``, shared by the batch) -> ``(B, n)``; known entries are returned as given.
+
+    Example: 4 variables, 4 clauses, a batch of 2; the first two variables are given,
+    the layer fills in the other two, and reports per element whether it converged and
+    whether the backward gave it a gradient:
+
+    >>> import torch
+    >>> from gridlearn.implicit import SATNet, Status
+    >>> layer = SATNet(4, 4, aux=1, seed=0, generator=torch.Generator().manual_seed(0))
+    >>> z = torch.tensor([[1.0, 0.0, 0.5, 0.5], [0.0, 1.0, 0.5, 0.5]])
+    >>> is_input = torch.tensor([True, True, False, False])
+    >>> sol = layer.solve(z, is_input)
+    >>> sol.value.shape
+    torch.Size([2, 4])
+    >>> sol.statuses == [Status.CONVERGED, Status.CONVERGED]
+    True
+    >>> torch.equal(sol.value[:, :2], z[:, :2])   # the given entries come back as given
+    True
+    >>> bool(((sol.value >= 0) & (sol.value <= 1)).all())
+    True
+    >>> sol.value.sum().backward()
+    >>> layer.S.grad.shape, sol.extras["adjoint"]["gradient_given"].tolist()
+    (torch.Size([4, 6]), [True, True])
     """
 
     def __init__(
@@ -172,6 +199,7 @@ class SATNet(nn.Module):
         adjoint_damping: float = 0.05,
         adjoint_solver: str = "cg",
         adjoint_max_iter: int | None = None,
+        order: str = "random",
         seed: int | None = None,
         generator: torch.Generator | None = None,
         dtype: torch.dtype | None = None,
@@ -188,7 +216,7 @@ class SATNet(nn.Module):
             aux=aux, k=k if k is not None else default_rank(n_vars), max_iter=max_iter, eps=eps,
             on_failure=_mixing_on_failure(on_failure),
             backend=backend, adjoint_damping=adjoint_damping, adjoint_solver=adjoint_solver,
-            adjoint_max_iter=adjoint_max_iter,
+            adjoint_max_iter=adjoint_max_iter, order=order,
         )
         self.seed = seed
         S = torch.randn((m, n_vars), generator=generator, dtype=dtype or torch.get_default_dtype())
@@ -227,7 +255,7 @@ class SATNet(nn.Module):
         return (
             f"n={self.n}, m={self.m}, aux={s.aux}, k={s.k}, max_iter={s.max_iter}, eps={s.eps}, "
             f"on_failure={self.on_failure!r}, backend={s.backend!r}, adjoint_damping={s.adjoint_damping}, "
-            f"adjoint_solver={s.adjoint_solver!r}"
+            f"adjoint_solver={s.adjoint_solver!r}, order={s.order!r}"
         )
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import torch
 
+from gridlearn.implicit.satnet_batch_threads import run_chunks
 from gridlearn.implicit.solution import Status
 
 
@@ -40,13 +41,28 @@ def _dot(a, b):
     return (a * b).sum(dim=(1, 2))
 
 
-def adjoint_cg(S, V, rhs, gn, is_out, max_iter: int, eps: float):
+def adjoint_cg(S, V, rhs, gn, is_out, max_iter: int, eps: float, threads: int | None = None):
     """Solve ``A(U) = rhs`` (module docstring). S ``(m, N)``; V, rhs ``(B, N, k)``;
     gn ``(B, N)`` (damped ||g||); is_out ``(B, N)`` bool.
 
     Returns U ``(B, N, k)``, Psi = S U per element ``(B, m, k)``, status code ``(B,)``,
     residual ``(B,)`` (float64), iterations ``(B,)``.
+
+    On CPU the batch is cut into ``threads`` chunks (default ``torch.get_num_threads()``),
+    each solved on its own thread with one intra-op thread (`satnet_batch_threads`: about
+    500 small parallel regions per solve stall on a loaded machine). The elements are
+    independent, so the answer is that of one batched solve. On CUDA: one batched solve.
     """
+    if V.device.type != "cpu":
+        return _adjoint_cg(S, V, rhs, gn, is_out, max_iter, eps)
+    parts = run_chunks(lambda a, b: _adjoint_cg(S, V[a:b], rhs[a:b], gn[a:b], is_out[a:b], max_iter, eps),
+                       V.shape[0], threads)
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(torch.cat([p[i] for p in parts]) for i in range(5))
+
+
+def _adjoint_cg(S, V, rhs, gn, is_out, max_iter: int, eps: float):
     B, N, k = V.shape
     out_f = is_out.to(V.dtype).unsqueeze(2)
     sq = (S * S).sum(dim=0).view(1, N, 1)

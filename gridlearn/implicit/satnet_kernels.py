@@ -48,9 +48,22 @@ def _kernels():
     return _KERNELS
 
 
-def unknown_index(is_out: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Per element, its own unknowns in ascending order: flat int64 indices and (B+1,) offsets."""
+def unknown_index(is_out: torch.Tensor, order=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per element, its own unknowns: flat int64 indices and (B+1,) offsets.
+
+    In ascending index order, or, with ``order`` (a sequence of variable indices holding
+    every unknown), in that order: the update order of the sweeps.
+    """
     rows, cols = torch.nonzero(is_out, as_tuple=True)
+    if order is not None:
+        N = is_out.shape[1]
+        rank = torch.full((N,), N, dtype=torch.long)
+        rank[torch.as_tensor(order, dtype=torch.long)] = torch.arange(len(order))
+        if bool((rank[cols] == N).any()):
+            raise ValueError("order must list every unknown variable")
+        # rows stay grouped (ascending), within a row the unknowns follow ``order``
+        sort = torch.argsort(rows * (N + 1) + rank[cols])
+        rows, cols = rows[sort], cols[sort]
     counts = torch.bincount(rows, minlength=is_out.shape[0])
     ptr = np.zeros(is_out.shape[0] + 1, dtype=np.int64)
     ptr[1:] = np.cumsum(counts.numpy())

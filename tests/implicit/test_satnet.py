@@ -3,6 +3,7 @@ XOR/parity, statuses and failure policies, argument checks."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -273,17 +274,23 @@ def _reference_rule_sweeps(S, V0, unknown, eps, max_iter):
     return max_iter + 1  # did not fire
 
 
+@pytest.mark.parametrize("order", ["random", "ascending"])
 @pytest.mark.parametrize("backend", ["torch", "numba"])
-def test_stopping_test_fires_where_the_reference_rule_does(backend):
+def test_stopping_test_fires_where_the_reference_rule_does(backend, order):
     n, m, aux = 8, 6, 3
     N = n + 1 + aux
     S, z, _ = _tiny_problem(batch=1, n=n, m=m, aux=aux, seed=5)
     mask = torch.tensor([[True, False, True, False, False, True, False, False]])
     for eps in (1e-2, 1e-4, 1e-6):
-        st = MixingSettings(aux=aux, k=5, max_iter=500, eps=eps, backend=backend)
+        st = MixingSettings(aux=aux, k=5, max_iter=500, eps=eps, backend=backend, order=order)
         sol = satnet_solve(S, z, mask, st, torch.Generator().manual_seed(2))
-        V0, _ = init_vectors(z, mask, N, 5, torch.Generator().manual_seed(2))
+        gen = torch.Generator().manual_seed(2)
+        V0, _ = init_vectors(z, mask, N, 5, gen)
         unknown = [j for j in range(1, N) if j > n or not bool(mask[0, j - 1])]
+        if order == "random":  # the documented draw: a permutation of 1..N-1 after the vectors
+            perm = (torch.randperm(N - 1, generator=gen) + 1).tolist()
+            unknown = [j for j in perm if j in unknown]
+            assert unknown != sorted(unknown)
         expected = _reference_rule_sweeps(S, V0[0], unknown, eps, 500)
         assert expected <= 500, "the reference rule should fire on this instance"
         assert sol.ok and int(sol.steps[0]) == expected, (eps, int(sol.steps[0]), expected)
@@ -316,3 +323,35 @@ def test_backend_and_damping_are_checked():
         SATNet(5, 6, adjoint_damping=-1.0)
     with pytest.raises(ConfigError, match="adjoint_solver"):
         MixingSettings(aux=0, k=4, max_iter=5, eps=1e-4, adjoint_solver="lu")
+
+
+def test_unknown_index_follows_the_update_order():
+    from gridlearn.implicit.satnet_kernels import unknown_index
+
+    is_out = torch.tensor([[False, True, False, True, True], [False, False, True, True, False]])
+    idx, ptr = unknown_index(is_out)
+    assert ptr.tolist() == [0, 3, 5] and idx.tolist() == [1, 3, 4, 2, 3]
+    idx, ptr = unknown_index(is_out, [4, 2, 1, 3])
+    assert ptr.tolist() == [0, 3, 5] and idx.tolist() == [4, 1, 3, 2, 3]
+    with pytest.raises(ValueError, match="every unknown"):
+        unknown_index(is_out, [4, 2, 1])
+
+
+def test_random_order_is_drawn_from_the_solve_generator():
+    """Same seed, same order and answer; another seed, another order (hence other sweeps);
+    "ascending" does not depend on the draw's order at all."""
+    S, z, mask = _tiny_problem(batch=2, n=8, m=6, aux=3, seed=5)
+    st = MixingSettings(aux=3, k=5, max_iter=500, eps=1e-6)
+    a = satnet_solve(S, z, mask, st, torch.Generator().manual_seed(4))
+    b = satnet_solve(S, z, mask, st, torch.Generator().manual_seed(4))
+    assert torch.equal(a.value, b.value) and torch.equal(a.steps, b.steps)
+    from gridlearn.implicit.satnet_mixing import _update_order
+
+    is_out = torch.ones(2, 12, dtype=torch.bool)
+    is_out[:, 0] = False
+    o1 = _update_order(is_out, st, torch.Generator().manual_seed(4))
+    o2 = _update_order(is_out, st, torch.Generator().manual_seed(5))
+    asc = _update_order(is_out, dataclasses.replace(st, order="ascending"), None)
+    assert sorted(o1) == sorted(o2) == asc == list(range(1, 12)) and o1 != o2 and o1 != asc
+    with pytest.raises(ConfigError, match="order"):
+        MixingSettings(aux=3, k=5, max_iter=5, eps=1e-6, order="backwards")

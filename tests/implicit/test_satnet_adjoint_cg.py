@@ -125,12 +125,42 @@ def test_cg_elements_do_not_depend_on_the_rest_of_the_batch():
     assert len(set(full[4].tolist())) > 1  # they did stop at different iterations
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_cg_in_batch_chunks_on_threads_equals_one_batched_solve(threads):
+    """The CPU path cuts the batch into chunks solved on their own threads
+    (`satnet_batch_threads`): same U, Psi, statuses and iterations as one batched solve,
+    and torch's thread count is what it was before."""
+    S, z, mask, _ = _instance(seed=3, B=5)
+    V, gn, is_out, rhs = _forward_state(S, z, mask)
+    one = adjoint_cg(S, V, rhs, gn, is_out, 500, 1e-6, threads=1)
+    before = torch.get_num_threads()
+    split = adjoint_cg(S, V, rhs, gn, is_out, 500, 1e-6, threads=threads)
+    assert torch.get_num_threads() == before
+    for a, b in zip(one, split):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    assert len(set(one[4].tolist())) > 1  # elements stopped at different iterations, across chunks
+
+
+def test_batch_chunks_cover_the_batch_once():
+    from gridlearn.implicit.satnet_batch_threads import chunk_bounds, run_chunks
+
+    for batch, chunks in ((1, 2), (5, 2), (40, 2), (7, 3), (3, 8)):
+        b = chunk_bounds(batch, chunks)
+        assert b[0][0] == 0 and b[-1][1] == batch and all(x[1] == y[0] for x, y in zip(b, b[1:]))
+        assert max(e - s for s, e in b) - min(e - s for s, e in b) <= 1 and len(b) == min(chunks, batch)
+    names = run_chunks(lambda a, b: (a, b, __import__("threading").current_thread().name), 6, threads=2)
+    assert [(a, b) for a, b, _ in names] == [(0, 3), (3, 6)]
+    assert all(n.startswith("gridlearn-satnet") for _, _, n in names)
+
+
 def test_cg_converges_within_the_paper_budget_where_the_sweeps_do_not():
     """max_iter 40, eps 1e-4 (the paper's), undamped: on this ill-conditioned instance the
-    forward converges for every element, the sweeps' adjoint for none, CG for three of four."""
+    forward converges for every element, the sweeps' adjoint for none, CG for three of four.
+    (The instance's fixed points are those of the ascending update order it was found with.)"""
     S, z, mask, w = _instance(seed=0)
     st = MixingSettings(aux=5, k=6, max_iter=40, eps=1e-4, on_failure="ignore", adjoint_damping=0.0,
-                        adjoint_max_iter=40)
+                        adjoint_max_iter=40, order="ascending")
     conv = {}
     for solver in ("cg", "sweeps"):
         Sr = S.clone().requires_grad_(True)
