@@ -116,11 +116,11 @@ def assemble(p: KKTPattern, hes: Tensor, obj_diag: Tensor, jc: Tensor, jh: Tenso
     """K (B, N, N) from the entry values (each with the batch first) and the regularisations (B,);
     sparse path: the (B, nnz) lower-triangle values of the permuted K instead."""
     bsz, N = hes.shape[0], p.size
+    if p.sparse is not None:
+        return sparse_kkt.assemble_parts(p.sparse, hes, obj_diag, jc, jh, sigma, delta_w, delta_c)
     outer = (sigma[:, :, None, None] * jh[:, :, :, None] * jh[:, :, None, :]).reshape(bsz, -1)
     vals = torch.cat([hes, obj_diag.expand(bsz, -1), jc, jc, outer, delta_w[:, None].expand(bsz, p.n),
                       -delta_c[:, None].expand(bsz, p.n_eq)], 1)
-    if p.sparse is not None:
-        return sparse_kkt.assemble_values(p.sparse, vals)
     idx = torch.cat(p.parts)
     buf = torch.zeros(bsz, N * N + 1, dtype=hes.dtype, device=hes.device)
     buf.index_add_(1, idx, vals)

@@ -53,6 +53,7 @@ class SparseSymbolic:
     r_col: np.ndarray
     r_pos: np.ndarray
     entry_map: Tensor  # (M,) position in the value array of each entry kind's flat index (nnz_a: dropped)
+    part_maps: tuple = ()  # entry_map split by entry kind (numpy), for `assemble_parts`
 
     @property
     def nnz_a(self) -> int:
@@ -116,7 +117,8 @@ def symbolic(flat_parts: list[Tensor], N: int, n_x: int) -> SparseSymbolic:
     """Symbolic analysis of the pattern given by the flat indices (into N*N + 1, N*N: dropped) of every
     entry kind `kkt.assemble` writes, in its order. Cached by pattern."""
     flat = torch.cat(flat_parts).cpu().numpy().astype(np.int64)
-    key = hashlib.sha1(flat.tobytes() + np.int64([N, n_x]).tobytes()).hexdigest()
+    sizes = [int(p.numel()) for p in flat_parts]
+    key = hashlib.sha1(flat.tobytes() + np.int64([N, n_x, *sizes]).tobytes()).hexdigest()
     hit = _CACHE.get(key)
     if hit is not None:
         return hit
@@ -149,7 +151,8 @@ def symbolic(flat_parts: list[Tensor], N: int, n_x: int) -> SparseSymbolic:
     emap[where_live[low]] = np.searchsorted(keys, pr[low] * N + pc[low])
     out = SparseSymbolic(N=N, perm=perm, iperm=iperm, a_ptr=a_ptr, a_col=a_col, l_ptr=l_ptr, l_row=l_row,
                          r_ptr=r_ptr, r_col=r_col, r_pos=r_pos,
-                         entry_map=torch.as_tensor(emap, device=flat_parts[0].device))
+                         entry_map=torch.as_tensor(emap, device=flat_parts[0].device),
+                         part_maps=tuple(np.split(emap, np.cumsum(sizes)[:-1])))
     _CACHE[key] = out
     return out
 
@@ -232,6 +235,57 @@ def _matvec(a_ptr, a_col, ax, perm, x, out):  # pragma: no cover
                     y[j] += v * z[k]
         for k in range(N):
             out[b, perm[k]] = y[k]
+
+
+@nb.njit(parallel=True, cache=True)
+def _assemble(m_hes, m_obj, m_jcl, m_jcu, m_outer, m_dx, m_deq, hes, obj, jc, jh, sigma, dw, dc, ax):  # pragma: no cover
+    """ax[b] = the lower triangle of P K P^T, summed entry kind by entry kind in `kkt.assemble`'s
+    order (so duplicates add up in the same order as the index_add of `assemble_values`)."""
+    bsz, nnz = ax.shape
+    n_ineq = sigma.shape[1]
+    for b in nb.prange(bsz):
+        row = ax[b]
+        row[:] = 0.0
+        for k in range(m_hes.size):
+            if m_hes[k] < nnz:
+                row[m_hes[k]] += hes[b, k]
+        for k in range(m_obj.size):
+            if m_obj[k] < nnz:
+                row[m_obj[k]] += obj[b, k]
+        for k in range(m_jcl.size):
+            if m_jcl[k] < nnz:
+                row[m_jcl[k]] += jc[b, k]
+        for k in range(m_jcu.size):
+            if m_jcu[k] < nnz:
+                row[m_jcu[k]] += jc[b, k]
+        for i in range(n_ineq):
+            si = sigma[b, i]
+            for u in range(4):
+                su = si * jh[b, i, u]
+                for v in range(4):
+                    slot = m_outer[16 * i + 4 * u + v]
+                    if slot < nnz:
+                        row[slot] += su * jh[b, i, v]
+        for k in range(m_dx.size):
+            if m_dx[k] < nnz:
+                row[m_dx[k]] += dw[b]
+        for k in range(m_deq.size):
+            if m_deq[k] < nnz:
+                row[m_deq[k]] += -dc[b]
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float64)
+
+
+def assemble_parts(sym: SparseSymbolic, hes: Tensor, obj: Tensor, jc: Tensor, jh: Tensor, sigma: Tensor,
+                   dw: Tensor, dc: Tensor) -> Tensor:
+    """(B, nnz_a) values of P K P^T straight from `kkt.assemble`'s entry kinds (one numba pass, no
+    (B, M) value table): the outer products ``sigma jh jh^T`` are formed in place."""
+    bsz = hes.shape[0]
+    ax = np.empty((bsz, sym.nnz_a))
+    _assemble(*sym.part_maps, _np(hes), _np(obj.expand(bsz, -1)), _np(jc), _np(jh), _np(sigma), _np(dw), _np(dc), ax)
+    return torch.from_numpy(ax)
 
 
 def assemble_values(sym: SparseSymbolic, vals: Tensor) -> Tensor:
