@@ -103,17 +103,28 @@ def _jh_dot(st: Structure, ev: Evaluation, dx: Tensor) -> Tensor:
     return (ev.jh * pad[:, st.ineq_cols]).sum(-1)
 
 
-def optimality(st: Structure, ev: Evaluation, s: Tensor, lam: Tensor, mu: Tensor, gamma: Tensor | float = 0.0):
-    """Ipopt's scaled optimality error (B,) at barrier ``gamma``, with its parts (dual, primal, comp)."""
+def _optimality_scales(st: Structure, lam: Tensor, mu: Tensor) -> tuple[Tensor, Tensor]:
+    """Ipopt's (s_d, s_c) of the optimality error (B,): multiplier sizes above s_max = 100."""
     s_max = 100.0
     m = st.n_eq + st.n_ineq
     s_d = torch.clamp((lam.abs().sum(-1) + mu.abs().sum(-1)) / m, min=s_max) / s_max
     s_c = torch.clamp(mu.abs().sum(-1) / max(st.n_ineq, 1), min=s_max) / s_max
+    return s_d, s_c
+
+
+def _complementarity(st: Structure, s: Tensor, mu: Tensor, gamma: Tensor) -> Tensor:
+    """max |s mu - gamma| (B,)."""
+    return (s * mu - gamma[:, None]).abs().amax(-1) if st.n_ineq else torch.zeros_like(gamma)
+
+
+def optimality(st: Structure, ev: Evaluation, s: Tensor, lam: Tensor, mu: Tensor, gamma: Tensor | float = 0.0):
+    """Ipopt's scaled optimality error (B,) at barrier ``gamma``, with its parts (dual, primal, comp)."""
+    s_d, s_c = _optimality_scales(st, lam, mu)
     lx = ev.grad_f + _jt(st, ev, lam, mu)
     dual = lx.abs().amax(-1)
     primal = torch.maximum(ev.c.abs().amax(-1), (ev.h + s).abs().amax(-1) if st.n_ineq else 0 * dual)
     g = gamma if isinstance(gamma, Tensor) else torch.full_like(dual, gamma)
-    comp = (s * mu - g[:, None]).abs().amax(-1) if st.n_ineq else 0 * dual
+    comp = _complementarity(st, s, mu, g)
     return torch.maximum(torch.maximum(dual / s_d, primal), comp / s_c), dual, primal, comp, lx
 
 
@@ -162,11 +173,14 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
             sub = sub.take(keep)
             s_f, s_c, s_h = s_f[keep], s_c[keep], s_h[keep]
             x, s, lam, mu, gamma = x[keep], s[keep], lam[keep], mu[keep], gamma[keep]
-            ev = evaluate(st, sub, x, s_f, s_c, s_h)
-            lx = lx[keep]
+            ev = ev.take(keep)
+            lx, dual, primal = lx[keep], dual[keep], primal[keep]
         # Barrier update (monotone): while the barrier problem is solved to 10 gamma, decrease gamma.
+        # Only the complementarity part of the error depends on gamma.
+        s_d_opt, s_c_opt = _optimality_scales(st, lam, mu)
+        err_fixed = torch.maximum(dual / s_d_opt, primal)
         for _k in range(5):
-            err_mu = optimality(st, ev, s, lam, mu, gamma)[0]
+            err_mu = torch.maximum(err_fixed, _complementarity(st, s, mu, gamma) / s_c_opt)
             dec = err_mu <= 10.0 * gamma
             if not bool(dec.any()):
                 break
@@ -247,7 +261,7 @@ def _line_search(st, sub, ev, x, s, lam, mu, gamma, dx, ds, alpha, s_f, s_c, s_h
         sub_i = sub if idx.numel() == x.shape[0] else sub.take(idx)
         xt = x[idx] + ai[:, None] * dx[idx]
         s_t = s[idx] + ai[:, None] * ds[idx]
-        evt = evaluate(st, sub_i, xt, s_f[idx], s_c[idx], s_h[idx])
+        evt = evaluate(st, sub_i, xt, s_f[idx], s_c[idx], s_h[idx], derivatives=False)
         theta = evt.c.abs().sum(-1) + (evt.h + s_t).abs().sum(-1)
         phi = evt.f - gamma[idx] * torch.log(s_t).sum(-1)
         th0, ph0 = theta0[idx], phi0[idx]
