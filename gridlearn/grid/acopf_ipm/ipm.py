@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from gridlearn.errors import ConfigError
+from gridlearn.grid.acopf_ipm import sparse_kkt
 from gridlearn.grid.acopf_ipm.kkt import LINEAR_SOLVERS, KKTPattern, assemble, factor_with_inertia_correction
 from gridlearn.grid.acopf_ipm.problem import (Evaluation, Scenarios, Structure, evaluate, lagrangian_hessian,
                                               objective_hessian_diagonal, scatter_cols)
@@ -92,7 +93,13 @@ class IPMState:
 
 
 def _jt(st: Structure, ev: Evaluation, lam: Tensor, mu: Tensor) -> Tensor:
-    """Jc^T lam + Jh^T mu (B, n)."""
+    """Jc^T lam + Jh^T mu (B, n): a numba pass on CPU float64 values outside autograd (the iteration),
+    torch's index_add otherwise (CUDA, and the backward, which differentiates through it)."""
+    ts = (ev.jc, ev.jh, lam, mu)
+    if (ev.jc.device.type == "cpu" and all(t.dtype == torch.float64 for t in ts)
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in ts))):
+        return sparse_kkt.jacobian_transpose_product(st.eq_rows_np, st.eq_cols_np, ev.jc, lam, st.ineq_cols_np, ev.jh,
+                                                     mu, st.n)
     return (scatter_cols(ev.jc * lam[:, st.eq_rows], st.eq_cols, st.n)
             + scatter_cols(ev.jh * mu[:, :, None], st.ineq_cols, st.n))
 

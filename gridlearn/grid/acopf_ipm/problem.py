@@ -72,6 +72,10 @@ class Structure:
     hes_src: Tensor  # which ACPolar Hessian entry each (hes_r, hes_c) takes
     pg_cols: Tensor  # (n_gen,) x column of each pg (n = constant)
     form_table_rows: Tensor  # form_table[form_rows]: (n_ineq - n_bound, 4)
+    eq_rows_np: np.ndarray  # eq_rows, eq_cols, ineq_cols as numpy (the CPU kernels' index arrays)
+    eq_cols_np: np.ndarray
+    ineq_cols_np: np.ndarray
+    eq_prefix: bool  # eq_entries == arange: the balance rows' entries are a slice of ACPolar's (no gather)
     bound_jacobian: Tensor  # (n_bound, 4) the bound rows' constant Jacobian (bound_sign, then pads)
 
 
@@ -145,7 +149,9 @@ def build_structure(d: ACOPFArrays, form: ACPolar, device, dtype) -> Structure:
         bound_value=t(bound_value, dtype), form_table=t(table), form_cols=t(form_cols), form_rows=t(form_rows),
         form_sign=t(form_sign, dtype), form_offset=t(form_offset, dtype), n_lim=form.n_lim, ineq_cols=t(ineq_cols),
         hes_r=t(hes_r), hes_c=t(hes_c), hes_src=t(hes_src), pg_cols=t(pos[2 * nb + np.arange(ng)]),
-        form_table_rows=t(table[form_rows]),
+        form_table_rows=t(table[form_rows]), eq_prefix=bool(np.array_equal(eq, np.arange(eq.size))),
+        eq_rows_np=np.ascontiguousarray(rows[eq]), eq_cols_np=np.ascontiguousarray(pos[cols[eq]]),
+        ineq_cols_np=np.ascontiguousarray(ineq_cols),
         bound_jacobian=t(np.pad(bound_sign[:, None], ((0, 0), (0, 3))), dtype),
     )
 
@@ -278,7 +284,7 @@ def evaluate(st: Structure, sc: Scenarios, x: Tensor, s_f: Tensor, s_c: Tensor, 
     jac = form.end_jacobian(ends)
     grad_f = scatter_cols(sc.cost.gradient(pg), st.pg_cols, st.n)
     jv = form.jacobian_values(ends, jac, vm).expand(x.shape[0], -1)
-    jc = jv[:, st.eq_entries]
+    jc = jv[:, : st.eq_entries.numel()] if st.eq_prefix else jv[:, st.eq_entries]
     jv_pad = torch.cat([jv, torch.zeros_like(jv[:, :1])], -1)
     j_form = jv_pad[:, st.form_table_rows] * st.form_sign[:, None]
     jh = torch.cat([st.bound_jacobian.expand(x.shape[0], -1, -1), j_form], 1)

@@ -318,6 +318,37 @@ def _assemble(m_hes, m_obj, m_jcl, m_jcu, m_outer, m_dx, m_deq, hes, obj, jc, jh
                 row[m_deq[k]] += -dc[b]
 
 
+@nb.njit(parallel=True, cache=True)
+def _jt_kernel(eq_rows, eq_cols, jc, lam, ineq_cols, jh, mu, n, out):  # pragma: no cover
+    """out (B, n) = Jc^T lam + Jh^T mu (columns >= n dropped); each product summed in entry order
+    (as torch's index_add), then the two added, so the result equals `ipm._jt`'s bit for bit."""
+    bsz = out.shape[0]
+    n_ineq = mu.shape[1]
+    for b in nb.prange(bsz):
+        a = np.zeros(n)
+        c = np.zeros(n)
+        for k in range(eq_rows.size):
+            col = eq_cols[k]
+            if col < n:
+                a[col] += jc[b, k] * lam[b, eq_rows[k]]
+        for i in range(n_ineq):
+            m = mu[b, i]
+            for u in range(4):
+                col = ineq_cols[i, u]
+                if col < n:
+                    c[col] += jh[b, i, u] * m
+        for j in range(n):
+            out[b, j] = a[j] + c[j]
+
+
+def jacobian_transpose_product(eq_rows: np.ndarray, eq_cols: np.ndarray, jc: Tensor, lam: Tensor,
+                               ineq_cols: np.ndarray, jh: Tensor, mu: Tensor, n: int) -> Tensor:
+    """Jc^T lam + Jh^T mu (B, n) for float64 CPU values with no autograd history (see `_jt_kernel`)."""
+    out = np.empty((jc.shape[0], n))
+    _jt_kernel(eq_rows, eq_cols, _np(jc), _np(lam), ineq_cols, _np(jh), _np(mu), n, out)
+    return torch.from_numpy(out)
+
+
 def _np(t: Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float64)
 
