@@ -70,8 +70,11 @@ class KKTPattern:
 
 
 #: ``linear_solver="auto"``: the sparse path on CPU from this KKT size up, the dense one below it
-#: and on every other device. Measured (benchmarks/results/acopf_batched_kkt.json, 16 scenarios):
-#: equal at N = 41 (case9), sparse 10% ahead at N = 65 (case14), 10.7x at N = 579 (case118).
+#: and on every other device. Measured (`benchmarks/bench_acopf_kkt_crossover.py` ->
+#: benchmarks/results/acopf_batched_kkt.json, 16 scenarios, after the batch-inner sparse kernels):
+#: sparse 1.14x ahead at N = 41 (case9), 1.22x at N = 65 (case14), 17x at N = 579 (case118). Kept
+#: at 60: below case9 nothing was measured, and the dense path is the one the smallest cases' tests
+#: (gradcheck on case9) were built on; both paths are tested equal there.
 SPARSE_FROM_N = 60
 LINEAR_SOLVERS = ("auto", "dense", "sparse")
 
