@@ -92,12 +92,23 @@ class IPMState:
     suspect: Tensor  # (B,) consecutive iterations with diverging multipliers
 
 
+def _numba_ok(*ts: Tensor) -> bool:
+    """Whether the CPU kernels of `sparse_kkt` may stand in for torch: float64 CPU, no autograd history."""
+    return (ts[0].device.type == "cpu" and all(t.dtype == torch.float64 for t in ts)
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in ts)))
+
+
+def _jht(st: Structure, ev: Evaluation, v: Tensor) -> Tensor:
+    """Jh^T v (B, n) (numba where `_numba_ok`, else torch)."""
+    if _numba_ok(ev.jh, v):
+        return sparse_kkt.inequality_transpose_product(st.ineq_cols_np, ev.jh, v, st.n)
+    return scatter_cols(ev.jh * v[:, :, None], st.ineq_cols, st.n)
+
+
 def _jt(st: Structure, ev: Evaluation, lam: Tensor, mu: Tensor) -> Tensor:
     """Jc^T lam + Jh^T mu (B, n): a numba pass on CPU float64 values outside autograd (the iteration),
     torch's index_add otherwise (CUDA, and the backward, which differentiates through it)."""
-    ts = (ev.jc, ev.jh, lam, mu)
-    if (ev.jc.device.type == "cpu" and all(t.dtype == torch.float64 for t in ts)
-            and not (torch.is_grad_enabled() and any(t.requires_grad for t in ts))):
+    if _numba_ok(ev.jc, ev.jh, lam, mu):
         return sparse_kkt.jacobian_transpose_product(st.eq_rows_np, st.eq_cols_np, ev.jc, lam, st.ineq_cols_np, ev.jh,
                                                      mu, st.n)
     return (scatter_cols(ev.jc * lam[:, st.eq_rows], st.eq_cols, st.n)
@@ -225,7 +236,7 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
 
 def newton_step(st, pat, sub, ev, s, lam, mu, gamma, lx, s_f, s_c, s_h, delta_last):
     """(dx, dlam, ds, dmu, Factorisation) of the condensed system at barrier ``gamma``."""
-    hes = lagrangian_hessian(st, sub, ev, lam, mu, s_f, s_c, s_h)
+    hes = lagrangian_hessian(st, sub, ev, lam, mu, s_f, s_c, s_h, pat.hes_src)
     od = objective_hessian_diagonal(st, sub, s_f)
     sigma = mu / s
 
@@ -235,7 +246,7 @@ def newton_step(st, pat, sub, ev, s, lam, mu, gamma, lx, s_f, s_c, s_h, delta_la
         return assemble(pat, hes[idx], od[idx], ev.jc[idx], ev.jh[idx], sigma[idx], dw, dc)
 
     fac = factor_with_inertia_correction(build, pat, delta_last, gamma)
-    r_x = -(lx + scatter_cols(ev.jh * ((mu * ev.h + gamma[:, None]) / s)[:, :, None], st.ineq_cols, st.n))
+    r_x = -(lx + _jht(st, ev, (mu * ev.h + gamma[:, None]) / s))
     rhs = torch.cat([r_x, -ev.c], 1)
     sol = fac.solve(rhs)
     dx, dlam = sol[:, : st.n], sol[:, st.n :]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -57,6 +58,7 @@ class KKTPattern:
     outer: Tensor  # (n_ineq * 16) Jh row outer products
     diag_x: Tensor
     diag_eq: Tensor
+    hes_src: Tensor  # the Lagrangian Hessian entries `assemble` takes (`problem.lagrangian_hessian`'s src)
     sparse: sparse_kkt.SparseSymbolic | None = None  # set: the batched sparse LDLᵀ; None: dense
 
     @property
@@ -108,9 +110,16 @@ def kkt_pattern(st: Structure, linear_solver: str = "dense") -> KKTPattern:
     are = torch.arange(st.n_eq, device=cols.device)
     p = KKTPattern(n=n, n_eq=st.n_eq, hes=flat(st.hes_r, st.hes_c), obj=flat(pg, pg),
                    jc_low=flat(n + st.eq_rows, eq_c), jc_up=flat(eq_c, n + st.eq_rows),
-                   outer=flat(a.reshape(-1), b.reshape(-1)), diag_x=flat(ar, ar), diag_eq=flat(n + are, n + are))
+                   outer=flat(a.reshape(-1), b.reshape(-1)), diag_x=flat(ar, ar), diag_eq=flat(n + are, n + are),
+                   hes_src=st.hes_src)
     if choose_linear_solver(linear_solver, N, cols.device) == "sparse":
-        p = dataclasses.replace(p, sparse=sparse_kkt.symbolic(p.parts, N, n))
+        sym = sparse_kkt.symbolic(p.parts, N, n)
+        # The Hessian is listed in both triangles (the dense K needs both); the sparse factor keeps
+        # only P K P^T's lower one, so the other half is neither gathered nor scattered.
+        m_hes = sym.part_maps[0]
+        keep = torch.as_tensor(np.flatnonzero(m_hes < sym.nnz_a), device=cols.device)
+        sym = dataclasses.replace(sym, part_maps=(m_hes[keep.cpu().numpy()], *sym.part_maps[1:]))
+        p = dataclasses.replace(p, sparse=sym, hes_src=st.hes_src[keep])
     return p
 
 

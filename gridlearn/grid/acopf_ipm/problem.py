@@ -293,18 +293,20 @@ def evaluate(st: Structure, sc: Scenarios, x: Tensor, s_f: Tensor, s_c: Tensor, 
 
 
 def lagrangian_hessian(st: Structure, sc: Scenarios, ev: Evaluation, lam: Tensor, mu: Tensor, s_f: Tensor,
-                       s_c: Tensor, s_h: Tensor) -> Tensor:
+                       s_c: Tensor, s_h: Tensor, src: Tensor | None = None) -> Tensor:
     """Entries (B, len(hes_r)) of the scaled Lagrangian's Hessian at (hes_r, hes_c), both triangles.
 
     The bound and angle rows are linear (no Hessian); the flow limits' multipliers enter
     `ACPolar.hessian_values` in its layout ``(balances, flow limits, angle rows)``. The
     objective's diagonal in pg is appended by the caller (`objective_hessian_diagonal`).
+    ``src``: which of them (default all of `Structure.hes_src`; the sparse KKT path asks only for those
+    in its lower triangle, `kkt.KKTPattern.hes_src`).
     """
     form = sc.form
     mu_flow = (mu * s_h)[:, st.n_bound : st.n_bound + st.n_lim]
     lam_layout = torch.cat([lam * s_c, mu_flow, torch.zeros_like(lam[:, : form.n_ang])], -1)
     hv = form.hessian_values(ev.ends, ev.jac, lam_layout).expand(lam.shape[0], -1)
-    return hv[:, st.hes_src]
+    return hv[:, st.hes_src if src is None else src]
 
 
 def objective_hessian_diagonal(st: Structure, sc: Scenarios, s_f: Tensor) -> Tensor:

@@ -155,7 +155,7 @@ def _final_factorisation(st: Structure, pat: KKTPattern, ch: _Chunk):
     s_f, s_c, s_h = ch.scales
     stt = ch.state
     ev = evaluate(st, ch.sc, stt.x, s_f, s_c, s_h)
-    hes = lagrangian_hessian(st, ch.sc, ev, stt.lam, stt.mu, s_f, s_c, s_h)
+    hes = lagrangian_hessian(st, ch.sc, ev, stt.lam, stt.mu, s_f, s_c, s_h, pat.hes_src)
     od = objective_hessian_diagonal(st, ch.sc, s_f)
     sigma = stt.mu / stt.s
     build = lambda idx, dw, dc: assemble(pat, hes, od, ev.jc, ev.jh, sigma, dw, dc)  # noqa: E731

@@ -349,6 +349,28 @@ def jacobian_transpose_product(eq_rows: np.ndarray, eq_cols: np.ndarray, jc: Ten
     return torch.from_numpy(out)
 
 
+@nb.njit(parallel=True, cache=True)
+def _jht_kernel(ineq_cols, jh, v, n, out):  # pragma: no cover
+    """out (B, n) = Jh^T v, summed in entry order (as torch's index_add)."""
+    bsz = out.shape[0]
+    n_ineq = v.shape[1]
+    for b in nb.prange(bsz):
+        c = np.zeros(n + 1)  # column n: the pads, never read
+        for i in range(n_ineq):
+            m = v[b, i]
+            for u in range(4):
+                c[ineq_cols[i, u]] += jh[b, i, u] * m
+        for j in range(n):
+            out[b, j] = c[j]
+
+
+def inequality_transpose_product(ineq_cols: np.ndarray, jh: Tensor, v: Tensor, n: int) -> Tensor:
+    """Jh^T v (B, n) for float64 CPU values with no autograd history."""
+    out = np.empty((jh.shape[0], n))
+    _jht_kernel(ineq_cols, _np(jh), _np(v), n, out)
+    return torch.from_numpy(out)
+
+
 def _np(t: Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float64)
 
