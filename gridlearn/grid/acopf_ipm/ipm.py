@@ -157,6 +157,7 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
     """Run the interior point until every scenario of ``state`` has a status (see the module docstring)."""
     s_f_all, s_c_all, s_h_all = scales
     tol = opts.tol
+    cached = None  # (scenarios, values-only evaluation at their new iterate): the accepted line-search trials
     for _ in range(opts.max_iter + 1):
         act = torch.nonzero(state.status == RUNNING).squeeze(-1)
         if act.numel() == 0:
@@ -165,7 +166,11 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
         sub = sc if full else sc.take(act)
         s_f, s_c, s_h = (t if full else t[act] for t in (s_f_all, s_c_all, s_h_all))
         x, s, lam, mu, gamma = (state.x[act], state.s[act], state.lam[act], state.mu[act], state.gamma[act])
-        ev = evaluate(st, sub, x, s_f, s_c, s_h)
+        values = None
+        if cached is not None and cached[0].numel() == act.numel() and bool((cached[0] == act).all()):
+            values = cached[1]  # the values at this x were computed by the line search: only derivatives now
+        cached = None
+        ev = evaluate(st, sub, x, s_f, s_c, s_h, values=values)
         err0, dual, primal, comp, lx = optimality(st, ev, s, lam, mu)
         state.error[act], state.primal[act] = err0, primal
         status = torch.full_like(act, RUNNING)
@@ -213,8 +218,10 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
         tau = torch.clamp(1.0 - gamma, min=0.99)
         a_p = _fraction_to_boundary(s, ds, tau)
         a_d = _fraction_to_boundary(mu, dmu, tau)
-        a_p = _line_search(st, sub, ev, x, s, lam, mu, gamma, dx, ds, a_p, s_f, s_c, s_h, opts)
+        a_p, trial = _line_search(st, sub, ev, x, s, lam, mu, gamma, dx, ds, a_p, s_f, s_c, s_h, opts)
         ok = fac.ok & torch.isfinite(dx).all(-1) & torch.isfinite(dmu).all(-1)
+        if trial is not None and bool(ok.all()):
+            cached = (act, trial)
         a_p = torch.where(ok, a_p, torch.zeros_like(a_p))
         a_d = torch.where(ok, a_d, torch.zeros_like(a_d))
         state.x[act] = x + a_p[:, None] * dx
@@ -262,7 +269,9 @@ def _line_search(st, sub, ev, x, s, lam, mu, gamma, dx, ds, alpha, s_f, s_c, s_h
     A trial point is accepted when it reduces the infeasibility ``theta = |(c, h + s)|_1`` or the
     barrier objective ``phi = f - gamma sum log s`` by a margin (Wächter & Biegler 2006, eq. 18),
     and must satisfy Armijo on phi once the iterate is feasible (their switching condition);
-    ``theta`` may never exceed ``1e4 max(1, theta)``. Returns the accepted primal step per scenario.
+    ``theta`` may never exceed ``1e4 max(1, theta)``. Returns the accepted primal step per scenario and,
+    when every scenario accepted a trial, the values there (the next iteration's, which then only
+    needs derivatives); None when one took the escape step.
     """
     theta0 = ev.c.abs().sum(-1) + (ev.h + s).abs().sum(-1)
     phi0 = ev.f - gamma * torch.log(s).sum(-1)
@@ -271,6 +280,7 @@ def _line_search(st, sub, ev, x, s, lam, mu, gamma, dx, ds, alpha, s_f, s_c, s_h
     theta_max = 1e4 * torch.clamp(theta0, min=1.0)
     pending = torch.ones_like(alpha, dtype=torch.bool)
     a = alpha.clone()
+    accepted = []  # (rows, values at their accepted trial point)
     for _ in range(opts.max_backtrack):
         idx = torch.nonzero(pending).squeeze(-1)
         if idx.numel() == 0:
@@ -289,5 +299,12 @@ def _line_search(st, sub, ev, x, s, lam, mu, gamma, dx, ds, alpha, s_f, s_c, s_h
         accept = accept & torch.isfinite(phi) & torch.isfinite(theta)
         pending[idx] = ~accept
         a[idx] = torch.where(accept, ai, 0.5 * ai)
+        if bool(accept.all()):
+            accepted.append((idx, evt))
+        elif bool(accept.any()):
+            k = torch.nonzero(accept).squeeze(-1)
+            accepted.append((idx[k], evt.take(k)))
     # Not accepted within max_backtrack halvings: take the fraction-to-boundary step (escape).
-    return torch.where(pending, alpha, a)
+    if bool(pending.any()):
+        return torch.where(pending, alpha, a), None
+    return a, Evaluation.stack_rows(accepted, x.shape[0])

@@ -250,6 +250,21 @@ class Evaluation:
         return Evaluation(*(sel(getattr(self, k)) for k in ("f", "grad_f", "c", "jc", "h", "jh")),
                           sel_all(self.ends), sel_all(self.jac), sel(self.vm))
 
+    @staticmethod
+    def stack_rows(parts: list[tuple[Tensor, "Evaluation"]], batch: int) -> "Evaluation":
+        """One evaluation of ``batch`` rows from values-only pieces ``(rows, evaluation of those rows)``."""
+        if len(parts) == 1:
+            return parts[0][1]
+        order = torch.argsort(torch.cat([r for r, _ in parts]))
+
+        def cat(vs):
+            return torch.cat(vs)[order]
+
+        evs = [e for _, e in parts]
+        ends = type(evs[0].ends)(*(cat([getattr(e.ends, k) for e in evs]) for k in evs[0].ends.__slots__))
+        return Evaluation(cat([e.f for e in evs]), None, cat([e.c for e in evs]), None, cat([e.h for e in evs]), None,
+                          ends, None, cat([e.vm for e in evs]))
+
 
 def to_z(st: Structure, x: Tensor) -> Tensor:
     """The full layout z (B, n_z) from the free variables x (B, n)."""
@@ -263,14 +278,19 @@ def scatter_cols(values: Tensor, cols: Tensor, n: int) -> Tensor:
 
 
 def evaluate(st: Structure, sc: Scenarios, x: Tensor, s_f: Tensor, s_c: Tensor, s_h: Tensor,
-             derivatives: bool = True) -> Evaluation:
+             derivatives: bool = True, values: Evaluation | None = None) -> Evaluation:
     """Objective, constraints and their Jacobians at ``x`` (B, n), scaled by ``s_f`` (B,), ``s_c``, ``s_h``.
 
     ``derivatives=False``: values only (``grad_f``, ``jc``, ``jh`` None), what a line-search trial needs.
+    ``values``: such a values-only evaluation at this same ``x`` and scaling (the accepted trial
+    point): only the derivatives are computed.
     """
     form = sc.form
     z = to_z(st, x)
     va, vm, pg, qg = form.split(z)
+    if values is not None:
+        return _derivatives(st, sc, x, pg, values.ends, values.vm, s_f, s_c, s_h,
+                            values.f, values.c, values.h)
     ends = form.end_state(va, vm)
     f = sc.cost.per_generator(pg).sum(-1)
     c_p, c_q = form.balance(ends, vm, pg, qg, sc.pd_pu, sc.qd_pu)
@@ -281,6 +301,13 @@ def evaluate(st: Structure, sc: Scenarios, x: Tensor, s_f: Tensor, s_c: Tensor, 
     h = torch.cat([h_bound, h_form], -1)
     if not derivatives:
         return Evaluation(f * s_f, None, c * s_c, None, h * s_h, None, ends, None, vm)
+    return _derivatives(st, sc, x, pg, ends, vm, s_f, s_c, s_h, f * s_f, c * s_c, h * s_h)
+
+
+def _derivatives(st: Structure, sc: Scenarios, x: Tensor, pg: Tensor, ends, vm: Tensor, s_f: Tensor, s_c: Tensor,
+                 s_h: Tensor, f: Tensor, c: Tensor, h: Tensor) -> Evaluation:
+    """`evaluate`'s Jacobians at the end state ``ends``, with the scaled values ``f``, ``c``, ``h``."""
+    form = sc.form
     jac = form.end_jacobian(ends)
     grad_f = scatter_cols(sc.cost.gradient(pg), st.pg_cols, st.n)
     jv = form.jacobian_values(ends, jac, vm).expand(x.shape[0], -1)
@@ -288,8 +315,7 @@ def evaluate(st: Structure, sc: Scenarios, x: Tensor, s_f: Tensor, s_c: Tensor, 
     jv_pad = torch.cat([jv, torch.zeros_like(jv[:, :1])], -1)
     j_form = jv_pad[:, st.form_table_rows] * st.form_sign[:, None]
     jh = torch.cat([st.bound_jacobian.expand(x.shape[0], -1, -1), j_form], 1)
-    return Evaluation(f * s_f, grad_f * s_f[:, None], c * s_c, jc * s_c[:, st.eq_rows], h * s_h, jh * s_h[..., None],
-                      ends, jac, vm)
+    return Evaluation(f, grad_f * s_f[:, None], c, jc * s_c[:, st.eq_rows], h, jh * s_h[..., None], ends, jac, vm)
 
 
 def lagrangian_hessian(st: Structure, sc: Scenarios, ev: Evaluation, lam: Tensor, mu: Tensor, s_f: Tensor,
