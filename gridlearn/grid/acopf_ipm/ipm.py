@@ -48,6 +48,16 @@ KAPPA_SIGMA = 1e10
 GAMMA_THETA, GAMMA_PHI, ETA_PHI = 1e-5, 1e-5, 1e-4  # Ipopt's filter margins and Armijo constant
 THETA_MIN = 1e-8  # infeasibility below which a step must decrease phi (switching condition)
 SUSPECT_ITERATIONS = 5  # consecutive iterations of diverging multipliers before INFEASIBLE
+#: A stalled infeasible iterate (the second INFEASIBLE test): the primal infeasibility has not fallen
+#: by STALL_DECREASE (relative) for STALL_ITERATIONS iterations while the multipliers exceed
+#: STALL_MULTIPLIER times |grad f|: the objective's share of the stationarity condition is below
+#: 1/STALL_MULTIPLIER, so the iterate is a Fritz John point of the constraints alone to that
+#: accuracy, and it makes no progress towards feasibility. (case6ww, a +-10% load scenario that
+#: Ipopt calls infeasible: primal stuck at 1.2e-3 from iteration 15 while the multipliers grew
+#: linearly, 8e7 to 9e8, never crossing the divergence test's 1e7 |grad f| = 1.1e9 in 200 iterations.)
+STALL_ITERATIONS = 10
+STALL_DECREASE = 1e-3
+STALL_MULTIPLIER = 1e5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +100,14 @@ class IPMState:
     primal: Tensor  # (B,) last |(c, h + s)|_inf
     delta_last: Tensor  # (B,) last Hessian regularisation
     suspect: Tensor  # (B,) consecutive iterations with diverging multipliers
+    stall: Tensor | None = None  # (B,) consecutive iterations of a stalled infeasible iterate (STALL_*)
+    primal_ref: Tensor | None = None  # (B,) primal infeasibility when the stall count last restarted
+
+    def __post_init__(self):
+        if self.stall is None:
+            self.stall = torch.zeros_like(self.suspect)
+        if self.primal_ref is None:
+            self.primal_ref = torch.full_like(self.primal, float("inf"))
 
 
 def _numba_ok(*ts: Tensor) -> bool:
@@ -182,7 +200,11 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
         g_max = ev.grad_f.abs().amax(-1).clamp_min(1.0)
         diverged = (y_max > opts.infeasible_multiplier * g_max) & (primal > 1e2 * tol)
         state.suspect[act] = torch.where(diverged, state.suspect[act] + 1, torch.zeros_like(state.suspect[act]))
-        infeasible = state.suspect[act] >= SUSPECT_ITERATIONS
+        progress = primal < (1 - STALL_DECREASE) * state.primal_ref[act]
+        stalled = ~progress & (y_max > STALL_MULTIPLIER * g_max) & (primal > 1e2 * tol)
+        state.primal_ref[act] = torch.where(progress, primal, state.primal_ref[act])
+        state.stall[act] = torch.where(stalled, state.stall[act] + 1, torch.zeros_like(state.stall[act]))
+        infeasible = (state.suspect[act] >= SUSPECT_ITERATIONS) | (state.stall[act] >= STALL_ITERATIONS)
         status = torch.where(infeasible & (status == RUNNING), Status.INFEASIBLE.code, status)
         over = (state.iters[act] >= opts.max_iter) & (status == RUNNING)
         status = torch.where(over, Status.MAX_STEPS.code, status)
