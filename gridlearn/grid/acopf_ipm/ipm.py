@@ -134,7 +134,9 @@ def _jt(st: Structure, ev: Evaluation, lam: Tensor, mu: Tensor) -> Tensor:
 
 
 def _jh_dot(st: Structure, ev: Evaluation, dx: Tensor) -> Tensor:
-    """Jh dx (B, n_ineq)."""
+    """Jh dx (B, n_ineq) (numba where `_numba_ok`, else torch)."""
+    if _numba_ok(ev.jh, dx):
+        return sparse_kkt.inequality_product(st.ineq_cols_np, ev.jh, dx)
     pad = torch.cat([dx, torch.zeros_like(dx[:, :1])], 1)
     return (ev.jh * pad[:, st.ineq_cols]).sum(-1)
 

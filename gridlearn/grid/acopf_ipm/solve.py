@@ -92,6 +92,15 @@ class _Chunk:
     state: IPMState
     fac: Any = None
     weak: Any = None  # (B,) bool: a constraint is weakly active at the solution (no derivative there)
+    ev: Any = None  # the evaluation at the final iterate (`_final_evaluation`), once the state is final
+
+
+def _final_evaluation(st: Structure, ch: _Chunk):
+    """The evaluation at the chunk's final iterate, computed once (the backward's factorisation, the
+    weak-activity test and the residuals all need it)."""
+    if ch.ev is None:
+        ch.ev = evaluate(st, ch.sc, ch.state.x, *ch.scales)
+    return ch.ev
 
 
 def _check(network) -> None:
@@ -154,7 +163,7 @@ def _final_factorisation(st: Structure, pat: KKTPattern, ch: _Chunk):
     """LDLᵀ of K at the solution (no regularisation), for the backward."""
     s_f, s_c, s_h = ch.scales
     stt = ch.state
-    ev = evaluate(st, ch.sc, stt.x, s_f, s_c, s_h)
+    ev = _final_evaluation(st, ch)
     hes = lagrangian_hessian(st, ch.sc, ev, stt.lam, stt.mu, s_f, s_c, s_h, pat.hes_src)
     od = objective_hessian_diagonal(st, ch.sc, s_f)
     sigma = stt.mu / stt.s
@@ -181,7 +190,7 @@ ACTIVE_TOL = 1e-9
 def _weakly_active(st: Structure, ch: _Chunk) -> Tensor:
     """(B,) whether any inequality of a scenario is weakly active, by the Ipopt layer's test (unscaled)."""
     s_f, s_c, s_h = ch.scales
-    ev = evaluate(st, ch.sc, ch.state.x, s_f, s_c, s_h)
+    ev = _final_evaluation(st, ch)
     g_scale = (ev.grad_f / s_f[:, None]).abs().amax(-1).clamp_min(1e-12)
     slack = ch.state.s / s_h
     mult = ch.state.mu * s_h / s_f[:, None] / g_scale[:, None]
@@ -297,7 +306,7 @@ class _Solver:
         w = fac.solve(v)
         s_f, s_c, s_h = sub.scales
         stt = sub.state
-        ev = evaluate(st, sub.sc, stt.x, s_f, s_c, s_h)
+        ev = _final_evaluation(st, sub)
         hes = lagrangian_hessian(st, sub.sc, ev, stt.lam, stt.mu, s_f, s_c, s_h, pat.hes_src)
         zero = torch.zeros_like(s_f)
         K = assemble(pat, hes, objective_hessian_diagonal(st, sub.sc, s_f), ev.jc, ev.jh, stt.mu / stt.s, zero, zero)
@@ -460,7 +469,7 @@ def _pack(solver: _Solver, x: Tensor, lam: Tensor, thetas, elapsed: float) -> Ba
     duals = _named_duals(st, d, lam_ipopt, mu_u)
     err, parts = [], {"dual": [], "primal": [], "complementarity": []}
     for ch in solver.chunks:
-        ev = evaluate(st, ch.sc, ch.state.x, *ch.scales)
+        ev = _final_evaluation(st, ch)
         e, du, pr, co, _ = optimality(st, ev, ch.state.s, ch.state.lam, ch.state.mu)
         err.append(e)
         parts["dual"].append(du), parts["primal"].append(pr), parts["complementarity"].append(co)

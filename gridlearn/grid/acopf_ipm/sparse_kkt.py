@@ -364,6 +364,27 @@ def _jht_kernel(ineq_cols, jh, v, n, out):  # pragma: no cover
             out[b, j] = c[j]
 
 
+@nb.njit(parallel=True, cache=True)
+def _jh_dot_kernel(ineq_cols, jh, dx, out):  # pragma: no cover
+    """out (B, n_ineq) = Jh dx (pad column n: 0), each row's four products summed left to right."""
+    bsz, n_ineq = out.shape
+    n = dx.shape[1]
+    for b in nb.prange(bsz):
+        for i in range(n_ineq):
+            acc = 0.0
+            for u in range(4):
+                c = ineq_cols[i, u]
+                acc += jh[b, i, u] * (dx[b, c] if c < n else 0.0)
+            out[b, i] = acc
+
+
+def inequality_product(ineq_cols: np.ndarray, jh: Tensor, dx: Tensor) -> Tensor:
+    """Jh dx (B, n_ineq) for float64 CPU values with no autograd history."""
+    out = np.empty((jh.shape[0], jh.shape[1]))
+    _jh_dot_kernel(ineq_cols, _np(jh), _np(dx), out)
+    return torch.from_numpy(out)
+
+
 def inequality_transpose_product(ineq_cols: np.ndarray, jh: Tensor, v: Tensor, n: int) -> Tensor:
     """Jh^T v (B, n) for float64 CPU values with no autograd history."""
     out = np.empty((jh.shape[0], n))
