@@ -273,7 +273,8 @@ class _Solver:
 
     def _retry(self, sc_all: Scenarios, x_start: Tensor, pat: KKTPattern, keep_codes: tuple) -> None:
         """Solve again, from ``x_start`` (B, n) and with ``pat``, the scenarios whose status is not in
-        ``keep_codes``; a converged retry replaces the first attempt (its iterations are added)."""
+        ``keep_codes``; a converged retry replaces the first attempt, and so does an INFEASIBLE one where
+        the first ended MAX_STEPS or NUMERICAL (its iterations are added)."""
         st, opts = self.st, self.opts
         codes = torch.as_tensor(keep_codes, device=self.device)
         bad = torch.cat([ch.idx[~torch.isin(ch.state.status, codes)] for ch in self.chunks])
@@ -288,7 +289,12 @@ class _Solver:
                 c, k = where[i]
                 ch = self.chunks[c]
                 first = int(ch.state.iters[k])
-                if int(r.state.status[j]) == Status.CONVERGED.code:
+                new, old = int(r.state.status[j]), int(ch.state.status[k])
+                # A converged retry replaces the first attempt; so does an INFEASIBLE one (local
+                # infeasibility detected) where the first attempt reached no conclusion (case145: 200
+                # iterations to MAX_STEPS, then the dense retry's multipliers diverge, as Ipopt's do).
+                if new == Status.CONVERGED.code or (new == Status.INFEASIBLE.code and old in (
+                        Status.MAX_STEPS.code, Status.NUMERICAL.code)):
                     for f in dataclasses.fields(IPMState):
                         getattr(ch.state, f.name)[k] = getattr(r.state, f.name)[j]
                     for a, b in zip(ch.scales, r.scales):
