@@ -20,8 +20,10 @@ those K, |objective - Ipopt| / Ipopt, max |pg - pg_Ipopt| (MW), and whether the 
 agree (Ipopt's InfeasibleError vs INFEASIBLE). A row whose predicted torch time exceeds
 ``--budget-s`` (linear in B from the previous batch) is skipped and listed as such.
 
-One thread (torch.set_num_threads(1), OMP_NUM_THREADS=1), CPU time: the machine is
-shared, so compare the ratios. No GPU was lent; the GPU figures are an estimate from FLOP
+One thread (torch.set_num_threads(1), OMP_NUM_THREADS=1, NUMBA_NUM_THREADS=1), CPU time: the
+machine is shared, so compare the ratios. ``--repeats R`` interleaves the two sides R times
+(Ipopt peer, then each batch's worker, again) and keeps the minimum of each time; every row
+records the load average at its measurement. No GPU was lent; the GPU figures are an estimate from FLOP
 and memory-traffic counts (see `gpu_estimate`).
 """
 
@@ -39,6 +41,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
@@ -165,6 +168,7 @@ def main() -> None:
     ap.add_argument("--cases", nargs="+", default=["case30", "case118", "case300"])
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 16, 256])
     ap.add_argument("--budget-s", type=float, default=400.0)
+    ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--worker", nargs=3)
     ap.add_argument("--out", default=str(HERE / "results" / "acopf_batched.json"))
     args = ap.parse_args()
@@ -172,32 +176,54 @@ def main() -> None:
         case, b, k = args.worker
         print(json.dumps(worker(case, int(b), int(k))))
         return
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     rows, skipped = [], []
     for case in args.cases:
         k = min(16, max(args.batches))
-        ref = ipopt_peer(case, k)
-        print(case, "ipopt per scenario", ref["fwd_s_per_scenario"], ref["fwdbwd_s_per_scenario"], flush=True)
-        per_scen = None
-        for b in sorted(args.batches):
-            if per_scen is not None and 2 * per_scen * b > args.budget_s:
-                skipped.append({"case": case, "batch": b, "predicted_s": 2 * per_scen * b})
-                continue
-            out = subprocess.run([sys.executable, __file__, "--worker", case, str(b), str(min(k, b))], env=env,
-                                 capture_output=True, text=True, check=True).stdout
-            row = json.loads(out.strip().splitlines()[-1])
-            per_scen = row["fwdbwd_s"] / b
+        runs: dict[int, list] = {}
+        refs = []
+        for rep in range(args.repeats):  # interleaved: Ipopt peer, then every batch, again
+            ref = ipopt_peer(case, k)
+            ref["load_avg_1min"] = os.getloadavg()[0]
+            refs.append(ref)
+            print(case, "ipopt per scenario", ref["fwd_s_per_scenario"], ref["fwdbwd_s_per_scenario"], flush=True)
+            per_scen = None
+            for b in sorted(args.batches):
+                if per_scen is not None and 2 * per_scen * b > args.budget_s:
+                    if rep == 0:
+                        skipped.append({"case": case, "batch": b, "predicted_s": 2 * per_scen * b})
+                    continue
+                out = subprocess.run([sys.executable, __file__, "--worker", case, str(b), str(min(k, b))], env=env,
+                                     capture_output=True, text=True, check=True).stdout
+                row = json.loads(out.strip().splitlines()[-1])
+                row["load_avg_1min"] = os.getloadavg()[0]
+                runs.setdefault(b, []).append(row)
+                per_scen = row["fwdbwd_s"] / b
+        ref = dict(refs[0])
+        for key in ("fwd_s_per_scenario", "fwdbwd_s_per_scenario"):
+            ref[key] = min(r[key] for r in refs)
+            ref[key + "_repeats"] = [r[key] for r in refs]
+        for b, reps in sorted(runs.items()):
+            row = dict(reps[0])
+            for key in ("fwd_s", "fwdbwd_s"):
+                row[key] = min(r[key] for r in reps)
+                row[key + "_repeats"] = [r[key] for r in reps]
+            row["load_avg_1min"] = [r["load_avg_1min"] for r in reps]
+            row["ipopt_load_avg_1min"] = [r["load_avg_1min"] for r in refs]
             kk = min(k, b)
             ref_k = {key: ref[key][:kk] for key in ("objective", "pg_mw", "status")}
             row["agreement_first_k"] = agreement(row.pop("first_k"), ref_k)
             row["ipopt_loop_fwd_s"] = ref["fwd_s_per_scenario"] * b
             row["ipopt_loop_fwdbwd_s"] = ref["fwdbwd_s_per_scenario"] * b
+            row["ipopt_per_scenario_repeats"] = {"fwd_s": ref["fwd_s_per_scenario_repeats"],
+                                                 "fwdbwd_s": ref["fwdbwd_s_per_scenario_repeats"]}
             row["speedup_fwd"] = row["ipopt_loop_fwd_s"] / row["fwd_s"]
             row["speedup_fwdbwd"] = row["ipopt_loop_fwdbwd_s"] / row["fwdbwd_s"]
             row["gpu_estimate"] = gpu_estimate(row["n_kkt"], b, row["iterations_median"] * 1.1)
             rows.append(row)
             print(json.dumps({k2: row[k2] for k2 in ("case", "batch", "fwd_s", "fwdbwd_s", "speedup_fwd",
-                                                       "speedup_fwdbwd", "agreement_first_k")}), flush=True)
+                                                       "speedup_fwdbwd", "agreement_first_k", "load_avg_1min")}),
+                  flush=True)
     result = {"command": " ".join(["OMP_NUM_THREADS=1", ".venv/bin/python", "benchmarks/bench_acopf_batched.py",
                                    *sys.argv[1:]]),
               "threads": 1, "time": "CPU seconds (process_time)", "gpu": GPU, "rows": rows, "skipped": skipped}

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from gridlearn.errors import ConfigError
+from gridlearn.grid.acopf_ipm import sparse_kkt
 from gridlearn.grid.acopf_ipm.kkt import LINEAR_SOLVERS, KKTPattern, assemble, factor_with_inertia_correction
 from gridlearn.grid.acopf_ipm.problem import (Evaluation, Scenarios, Structure, evaluate, lagrangian_hessian,
                                               objective_hessian_diagonal, scatter_cols)
@@ -47,6 +48,16 @@ KAPPA_SIGMA = 1e10
 GAMMA_THETA, GAMMA_PHI, ETA_PHI = 1e-5, 1e-5, 1e-4  # Ipopt's filter margins and Armijo constant
 THETA_MIN = 1e-8  # infeasibility below which a step must decrease phi (switching condition)
 SUSPECT_ITERATIONS = 5  # consecutive iterations of diverging multipliers before INFEASIBLE
+#: A stalled infeasible iterate (the second INFEASIBLE test): the primal infeasibility has not fallen
+#: by STALL_DECREASE (relative) for STALL_ITERATIONS iterations while the multipliers exceed
+#: STALL_MULTIPLIER times |grad f|: the objective's share of the stationarity condition is below
+#: 1/STALL_MULTIPLIER, so the iterate is a Fritz John point of the constraints alone to that
+#: accuracy, and it makes no progress towards feasibility. (case6ww, a +-10% load scenario that
+#: Ipopt calls infeasible: primal stuck at 1.2e-3 from iteration 15 while the multipliers grew
+#: linearly, 8e7 to 9e8, never crossing the divergence test's 1e7 |grad f| = 1.1e9 in 200 iterations.)
+STALL_ITERATIONS = 10
+STALL_DECREASE = 1e-3
+STALL_MULTIPLIER = 1e5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,31 +100,69 @@ class IPMState:
     primal: Tensor  # (B,) last |(c, h + s)|_inf
     delta_last: Tensor  # (B,) last Hessian regularisation
     suspect: Tensor  # (B,) consecutive iterations with diverging multipliers
+    stall: Tensor | None = None  # (B,) consecutive iterations of a stalled infeasible iterate (STALL_*)
+    primal_ref: Tensor | None = None  # (B,) primal infeasibility when the stall count last restarted
+
+    def __post_init__(self):
+        if self.stall is None:
+            self.stall = torch.zeros_like(self.suspect)
+        if self.primal_ref is None:
+            self.primal_ref = torch.full_like(self.primal, float("inf"))
+
+
+def _numba_ok(*ts: Tensor) -> bool:
+    """Whether the CPU kernels of `sparse_kkt` may stand in for torch: float64 CPU, no autograd history."""
+    return (ts[0].device.type == "cpu" and all(t.dtype == torch.float64 for t in ts)
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in ts)))
+
+
+def _jht(st: Structure, ev: Evaluation, v: Tensor) -> Tensor:
+    """Jh^T v (B, n) (numba where `_numba_ok`, else torch)."""
+    if _numba_ok(ev.jh, v):
+        return sparse_kkt.inequality_transpose_product(st.ineq_cols_np, ev.jh, v, st.n)
+    return scatter_cols(ev.jh * v[:, :, None], st.ineq_cols, st.n)
 
 
 def _jt(st: Structure, ev: Evaluation, lam: Tensor, mu: Tensor) -> Tensor:
-    """Jc^T lam + Jh^T mu (B, n)."""
+    """Jc^T lam + Jh^T mu (B, n): a numba pass on CPU float64 values outside autograd (the iteration),
+    torch's index_add otherwise (CUDA, and the backward, which differentiates through it)."""
+    if _numba_ok(ev.jc, ev.jh, lam, mu):
+        return sparse_kkt.jacobian_transpose_product(st.eq_rows_np, st.eq_cols_np, ev.jc, lam, st.ineq_cols_np, ev.jh,
+                                                     mu, st.n)
     return (scatter_cols(ev.jc * lam[:, st.eq_rows], st.eq_cols, st.n)
             + scatter_cols(ev.jh * mu[:, :, None], st.ineq_cols, st.n))
 
 
 def _jh_dot(st: Structure, ev: Evaluation, dx: Tensor) -> Tensor:
-    """Jh dx (B, n_ineq)."""
+    """Jh dx (B, n_ineq) (numba where `_numba_ok`, else torch)."""
+    if _numba_ok(ev.jh, dx):
+        return sparse_kkt.inequality_product(st.ineq_cols_np, ev.jh, dx)
     pad = torch.cat([dx, torch.zeros_like(dx[:, :1])], 1)
     return (ev.jh * pad[:, st.ineq_cols]).sum(-1)
 
 
-def optimality(st: Structure, ev: Evaluation, s: Tensor, lam: Tensor, mu: Tensor, gamma: Tensor | float = 0.0):
-    """Ipopt's scaled optimality error (B,) at barrier ``gamma``, with its parts (dual, primal, comp)."""
+def _optimality_scales(st: Structure, lam: Tensor, mu: Tensor) -> tuple[Tensor, Tensor]:
+    """Ipopt's (s_d, s_c) of the optimality error (B,): multiplier sizes above s_max = 100."""
     s_max = 100.0
     m = st.n_eq + st.n_ineq
     s_d = torch.clamp((lam.abs().sum(-1) + mu.abs().sum(-1)) / m, min=s_max) / s_max
     s_c = torch.clamp(mu.abs().sum(-1) / max(st.n_ineq, 1), min=s_max) / s_max
+    return s_d, s_c
+
+
+def _complementarity(st: Structure, s: Tensor, mu: Tensor, gamma: Tensor) -> Tensor:
+    """max |s mu - gamma| (B,)."""
+    return (s * mu - gamma[:, None]).abs().amax(-1) if st.n_ineq else torch.zeros_like(gamma)
+
+
+def optimality(st: Structure, ev: Evaluation, s: Tensor, lam: Tensor, mu: Tensor, gamma: Tensor | float = 0.0):
+    """Ipopt's scaled optimality error (B,) at barrier ``gamma``, with its parts (dual, primal, comp)."""
+    s_d, s_c = _optimality_scales(st, lam, mu)
     lx = ev.grad_f + _jt(st, ev, lam, mu)
     dual = lx.abs().amax(-1)
     primal = torch.maximum(ev.c.abs().amax(-1), (ev.h + s).abs().amax(-1) if st.n_ineq else 0 * dual)
     g = gamma if isinstance(gamma, Tensor) else torch.full_like(dual, gamma)
-    comp = (s * mu - g[:, None]).abs().amax(-1) if st.n_ineq else 0 * dual
+    comp = _complementarity(st, s, mu, g)
     return torch.maximum(torch.maximum(dual / s_d, primal), comp / s_c), dual, primal, comp, lx
 
 
@@ -128,6 +177,7 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
     """Run the interior point until every scenario of ``state`` has a status (see the module docstring)."""
     s_f_all, s_c_all, s_h_all = scales
     tol = opts.tol
+    cached = None  # (scenarios, values-only evaluation at their new iterate): the accepted line-search trials
     for _ in range(opts.max_iter + 1):
         act = torch.nonzero(state.status == RUNNING).squeeze(-1)
         if act.numel() == 0:
@@ -136,7 +186,11 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
         sub = sc if full else sc.take(act)
         s_f, s_c, s_h = (t if full else t[act] for t in (s_f_all, s_c_all, s_h_all))
         x, s, lam, mu, gamma = (state.x[act], state.s[act], state.lam[act], state.mu[act], state.gamma[act])
-        ev = evaluate(st, sub, x, s_f, s_c, s_h)
+        values = None
+        if cached is not None and cached[0].numel() == act.numel() and bool((cached[0] == act).all()):
+            values = cached[1]  # the values at this x were computed by the line search: only derivatives now
+        cached = None
+        ev = evaluate(st, sub, x, s_f, s_c, s_h, values=values)
         err0, dual, primal, comp, lx = optimality(st, ev, s, lam, mu)
         state.error[act], state.primal[act] = err0, primal
         status = torch.full_like(act, RUNNING)
@@ -148,7 +202,11 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
         g_max = ev.grad_f.abs().amax(-1).clamp_min(1.0)
         diverged = (y_max > opts.infeasible_multiplier * g_max) & (primal > 1e2 * tol)
         state.suspect[act] = torch.where(diverged, state.suspect[act] + 1, torch.zeros_like(state.suspect[act]))
-        infeasible = state.suspect[act] >= SUSPECT_ITERATIONS
+        progress = primal < (1 - STALL_DECREASE) * state.primal_ref[act]
+        stalled = ~progress & (y_max > STALL_MULTIPLIER * g_max) & (primal > 1e2 * tol)
+        state.primal_ref[act] = torch.where(progress, primal, state.primal_ref[act])
+        state.stall[act] = torch.where(stalled, state.stall[act] + 1, torch.zeros_like(state.stall[act]))
+        infeasible = (state.suspect[act] >= SUSPECT_ITERATIONS) | (state.stall[act] >= STALL_ITERATIONS)
         status = torch.where(infeasible & (status == RUNNING), Status.INFEASIBLE.code, status)
         over = (state.iters[act] >= opts.max_iter) & (status == RUNNING)
         status = torch.where(over, Status.MAX_STEPS.code, status)
@@ -162,11 +220,14 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
             sub = sub.take(keep)
             s_f, s_c, s_h = s_f[keep], s_c[keep], s_h[keep]
             x, s, lam, mu, gamma = x[keep], s[keep], lam[keep], mu[keep], gamma[keep]
-            ev = evaluate(st, sub, x, s_f, s_c, s_h)
-            lx = lx[keep]
+            ev = ev.take(keep)
+            lx, dual, primal = lx[keep], dual[keep], primal[keep]
         # Barrier update (monotone): while the barrier problem is solved to 10 gamma, decrease gamma.
+        # Only the complementarity part of the error depends on gamma.
+        s_d_opt, s_c_opt = _optimality_scales(st, lam, mu)
+        err_fixed = torch.maximum(dual / s_d_opt, primal)
         for _k in range(5):
-            err_mu = optimality(st, ev, s, lam, mu, gamma)[0]
+            err_mu = torch.maximum(err_fixed, _complementarity(st, s, mu, gamma) / s_c_opt)
             dec = err_mu <= 10.0 * gamma
             if not bool(dec.any()):
                 break
@@ -181,8 +242,10 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
         tau = torch.clamp(1.0 - gamma, min=0.99)
         a_p = _fraction_to_boundary(s, ds, tau)
         a_d = _fraction_to_boundary(mu, dmu, tau)
-        a_p = _line_search(st, sub, ev, x, s, lam, mu, gamma, dx, ds, a_p, s_f, s_c, s_h, opts)
+        a_p, trial = _line_search(st, sub, ev, x, s, lam, mu, gamma, dx, ds, a_p, s_f, s_c, s_h, opts)
         ok = fac.ok & torch.isfinite(dx).all(-1) & torch.isfinite(dmu).all(-1)
+        if trial is not None and bool(ok.all()):
+            cached = (act, trial)
         a_p = torch.where(ok, a_p, torch.zeros_like(a_p))
         a_d = torch.where(ok, a_d, torch.zeros_like(a_d))
         state.x[act] = x + a_p[:, None] * dx
@@ -204,7 +267,7 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
 
 def newton_step(st, pat, sub, ev, s, lam, mu, gamma, lx, s_f, s_c, s_h, delta_last):
     """(dx, dlam, ds, dmu, Factorisation) of the condensed system at barrier ``gamma``."""
-    hes = lagrangian_hessian(st, sub, ev, lam, mu, s_f, s_c, s_h)
+    hes = lagrangian_hessian(st, sub, ev, lam, mu, s_f, s_c, s_h, pat.hes_src)
     od = objective_hessian_diagonal(st, sub, s_f)
     sigma = mu / s
 
@@ -214,7 +277,7 @@ def newton_step(st, pat, sub, ev, s, lam, mu, gamma, lx, s_f, s_c, s_h, delta_la
         return assemble(pat, hes[idx], od[idx], ev.jc[idx], ev.jh[idx], sigma[idx], dw, dc)
 
     fac = factor_with_inertia_correction(build, pat, delta_last, gamma)
-    r_x = -(lx + scatter_cols(ev.jh * ((mu * ev.h + gamma[:, None]) / s)[:, :, None], st.ineq_cols, st.n))
+    r_x = -(lx + _jht(st, ev, (mu * ev.h + gamma[:, None]) / s))
     rhs = torch.cat([r_x, -ev.c], 1)
     sol = fac.solve(rhs)
     dx, dlam = sol[:, : st.n], sol[:, st.n :]
@@ -230,7 +293,9 @@ def _line_search(st, sub, ev, x, s, lam, mu, gamma, dx, ds, alpha, s_f, s_c, s_h
     A trial point is accepted when it reduces the infeasibility ``theta = |(c, h + s)|_1`` or the
     barrier objective ``phi = f - gamma sum log s`` by a margin (Wächter & Biegler 2006, eq. 18),
     and must satisfy Armijo on phi once the iterate is feasible (their switching condition);
-    ``theta`` may never exceed ``1e4 max(1, theta)``. Returns the accepted primal step per scenario.
+    ``theta`` may never exceed ``1e4 max(1, theta)``. Returns the accepted primal step per scenario and,
+    when every scenario accepted a trial, the values there (the next iteration's, which then only
+    needs derivatives); None when one took the escape step.
     """
     theta0 = ev.c.abs().sum(-1) + (ev.h + s).abs().sum(-1)
     phi0 = ev.f - gamma * torch.log(s).sum(-1)
@@ -239,6 +304,7 @@ def _line_search(st, sub, ev, x, s, lam, mu, gamma, dx, ds, alpha, s_f, s_c, s_h
     theta_max = 1e4 * torch.clamp(theta0, min=1.0)
     pending = torch.ones_like(alpha, dtype=torch.bool)
     a = alpha.clone()
+    accepted = []  # (rows, values at their accepted trial point)
     for _ in range(opts.max_backtrack):
         idx = torch.nonzero(pending).squeeze(-1)
         if idx.numel() == 0:
@@ -247,7 +313,7 @@ def _line_search(st, sub, ev, x, s, lam, mu, gamma, dx, ds, alpha, s_f, s_c, s_h
         sub_i = sub if idx.numel() == x.shape[0] else sub.take(idx)
         xt = x[idx] + ai[:, None] * dx[idx]
         s_t = s[idx] + ai[:, None] * ds[idx]
-        evt = evaluate(st, sub_i, xt, s_f[idx], s_c[idx], s_h[idx])
+        evt = evaluate(st, sub_i, xt, s_f[idx], s_c[idx], s_h[idx], derivatives=False)
         theta = evt.c.abs().sum(-1) + (evt.h + s_t).abs().sum(-1)
         phi = evt.f - gamma[idx] * torch.log(s_t).sum(-1)
         th0, ph0 = theta0[idx], phi0[idx]
@@ -257,5 +323,12 @@ def _line_search(st, sub, ev, x, s, lam, mu, gamma, dx, ds, alpha, s_f, s_c, s_h
         accept = accept & torch.isfinite(phi) & torch.isfinite(theta)
         pending[idx] = ~accept
         a[idx] = torch.where(accept, ai, 0.5 * ai)
+        if bool(accept.all()):
+            accepted.append((idx, evt))
+        elif bool(accept.any()):
+            k = torch.nonzero(accept).squeeze(-1)
+            accepted.append((idx[k], evt.take(k)))
     # Not accepted within max_backtrack halvings: take the fraction-to-boundary step (escape).
-    return torch.where(pending, alpha, a)
+    if bool(pending.any()):
+        return torch.where(pending, alpha, a), None
+    return a, Evaluation.stack_rows(accepted, x.shape[0])

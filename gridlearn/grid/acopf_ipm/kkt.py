@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -57,6 +58,7 @@ class KKTPattern:
     outer: Tensor  # (n_ineq * 16) Jh row outer products
     diag_x: Tensor
     diag_eq: Tensor
+    hes_src: Tensor  # the Lagrangian Hessian entries `assemble` takes (`problem.lagrangian_hessian`'s src)
     sparse: sparse_kkt.SparseSymbolic | None = None  # set: the batched sparse LDLᵀ; None: dense
 
     @property
@@ -70,8 +72,11 @@ class KKTPattern:
 
 
 #: ``linear_solver="auto"``: the sparse path on CPU from this KKT size up, the dense one below it
-#: and on every other device. Measured (benchmarks/results/acopf_batched_kkt.json, 16 scenarios):
-#: equal at N = 41 (case9), sparse 10% ahead at N = 65 (case14), 10.7x at N = 579 (case118).
+#: and on every other device. Measured (`benchmarks/bench_acopf_kkt_crossover.py` ->
+#: benchmarks/results/acopf_batched_kkt.json, 16 scenarios, after the batch-inner sparse kernels):
+#: sparse 1.14x ahead at N = 41 (case9), 1.22x at N = 65 (case14), 17x at N = 579 (case118). Kept
+#: at 60: below case9 nothing was measured, and the dense path is the one the smallest cases' tests
+#: (gradcheck on case9) were built on; both paths are tested equal there.
 SPARSE_FROM_N = 60
 LINEAR_SOLVERS = ("auto", "dense", "sparse")
 
@@ -105,9 +110,16 @@ def kkt_pattern(st: Structure, linear_solver: str = "dense") -> KKTPattern:
     are = torch.arange(st.n_eq, device=cols.device)
     p = KKTPattern(n=n, n_eq=st.n_eq, hes=flat(st.hes_r, st.hes_c), obj=flat(pg, pg),
                    jc_low=flat(n + st.eq_rows, eq_c), jc_up=flat(eq_c, n + st.eq_rows),
-                   outer=flat(a.reshape(-1), b.reshape(-1)), diag_x=flat(ar, ar), diag_eq=flat(n + are, n + are))
+                   outer=flat(a.reshape(-1), b.reshape(-1)), diag_x=flat(ar, ar), diag_eq=flat(n + are, n + are),
+                   hes_src=st.hes_src)
     if choose_linear_solver(linear_solver, N, cols.device) == "sparse":
-        p = dataclasses.replace(p, sparse=sparse_kkt.symbolic(p.parts, N, n))
+        sym = sparse_kkt.symbolic(p.parts, N, n)
+        # The Hessian is listed in both triangles (the dense K needs both); the sparse factor keeps
+        # only P K P^T's lower one, so the other half is neither gathered nor scattered.
+        m_hes = sym.part_maps[0]
+        keep = torch.as_tensor(np.flatnonzero(m_hes < sym.nnz_a), device=cols.device)
+        sym = dataclasses.replace(sym, part_maps=(m_hes[keep.cpu().numpy()], *sym.part_maps[1:]))
+        p = dataclasses.replace(p, sparse=sym, hes_src=st.hes_src[keep])
     return p
 
 
@@ -116,11 +128,11 @@ def assemble(p: KKTPattern, hes: Tensor, obj_diag: Tensor, jc: Tensor, jh: Tenso
     """K (B, N, N) from the entry values (each with the batch first) and the regularisations (B,);
     sparse path: the (B, nnz) lower-triangle values of the permuted K instead."""
     bsz, N = hes.shape[0], p.size
+    if p.sparse is not None:
+        return sparse_kkt.assemble_parts(p.sparse, hes, obj_diag, jc, jh, sigma, delta_w, delta_c)
     outer = (sigma[:, :, None, None] * jh[:, :, :, None] * jh[:, :, None, :]).reshape(bsz, -1)
     vals = torch.cat([hes, obj_diag.expand(bsz, -1), jc, jc, outer, delta_w[:, None].expand(bsz, p.n),
                       -delta_c[:, None].expand(bsz, p.n_eq)], 1)
-    if p.sparse is not None:
-        return sparse_kkt.assemble_values(p.sparse, vals)
     idx = torch.cat(p.parts)
     buf = torch.zeros(bsz, N * N + 1, dtype=hes.dtype, device=hes.device)
     buf.index_add_(1, idx, vals)
@@ -164,6 +176,13 @@ class Factorisation:
     delta_c: Tensor
     ok: Tensor  # (B,) bool: correct inertia reached (within DELTA_W_MAX)
     sparse: sparse_kkt.SparseSymbolic | None = None
+
+    def backward_error(self, rhs: Tensor, sol: Tensor) -> Tensor | None:
+        """Componentwise backward error of ``sol`` (B,) on the sparse path (`sparse_kkt.backward_error`);
+        None on the dense one (Bunch-Kaufman with pivoting is backward stable; K is not kept)."""
+        if self.sparse is None:
+            return None
+        return sparse_kkt.backward_error(self.sparse, self.factors[2], rhs, sol)
 
     def solve(self, rhs: Tensor) -> Tensor:
         """K^{-1} rhs for rhs (B, N)."""

@@ -71,6 +71,12 @@ class Structure:
     hes_c: Tensor
     hes_src: Tensor  # which ACPolar Hessian entry each (hes_r, hes_c) takes
     pg_cols: Tensor  # (n_gen,) x column of each pg (n = constant)
+    form_table_rows: Tensor  # form_table[form_rows]: (n_ineq - n_bound, 4)
+    eq_rows_np: np.ndarray  # eq_rows, eq_cols, ineq_cols as numpy (the CPU kernels' index arrays)
+    eq_cols_np: np.ndarray
+    ineq_cols_np: np.ndarray
+    eq_prefix: bool  # eq_entries == arange: the balance rows' entries are a slice of ACPolar's (no gather)
+    bound_jacobian: Tensor  # (n_bound, 4) the bound rows' constant Jacobian (bound_sign, then pads)
 
 
 def build_structure(d: ACOPFArrays, form: ACPolar, device, dtype) -> Structure:
@@ -143,6 +149,10 @@ def build_structure(d: ACOPFArrays, form: ACPolar, device, dtype) -> Structure:
         bound_value=t(bound_value, dtype), form_table=t(table), form_cols=t(form_cols), form_rows=t(form_rows),
         form_sign=t(form_sign, dtype), form_offset=t(form_offset, dtype), n_lim=form.n_lim, ineq_cols=t(ineq_cols),
         hes_r=t(hes_r), hes_c=t(hes_c), hes_src=t(hes_src), pg_cols=t(pos[2 * nb + np.arange(ng)]),
+        form_table_rows=t(table[form_rows]), eq_prefix=bool(np.array_equal(eq, np.arange(eq.size))),
+        eq_rows_np=np.ascontiguousarray(rows[eq]), eq_cols_np=np.ascontiguousarray(pos[cols[eq]]),
+        ineq_cols_np=np.ascontiguousarray(ineq_cols),
+        bound_jacobian=t(np.pad(bound_sign[:, None], ((0, 0), (0, 3))), dtype),
     )
 
 
@@ -226,6 +236,35 @@ class Evaluation:
     jac: object = None
     vm: Tensor | None = None
 
+    def take(self, idx: Tensor) -> "Evaluation":
+        """The scenarios ``idx`` (every field has the batch first; ACPolar's end terms too)."""
+        def sel(v):
+            return v[idx] if isinstance(v, Tensor) and v.dim() >= 1 else v
+
+        def sel_all(obj):
+            if obj is None:
+                return None
+            return type(obj)(*(tuple(sel(u) for u in v) if isinstance(v, tuple) else sel(v)
+                               for v in (getattr(obj, k) for k in obj.__slots__)))
+
+        return Evaluation(*(sel(getattr(self, k)) for k in ("f", "grad_f", "c", "jc", "h", "jh")),
+                          sel_all(self.ends), sel_all(self.jac), sel(self.vm))
+
+    @staticmethod
+    def stack_rows(parts: list[tuple[Tensor, "Evaluation"]], batch: int) -> "Evaluation":
+        """One evaluation of ``batch`` rows from values-only pieces ``(rows, evaluation of those rows)``."""
+        if len(parts) == 1:
+            return parts[0][1]
+        order = torch.argsort(torch.cat([r for r, _ in parts]))
+
+        def cat(vs):
+            return torch.cat(vs)[order]
+
+        evs = [e for _, e in parts]
+        ends = type(evs[0].ends)(*(cat([getattr(e.ends, k) for e in evs]) for k in evs[0].ends.__slots__))
+        return Evaluation(cat([e.f for e in evs]), None, cat([e.c for e in evs]), None, cat([e.h for e in evs]), None,
+                          ends, None, cat([e.vm for e in evs]))
+
 
 def to_z(st: Structure, x: Tensor) -> Tensor:
     """The full layout z (B, n_z) from the free variables x (B, n)."""
@@ -238,45 +277,62 @@ def scatter_cols(values: Tensor, cols: Tensor, n: int) -> Tensor:
     return out.index_add(1, cols.reshape(-1), values.reshape(values.shape[0], -1))[:, :n]
 
 
-def evaluate(st: Structure, sc: Scenarios, x: Tensor, s_f: Tensor, s_c: Tensor, s_h: Tensor) -> Evaluation:
-    """Objective, constraints and their Jacobians at ``x`` (B, n), scaled by ``s_f`` (B,), ``s_c``, ``s_h``."""
-    form, nb, ng = sc.form, st.n_bus, st.n_gen
+def evaluate(st: Structure, sc: Scenarios, x: Tensor, s_f: Tensor, s_c: Tensor, s_h: Tensor,
+             derivatives: bool = True, values: Evaluation | None = None) -> Evaluation:
+    """Objective, constraints and their Jacobians at ``x`` (B, n), scaled by ``s_f`` (B,), ``s_c``, ``s_h``.
+
+    ``derivatives=False``: values only (``grad_f``, ``jc``, ``jh`` None), what a line-search trial needs.
+    ``values``: such a values-only evaluation at this same ``x`` and scaling (the accepted trial
+    point): only the derivatives are computed.
+    """
+    form = sc.form
     z = to_z(st, x)
     va, vm, pg, qg = form.split(z)
+    if values is not None:
+        return _derivatives(st, sc, x, pg, values.ends, values.vm, s_f, s_c, s_h,
+                            values.f, values.c, values.h)
     ends = form.end_state(va, vm)
-    jac = form.end_jacobian(ends)
     f = sc.cost.per_generator(pg).sum(-1)
-    grad_f = scatter_cols(sc.cost.gradient(pg), st.pg_cols, st.n)
     c_p, c_q = form.balance(ends, vm, pg, qg, sc.pd_pu, sc.qd_pu)
     c = torch.cat([c_p, c_q], -1)
-    jv = form.jacobian_values(ends, jac, vm).expand(x.shape[0], -1)
-    jc = jv[:, st.eq_entries]
-    jv_pad = torch.cat([jv, torch.zeros_like(jv[:, :1])], -1)
     h_form = torch.cat([form.limit_residual(ends), form.angle_difference(va)], -1).expand(x.shape[0], -1)
     h_form = h_form[:, st.form_rows] * st.form_sign - st.form_offset
-    j_form = jv_pad[:, st.form_table][:, st.form_rows] * st.form_sign[:, None]
     h_bound = st.bound_sign * (x[:, st.bound_cols] - st.bound_value)
-    j_bound = torch.zeros(x.shape[0], st.n_bound, 4, dtype=x.dtype, device=x.device)
-    j_bound[:, :, 0] = st.bound_sign
     h = torch.cat([h_bound, h_form], -1)
-    jh = torch.cat([j_bound, j_form], 1)
-    return Evaluation(f * s_f, grad_f * s_f[:, None], c * s_c, jc * s_c[:, st.eq_rows], h * s_h, jh * s_h[..., None],
-                      ends, jac, vm)
+    if not derivatives:
+        return Evaluation(f * s_f, None, c * s_c, None, h * s_h, None, ends, None, vm)
+    return _derivatives(st, sc, x, pg, ends, vm, s_f, s_c, s_h, f * s_f, c * s_c, h * s_h)
+
+
+def _derivatives(st: Structure, sc: Scenarios, x: Tensor, pg: Tensor, ends, vm: Tensor, s_f: Tensor, s_c: Tensor,
+                 s_h: Tensor, f: Tensor, c: Tensor, h: Tensor) -> Evaluation:
+    """`evaluate`'s Jacobians at the end state ``ends``, with the scaled values ``f``, ``c``, ``h``."""
+    form = sc.form
+    jac = form.end_jacobian(ends)
+    grad_f = scatter_cols(sc.cost.gradient(pg), st.pg_cols, st.n)
+    jv = form.jacobian_values(ends, jac, vm).expand(x.shape[0], -1)
+    jc = jv[:, : st.eq_entries.numel()] if st.eq_prefix else jv[:, st.eq_entries]
+    jv_pad = torch.cat([jv, torch.zeros_like(jv[:, :1])], -1)
+    j_form = jv_pad[:, st.form_table_rows] * st.form_sign[:, None]
+    jh = torch.cat([st.bound_jacobian.expand(x.shape[0], -1, -1), j_form], 1)
+    return Evaluation(f, grad_f * s_f[:, None], c, jc * s_c[:, st.eq_rows], h, jh * s_h[..., None], ends, jac, vm)
 
 
 def lagrangian_hessian(st: Structure, sc: Scenarios, ev: Evaluation, lam: Tensor, mu: Tensor, s_f: Tensor,
-                       s_c: Tensor, s_h: Tensor) -> Tensor:
+                       s_c: Tensor, s_h: Tensor, src: Tensor | None = None) -> Tensor:
     """Entries (B, len(hes_r)) of the scaled Lagrangian's Hessian at (hes_r, hes_c), both triangles.
 
     The bound and angle rows are linear (no Hessian); the flow limits' multipliers enter
     `ACPolar.hessian_values` in its layout ``(balances, flow limits, angle rows)``. The
     objective's diagonal in pg is appended by the caller (`objective_hessian_diagonal`).
+    ``src``: which of them (default all of `Structure.hes_src`; the sparse KKT path asks only for those
+    in its lower triangle, `kkt.KKTPattern.hes_src`).
     """
     form = sc.form
     mu_flow = (mu * s_h)[:, st.n_bound : st.n_bound + st.n_lim]
     lam_layout = torch.cat([lam * s_c, mu_flow, torch.zeros_like(lam[:, : form.n_ang])], -1)
     hv = form.hessian_values(ev.ends, ev.jac, lam_layout).expand(lam.shape[0], -1)
-    return hv[:, st.hes_src]
+    return hv[:, st.hes_src if src is None else src]
 
 
 def objective_hessian_diagonal(st: Structure, sc: Scenarios, s_f: Tensor) -> Tensor:

@@ -92,6 +92,15 @@ class _Chunk:
     state: IPMState
     fac: Any = None
     weak: Any = None  # (B,) bool: a constraint is weakly active at the solution (no derivative there)
+    ev: Any = None  # the evaluation at the final iterate (`_final_evaluation`), once the state is final
+
+
+def _final_evaluation(st: Structure, ch: _Chunk):
+    """The evaluation at the chunk's final iterate, computed once (the backward's factorisation, the
+    weak-activity test and the residuals all need it)."""
+    if ch.ev is None:
+        ch.ev = evaluate(st, ch.sc, ch.state.x, *ch.scales)
+    return ch.ev
 
 
 def _check(network) -> None:
@@ -154,14 +163,22 @@ def _final_factorisation(st: Structure, pat: KKTPattern, ch: _Chunk):
     """LDLᵀ of K at the solution (no regularisation), for the backward."""
     s_f, s_c, s_h = ch.scales
     stt = ch.state
-    ev = evaluate(st, ch.sc, stt.x, s_f, s_c, s_h)
-    hes = lagrangian_hessian(st, ch.sc, ev, stt.lam, stt.mu, s_f, s_c, s_h)
+    ev = _final_evaluation(st, ch)
+    hes = lagrangian_hessian(st, ch.sc, ev, stt.lam, stt.mu, s_f, s_c, s_h, pat.hes_src)
     od = objective_hessian_diagonal(st, ch.sc, s_f)
     sigma = stt.mu / stt.s
     build = lambda idx, dw, dc: assemble(pat, hes, od, ev.jc, ev.jh, sigma, dw, dc)  # noqa: E731
     fac = factor_with_inertia_correction(build, pat, stt.delta_last, stt.gamma, correct=False)
     return fac, ev, sigma
 
+
+#: The backward's K w = v is accepted when its componentwise backward error (`sparse_kkt.backward_error`,
+#: after the sparse path's iterative refinement) is at most BACKWARD_RTOL; otherwise it is solved
+#: densely, and failing that too, the scenario gets no gradient.
+BACKWARD_RTOL = 1e-10
+#: ... and the dense solve is trusted only when its refinement moved the solution by at most this
+#: (relative): case30 corpus scenario 57 (multipliers ~5e5, next to infeasibility) moved by 15%.
+FORWARD_RTOL = 1e-6
 
 #: As `acopf_kkt.SEPARATION` / `ACTIVE_TOL`: a constraint whose per-unit slack and multiplier
 #: (divided by the objective gradient's size) are within this factor, or both below the
@@ -173,7 +190,7 @@ ACTIVE_TOL = 1e-9
 def _weakly_active(st: Structure, ch: _Chunk) -> Tensor:
     """(B,) whether any inequality of a scenario is weakly active, by the Ipopt layer's test (unscaled)."""
     s_f, s_c, s_h = ch.scales
-    ev = evaluate(st, ch.sc, ch.state.x, s_f, s_c, s_h)
+    ev = _final_evaluation(st, ch)
     g_scale = (ev.grad_f / s_f[:, None]).abs().amax(-1).clamp_min(1e-12)
     slack = ch.state.s / s_h
     mult = ch.state.mu * s_h / s_f[:, None] / g_scale[:, None]
@@ -225,6 +242,8 @@ class _Solver:
             self.chunks.append(_solve_chunk(st, self.pat, sc_all.take(idx), x0[idx], self.warm, opts, idx))
         if opts.retry_flat:
             self._retry_flat(sc_all)
+        if self.pat.sparse is not None:
+            self._retry_dense(sc_all, x0)
         for ch in self.chunks:
             idx = ch.idx
             conv = ch.state.status == Status.CONVERGED.code
@@ -238,27 +257,76 @@ class _Solver:
         """Solve the scenarios that did not converge again from MATPOWER's flat start (as `solve_acopf`
         retries); a converged retry replaces the first attempt (its iterations are added)."""
         st, opts = self.st, self.opts
-        bad = torch.cat([ch.idx[ch.state.status != Status.CONVERGED.code] for ch in self.chunks])
-        if bad.numel() == 0:
-            return
         fs = flat_start(self.d, self.network)
         zf = torch.as_tensor(np.concatenate([fs["va"], fs["vm"], fs["pg"], fs["qg"]]), dtype=self.dtype,
                              device=self.device)
+        x_flat = _push(st, zf[st.free].expand(self.batch, st.n).clone(), opts.bound_push)
+        self._retry(sc_all, x_flat, self.pat, (Status.CONVERGED.code,))
+
+    def _retry_dense(self, sc_all: Scenarios, x0: Tensor) -> None:
+        """Solve the scenarios that ended MAX_STEPS or NUMERICAL on the sparse KKT path again, from their
+        first start, with the dense (Bunch-Kaufman pivoting) factorisation. The sparse LDLᵀ pivots in
+        a static order; where multipliers are ~1e5 and mu/s spans 1e10 its growth can stall the
+        iteration (case30, a +-10% scenario next to infeasibility: error stuck at 2.4e-6 for 400
+        iterations sparse, converged in 23 dense). INFEASIBLE is kept: that is a finding, not a failure."""
+        self._retry(sc_all, x0, kkt_pattern(self.st, "dense"), (Status.CONVERGED.code, Status.INFEASIBLE.code))
+
+    def _retry(self, sc_all: Scenarios, x_start: Tensor, pat: KKTPattern, keep_codes: tuple) -> None:
+        """Solve again, from ``x_start`` (B, n) and with ``pat``, the scenarios whose status is not in
+        ``keep_codes``; a converged retry replaces the first attempt, and so does an INFEASIBLE one where
+        the first ended MAX_STEPS or NUMERICAL (its iterations are added)."""
+        st, opts = self.st, self.opts
+        codes = torch.as_tensor(keep_codes, device=self.device)
+        bad = torch.cat([ch.idx[~torch.isin(ch.state.status, codes)] for ch in self.chunks])
+        if bad.numel() == 0:
+            return
         where = {int(i): (c, k) for c, ch in enumerate(self.chunks) for k, i in enumerate(ch.idx.tolist())}
         for lo in range(0, bad.numel(), opts.chunk):
             idx = bad[lo : lo + opts.chunk]
-            x0 = _push(st, zf[st.free].expand(idx.numel(), st.n).clone(), opts.bound_push)
-            r = _solve_chunk(st, self.pat, sc_all.take(idx), x0, None, opts, idx)
+            x0 = x_start[idx].clone()
+            r = _solve_chunk(st, pat, sc_all.take(idx), x0, None, opts, idx)
             for j, i in enumerate(idx.tolist()):
                 c, k = where[i]
                 ch = self.chunks[c]
                 first = int(ch.state.iters[k])
-                if int(r.state.status[j]) == Status.CONVERGED.code:
+                new, old = int(r.state.status[j]), int(ch.state.status[k])
+                # A converged retry replaces the first attempt; so does an INFEASIBLE one (local
+                # infeasibility detected) where the first attempt reached no conclusion (case145: 200
+                # iterations to MAX_STEPS, then the dense retry's multipliers diverge, as Ipopt's do).
+                if new == Status.CONVERGED.code or (new == Status.INFEASIBLE.code and old in (
+                        Status.MAX_STEPS.code, Status.NUMERICAL.code)):
                     for f in dataclasses.fields(IPMState):
                         getattr(ch.state, f.name)[k] = getattr(r.state, f.name)[j]
                     for a, b in zip(ch.scales, r.scales):
                         a[k] = b[j]
                 ch.state.iters[k] = first + int(r.state.iters[j])
+
+    def _dense_solve(self, ch: _Chunk, rows: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """K^{-1} v of chunk ``ch``'s scenarios ``rows`` at the solution by the dense LDLᵀ (Bunch-Kaufman
+        pivoting), and whether it is accurate (no zero pivot, residual below BACKWARD_RTOL)."""
+        st = self.st
+        pat = kkt_pattern(st, "dense")
+        sub = _Chunk(ch.idx[rows], ch.sc.take(rows), tuple(t[rows] for t in ch.scales),
+                     IPMState(**{f.name: getattr(ch.state, f.name)[rows] for f in dataclasses.fields(IPMState)}))
+        fac, _, _ = _final_factorisation(st, pat, sub)
+        w = fac.solve(v)
+        s_f, s_c, s_h = sub.scales
+        stt = sub.state
+        ev = _final_evaluation(st, sub)
+        hes = lagrangian_hessian(st, sub.sc, ev, stt.lam, stt.mu, s_f, s_c, s_h, pat.hes_src)
+        zero = torch.zeros_like(s_f)
+        K = assemble(pat, hes, objective_hessian_diagonal(st, sub.sc, s_f), ev.jc, ev.jh, stt.mu / stt.s, zero, zero)
+        w_first = w
+        for _ in range(3):  # iterative refinement, as the sparse path's
+            res = v - (K @ w[..., None])[..., 0]
+            w = w + fac.solve(res)
+        # What refinement changed estimates the first solve's forward error: where it is large, K is
+        # too ill-conditioned at this solution for its derivative to be trusted (no gradient).
+        moved = (w - w_first).abs().amax(-1) / w.abs().amax(-1).clamp_min(1e-300)
+        num = ((K @ w[..., None])[..., 0] - v).abs()
+        den = (K.abs() @ w.abs()[..., None])[..., 0] + v.abs()
+        ratio = torch.where(den > 0, num / den.clamp_min(1e-300), torch.where(num > 0, float("inf"), 0.0)).amax(-1)
+        return w, fac.ok & torch.isfinite(w).all(-1) & (ratio <= BACKWARD_RTOL) & (moved <= FORWARD_RTOL)
 
     def vjp(self, thetas, g_x, g_lam):
         st = self.st
@@ -280,9 +348,22 @@ class _Solver:
                                         "and multiplier both ~0): strict complementarity fails, so the solution is "
                                         "not differentiable there", indices=bad, statuses=[Status.NUMERICAL] * len(bad))
                 conv = conv & ~weak
-                nograd[ch.idx] = ~conv
                 v = torch.where(conv[:, None], v, torch.zeros_like(v))
                 w = fac.solve(v)
+                # No implicit gradient from an inaccurate solve: a scenario whose final factorisation
+                # had a zero pivot, or whose solve leaves a residual above BACKWARD_RTOL (the sparse
+                # path's static pivots), is solved again densely; if that fails too, it gets none.
+                res = fac.backward_error(v, w)
+                bad = conv & (~fac.ok | ~torch.isfinite(w).all(-1) |
+                              (res > BACKWARD_RTOL if res is not None else torch.zeros_like(conv)))
+                if bool(bad.any()):
+                    rows = torch.nonzero(bad).squeeze(-1)
+                    w_d, ok_d = self._dense_solve(ch, rows, v[rows])
+                    w = w.clone()
+                    w[rows] = w_d
+                    conv = conv.clone()
+                    conv[rows] = ok_d
+                nograd[ch.idx] = ~conv
                 w = torch.where(conv[:, None] & torch.isfinite(w), w, torch.zeros_like(w))
                 w_x, w_lam = w[:, : st.n], w[:, st.n :]
                 s_f, s_c, s_h = ch.scales
@@ -394,7 +475,7 @@ def _pack(solver: _Solver, x: Tensor, lam: Tensor, thetas, elapsed: float) -> Ba
     duals = _named_duals(st, d, lam_ipopt, mu_u)
     err, parts = [], {"dual": [], "primal": [], "complementarity": []}
     for ch in solver.chunks:
-        ev = evaluate(st, ch.sc, ch.state.x, *ch.scales)
+        ev = _final_evaluation(st, ch)
         e, du, pr, co, _ = optimality(st, ev, ch.state.s, ch.state.lam, ch.state.mu)
         err.append(e)
         parts["dual"].append(du), parts["primal"].append(pr), parts["complementarity"].append(co)

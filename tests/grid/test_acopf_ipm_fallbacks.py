@@ -1,0 +1,81 @@
+"""What the batched AC-OPF does where its fast path is not enough (issue 20): a stalled infeasible
+iterate is labelled INFEASIBLE; a scenario the sparse (static-pivot) KKT path cannot finish is solved
+densely; a backward solve that is not accurate is redone densely, never given as a gradient."""
+
+from __future__ import annotations
+
+import torch
+
+from gridlearn.grid import load_case
+from gridlearn.grid.acopf import solve_acopf
+from gridlearn.grid.acopf_ipm import IPMOptions, solve_acopf_batched
+from gridlearn.grid.acopf_ipm import sparse_kkt
+from gridlearn.errors import InfeasibleError
+from gridlearn.implicit.solution import Status
+
+import pytest
+
+
+def corpus_loads(net, batch: int = 100):
+    """`benchmarks/check_acopf_ipm_corpus.py`'s scenarios (pd, then qd, U(0.9, 1.1), seed 0)."""
+    g = torch.Generator().manual_seed(0)
+    pd = net.bus.pd_mw * (1 + 0.1 * (2 * torch.rand(batch, net.n_bus, generator=g, dtype=torch.float64) - 1))
+    qd = net.bus.qd_mvar * (1 + 0.1 * (2 * torch.rand(batch, net.n_bus, generator=g, dtype=torch.float64) - 1))
+    return pd, qd
+
+
+def test_stalled_infeasible_scenario_is_infeasible_like_ipopt():
+    """case6ww corpus scenario 86: the primal infeasibility stays at 1.2e-3 while the multipliers grow
+    linearly (8e7 to 9e8): before the stall test this ran 200 iterations to MAX_STEPS."""
+    net = load_case("case6ww")
+    pd, qd = corpus_loads(net)
+    with pytest.raises(InfeasibleError):
+        solve_acopf(net.with_(pd_mw=pd[86], qd_mvar=qd[86]), backend="direct", tol=1e-9)
+    r = solve_acopf_batched(net, pd[[86, 0]], qd[[86, 0]], options=IPMOptions(retry_flat=False))
+    assert r.status == [Status.INFEASIBLE, Status.CONVERGED]
+    assert int(r.iterations[0]) < 60
+    assert torch.isnan(r.cost_usd_per_h[0]) and torch.isfinite(r.cost_usd_per_h[1])
+
+
+def test_sparse_failure_is_solved_densely_and_an_unreliable_gradient_is_refused():
+    """case30 corpus scenario 57 (next to infeasibility, multipliers ~5e5): the sparse path stalls at
+    error 2.4e-6; the dense retry converges to the dense path's optimum. The sparse factor at that
+    solution has a replaced pivot (backward error ~1), so the backward redoes the solve densely; there
+    refinement moves the answer by 15% (K is too ill-conditioned to trust): no gradient for it. The
+    other scenario's gradient is the dense path's."""
+    net = load_case("case30")
+    pd, qd = corpus_loads(net)
+    idx = [57, 0]
+    w = torch.randn(2, net.n_gen, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    out = {}
+    for ls in ("sparse", "dense"):
+        x = pd[idx].clone().requires_grad_()
+        r = solve_acopf_batched(net, x, qd[idx], options=IPMOptions(linear_solver=ls, retry_flat=False))
+        (r.pg_mw * w).sum().backward()
+        out[ls] = (r, x.grad)
+    (rs, gs), (rd, gd) = out["sparse"], out["dense"]
+    assert rs.status == rd.status == [Status.CONVERGED, Status.CONVERGED]
+    assert int(rs.iterations[0]) > IPMOptions().max_iter  # the sparse attempt ran out, then the dense retry
+    assert torch.allclose(rs.cost_usd_per_h, rd.cost_usd_per_h, rtol=1e-12)
+    assert torch.isnan(gs[0]).all()
+    assert torch.isfinite(gs[1]).all()
+    assert float(((gs[1] - gd[1]).abs().max() / gd[1].abs().max())) < 1e-8
+
+
+def test_backward_error_flags_a_wrong_solution():
+    """The componentwise backward error is ~eps for the solve, and O(1) for a perturbed answer."""
+    n = 6
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g, dtype=torch.float64)
+    k = a + a.T + 8 * torch.eye(n, dtype=torch.float64)
+    k[0, 0] = 1e10  # an active bound's mu/s: ill-conditioned, yet the solve is backward stable
+    r, c = torch.nonzero(k, as_tuple=True)
+    sym = sparse_kkt.symbolic([r * n + c], n, n)
+    ax = sparse_kkt.assemble_values(sym, k[r, c][None])
+    lx, d, axs, neg, zero = sparse_kkt.factor(sym, ax, 1e-13)
+    rhs = torch.randn(1, n, generator=g, dtype=torch.float64)
+    sol = sparse_kkt.solve(sym, lx, d, axs, rhs)
+    assert float(sparse_kkt.backward_error(sym, axs, rhs, sol)[0]) < 1e-14
+    bad = sol.clone()
+    bad[0, 3] += 1.0
+    assert float(sparse_kkt.backward_error(sym, axs, rhs, bad)[0]) > 1e-3
