@@ -10,15 +10,8 @@ from __future__ import annotations
 import importlib
 import inspect
 
-import pytest
 
 SUBPACKAGES = ("implicit", "grid", "scopf", "forecast", "inverse", "data", "logic")
-
-# Names whose example is written on another branch, not yet merged. Only ever shrink this.
-ALLOWED_MISSING = {
-    "gridlearn.implicit.SATNet",  # issue 17: the SATNet branch edits gridlearn/implicit/satnet*.py
-}
-
 
 def public_entry_points() -> list[tuple[str, object]]:
     """(qualified name, object) of every class and function in a subpackage's ``__all__``."""
@@ -49,13 +42,5 @@ def test_the_walk_sees_every_subpackage_and_decorated_functions():
 
 
 def test_every_public_entry_point_has_an_example():
-    missing = sorted(n for n, obj in ENTRY_POINTS if not has_example(obj) and n not in ALLOWED_MISSING)
+    missing = sorted(n for n, obj in ENTRY_POINTS if not has_example(obj))
     assert not missing, f"{len(missing)} public names lack a >>> example in their docstring: {missing}"
-
-
-@pytest.mark.parametrize("name", sorted(ALLOWED_MISSING))
-def test_allow_list_holds_only_real_names_still_missing(name):
-    """An allow-listed name must exist; once its example lands, remove it from the list."""
-    objs = dict(ENTRY_POINTS)
-    assert name in objs, f"{name} is not a public entry point: drop it from ALLOWED_MISSING"
-    assert not has_example(objs[name]), f"{name} now has an example: drop it from ALLOWED_MISSING"
