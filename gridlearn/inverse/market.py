@@ -32,6 +32,14 @@ OBSERVE = {
 # A generator within this many MW of a limit counts as sitting at it (Ipopt's interior
 # point stops ~1e-8 pu inside a bound; 1e-3 MW is far above that and far below any ramp).
 LIMIT_TOL_MW = 1e-3
+#: Load designs `simulate_market` knows.
+DESIGNS = {
+    "stratified": "levels drawn (or stratified over level_range); failed scenarios dropped",
+    "adaptive": "hours chosen from candidates to move the most units off their limits (gridlearn.inverse.design)",
+}
+#: The adaptive design's load range when none is given (fraction of base load): wide, because with
+#: linear costs some units are marginal only near 10% or above 100% of load (PGLib case57, case118).
+ADAPTIVE_RANGE = (0.1, 1.3)
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,7 @@ class Observations:
         noise: the relative standard deviation used (0 = exact).
         observe: the observation setting's name.
         n_requested, n_dropped: scenarios asked for, and dropped because the AC-OPF failed.
+        n_candidates: hours solved to choose from (the adaptive design; = n_samples otherwise).
         pg_true_mw, lmp_true_usd_per_mwh: (S, n_gen), (S, n_bus) noise-free truth, for
             evaluation only (the inverse methods never read them).
     """
@@ -63,6 +72,7 @@ class Observations:
     observe: str = "pg+lmp"
     n_requested: int = 0
     n_dropped: int = 0
+    n_candidates: int = 0
     pg_true_mw: Tensor | None = None
     lmp_true_usd_per_mwh: Tensor | None = None
 
@@ -86,7 +96,7 @@ class Observations:
             pd_mw=self.pd_mw[:n], qd_mvar=self.qd_mvar[:n], pg_mw=self.pg_mw[:n],
             lmp_usd_per_mwh=self.lmp_usd_per_mwh[:n], lmp_buses=self.lmp_buses, at_pmin=self.at_pmin[:n],
             at_pmax=self.at_pmax[:n], noise=self.noise, observe=self.observe, n_requested=self.n_requested,
-            n_dropped=self.n_dropped, pg_true_mw=cut(self.pg_true_mw), lmp_true_usd_per_mwh=cut(self.lmp_true_usd_per_mwh),
+            n_dropped=self.n_dropped, n_candidates=self.n_candidates, pg_true_mw=cut(self.pg_true_mw), lmp_true_usd_per_mwh=cut(self.lmp_true_usd_per_mwh),
         )
 
     def validate(self, network) -> None:
@@ -166,6 +176,8 @@ def simulate_market(
     seed: int = 0,
     convention: str = "matpower",
     ipopt_tol: float = 1e-10,
+    design: str = "stratified",
+    refine: int = 2,
 ) -> Observations:
     """Simulate ``n_samples`` published market outcomes of ``network`` (its parameters are the truth).
 
@@ -181,8 +193,14 @@ def simulate_market(
     put on ``p_g`` and the published LMPs (0.01 = 1%). ``observe``: one of `OBSERVE`, or a
     sequence of bus positions whose LMPs are published beside ``p_g``.
 
-    Scenarios whose AC-OPF fails are dropped and counted in ``n_dropped``; raises
-    `DataError` when every scenario failed.
+    ``design="adaptive"`` (see `gridlearn.inverse.design`) chooses the ``n_samples`` hours out of
+    ``2 n_samples`` candidates stratified over ``level_range`` (its overall span; default
+    `ADAPTIVE_RANGE`) plus ``refine`` rounds of bisection where the set of units at their limits
+    changes, picking those that move the most units off their limits twice; failed candidates
+    are replaced, and ``n_dropped`` counts them.
+
+    With the stratified design, scenarios whose AC-OPF fails are dropped and counted in
+    ``n_dropped``. Raises `DataError` when every scenario failed.
     """
     from gridlearn.grid.acopf import solve_acopf, solve_acopf_status
 
@@ -191,6 +209,8 @@ def simulate_market(
     if not (0 <= load_spread < 1 and 0 <= level_spread < 1):
         raise ConfigError(f"load_spread and level_spread must be in [0, 1), got {load_spread}, {level_spread}")
     ranges = _level_ranges(level_range)
+    if design not in DESIGNS:
+        raise ConfigError(f"unknown design {design!r}; choose one of {sorted(DESIGNS)}")
     if not noise >= 0:
         raise ConfigError(f"noise must be >= 0 (a relative standard deviation), got {noise}")
     name, lmp_buses = lmp_buses_for(network, observe)
@@ -202,29 +222,44 @@ def simulate_market(
     pmax = network.gen.pmax_mw.detach().cpu().double()
 
     rows: dict[str, list[Tensor]] = {k: [] for k in ("pd", "qd", "pg", "lmp", "lo", "hi")}
-    dropped = 0
-    levels = None if ranges is None else _stratified_levels(rng, n_samples, ranges)
-    for s in range(n_samples):
-        level = rng.uniform(1 - level_spread, 1 + level_spread) if levels is None else float(levels[s])
+
+    def solve(level: float) -> Tensor | None:
+        """One scenario at system ``level``: append its row and return p_g, or None when Ipopt failed."""
         factor = torch.as_tensor(level * rng.uniform(1 - load_spread, 1 + load_spread, network.n_bus))
         pd, qd = base_pd * factor, base_qd * factor
-        scenario = network.with_(pd_mw=pd, qd_mvar=qd)
-        sol = solve_acopf_status(scenario, convention, warm_start=base, backend="direct", tol=ipopt_tol)
+        sol = solve_acopf_status(network.with_(pd_mw=pd, qd_mvar=qd), convention, warm_start=base, backend="direct",
+                                 tol=ipopt_tol)
         res = sol.value
         if res is None:
-            dropped += 1
-            log.info("scenario dropped: Ipopt returned %s (%s)", sol.extras["ipopt_status"], sol.statuses[0].name)
-            continue
-        rows["pd"].append(pd)
-        rows["qd"].append(qd)
-        rows["pg"].append(res.pg_mw)
-        rows["lmp"].append(res.lmp_usd_per_mwh)
-        rows["lo"].append(res.pg_mw <= pmin + LIMIT_TOL_MW)
-        rows["hi"].append(res.pg_mw >= pmax - LIMIT_TOL_MW)
+            log.info("scenario at level %.3f failed: Ipopt returned %s (%s)", level, sol.extras["ipopt_status"],
+                     sol.statuses[0].name)
+            return None
+        for key, value in zip(rows, (pd, qd, res.pg_mw, res.lmp_usd_per_mwh, res.pg_mw <= pmin + LIMIT_TOL_MW,
+                                     res.pg_mw >= pmax - LIMIT_TOL_MW)):
+            rows[key].append(value)
+        return res.pg_mw
+
+    if design == "adaptive":
+        from gridlearn.inverse.design import adaptive_hours
+
+        span = ADAPTIVE_RANGE if ranges is None else (min(r[0] for r in ranges), max(r[1] for r in ranges))
+        keep, solved, dropped = adaptive_hours(
+            lambda level: None if (pg := solve(level)) is None else pg.numpy(), n_samples, span, rng,
+            pmin_mw=pmin.numpy(), pmax_mw=pmax.numpy(), tol_mw=LIMIT_TOL_MW, refine=refine)
+        rows = {k: [v[i] for i in keep] for k, v in rows.items()}
+        n_candidates = len(solved)
+    else:
+        dropped = 0
+        levels = None if ranges is None else _stratified_levels(rng, n_samples, ranges)
+        for s in range(n_samples):
+            level = rng.uniform(1 - level_spread, 1 + level_spread) if levels is None else float(levels[s])
+            dropped += solve(level) is None
+        n_candidates = len(rows["pg"])
     if not rows["pg"]:
         raise DataError(f"all {n_samples} scenarios of {network.name} failed to solve; lower load_spread/level_spread/level_range")
     if dropped:
-        log.warning("%d of %d scenarios dropped (AC-OPF did not converge)", dropped, n_samples)
+        log.warning("%d scenarios dropped (AC-OPF did not converge); %d of %d requested kept", dropped,
+                    len(rows["pg"]), n_samples)
     pg_true = torch.stack(rows["pg"])
     lmp_true = torch.stack(rows["lmp"])
     pg_obs, lmp_obs = pg_true.clone(), lmp_true[:, lmp_buses].clone()
@@ -243,6 +278,7 @@ def simulate_market(
         observe=name,
         n_requested=n_samples,
         n_dropped=dropped,
+        n_candidates=n_candidates,
         pg_true_mw=pg_true,
         lmp_true_usd_per_mwh=lmp_true,
     )
