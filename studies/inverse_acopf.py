@@ -30,7 +30,7 @@ import typer
 
 from gridlearn.errors import ConfigError, GridlearnError
 from gridlearn.grid import load_case
-from gridlearn.inverse import InverseSolver, Unknown, kkt_residual_costs, recover, simulate_market
+from gridlearn.inverse import AdaptiveDesign, InverseSolver, Unknown, kkt_residual_costs, recover, simulate_market
 from gridlearn.inverse.params import cost_unknowns, current_values, substitute
 from gridlearn.inverse import schema
 from gridlearn.results import start_run
@@ -79,6 +79,7 @@ class Config:
     # adaptive one 17-18 and 4 (seeds 0-2). "stratified" uses `level_range` as before.
     sweep_design: str = "adaptive"
     sweep_level_range: tuple | None = None
+    sweep_cover: int = 2  # adaptive design: distinct off-limit hours wanted per unit (`AdaptiveDesign.cover`)
     # part E: partial observations on `partial_case`: p_g alone, LMPs at generator buses, LMPs at a
     # random half of the generator buses; each with init="auto" and init="prior", `partial_draws` priors
     partial_case: str = "case14"
@@ -120,7 +121,7 @@ def paper_case14():
 def _design(cfg: Config) -> dict:
     """`simulate_market` keywords of the sweep's load design (parts D and E)."""
     if cfg.sweep_design == "adaptive":
-        return {"design": "adaptive", "level_range": cfg.sweep_level_range}
+        return {"design": AdaptiveDesign(cover=cfg.sweep_cover), "level_range": cfg.sweep_level_range}
     return {"design": cfg.sweep_design, "level_range": cfg.level_range}
 
 

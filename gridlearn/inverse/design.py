@@ -9,12 +9,12 @@ capacity move over 60-110% of load).
 
 The design frames this as an analyst choosing ``n`` market hours out of many candidates:
 
-1. candidate hours at ``n_pool`` levels stratified over the load range;
+1. candidate hours at ``pool * n`` levels stratified over the load range;
 2. ``refine`` rounds of bisection: between two neighbouring candidate levels whose sets of
    units off their limits differ, and where a unit that changes state is off its limits in
-   fewer than two candidates, add the midpoint (a unit free in one hour only gets a second,
+   fewer than ``cover`` candidates, add the midpoint (a unit free in one hour only gets a second,
    nearby hour before anything else);
-3. a greedy selection of ``n`` candidates: each pick adds the most units still short of two
+3. a greedy selection of ``n`` candidates: each pick adds the most units still short of ``cover``
    distinct off-limit dispatches; the remaining picks spread the load levels (farthest first).
 
 It reads only what is published (the dispatch and the known limits, i.e. which units sit at
@@ -24,6 +24,7 @@ failed scenarios are replaced as long as enough candidates solve.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -37,20 +38,40 @@ MIN_GAP = 0.005
 DISTINCT_FRACTION = 0.01
 
 
+@dataclass(frozen=True)
+class AdaptiveDesign:
+    """Settings of the adaptive design (`simulate_market(design=AdaptiveDesign(...))`; ``"adaptive"`` = the defaults).
+
+    ``pool``: candidate hours per requested hour before refinement; ``refine``: rounds of
+    bisection; ``cover``: off-limit hours with distinct dispatch wanted per unit before the
+    selection turns to spreading the load levels (2 pins a (c2, c1) pair; a third keeps it
+    pinned when the fit must leave out one hour whose AC-OPF has no derivative, e.g. a weakly
+    active reactive limit, which the published data cannot show in advance).
+    """
+
+    pool: int = 2
+    refine: int = 2
+    cover: int = 2
+
+    def __post_init__(self):
+        if self.pool < 1 or self.refine < 0 or self.cover < 1:
+            raise ConfigError(f"AdaptiveDesign needs pool >= 1, refine >= 0, cover >= 1; got {self}")
+
+
 def off_limits(pg_mw: np.ndarray, pmin_mw: np.ndarray, pmax_mw: np.ndarray, tol_mw: float) -> np.ndarray:
     """bool (S, G): unit with capacity (pmax > pmin) and off both limits by more than ``tol_mw``."""
     capacity = (pmax_mw - pmin_mw) > tol_mw
     return (pg_mw > pmin_mw + tol_mw) & (pg_mw < pmax_mw - tol_mw) & capacity
 
 
-def bisection_levels(levels: np.ndarray, free: np.ndarray, min_gap: float = MIN_GAP) -> list[float]:
-    """Midpoints of neighbouring ``levels`` whose off-limit sets differ in a unit free fewer than twice.
+def bisection_levels(levels: np.ndarray, free: np.ndarray, min_gap: float = MIN_GAP, cover: int = 2) -> list[float]:
+    """Midpoints of neighbouring ``levels`` whose off-limit sets differ in a unit free fewer than ``cover`` times.
 
     ``levels``: (C,) load levels of the solved candidates; ``free``: bool (C, G) from `off_limits`.
     """
     order = np.argsort(levels)
     lv, fr = levels[order], free[order]
-    short = fr.sum(0) < 2  # units not yet seen off their limits twice
+    short = fr.sum(0) < cover  # units not yet seen off their limits often enough
     out = []
     for k in range(len(lv) - 1):
         changed = fr[k] ^ fr[k + 1]
@@ -59,8 +80,9 @@ def bisection_levels(levels: np.ndarray, free: np.ndarray, min_gap: float = MIN_
     return out
 
 
-def select_hours(levels: np.ndarray, pg_mw: np.ndarray, free: np.ndarray, span_mw: np.ndarray, n: int) -> list[int]:
-    """Indices of ``n`` candidates (all if fewer): greedy cover of 'two distinct off-limit dispatches per unit', then spread.
+def select_hours(levels: np.ndarray, pg_mw: np.ndarray, free: np.ndarray, span_mw: np.ndarray, n: int,
+                 cover: int = 2) -> list[int]:
+    """Indices of ``n`` candidates (all if fewer): greedy cover of '``cover`` distinct off-limit dispatches per unit', then spread.
 
     ``span_mw``: (G,) pmax - pmin; a second free dispatch of unit g counts when it differs from every
     chosen one by more than ``max(1e-3, DISTINCT_FRACTION * span_mw[g])``.
@@ -74,7 +96,7 @@ def select_hours(levels: np.ndarray, pg_mw: np.ndarray, free: np.ndarray, span_m
 
     def gain(i: int) -> int:
         units = np.flatnonzero(free[i])
-        return sum(1 for u in units if len(seen[u]) < 2 and all(abs(pg_mw[i, u] - p) > distinct[u] for p in seen[u]))
+        return sum(1 for u in units if len(seen[u]) < cover and all(abs(pg_mw[i, u] - p) > distinct[u] for p in seen[u]))
 
     def spread(i: int) -> float:
         return float(np.min(np.abs(levels[chosen] - levels[i]))) if chosen else -abs(levels[i] - 1.0)
@@ -85,25 +107,21 @@ def select_hours(levels: np.ndarray, pg_mw: np.ndarray, free: np.ndarray, span_m
         best = max(rest, key=lambda i: (gain(i), spread(i)))
         chosen.append(best)
         for u in np.flatnonzero(free[best]):
-            if len(seen[u]) < 2:
+            if len(seen[u]) < cover:
                 seen[u].append(float(pg_mw[best, u]))
     return chosen
 
 
 def adaptive_hours(solve: Callable[[float], np.ndarray | None], n: int, level_range: tuple[float, float],
                    rng: np.random.Generator, *, pmin_mw: np.ndarray, pmax_mw: np.ndarray, tol_mw: float,
-                   refine: int = 2, n_pool: int | None = None) -> tuple[list[int], list[float], int]:
+                   settings: AdaptiveDesign = AdaptiveDesign()) -> tuple[list[int], list[float], int]:
     """Run the design; returns (indices into the solved candidates to keep, every solved level, n failed).
 
     ``solve(level)``: the dispatch (G,) of one candidate hour at that system level, or None when its
     AC-OPF failed. Candidates are numbered in the order they solved (the caller keeps them in that order).
     """
     lo, hi = level_range
-    if refine < 0:
-        raise ConfigError(f"refine must be >= 0 (rounds of bisection), got {refine}")
-    n_pool = 2 * n if n_pool is None else int(n_pool)
-    if n_pool < n:
-        raise ConfigError(f"n_pool ({n_pool}) must be at least n_samples ({n})")
+    n_pool = settings.pool * n
     levels: list[float] = []
     pgs: list[np.ndarray] = []
     failed = 0
@@ -119,10 +137,10 @@ def adaptive_hours(solve: Callable[[float], np.ndarray | None], n: int, level_ra
 
     for level in lo + (hi - lo) * (np.arange(n_pool) + rng.uniform(size=n_pool)) / n_pool:
         attempt(float(level))
-    for _ in range(refine):
+    for _ in range(settings.refine):
         if not pgs:
             break
-        new = bisection_levels(np.array(levels), off_limits(np.array(pgs), pmin_mw, pmax_mw, tol_mw))
+        new = bisection_levels(np.array(levels), off_limits(np.array(pgs), pmin_mw, pmax_mw, tol_mw), cover=settings.cover)
         for level in new[: n]:  # at most n new candidates per round bounds the solves at n_pool + refine * n
             attempt(level)
         if not new:
@@ -137,5 +155,6 @@ def adaptive_hours(solve: Callable[[float], np.ndarray | None], n: int, level_ra
     if not pgs:
         return [], [], failed
     pg = np.array(pgs)
-    keep = select_hours(np.array(levels), pg, off_limits(pg, pmin_mw, pmax_mw, tol_mw), pmax_mw - pmin_mw, n)
+    keep = select_hours(np.array(levels), pg, off_limits(pg, pmin_mw, pmax_mw, tol_mw), pmax_mw - pmin_mw, n,
+                        cover=settings.cover)
     return keep, levels, failed

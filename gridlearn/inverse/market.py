@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from gridlearn.errors import ConfigError, DataError
+from gridlearn.inverse.design import AdaptiveDesign, adaptive_hours
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +177,7 @@ def simulate_market(
     seed: int = 0,
     convention: str = "matpower",
     ipopt_tol: float = 1e-10,
-    design: str = "stratified",
-    refine: int = 2,
+    design: str | AdaptiveDesign = "stratified",
 ) -> Observations:
     """Simulate ``n_samples`` published market outcomes of ``network`` (its parameters are the truth).
 
@@ -193,11 +193,11 @@ def simulate_market(
     put on ``p_g`` and the published LMPs (0.01 = 1%). ``observe``: one of `OBSERVE`, or a
     sequence of bus positions whose LMPs are published beside ``p_g``.
 
-    ``design="adaptive"`` (see `gridlearn.inverse.design`) chooses the ``n_samples`` hours out of
-    ``2 n_samples`` candidates stratified over ``level_range`` (its overall span; default
-    `ADAPTIVE_RANGE`) plus ``refine`` rounds of bisection where the set of units at their limits
-    changes, picking those that move the most units off their limits twice; failed candidates
-    are replaced, and ``n_dropped`` counts them.
+    ``design="adaptive"`` (or an `AdaptiveDesign` with its settings; see `gridlearn.inverse.design`)
+    chooses the ``n_samples`` hours out of ``2 n_samples`` candidates stratified over
+    ``level_range`` (its overall span; default `ADAPTIVE_RANGE`) plus rounds of bisection where the
+    set of units at their limits changes, picking those that move the most units off their limits
+    twice; failed candidates are replaced, and ``n_dropped`` counts them.
 
     With the stratified design, scenarios whose AC-OPF fails are dropped and counted in
     ``n_dropped``. Raises `DataError` when every scenario failed.
@@ -209,8 +209,12 @@ def simulate_market(
     if not (0 <= load_spread < 1 and 0 <= level_spread < 1):
         raise ConfigError(f"load_spread and level_spread must be in [0, 1), got {load_spread}, {level_spread}")
     ranges = _level_ranges(level_range)
-    if design not in DESIGNS:
-        raise ConfigError(f"unknown design {design!r}; choose one of {sorted(DESIGNS)}")
+    if isinstance(design, str) and design not in DESIGNS:
+        raise ConfigError(f"unknown design {design!r}; choose one of {sorted(DESIGNS)} or give an AdaptiveDesign")
+    if design == "adaptive":
+        design = AdaptiveDesign()
+    elif not isinstance(design, (str, AdaptiveDesign)):
+        raise ConfigError(f"design must be a name in {sorted(DESIGNS)} or an AdaptiveDesign, got {type(design).__name__}")
     if not noise >= 0:
         raise ConfigError(f"noise must be >= 0 (a relative standard deviation), got {noise}")
     name, lmp_buses = lmp_buses_for(network, observe)
@@ -239,13 +243,11 @@ def simulate_market(
             rows[key].append(value)
         return res.pg_mw
 
-    if design == "adaptive":
-        from gridlearn.inverse.design import adaptive_hours
-
+    if isinstance(design, AdaptiveDesign):
         span = ADAPTIVE_RANGE if ranges is None else (min(r[0] for r in ranges), max(r[1] for r in ranges))
         keep, solved, dropped = adaptive_hours(
             lambda level: None if (pg := solve(level)) is None else pg.numpy(), n_samples, span, rng,
-            pmin_mw=pmin.numpy(), pmax_mw=pmax.numpy(), tol_mw=LIMIT_TOL_MW, refine=refine)
+            pmin_mw=pmin.numpy(), pmax_mw=pmax.numpy(), tol_mw=LIMIT_TOL_MW, settings=design)
         rows = {k: [v[i] for i in keep] for k, v in rows.items()}
         n_candidates = len(solved)
     else:

@@ -385,8 +385,13 @@ def recover(
     project = _projector(prior, unknowns)
     t_start = time.perf_counter()
     run = OPTIMISERS[solver.method]
+    def model_lmp(theta: Tensor) -> Tensor:  # the AC-OPF's LMPs at theta, for the imputed-price start
+        sol = problem.layer.solve(observations.pd_mw, observations.qd_mvar, **problem.fields(project(theta)))
+        sol.raise_on_failure("AC-OPF at the imputed-price start")
+        return sol.value.lmp_usd_per_mwh
+
     starts = starting_points(network_prior, observations, unknowns, project(prior), solver.init, solver.n_starts,
-                             solver.start_spread, solver.seed)
+                             solver.start_spread, solver.seed, model_lmp=model_lmp)
     if not starts:
         starts = [("prior", project(prior))]
     best, rows = None, []

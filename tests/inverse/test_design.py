@@ -10,7 +10,7 @@ from gridlearn.errors import ConfigError
 from gridlearn.grid import load_case
 from gridlearn.inverse import simulate_market
 from gridlearn.inverse.baseline import _separable
-from gridlearn.inverse.design import bisection_levels, select_hours
+from gridlearn.inverse.design import AdaptiveDesign, bisection_levels, select_hours
 
 
 @pytest.fixture(scope="module")
@@ -82,4 +82,6 @@ def test_bad_design_settings_raise(linear_case9):
     with pytest.raises(ConfigError):
         simulate_market(linear_case9, 2, design="random")
     with pytest.raises(ConfigError):
-        simulate_market(linear_case9, 2, design="adaptive", refine=-1)
+        AdaptiveDesign(refine=-1)
+    with pytest.raises(ConfigError):
+        simulate_market(linear_case9, 2, design=object())
