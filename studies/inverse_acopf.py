@@ -317,13 +317,27 @@ def partial_observations(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
                     rows.append({**common, "error": str(exc)[:200]})
                     continue
                 e = _errors(res.parameters)
-                rows.append({**common, **_draw_row(res, net), "max_rel_err_all": e["max_rel_err"]})
+                rows.append({**common, **_draw_row(res, net), "max_rel_err_all": e["max_rel_err"],
+                             "max_rel_err_up_to_scale": _error_up_to_scale(res.parameters)})
                 log.info("E %s %s draw %d: %s", name, init, d, rows[-1]["status"])
     draws = pd.DataFrame(rows)
     summ = _summary(draws, ["observe", "init"])
     if not summ.empty:
-        summ["median_max_rel_err_all"] = draws.groupby(["observe", "init"], sort=False)["max_rel_err_all"].median().values
+        g = draws.groupby(["observe", "init"], sort=False)
+        summ["median_max_rel_err_all"] = g["max_rel_err_all"].median().values
+        summ["median_max_rel_err_up_to_scale"] = g["max_rel_err_up_to_scale"].median().values
     return draws, summ
+
+
+def _error_up_to_scale(df) -> float:
+    """Max relative error of every coefficient after dividing out one common factor (the median of
+    value / true): what p_g alone can determine, since scaling every cost leaves the dispatch unchanged."""
+    nz = df["true"].abs().to_numpy() > 0
+    value, true = df["value"].to_numpy()[nz], df["true"].to_numpy()[nz]
+    if not nz.any():
+        return np.nan
+    alpha = float(np.median(value / true))
+    return float(np.max(np.abs(value / alpha - true) / np.abs(true))) if alpha > 0 else np.nan
 
 
 def noise_coverage(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -153,7 +153,9 @@ def imputed_price_start(network, observations, unknowns: Sequence[Unknown], prio
         model_pub = lmp[:, published]
         ok = model_pub.abs() > 1e-9
         ratio = torch.where(ok, observed / torch.where(ok, model_pub, torch.ones_like(model_pub)), torch.nan)
-        level = torch.nanmean(ratio, dim=1, keepdim=True)  # (S, 1) published price level against the model's
+        # (S, 1) published price level against the model's; with no price published (p_g alone) 1:
+        # the model's own prices, whose overall scale stays the start's (p_g cannot fix it)
+        level = torch.nanmean(ratio, dim=1, keepdim=True) if published.numel() else torch.ones(lmp.shape[0], 1)
         level = torch.where(torch.isfinite(level), level, torch.ones_like(level))
         completed = dataclasses.replace(observations, lmp_buses=buses,
                                         lmp_usd_per_mwh=torch.cat([observed, lmp[:, extra] * level], dim=1))
@@ -194,6 +196,12 @@ def starting_points(network, observations, unknowns: Sequence[Unknown], prior: T
                     starts.append(("baseline", theta))
             except GridlearnError as exc:  # the baseline QP failed: say so and go on with the priors
                 log.warning("baseline start skipped: %s", exc)
+        elif init == "auto" and model_lmp is not None:  # p_g alone: the model's own prices at the prior
+            try:
+                starts.append(("model prices", imputed_price_start(network, observations, unknowns, prior, prior.clone(),
+                                                                   model_lmp)))
+            except GridlearnError as exc:
+                log.warning("model-price start skipped: %s", exc)
     if init in ("auto", "prior"):
         starts.append(("prior", prior.clone()))
         starts += [(f"perturbed {k + 1}", th) for k, th in enumerate(perturbed(prior, spread, n_starts - 1, seed))]

@@ -97,7 +97,7 @@ def test_pg_alone_runs_every_start_and_flags_nothing():
     net = load_case("case9")
     obs = simulate_market(net, 4, seed=3, observe="pg", ipopt_tol=1e-9)
     prior = prior_of(net, 0.3, seed=2)
-    res = recover(prior, obs, "costs", truth=net, solver=InverseSolver(n_starts=3, max_iter=2))
+    res = recover(prior, obs, "costs", truth=net, solver=InverseSolver(init="prior", n_starts=3, max_iter=2))
     assert list(res.starts["start"]) == ["prior", "perturbed 1", "perturbed 2"]  # no prices: no baseline start
     assert res.start in set(res.starts["start"])
     kept = res.starts.set_index("start").loc[res.start, "final_loss"]
@@ -105,6 +105,24 @@ def test_pg_alone_runs_every_start_and_flags_nothing():
     assert not res.parameters["identifiable"].any()
     with pytest.raises(ConfigError, match="init=.baseline. needs the LMP"):
         recover(prior, obs, "costs", solver=InverseSolver(init="baseline"))
+
+
+def test_pg_alone_model_price_start_recovers_costs_up_to_their_common_scale():
+    """p_g alone, init="auto": the first start is the baseline on the model's own LMPs at the prior
+    (`imputed_price_start` with no published price). The fit may converge, but scaling every cost
+    leaves the dispatch unchanged, so nothing is flagged (reason ``common_scale``); the costs of
+    the units off their limits are recovered up to one common factor."""
+    net = random_costs(load_case("case14"), seed=3)
+    obs = simulate_market(net, 8, seed=0, observe="pg", ipopt_tol=1e-9, design="adaptive")
+    res = recover(prior_of(net, 0.5, seed=5), obs, "costs", truth=net)
+    assert res.starts["start"].iloc[0] == "model prices" and "baseline" not in set(res.starts["start"])
+    assert not res.parameters["identifiable"].any()
+    assert res.status is FitStatus.CONVERGED, res.starts
+    df = res.parameters
+    scaled = df[df["reason"] == "common_scale"]  # the others sit at a limit in every sample
+    assert len(scaled) >= 6 and set(df["reason"]) <= {"common_scale", "at_limit"}
+    ratio = (scaled["value"] / scaled["true"]).to_numpy()
+    assert np.abs(ratio / np.median(ratio) - 1).max() < 0.01, df[["value", "true", "reason"]]
 
 
 def test_noise_floor_statistic_accepts_the_truth_and_rejects_a_wrong_fit():
