@@ -21,7 +21,8 @@ from 0). Methods (`optimisers`):
   acceptance still checks the full loss over every sample.
 
 Starts (`starts`, ``InverseSolver.init``): ``"auto"`` tries the KKT-residual baseline
-first where LMPs at unknown generators' buses are published, then the prior, then
+first where LMPs at unknown generators' buses are published (preceded by the baseline on
+imputed prices where only some are, or on the model's own prices with p_g alone), then the prior, then
 ``n_starts - 1`` perturbed priors, stopping at the first start whose fit converges and
 keeping the best (lowest final loss among converged, else overall); every start run is
 reported in ``InverseResult.starts``.

@@ -20,7 +20,10 @@ reports every one it ran):
    are then the true ones and the ratio is 1); away from it the ratio carries the published
    price level, set by the priced units, to the unpriced buses, which is what a unit's cost
    answers to while it is off its limits. It is a start only: the gradient method refines it
-   and the convergence contract decides what is reported.
+   and the convergence contract decides what is reported. With no price published at all
+   (p_g alone), ``"model prices"``: the same rounds from the prior with the model's prices
+   unscaled; their overall scale stays the prior's, which p_g cannot fix (every cost times one
+   factor gives the same dispatch), so at best it finds the costs up to that factor.
 2. ``"prior"``: the prior itself.
 3. ``"perturbed k"``: the prior times ``U(1 - start_spread, 1 + start_spread)`` per
    parameter (seeded by `InverseSolver.seed`), projected on the physical set.
@@ -196,9 +199,10 @@ def starting_points(network, observations, unknowns: Sequence[Unknown], prior: T
                     starts.append(("baseline", theta))
             except GridlearnError as exc:  # the baseline QP failed: say so and go on with the priors
                 log.warning("baseline start skipped: %s", exc)
-        elif init == "auto" and model_lmp is not None:  # p_g alone: the model's own prices at the prior
+        elif init == "auto" and model_lmp is not None:  # no unknown unit's price: model prices at the prior
             try:
-                starts.append(("model prices", imputed_price_start(network, observations, unknowns, prior, prior.clone(),
+                name = "imputed prices" if observations.has_lmp else "model prices"
+                starts.append((name, imputed_price_start(network, observations, unknowns, prior, prior.clone(),
                                                                    model_lmp)))
             except GridlearnError as exc:
                 log.warning("model-price start skipped: %s", exc)
