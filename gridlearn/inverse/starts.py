@@ -199,7 +199,8 @@ def starting_points(network, observations, unknowns: Sequence[Unknown], prior: T
                     starts.append(("baseline", theta))
             except GridlearnError as exc:  # the baseline QP failed: say so and go on with the priors
                 log.warning("baseline start skipped: %s", exc)
-        elif init == "auto" and model_lmp is not None:  # no unknown unit's price: model prices at the prior
+        elif init == "auto" and model_lmp is not None and unpriced_generators(network, observations, unknowns):
+            # no unknown unit's price published: the model's prices at the prior
             try:
                 name = "imputed prices" if observations.has_lmp else "model prices"
                 starts.append((name, imputed_price_start(network, observations, unknowns, prior, prior.clone(),
