@@ -11,6 +11,7 @@ never enter the observations. Noise, when asked, is multiplicative Gaussian:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Sequence
@@ -99,6 +100,20 @@ class Observations:
             at_pmax=self.at_pmax[:n], noise=self.noise, observe=self.observe, n_requested=self.n_requested,
             n_dropped=self.n_dropped, n_candidates=self.n_candidates, pg_true_mw=cut(self.pg_true_mw), lmp_true_usd_per_mwh=cut(self.lmp_true_usd_per_mwh),
         )
+
+    def select(self, samples: Sequence[int]) -> "Observations":
+        """The scenarios at positions ``samples``, in that order."""
+        idx = torch.as_tensor(list(samples), dtype=torch.long)
+        if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= self.n_samples:
+            raise ValueError(f"samples must be positions in 0..{self.n_samples - 1}, got {list(samples)}")
+
+        def cut(t):
+            return None if t is None else t[idx]
+
+        return dataclasses.replace(
+            self, pd_mw=self.pd_mw[idx], qd_mvar=self.qd_mvar[idx], pg_mw=self.pg_mw[idx],
+            lmp_usd_per_mwh=self.lmp_usd_per_mwh[idx], at_pmin=self.at_pmin[idx], at_pmax=self.at_pmax[idx],
+            pg_true_mw=cut(self.pg_true_mw), lmp_true_usd_per_mwh=cut(self.lmp_true_usd_per_mwh))
 
     def validate(self, network) -> None:
         """Raise `DataError` unless the shapes match ``network`` and every value is finite."""
