@@ -191,7 +191,8 @@ def _draw_row(res, truth, units: set[int] | None = None) -> dict:
             "worst_rel_err_flagged": e["max_rel_err_identifiable"],
             "worst_abs_err_flagged_true_zero": _flagged_zero_abs(df),
             "flagged_within_1pct": bool(not flagged.any() or not e["max_rel_err_identifiable"] >= 0.01),
-            "time_s": res.timings.get("total_s", np.nan), "message": res.message[:160]}
+            "time_s": res.timings.get("total_s", np.nan), "hours_left_out": str(res.hours_left_out),
+            "message": res.message[:300]}
 
 
 def _flagged_zero_abs(df) -> float:

@@ -432,7 +432,9 @@ def recover(
 
 
 def _unreproduced_hours(problem: InverseProblem, r: Tensor) -> tuple[list[int], float]:
-    """(hours whose p_g or LMP residual RMS exceeds 10x its channel's fit tolerance, their worst p_g gap in MW)."""
+    """(hours whose p_g or LMP residual RMS exceeds 10x its channel's fit tolerance, their worst p_g gap in MW).
+
+    ``r``: weighted residuals (S, m); rows of hours whose AC-OPF failed are the caller's to mark."""
     raw = problem.raw(r)
     n_gen = problem.network.n_gen
     obs = problem.observed()
@@ -454,8 +456,6 @@ def _without_unreproduced_hours(network_prior, observations, unknowns, problem, 
     stalled final point: from there the optimiser has moved every cost to fit the odd hours."""
     import dataclasses
 
-    from gridlearn.errors import SolverFailure
-
     if (best is None or best["status"] is FitStatus.CONVERGED or observations.noise > 0
             or solver.max_hours_left_out <= 0):
         return None
@@ -463,25 +463,35 @@ def _without_unreproduced_hours(network_prior, observations, unknowns, problem, 
     if name is None:
         return None
     problem.warm = None
-    try:
-        _, _, r0, _ = problem.loss(starts[name], grad=False)
-    except SolverFailure:
+    sol = problem.layer.solve(observations.pd_mw, observations.qd_mvar, **problem.fields(starts[name]))
+    results = sol.extras["results"]
+    failed = [k for k, res in enumerate(results) if res is None]  # hours whose AC-OPF fails at this start
+    if len(failed) == len(results):
         return None
-    hours, gap = _unreproduced_hours(problem, r0)
+    # a failed hour gets the published values (zero residual): it is left out as failed, not as a gap
+    lmp_obs = torch.zeros(len(results), problem.network.n_bus, dtype=torch.float64)
+    lmp_obs[:, observations.lmp_buses] = observations.lmp_usd_per_mwh.double()
+    pg = torch.stack([res.pg_mw if res is not None else observations.pg_mw[k].double() for k, res in enumerate(results)])
+    lmp = torch.stack([res.lmp_usd_per_mwh if res is not None else lmp_obs[k] for k, res in enumerate(results)])
+    hours, gap = _unreproduced_hours(problem, problem.residuals(pg, lmp))
+    hours = sorted(set(hours) | set(failed))
     n = observations.n_samples
     if not hours or len(hours) > solver.max_hours_left_out * n or n - len(hours) < 2:
         return None
     keep = [s for s in range(n) if s not in set(hours)]
-    log.info("refitting without hours %s: at the %s start they miss the published data by up to %.3g MW "
-             "while the other %d hours are reproduced", hours, name, gap, len(keep))
+    log.info("refitting without hours %s: at the %s start they fail (%s) or miss the published data (by up to %.3g MW) "
+             "while the other %d hours are reproduced", hours, name, failed, gap, len(keep))
     sub = recover(network_prior, observations.select(keep), unknowns, weights=w, truth=truth, report=report,
                   solver=dataclasses.replace(solver, max_hours_left_out=0.0))
     if not sub.converged:
         return None
     sub.hours_left_out = hours
     sub.starts = pd.concat([rows.assign(hours="all"), sub.starts.assign(hours=f"without {hours}")], ignore_index=True)
-    sub.message = (f"{sub.message}; on {len(keep)} of {n} hours: hours {hours} left out, where the AC-OPF at these "
-                   f"costs reaches another local optimum than the published one (p_g up to {gap:.3g} MW away)")
+    why = [f"the AC-OPF fails at hours {failed}"] if failed else []
+    if set(hours) - set(failed):
+        why.append(f"it reaches another local optimum than the published one at hours {sorted(set(hours) - set(failed))} "
+                   f"(p_g up to {gap:.3g} MW away)")
+    sub.message = f"{sub.message}; on {len(keep)} of {n} hours: hours {hours} left out: at these costs " + " and ".join(why)
     return sub
 
 
