@@ -106,8 +106,8 @@ def select_hours(levels: np.ndarray, pg_mw: np.ndarray, free: np.ndarray, span_m
         # most new evidence first; ties (and, once every unit is covered, all picks) by spread of the load levels
         best = max(rest, key=lambda i: (gain(i), spread(i)))
         chosen.append(best)
-        for u in np.flatnonzero(free[best]):
-            if len(seen[u]) < cover:
+        for u in np.flatnonzero(free[best]):  # only a distinct dispatch adds evidence (as in gain)
+            if len(seen[u]) < cover and all(abs(pg_mw[best, u] - p) > distinct[u] for p in seen[u]):
                 seen[u].append(float(pg_mw[best, u]))
     return chosen
 
