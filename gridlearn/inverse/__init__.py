@@ -11,6 +11,7 @@ from gridlearn._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "market": "Observations simulate_market",
+    "design": "AdaptiveDesign",
     "params": "Unknown",
     "recovery": "recover InverseResult InverseSolver",
     "convergence": "FitStatus",

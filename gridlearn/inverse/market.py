@@ -11,6 +11,7 @@ never enter the observations. Noise, when asked, is multiplicative Gaussian:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Sequence
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor
 
 from gridlearn.errors import ConfigError, DataError
+from gridlearn.inverse.design import AdaptiveDesign, adaptive_hours
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,14 @@ OBSERVE = {
 # A generator within this many MW of a limit counts as sitting at it (Ipopt's interior
 # point stops ~1e-8 pu inside a bound; 1e-3 MW is far above that and far below any ramp).
 LIMIT_TOL_MW = 1e-3
+#: Load designs `simulate_market` knows.
+DESIGNS = {
+    "stratified": "levels drawn (or stratified over level_range); failed scenarios dropped",
+    "adaptive": "hours chosen from candidates to move the most units off their limits (gridlearn.inverse.design)",
+}
+#: The adaptive design's load range when none is given (fraction of base load): wide, because with
+#: linear costs some units are marginal only near 10% or above 100% of load (PGLib case57, case118).
+ADAPTIVE_RANGE = (0.1, 1.3)
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,7 @@ class Observations:
         noise: the relative standard deviation used (0 = exact).
         observe: the observation setting's name.
         n_requested, n_dropped: scenarios asked for, and dropped because the AC-OPF failed.
+        n_candidates: hours solved to choose from (the adaptive design; = n_samples otherwise).
         pg_true_mw, lmp_true_usd_per_mwh: (S, n_gen), (S, n_bus) noise-free truth, for
             evaluation only (the inverse methods never read them).
 
@@ -76,6 +87,7 @@ class Observations:
     observe: str = "pg+lmp"
     n_requested: int = 0
     n_dropped: int = 0
+    n_candidates: int = 0
     pg_true_mw: Tensor | None = None
     lmp_true_usd_per_mwh: Tensor | None = None
 
@@ -99,8 +111,22 @@ class Observations:
             pd_mw=self.pd_mw[:n], qd_mvar=self.qd_mvar[:n], pg_mw=self.pg_mw[:n],
             lmp_usd_per_mwh=self.lmp_usd_per_mwh[:n], lmp_buses=self.lmp_buses, at_pmin=self.at_pmin[:n],
             at_pmax=self.at_pmax[:n], noise=self.noise, observe=self.observe, n_requested=self.n_requested,
-            n_dropped=self.n_dropped, pg_true_mw=cut(self.pg_true_mw), lmp_true_usd_per_mwh=cut(self.lmp_true_usd_per_mwh),
+            n_dropped=self.n_dropped, n_candidates=self.n_candidates, pg_true_mw=cut(self.pg_true_mw), lmp_true_usd_per_mwh=cut(self.lmp_true_usd_per_mwh),
         )
+
+    def select(self, samples: Sequence[int]) -> "Observations":
+        """The scenarios at positions ``samples``, in that order."""
+        idx = torch.as_tensor(list(samples), dtype=torch.long)
+        if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= self.n_samples:
+            raise ValueError(f"samples must be positions in 0..{self.n_samples - 1}, got {list(samples)}")
+
+        def cut(t):
+            return None if t is None else t[idx]
+
+        return dataclasses.replace(
+            self, pd_mw=self.pd_mw[idx], qd_mvar=self.qd_mvar[idx], pg_mw=self.pg_mw[idx],
+            lmp_usd_per_mwh=self.lmp_usd_per_mwh[idx], at_pmin=self.at_pmin[idx], at_pmax=self.at_pmax[idx],
+            pg_true_mw=cut(self.pg_true_mw), lmp_true_usd_per_mwh=cut(self.lmp_true_usd_per_mwh))
 
     def validate(self, network) -> None:
         """Raise `DataError` unless the shapes match ``network`` and every value is finite."""
@@ -179,6 +205,7 @@ def simulate_market(
     seed: int = 0,
     convention: str = "matpower",
     ipopt_tol: float = 1e-10,
+    design: str | AdaptiveDesign = "stratified",
 ) -> Observations:
     """Simulate ``n_samples`` published market outcomes of ``network`` (its parameters are the truth).
 
@@ -194,8 +221,14 @@ def simulate_market(
     put on ``p_g`` and the published LMPs (0.01 = 1%). ``observe``: one of `OBSERVE`, or a
     sequence of bus positions whose LMPs are published beside ``p_g``.
 
-    Scenarios whose AC-OPF fails are dropped and counted in ``n_dropped``; raises
-    `DataError` when every scenario failed.
+    ``design="adaptive"`` (or an `AdaptiveDesign` with its settings; see `gridlearn.inverse.design`)
+    chooses the ``n_samples`` hours out of ``2 n_samples`` candidates stratified over
+    ``level_range`` (its overall span; default `ADAPTIVE_RANGE`) plus rounds of bisection where the
+    set of units at their limits changes, picking those that move the most units off their limits
+    twice; failed candidates are replaced, and ``n_dropped`` counts them.
+
+    With the stratified design, scenarios whose AC-OPF fails are dropped and counted in
+    ``n_dropped``. Raises `DataError` when every scenario failed.
 
     case9, 3 scenarios within +-10 % of its load: the dispatch covers demand plus losses,
     no unit sits at a limit, and prices are about 26-27 $/MWh; with 1 % noise the
@@ -220,6 +253,12 @@ def simulate_market(
     if not (0 <= load_spread < 1 and 0 <= level_spread < 1):
         raise ConfigError(f"load_spread and level_spread must be in [0, 1), got {load_spread}, {level_spread}")
     ranges = _level_ranges(level_range)
+    if isinstance(design, str) and design not in DESIGNS:
+        raise ConfigError(f"unknown design {design!r}; choose one of {sorted(DESIGNS)} or give an AdaptiveDesign")
+    if design == "adaptive":
+        design = AdaptiveDesign()
+    elif not isinstance(design, (str, AdaptiveDesign)):
+        raise ConfigError(f"design must be a name in {sorted(DESIGNS)} or an AdaptiveDesign, got {type(design).__name__}")
     if not noise >= 0:
         raise ConfigError(f"noise must be >= 0 (a relative standard deviation), got {noise}")
     name, lmp_buses = lmp_buses_for(network, observe)
@@ -231,29 +270,42 @@ def simulate_market(
     pmax = network.gen.pmax_mw.detach().cpu().double()
 
     rows: dict[str, list[Tensor]] = {k: [] for k in ("pd", "qd", "pg", "lmp", "lo", "hi")}
-    dropped = 0
-    levels = None if ranges is None else _stratified_levels(rng, n_samples, ranges)
-    for s in range(n_samples):
-        level = rng.uniform(1 - level_spread, 1 + level_spread) if levels is None else float(levels[s])
+
+    def solve(level: float) -> Tensor | None:
+        """One scenario at system ``level``: append its row and return p_g, or None when Ipopt failed."""
         factor = torch.as_tensor(level * rng.uniform(1 - load_spread, 1 + load_spread, network.n_bus))
         pd, qd = base_pd * factor, base_qd * factor
-        scenario = network.with_(pd_mw=pd, qd_mvar=qd)
-        sol = solve_acopf_status(scenario, convention, warm_start=base, backend="direct", tol=ipopt_tol)
+        sol = solve_acopf_status(network.with_(pd_mw=pd, qd_mvar=qd), convention, warm_start=base, backend="direct",
+                                 tol=ipopt_tol)
         res = sol.value
         if res is None:
-            dropped += 1
-            log.info("scenario dropped: Ipopt returned %s (%s)", sol.extras["ipopt_status"], sol.statuses[0].name)
-            continue
-        rows["pd"].append(pd)
-        rows["qd"].append(qd)
-        rows["pg"].append(res.pg_mw)
-        rows["lmp"].append(res.lmp_usd_per_mwh)
-        rows["lo"].append(res.pg_mw <= pmin + LIMIT_TOL_MW)
-        rows["hi"].append(res.pg_mw >= pmax - LIMIT_TOL_MW)
+            log.info("scenario at level %.3f failed: Ipopt returned %s (%s)", level, sol.extras["ipopt_status"],
+                     sol.statuses[0].name)
+            return None
+        for key, value in zip(rows, (pd, qd, res.pg_mw, res.lmp_usd_per_mwh, res.pg_mw <= pmin + LIMIT_TOL_MW,
+                                     res.pg_mw >= pmax - LIMIT_TOL_MW)):
+            rows[key].append(value)
+        return res.pg_mw
+
+    if isinstance(design, AdaptiveDesign):
+        span = ADAPTIVE_RANGE if ranges is None else (min(r[0] for r in ranges), max(r[1] for r in ranges))
+        keep, solved, dropped = adaptive_hours(
+            lambda level: None if (pg := solve(level)) is None else pg.numpy(), n_samples, span, rng,
+            pmin_mw=pmin.numpy(), pmax_mw=pmax.numpy(), tol_mw=LIMIT_TOL_MW, settings=design)
+        rows = {k: [v[i] for i in keep] for k, v in rows.items()}
+        n_candidates = len(solved)
+    else:
+        dropped = 0
+        levels = None if ranges is None else _stratified_levels(rng, n_samples, ranges)
+        for s in range(n_samples):
+            level = rng.uniform(1 - level_spread, 1 + level_spread) if levels is None else float(levels[s])
+            dropped += solve(level) is None
+        n_candidates = len(rows["pg"])
     if not rows["pg"]:
         raise DataError(f"all {n_samples} scenarios of {network.name} failed to solve; lower load_spread/level_spread/level_range")
     if dropped:
-        log.warning("%d of %d scenarios dropped (AC-OPF did not converge)", dropped, n_samples)
+        log.warning("%d scenarios dropped (AC-OPF did not converge); %d of %d requested kept", dropped,
+                    len(rows["pg"]), n_samples)
     pg_true = torch.stack(rows["pg"])
     lmp_true = torch.stack(rows["lmp"])
     pg_obs, lmp_obs = pg_true.clone(), lmp_true[:, lmp_buses].clone()
@@ -272,6 +324,7 @@ def simulate_market(
         observe=name,
         n_requested=n_samples,
         n_dropped=dropped,
+        n_candidates=n_candidates,
         pg_true_mw=pg_true,
         lmp_true_usd_per_mwh=lmp_true,
     )

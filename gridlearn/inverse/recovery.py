@@ -21,7 +21,8 @@ from 0). Methods (`optimisers`):
   acceptance still checks the full loss over every sample.
 
 Starts (`starts`, ``InverseSolver.init``): ``"auto"`` tries the KKT-residual baseline
-first where LMPs at unknown generators' buses are published, then the prior, then
+first where LMPs at unknown generators' buses are published (preceded by the baseline on
+imputed prices where only some are, or on the model's own prices with p_g alone), then the prior, then
 ``n_starts - 1`` perturbed priors, stopping at the first start whose fit converges and
 keeping the best (lowest final loss among converged, else overall); every start run is
 reported in ``InverseResult.starts``.
@@ -104,6 +105,11 @@ class InverseSolver:
     seed: int = 0
     fit_rtol: float = 1e-5
     bound_rtol: float = 1e-3
+    # Noise-free only: when no start converges but every hour except at most this fraction is
+    # reproduced to the fit tolerance at the best start, refit without those hours and say so
+    # (`InverseResult.hours_left_out`): there the AC-OPF reaches another local optimum than the
+    # market's. 0 turns it off.
+    max_hours_left_out: float = 0.25
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -180,6 +186,9 @@ class InverseResult:
     start: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     report_skipped_samples: list[int] = field(default_factory=list)  # no sensitivity at the solution: not in the report
+    # hours (sample positions of the observations given) left out of the fit because the model could not
+    # reproduce them where it reproduced every other hour (`InverseSolver.max_hours_left_out`)
+    hours_left_out: list[int] = field(default_factory=list)
 
     @property
     def converged(self) -> bool:
@@ -426,8 +435,13 @@ def recover(
     project = _projector(prior, unknowns)
     t_start = time.perf_counter()
     run = OPTIMISERS[solver.method]
+    def model_lmp(theta: Tensor) -> Tensor:  # the AC-OPF's LMPs at theta, for the imputed-price start
+        sol = problem.layer.solve(observations.pd_mw, observations.qd_mvar, **problem.fields(project(theta)))
+        sol.raise_on_failure("AC-OPF at the imputed-price start")
+        return sol.value.lmp_usd_per_mwh
+
     starts = starting_points(network_prior, observations, unknowns, project(prior), solver.init, solver.n_starts,
-                             solver.start_spread, solver.seed)
+                             solver.start_spread, solver.seed, model_lmp=model_lmp)
     if not starts:
         starts = [("prior", project(prior))]
     best, rows = None, []
@@ -450,8 +464,77 @@ def recover(
         if out["status"] is FitStatus.CONVERGED:
             break
     timings = dict(problem.timings, total_s=time.perf_counter() - t_start)
+    retry = _without_unreproduced_hours(network_prior, observations, unknowns, problem, best, w, solver, truth, report,
+                                        dict(starts), pd.DataFrame(rows))
+    if retry is not None:  # its time: the whole call, the stalled pass over every hour included
+        retry.timings = dict(retry.timings, all_hours_s=timings["total_s"], total_s=time.perf_counter() - t_start)
+        return retry
     return _result(network_prior, observations, unknowns, problem, best, prior, truth, report, w, timings,
                    pd.DataFrame(rows))
+
+
+def _unreproduced_hours(problem: InverseProblem, r: Tensor) -> tuple[list[int], float]:
+    """(hours whose p_g or LMP residual RMS exceeds 10x its channel's fit tolerance, their worst p_g gap in MW).
+
+    ``r``: weighted residuals (S, m); rows of hours whose AC-OPF failed are the caller's to mark."""
+    raw = problem.raw(r)
+    n_gen = problem.network.n_gen
+    obs = problem.observed()
+    bad = torch.zeros(raw.shape[0], dtype=torch.bool)
+    for cols in (slice(0, n_gen), slice(n_gen, raw.shape[1])):
+        if raw[:, cols].shape[1] == 0:
+            continue
+        tol = problem.solver.fit_rtol * max(float(obs[:, cols].pow(2).mean().sqrt()), 1e-12)
+        bad |= raw[:, cols].pow(2).mean(dim=1).sqrt() > 10 * tol
+    gap = float(raw[bad, :n_gen].abs().max()) if bad.any() else 0.0
+    return torch.nonzero(bad).flatten().tolist(), gap
+
+
+def _without_unreproduced_hours(network_prior, observations, unknowns, problem, best, w, solver, truth, report,
+                                starts: dict, rows: pd.DataFrame):
+    """The refit of `InverseSolver.max_hours_left_out`, or None when it does not apply or does not converge.
+
+    Judged at the start the prices determine (``"baseline"`` or ``"imputed prices"``), not at a
+    stalled final point: from there the optimiser has moved every cost to fit the odd hours."""
+    import dataclasses
+
+    if (best is None or best["status"] is FitStatus.CONVERGED or observations.noise > 0
+            or solver.max_hours_left_out <= 0):
+        return None
+    name = next((k for k in ("baseline", "imputed prices") if k in starts), None)
+    if name is None:
+        return None
+    problem.warm = None
+    sol = problem.layer.solve(observations.pd_mw, observations.qd_mvar, **problem.fields(starts[name]))
+    results = sol.extras["results"]
+    failed = [k for k, res in enumerate(results) if res is None]  # hours whose AC-OPF fails at this start
+    if len(failed) == len(results):
+        return None
+    # a failed hour gets the published values (zero residual): it is left out as failed, not as a gap
+    lmp_obs = torch.zeros(len(results), problem.network.n_bus, dtype=torch.float64)
+    lmp_obs[:, observations.lmp_buses] = observations.lmp_usd_per_mwh.double()
+    pg = torch.stack([res.pg_mw if res is not None else observations.pg_mw[k].double() for k, res in enumerate(results)])
+    lmp = torch.stack([res.lmp_usd_per_mwh if res is not None else lmp_obs[k] for k, res in enumerate(results)])
+    hours, gap = _unreproduced_hours(problem, problem.residuals(pg, lmp))
+    hours = sorted(set(hours) | set(failed))
+    n = observations.n_samples
+    if not hours or len(hours) > solver.max_hours_left_out * n or n - len(hours) < 2:
+        return None
+    keep = [s for s in range(n) if s not in set(hours)]
+    log.info("refitting without hours %s: at the %s start they fail (%s) or miss the published data (by up to %.3g MW) "
+             "while the other %d hours are reproduced", hours, name, failed, gap, len(keep))
+    sub = recover(network_prior, observations.select(keep), unknowns, weights=w, truth=truth, report=report,
+                  solver=dataclasses.replace(solver, max_hours_left_out=0.0))
+    if not sub.converged:
+        return None
+    sub.hours_left_out = hours
+    sub.starts = pd.concat([rows.assign(hours="all"), sub.starts.assign(hours=f"without {hours}")], ignore_index=True)
+    why = [f"the AC-OPF fails at hours {failed}"] if failed else []
+    if set(hours) - set(failed):
+        why.append(f"it reaches another local optimum than the published one at hours {sorted(set(hours) - set(failed))} "
+                   f"(p_g up to {gap:.3g} MW away)")
+    sub.message = f"{sub.message}; on {len(keep)} of {n} hours: hours {hours} left out: at these costs " + " and ".join(why)
+    return sub
 
 
 def _bound_reference(network, unknowns: Sequence[Unknown], theta: Tensor, rtol: float) -> Tensor:

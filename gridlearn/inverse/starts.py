@@ -13,6 +13,17 @@ reports every one it ran):
    which their observed dispatch is optimal (the prior's, clipped). Noise-free with every generator's price published, this start is already
    the answer and the gradient method only confirms it; with noise, unknown admittances
    or partial prices the gradient method refines it.
+   With prices at some buses only, ``"imputed prices"`` comes first: the baseline over every
+   unknown generator, where the price at an unpublished generator bus is the model's LMP at the
+   current start times the per-hour ratio of published to model prices at the published buses
+   (`imputed_price_start`, a few rounds). The true costs are its fixed point (the model prices
+   are then the true ones and the ratio is 1); away from it the ratio carries the published
+   price level, set by the priced units, to the unpriced buses, which is what a unit's cost
+   answers to while it is off its limits. It is a start only: the gradient method refines it
+   and the convergence contract decides what is reported. With no price published at all
+   (p_g alone), ``"model prices"``: the same rounds from the prior with the model's prices
+   unscaled; their overall scale stays the prior's, which p_g cannot fix (every cost times one
+   factor gives the same dispatch), so at best it finds the costs up to that factor.
 2. ``"prior"``: the prior itself.
 3. ``"perturbed k"``: the prior times ``U(1 - start_spread, 1 + start_spread)`` per
    parameter (seeded by `InverseSolver.seed`), projected on the physical set.
@@ -109,6 +120,56 @@ def _polish(pg_mw, lmp, at_limit, cvx: Tensor) -> Tensor:
     return torch.tensor([c2, c1], dtype=torch.float64) if np.isfinite([c2, c1]).all() else cvx
 
 
+#: Rounds of price imputation (`imputed_price_start`); each costs one AC-OPF per sample.
+IMPUTE_ROUNDS = 3
+
+
+def unpriced_generators(network, observations, unknowns: Sequence[Unknown]) -> list[int]:
+    """Positions of the generators with an unknown c2 or c1 whose bus LMP is not published."""
+    published = set(observations.lmp_buses.tolist())
+    gens = sorted({u.position for u in unknowns if u.kind in ("c2", "c1")})
+    return [g for g in gens if int(network.gen.bus[g]) not in published]
+
+
+def imputed_price_start(network, observations, unknowns: Sequence[Unknown], prior: Tensor, theta: Tensor,
+                        model_lmp, rounds: int = IMPUTE_ROUNDS) -> Tensor:
+    """The baseline over every unknown generator with imputed prices at unpublished generator buses.
+
+    ``model_lmp(theta) -> (S, n_bus)`` LMPs of the AC-OPF at ``theta`` (raises a `GridlearnError`
+    when some sample fails, which ends the rounds with the last good start). Each round: imputed
+    price at bus j in hour s = model_sj * mean over published buses k of (observed_sk / model_sk);
+    then `baseline_start` on the observations completed with those prices.
+    """
+    import dataclasses
+
+    published = observations.lmp_buses
+    extra = torch.as_tensor(sorted({int(network.gen.bus[g]) for g in unpriced_generators(network, observations, unknowns)}),
+                            dtype=torch.long)
+    buses = torch.cat([published, extra])
+    observed = observations.lmp_usd_per_mwh.detach().double()
+    for _ in range(rounds):
+        try:
+            lmp = model_lmp(theta).detach().double()
+        except GridlearnError as exc:
+            log.info("price imputation stopped: %s", exc)
+            break
+        model_pub = lmp[:, published]
+        ok = model_pub.abs() > 1e-9
+        ratio = torch.where(ok, observed / torch.where(ok, model_pub, torch.ones_like(model_pub)), torch.nan)
+        # (S, 1) published price level against the model's; with no price published (p_g alone) 1:
+        # the model's own prices, whose overall scale stays the start's (p_g cannot fix it)
+        level = torch.nanmean(ratio, dim=1, keepdim=True) if published.numel() else torch.ones(lmp.shape[0], 1)
+        level = torch.where(torch.isfinite(level), level, torch.ones_like(level))
+        completed = dataclasses.replace(observations, lmp_buses=buses,
+                                        lmp_usd_per_mwh=torch.cat([observed, lmp[:, extra] * level], dim=1))
+        new, _ = baseline_start(network, completed, unknowns, prior)
+        done = bool(torch.allclose(new, theta, rtol=1e-9, atol=0.0))
+        theta = new
+        if done:
+            break
+    return theta
+
+
 def perturbed(prior: Tensor, spread: float, n: int, seed: int) -> list[Tensor]:
     g = torch.Generator().manual_seed(seed)
     return [prior * (1 - spread + 2 * spread * torch.rand(prior.shape, generator=g, dtype=torch.float64))
@@ -116,9 +177,10 @@ def perturbed(prior: Tensor, spread: float, n: int, seed: int) -> list[Tensor]:
 
 
 def starting_points(network, observations, unknowns: Sequence[Unknown], prior: Tensor, init: str, n_starts: int,
-                    spread: float, seed: int) -> list[tuple[str, Tensor]]:
+                    spread: float, seed: int, model_lmp=None) -> list[tuple[str, Tensor]]:
     """[(name, theta)] in the order to try (module docstring). Raises `ConfigError` for
-    ``init="baseline"`` when no unknown generator's bus LMP is published."""
+    ``init="baseline"`` when no unknown generator's bus LMP is published. ``model_lmp``: see
+    `imputed_price_start` (without it there is no imputed-price start)."""
     if init not in INITS:
         raise ConfigError(f"init must be one of {INITS}, got {init!r}")
     starts: list[tuple[str, Tensor]] = []
@@ -130,10 +192,21 @@ def starting_points(network, observations, unknowns: Sequence[Unknown], prior: T
         if gens:
             try:
                 theta, used = baseline_start(network, observations, unknowns, prior)
+                if model_lmp is not None and unpriced_generators(network, observations, unknowns):
+                    starts.append(("imputed prices", imputed_price_start(network, observations, unknowns, prior,
+                                                                         theta, model_lmp)))
                 if used:
                     starts.append(("baseline", theta))
             except GridlearnError as exc:  # the baseline QP failed: say so and go on with the priors
                 log.warning("baseline start skipped: %s", exc)
+        elif init == "auto" and model_lmp is not None and unpriced_generators(network, observations, unknowns):
+            # no unknown unit's price published: the model's prices at the prior
+            try:
+                name = "imputed prices" if observations.has_lmp else "model prices"
+                starts.append((name, imputed_price_start(network, observations, unknowns, prior, prior.clone(),
+                                                                   model_lmp)))
+            except GridlearnError as exc:
+                log.warning("model-price start skipped: %s", exc)
     if init in ("auto", "prior"):
         starts.append(("prior", prior.clone()))
         starts += [(f"perturbed {k + 1}", th) for k, th in enumerate(perturbed(prior, spread, n_starts - 1, seed))]

@@ -97,7 +97,7 @@ def test_pg_alone_runs_every_start_and_flags_nothing():
     net = load_case("case9")
     obs = simulate_market(net, 4, seed=3, observe="pg", ipopt_tol=1e-9)
     prior = prior_of(net, 0.3, seed=2)
-    res = recover(prior, obs, "costs", truth=net, solver=InverseSolver(n_starts=3, max_iter=2))
+    res = recover(prior, obs, "costs", truth=net, solver=InverseSolver(init="prior", n_starts=3, max_iter=2))
     assert list(res.starts["start"]) == ["prior", "perturbed 1", "perturbed 2"]  # no prices: no baseline start
     assert res.start in set(res.starts["start"])
     kept = res.starts.set_index("start").loc[res.start, "final_loss"]
@@ -105,6 +105,24 @@ def test_pg_alone_runs_every_start_and_flags_nothing():
     assert not res.parameters["identifiable"].any()
     with pytest.raises(ConfigError, match="init=.baseline. needs the LMP"):
         recover(prior, obs, "costs", solver=InverseSolver(init="baseline"))
+
+
+def test_pg_alone_model_price_start_recovers_costs_up_to_their_common_scale():
+    """p_g alone, init="auto": the first start is the baseline on the model's own LMPs at the prior
+    (`imputed_price_start` with no published price). The fit may converge, but scaling every cost
+    leaves the dispatch unchanged, so nothing is flagged (reason ``common_scale``); the costs of
+    the units off their limits are recovered up to one common factor."""
+    net = random_costs(load_case("case14"), seed=3)
+    obs = simulate_market(net, 8, seed=0, observe="pg", ipopt_tol=1e-9, design="adaptive")
+    res = recover(prior_of(net, 0.5, seed=5), obs, "costs", truth=net)
+    assert res.starts["start"].iloc[0] == "model prices" and "baseline" not in set(res.starts["start"])
+    assert not res.parameters["identifiable"].any()
+    assert res.status is FitStatus.CONVERGED, res.starts
+    df = res.parameters
+    scaled = df[df["reason"] == "common_scale"]  # the others sit at a limit in every sample
+    assert len(scaled) >= 6 and set(df["reason"]) <= {"common_scale", "at_limit"}
+    ratio = (scaled["value"] / scaled["true"]).to_numpy()
+    assert np.abs(ratio / np.median(ratio) - 1).max() < 0.01, df[["value", "true", "reason"]]
 
 
 def test_noise_floor_statistic_accepts_the_truth_and_rejects_a_wrong_fit():
@@ -191,3 +209,48 @@ def test_pglib_case57_linear_costs_flag_exactly_the_units_the_data_move():
     true, value = df["true"].to_numpy(), df["value"].to_numpy()
     assert (np.abs(value - true)[flagged & c1] <= 0.01 * np.abs(true)[flagged & c1]).all()
     assert (np.abs(value - true)[flagged & (kinds == "c2")] <= 1e-6).all()
+
+
+def test_prices_at_two_of_five_generator_buses_reach_the_truth_from_imputed_prices(case14_market):
+    """LMPs published at 2 of case14's 5 generator buses: the baseline alone fits those two units
+    and leaves three at a +-50% prior (it stalled there, issue 22). The imputed-price start
+    (model LMPs at the unpriced buses, rescaled hour by hour to the published ones) lands in the
+    basin: the fit converges from it and every flagged coefficient is within 1%."""
+    import dataclasses
+
+    truth, obs = case14_market
+    buses = [5, 7]  # bus positions of two generators (case14: generators at positions 0, 1, 2, 5, 7)
+    assert set(buses) < set(truth.gen.bus.tolist())
+    cols = torch.as_tensor(buses)
+    partial = dataclasses.replace(obs, lmp_buses=cols, lmp_usd_per_mwh=obs.lmp_true_usd_per_mwh[:, cols],
+                                  observe="pg+lmp_subset")
+    res = recover(prior_of(truth, 0.5, seed=11), partial, "costs", truth=truth)
+    assert res.starts["start"].iloc[0] == "imputed prices"
+    assert res.status is FitStatus.CONVERGED, res.starts
+    assert res.start == "imputed prices"
+    assert_flags_are_honest(res)
+    assert res.parameters["identifiable"].sum() >= 6  # more than the two priced units' four coefficients
+
+
+def test_an_hour_the_model_cannot_reproduce_is_left_out_loudly():
+    """One published hour whose dispatch the model cannot reach at the true costs (here: its demand
+    replaced by another hour's, as when the market's AC-OPF stopped at another local optimum):
+    every start stalls, the hour is found at the exact baseline start, left out and named, and the
+    refit converges with every flagged coefficient within 1%. Two such hours of five are more
+    than `max_hours_left_out` allows: nothing is left out and nothing is flagged."""
+    net = load_case("case9")
+    obs = simulate_market(net, 5, seed=0, ipopt_tol=1e-9)
+    pd_bad = obs.pd_mw.clone()
+    pd_bad[2] = obs.pd_mw[0] * 1.05
+    one = dataclasses.replace(obs, pd_mw=pd_bad, qd_mvar=obs.qd_mvar)
+    solver = InverseSolver(n_starts=1, max_iter=5)
+    res = recover(prior_of(net, 0.5, seed=1), one, "costs", truth=net, solver=solver)
+    assert res.status is FitStatus.CONVERGED and res.hours_left_out == [2], res.message
+    assert "hours [2] left out" in res.message and (res.starts["hours"] == "all").any()
+    assert_flags_are_honest(res)
+    assert res.parameters["identifiable"].any()
+    pd_bad[3] = obs.pd_mw[1] * 0.95
+    two = dataclasses.replace(obs, pd_mw=pd_bad)
+    res2 = recover(prior_of(net, 0.5, seed=1), two, "costs", truth=net, solver=solver)
+    assert res2.status is not FitStatus.CONVERGED and res2.hours_left_out == []
+    assert not res2.parameters["identifiable"].any()
