@@ -47,6 +47,20 @@ class AdaptiveDesign:
     selection turns to spreading the load levels (2 pins a (c2, c1) pair; a third keeps it
     pinned when the fit must leave out one hour whose AC-OPF has no derivative, e.g. a weakly
     active reactive limit, which the published data cannot show in advance).
+
+    case9, 4 hours picked from 8 solved candidates stratified over 10-130 % of its load:
+
+    >>> from gridlearn.grid import load_case
+    >>> from gridlearn.inverse import simulate_market
+    >>> obs = simulate_market(load_case("case9"), 4, seed=0, design=AdaptiveDesign(refine=1))
+    >>> obs.n_samples, obs.n_candidates, obs.n_dropped
+    (4, 8, 0)
+    >>> sorted(round(float(level), 2) for level in obs.pd_mw.sum(1) / 315.0)   # share of the case's load
+    [0.28, 0.53, 0.95, 1.29]
+    >>> AdaptiveDesign(cover=0)
+    Traceback (most recent call last):
+    ...
+    gridlearn.errors.ConfigError: AdaptiveDesign needs pool >= 1, refine >= 0, cover >= 1; got AdaptiveDesign(pool=2, refine=2, cover=0)
     """
 
     pool: int = 2
