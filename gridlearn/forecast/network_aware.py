@@ -143,6 +143,19 @@ class NetworkScheduler(nn.Module):
         """Schedule for forecast loads ``mu_mw`` ``(B, T, n_load)``."""
         return self.layer(self.network, self.bus_loads(mu_mw), ramp_mw_per_h=self._ramp(mu_mw))
 
+    def settle(self, mu_mw: Tensor, y_mw: Tensor, params: "NetworkTaskParams"
+               ) -> tuple[DCOPFResult, dict[str, Tensor], Tensor]:
+        """Schedule z*(mu) and its realised cost terms when loads are y (`realised_cost`).
+
+        Returns (schedule, cost terms ``(B_ok, T)``, ``(B,)`` bool mask of the days they
+        cover). The DC schedule covers every day (a failed day raises); the AC scheduler
+        (`gridlearn.forecast.ac_scheduler`) leaves failed days out, so callers average
+        over the mask's days.
+        """
+        sched = self(mu_mw)
+        cost = realised_cost(self.network, sched, self.bus_loads(y_mw), params)
+        return sched, cost, torch.ones(len(mu_mw), dtype=torch.bool, device=mu_mw.device)
+
     def _ramp(self, like: Tensor) -> Tensor | None:
         if self.ramp_mw_per_h is None:
             return None
@@ -189,7 +202,7 @@ def task_loss(scheduler: NetworkScheduler, mu_mw: Tensor, y_mw: Tensor, params: 
     mu_mw, y_mw: ``(B, T, n_load)``. Differentiable w.r.t. mu through the DC-OPF layer."""
     if y_mw.shape != mu_mw.shape:
         raise ValueError(f"y_mw must have the shape of mu_mw {tuple(mu_mw.shape)}, got {tuple(y_mw.shape)}")
-    cost = realised_cost(scheduler.network, scheduler(mu_mw), scheduler.bus_loads(y_mw), params)
+    _, cost, _ = scheduler.settle(mu_mw, y_mw, params)
     return cost["total"].sum(-1).mean()
 
 
@@ -299,13 +312,13 @@ def evaluate_network(model: BusLoadForecaster, scheduler: NetworkScheduler, para
     """Test metrics of a forecaster: mu ``(n, 24, n_load)``, dispatch pg_mw ``(n, 24, n_gen)``,
     rmse_mw (over all day-hour-buses), task_cost (mean daily $), per_hour_cost ``(24,)``,
     dispatch/imbalance/overload (mean daily $ of each term), system_bias_mw (mean of
-    Σ mu − Σ y over day-hours)."""
+    Σ mu − Σ y over day-hours), ok ``(n,)`` the days the costs cover (all, for DC; the
+    AC scheduler leaves out days with a failed hour) and n_failed_days. pg_mw covers the ok days."""
     model.eval()
     mu = model.loads(x)
-    sched = scheduler(mu)
-    cost = realised_cost(scheduler.network, sched, scheduler.bus_loads(y), params)
+    sched, cost, ok = scheduler.settle(mu, y, params)
     out: dict[str, Tensor | float] = {
-        "mu": mu, "pg_mw": sched.pg_mw,
+        "mu": mu, "pg_mw": sched.pg_mw, "ok": ok, "n_failed_days": int((~ok).sum()),
         "rmse_mw": float(((mu - y) ** 2).mean().sqrt()),
         "task_cost": float(cost["total"].sum(-1).mean()),
         "per_hour_cost": cost["total"].mean(0),

@@ -267,5 +267,9 @@ def test_study_cli_and_config(monkeypatch):
     study = _study()
     cfg = config_from_cli(study, monkeypatch, ["--seeds", "3", "--methods", "task", "--task-epochs", "7", "--case", "case30"])
     assert (cfg.seeds, cfg.methods, cfg.task_epochs, cfg.case) == (3, ("task",), 7, "case30")
+    assert cfg.physics == "dc"  # the default stays the DC-OPF study
+    assert config_from_cli(study, monkeypatch, ["--physics", "ac"]).physics == "ac"
+    with pytest.raises(ConfigError, match="physics"):
+        study.Config(physics="dcac")
     with pytest.raises(ConfigError, match="unknown methods"):
         study.Config(methods=("rmse", "magic"))
