@@ -48,7 +48,7 @@ import torch
 from torch import Tensor
 
 from gridlearn.errors import SolverFailure
-from gridlearn.forecast.network_aware import NetworkScheduler, NetworkTaskParams
+from gridlearn.forecast.network_aware import NetworkScheduler, NetworkTaskParams, settlement
 from gridlearn.grid.acopf_ipm import IPMOptions
 from gridlearn.grid.acopf_layer import ACOPFLayer
 from gridlearn.grid.dcopf_problem import DCStructure
@@ -139,7 +139,8 @@ class ACNetworkScheduler(NetworkScheduler):
             status[list(e.indices)] = torch.tensor([s.code for s in e.statuses], dtype=torch.long)
             status = status.view(n_days, n_hours)
             days = (status == Status.CONVERGED.code).all(-1).nonzero().flatten()
-            self._warn(n_days, days, "did not converge", e.statuses)
+            hours = sorted({int(i) % n_hours for i in e.indices})
+            self._warn(n_days, days, f"did not converge (hours of day {hours})", e.statuses)
             if len(days) == 0:
                 raise
             # a second solve on the converged days only (the layer raises on any failure)
@@ -193,38 +194,12 @@ def realised_cost_ac(scheduler: ACNetworkScheduler, schedule: ACSchedule, mu_mw:
     mu_mw, y_mw: forecast and realised loads ``(B_ok, T, n_load)`` of the schedule's days.
     Returns {"dispatch", "imbalance", "overload", "total", "imbalance_mw", "losses_mw"}.
     """
-    dt = params.interval_h
-    net = scheduler.network
     planned = schedule.pg_mw.sum(-1) - schedule.losses_mw  # the demand the schedule covers
     delta = y_mw.sum(-1) - planned
-    imbalance = (params.gamma_under_usd_per_mwh * torch.clamp(delta, min=0)
-                 + params.gamma_over_usd_per_mwh * torch.clamp(-delta, min=0)
-                 + 0.5 * params.quad_usd_per_mw2h * delta**2) * dt
-    rate = net.branch.rate_a_mva
-    limited = torch.isfinite(rate.detach()).nonzero().flatten()
     dev = scheduler.bus_loads(y_mw) - scheduler.bus_loads(mu_mw)
-    flows = (schedule.p_from_mw - dev @ scheduler.ptdf.to(dev).T)[..., limited]
-    overload = params.overload_usd_per_mwh * torch.clamp(flows.abs() - rate[limited], min=0).sum(-1) * dt
-    dispatch = schedule.cost_usd_per_h * dt
-    return {"dispatch": dispatch, "imbalance": imbalance, "overload": overload,
-            "total": dispatch + imbalance + overload, "imbalance_mw": delta, "losses_mw": schedule.losses_mw}
+    flows = schedule.p_from_mw - dev @ scheduler.ptdf.to(dev).T
+    cost = settlement(scheduler.network, schedule.cost_usd_per_h, delta, flows, params)
+    return {**cost, "losses_mw": schedule.losses_mw}
 
 
 __all__ = ["ACNetworkScheduler", "ACSchedule", "realised_cost_ac"]
-
-
-@torch.no_grad()
-def ac_peak_flows_mva(network: Network, loads_mw: Tensor, load_bus, ipm_options: IPMOptions | None = None) -> Tensor:
-    """``(n_branch,)`` largest max(|S_from|, |S_to|) of the hourly AC-OPF without line limits over
-    ``loads_mw`` ``(B, T, n_load)``, over the hours that converged (at least one must).
-
-    Why: the AC analogue of `network_aware.tighten_busiest_lines`' peak flow. A rating set
-    from the DC peak |P| is too tight for AC, where |S| also carries the reactive flow (on
-    case14, 0.7 × the DC peak made 38 of 96 test hours infeasible).
-    """
-    free = network.with_(rate_a_mva=torch.full_like(network.branch.rate_a_mva, float("inf")))
-    sched = ACNetworkScheduler(free, load_bus, ipm_options)(loads_mw, skip_failed=True)
-    return sched.s_max_mva.flatten(0, 1).amax(0)
-
-
-__all__ += ["ac_peak_flows_mva"]

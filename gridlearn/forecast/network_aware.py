@@ -181,19 +181,27 @@ def realised_cost(network: Network, schedule: DCOPFResult, y_bus_mw: Tensor, par
     Returns {"dispatch", "imbalance", "overload", "total", "imbalance_mw"} (the last is
     Δ_t in MW, not a cost). ``schedule`` is the DC-OPF's result on the forecast loads.
     """
-    dt = params.interval_h
     pg = schedule.pg_mw
     delta = (y_bus_mw + network.bus.gs_mw).sum(-1) - pg.sum(-1)
-    imbalance = (params.gamma_under_usd_per_mwh * torch.clamp(delta, min=0)
-                 + params.gamma_over_usd_per_mwh * torch.clamp(-delta, min=0)
-                 + 0.5 * params.quad_usd_per_mw2h * delta**2) * dt
+    return settlement(network, schedule.cost_usd_per_h, delta, realised_flows_mw(network, pg, y_bus_mw), params)
+
+
+def settlement(network: Network, cost_usd_per_h: Tensor, delta_mw: Tensor, flows_mw: Tensor,
+               params: NetworkTaskParams) -> dict[str, Tensor]:
+    """L's three terms per hour ``(B, T)`` in $ from the schedule's dispatch cost, the system
+    imbalance Δ (MW) and the real-time branch flows ``(B, T, n_branch)`` (MW): the one
+    settlement rule of both the DC and the AC variant (`gridlearn.forecast.ac_scheduler`)."""
+    dt = params.interval_h
+    imbalance = (params.gamma_under_usd_per_mwh * torch.clamp(delta_mw, min=0)
+                 + params.gamma_over_usd_per_mwh * torch.clamp(-delta_mw, min=0)
+                 + 0.5 * params.quad_usd_per_mw2h * delta_mw**2) * dt
     rate = network.branch.rate_a_mva
     limited = torch.isfinite(rate.detach()).nonzero().flatten()
-    flows = realised_flows_mw(network, pg, y_bus_mw)[..., limited]
+    flows = flows_mw[..., limited]
     overload = params.overload_usd_per_mwh * torch.clamp(flows.abs() - rate[limited], min=0).sum(-1) * dt
-    dispatch = schedule.cost_usd_per_h * dt
+    dispatch = cost_usd_per_h * dt
     return {"dispatch": dispatch, "imbalance": imbalance, "overload": overload,
-            "total": dispatch + imbalance + overload, "imbalance_mw": delta}
+            "total": dispatch + imbalance + overload, "imbalance_mw": delta_mw}
 
 
 def task_loss(scheduler: NetworkScheduler, mu_mw: Tensor, y_mw: Tensor, params: NetworkTaskParams) -> Tensor:
@@ -313,7 +321,8 @@ def evaluate_network(model: BusLoadForecaster, scheduler: NetworkScheduler, para
     rmse_mw (over all day-hour-buses), task_cost (mean daily $), per_hour_cost ``(24,)``,
     dispatch/imbalance/overload (mean daily $ of each term), system_bias_mw (mean of
     Σ mu − Σ y over day-hours), ok ``(n,)`` the days the costs cover (all, for DC; the
-    AC scheduler leaves out days with a failed hour) and n_failed_days. pg_mw covers the ok days."""
+    AC scheduler leaves out days with a failed hour) and n_failed_days. pg_mw and daily_cost ($
+    per day) cover the ok days."""
     model.eval()
     mu = model.loads(x)
     sched, cost, ok = scheduler.settle(mu, y, params)
@@ -321,7 +330,7 @@ def evaluate_network(model: BusLoadForecaster, scheduler: NetworkScheduler, para
         "mu": mu, "pg_mw": sched.pg_mw, "ok": ok, "n_failed_days": int((~ok).sum()),
         "rmse_mw": float(((mu - y) ** 2).mean().sqrt()),
         "task_cost": float(cost["total"].sum(-1).mean()),
-        "per_hour_cost": cost["total"].mean(0),
+        "per_hour_cost": cost["total"].mean(0), "daily_cost": cost["total"].sum(-1),
         "system_bias_mw": float((mu.sum(-1) - y.sum(-1)).mean()),
     }
     for term in ("dispatch", "imbalance", "overload"):
@@ -329,6 +338,6 @@ def evaluate_network(model: BusLoadForecaster, scheduler: NetworkScheduler, para
     return out
 
 
-__all__ = ["NetworkTaskParams", "NetworkScheduler", "BusLoadForecaster", "realised_flows_mw", "realised_cost",
+__all__ = ["NetworkTaskParams", "NetworkScheduler", "BusLoadForecaster", "realised_flows_mw", "realised_cost", "settlement",
            "task_loss", "tighten_busiest_lines", "train_rmse_bus", "train_task_network", "evaluate_network",
            "DEFAULT_QP"]

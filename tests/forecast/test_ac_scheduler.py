@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gridlearn.errors import SolverFailure
-from gridlearn.forecast.ac_scheduler import ACNetworkScheduler, ac_peak_flows_mva, realised_cost_ac
+from gridlearn.forecast.ac_scheduler import ACNetworkScheduler, realised_cost_ac
 from gridlearn.forecast.network_aware import (BusLoadForecaster, NetworkTaskParams, evaluate_network, task_loss,
                                               train_rmse_bus, train_task_network)
 from gridlearn.forecast.training import TrainSettings
@@ -118,16 +118,6 @@ def test_failed_hour_drops_its_day_and_its_gradient():
     bad[:, 0] = 400.0
     with pytest.raises(SolverFailure):  # every day failed: nothing to train on, loudly
         sch.settle(bad, y, params)
-
-
-def test_ac_peak_flows_are_the_unconstrained_flows():
-    net = _case9()
-    mu, _ = _loads()
-    peak = ac_peak_flows_mva(net, mu, LOAD_BUS, TIGHT)
-    free = net.with_(rate_a_mva=torch.full_like(net.branch.rate_a_mva, float("inf")))
-    s = ACNetworkScheduler(free, LOAD_BUS, TIGHT)(mu)
-    torch.testing.assert_close(peak, s.s_max_mva.flatten(0, 1).amax(0))
-    assert peak[2] > 60  # the limited line carries more when free: the limit above is binding
 
 
 def test_task_training_through_ac_opf_runs_end_to_end():
