@@ -15,6 +15,7 @@ from gridlearn.grid.acopf import solve_acopf
 from gridlearn.grid.acopf_ipm import IPMOptions
 from gridlearn.grid.cases import load_case
 from gridlearn.implicit.solution import Status
+from tests.forecast._network_helpers import central_differences, toy_day_loads, toy_training_days
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -31,13 +32,8 @@ def _case9():
 
 
 def _loads(n_days=2, seed=0):
-    """Forecast and realised loads (n_days, 4, 3) MW: a rise to 1.3 x the case's loads."""
-    g = torch.Generator().manual_seed(seed)
-    base = torch.tensor([90.0, 100.0, 125.0], dtype=torch.float64)
-    shape = torch.tensor([0.6, 0.9, 1.3, 1.2], dtype=torch.float64)
-    mu = base * shape[:, None] * (1 + 0.05 * torch.randn(n_days, 4, 3, generator=g, dtype=torch.float64))
-    y = mu * (1 + 0.08 * torch.randn(n_days, 4, 3, generator=g, dtype=torch.float64))
-    return mu, y
+    """Forecast and realised loads (n_days, 4, 3) MW (`toy_day_loads`): a a rise to 1.3 x the case's loads."""
+    return toy_day_loads(n_days, seed)
 
 
 def test_hourly_schedule_matches_ipopt_per_hour():
@@ -85,13 +81,7 @@ def test_task_loss_gradient_matches_central_differences():
     mu, y = _loads()
     m = mu.clone().requires_grad_()
     (grad,) = torch.autograd.grad(task_loss(sch, m, y, params), m)
-    h = 1e-4
-    fd = torch.zeros_like(mu)
-    for i in range(mu.numel()):
-        e = torch.zeros(mu.numel(), dtype=mu.dtype)
-        e[i] = h
-        e = e.view_as(mu)
-        fd.view(-1)[i] = (task_loss(sch, mu + e, y, params) - task_loss(sch, mu - e, y, params)) / (2 * h)
+    fd = central_differences(lambda m: task_loss(sch, m, y, params), mu)
     assert grad.abs().max() > 10  # not a vacuous comparison
     torch.testing.assert_close(grad, fd, rtol=1e-4, atol=1e-3)
 
@@ -124,13 +114,7 @@ def test_task_training_through_ac_opf_runs_end_to_end():
     """RMSE net, then a few full-batch task steps through the AC-OPF: finite gradients, lower train cost."""
     net = _case9()
     sch = ACNetworkScheduler(net, LOAD_BUS)
-    rng = np.random.default_rng(0)
-    n, k = 24, 5
-    x = rng.normal(size=(n, k))
-    base = np.array([90.0, 100.0, 125.0])
-    shape = np.array([0.6, 0.9, 1.2, 1.1])
-    w = rng.normal(scale=0.05, size=(k, 4, 3))
-    y = base * shape[:, None] * (1 + np.einsum("nk,kth->nth", x, w) + 0.05 * rng.normal(size=(n, 4, 3)))
+    x, y, base = toy_training_days()
     t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
     params = NetworkTaskParams()
     with torch.random.fork_rng():
