@@ -13,7 +13,15 @@ hour. For each seed: an RMSE net (MSE in MW), then a task net initialised from i
 trained on the realised cost through the DC-OPF layer; both are evaluated on the test days
 (RMSE in MW over all day-hour-buses; mean daily realised cost in $).
 
+``--physics ac`` dispatches every hour by AC-OPF instead (`gridlearn.forecast.ac_scheduler`:
+single-period, so no ramp limits; case power factor per bus; imbalance net of the scheduled
+losses). Both physics face the same ratings (the DC rule above); the AC-OPF reads them as
+|S| limits, so the reactive flow makes AC congestion tighter.
+Days with a failed AC hour are left out of training steps and of the test costs, and counted
+(metrics ``n_failed_test_days``).
+
     python studies/task_forecasting_network.py --seeds 2
+    python studies/task_forecasting_network.py --seeds 1 --physics ac
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
 from gridlearn.errors import ConfigError  # noqa: E402
+from gridlearn.forecast.ac_scheduler import ACNetworkScheduler  # noqa: E402
 from gridlearn.forecast.bus_loads import DEFAULT_PROFILES, BusLoadData, bus_load_data  # noqa: E402
 from gridlearn.forecast.figures import cost_vs_rmse_figure  # noqa: E402
 from gridlearn.forecast.network_aware import (  # noqa: E402
@@ -39,7 +48,6 @@ from gridlearn.forecast.network_aware import (  # noqa: E402
     NetworkScheduler,
     NetworkTaskParams,
     evaluate_network,
-    realised_cost,
     tighten_busiest_lines,
     train_rmse_bus,
     train_task_network,
@@ -53,11 +61,13 @@ log = logging.getLogger("gridlearn.studies.task_forecasting_network")
 
 STUDY = "task_forecasting_network"
 METHODS = ("rmse", "task")
+PHYSICS = ("dc", "ac")
 
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
     case: str = "case14"
+    physics: str = "dc"  # day-ahead dispatch: multi-period DC-OPF or hourly AC-OPF (module docstring)
     profiles: tuple[str, ...] = DEFAULT_PROFILES
     noise: float = 0.05  # std of the multiplicative per-bus, per-hour noise
     load_scale: float = 1.0  # bus planning peak = load_scale · the case's pd_mw
@@ -91,6 +101,8 @@ class Config:
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise ConfigError(f"unknown methods {bad}; choose from {METHODS}")
+        if self.physics not in PHYSICS:
+            raise ConfigError(f"physics must be one of {PHYSICS}, got {self.physics!r}")
         if self.seeds < 1:
             raise ConfigError(f"seeds must be >= 1, got {self.seeds}")
         if not 0 < self.val_fraction < 0.5:
@@ -132,7 +144,8 @@ def _train_seed(cfg, data, d, seed, scheduler, params) -> dict[str, dict]:
             t0 = time.perf_counter()
             task_net = copy.deepcopy(rmse_net)
             hist = train_task_network(task_net, scheduler, params, *fit, settings, batch_days=cfg.batch_days, seed=seed)
-            out["task"] = {"model": task_net, "train_s": time.perf_counter() - t0, "best_epoch": hist.best_epoch}
+            out["task"] = {"model": task_net, "train_s": time.perf_counter() - t0, "best_epoch": hist.best_epoch,
+                           "epochs": hist.val[-1][0]}
     for method in list(out):
         if method not in cfg.methods:
             del out[method]
@@ -140,8 +153,13 @@ def _train_seed(cfg, data, d, seed, scheduler, params) -> dict[str, dict]:
         out[method].update(evaluate_network(out[method]["model"], scheduler, params, d["x_test"], d["y_test"]))
         r = out[method]
         log.info("seed %d %s: test rmse %.3f MW  task cost %.1f $/day (dispatch %.1f, imbalance %.1f, overload %.1f; "
-                 "bias %+.2f MW; %.1f s)", seed, method, r["rmse_mw"], r["task_cost"], r["dispatch"], r["imbalance"],
-                 r["overload"], r["system_bias_mw"], r["train_s"])
+                 "bias %+.2f MW; %d failed test days; %.1f s)", seed, method, r["rmse_mw"], r["task_cost"], r["dispatch"], r["imbalance"],
+                 r["overload"], r["system_bias_mw"], r["n_failed_days"], r["train_s"])
+    # the AC scheduler leaves out days with a failed hour, per method: compare on the days every method kept
+    common = torch.stack([r["ok"] for r in out.values()]).all(0)
+    for r in out.values():
+        r["task_cost_common_days"] = float(r["daily_cost"][common[r["ok"]]].mean()) if bool(common.any()) else float("nan")
+        r["n_common_days"] = int(common.sum())
     return out
 
 
@@ -175,27 +193,36 @@ def main(cfg: Config) -> Path:
     # the busiest lines are found on the training days only (fit + hold-out): no test leakage
     network, tight = tighten_busiest_lines(network, torch.cat([d["y_fit"], d["y_val"]]), data.load_bus,
                                            cfg.n_tight_lines, cfg.rating_factor, ramp)
-    scheduler = NetworkScheduler(network, data.load_bus, ramp)
+    if cfg.physics == "ac":
+        scheduler = ACNetworkScheduler(network, data.load_bus)
+    else:
+        scheduler = NetworkScheduler(network, data.load_bus, ramp)
     params = NetworkTaskParams(gamma_under_usd_per_mwh=cfg.gamma_under, gamma_over_usd_per_mwh=cfg.gamma_over,
                                quad_usd_per_mw2h=cfg.quad, overload_usd_per_mwh=cfg.overload)
     with start_run(STUDY, cfg, root=cfg.results_dir) as run:
         log.info("%s: %d load buses, %d train / %d test days; tightened branches %s", network.name, data.n_load,
                  len(data.x_train), len(data.x_test), tight.tolist())
         with torch.no_grad():  # reference: the cost of scheduling on the realised loads themselves
-            perfect = scheduler(d["y_test"])
-            oracle = realised_cost(network, perfect, scheduler.bus_loads(d["y_test"]), params)
+            perfect, oracle, oracle_ok = scheduler.settle(d["y_test"], d["y_test"], params)
             oracle_cost = float(oracle["total"].sum(-1).mean())
             limited = network.branch.rate_a_mva[tight]
-            congested = float((perfect.p_from_mw[..., tight].abs() >= limited * (1 - 1e-6)).any(-1).double().mean())
-        summary, terms, per_hour, timing = [], [], [], {}
+            # a line binds at its rating: |P| for DC; |S| for AC, within the interior point's tolerance
+            loading, rtol = ((perfect.s_max_mva, 1e-4) if cfg.physics == "ac" else (perfect.p_from_mw.abs(), 1e-6))
+            congested = float((loading[..., tight] >= limited * (1 - rtol)).any(-1).double().mean())
+            losses = float(perfect.losses_mw.mean()) if cfg.physics == "ac" else 0.0
+        summary, terms, per_hour, timing, failed, epochs = [], [], [], {}, {}, {}
         for seed in range(cfg.seeds):
             for method, r in _train_seed(cfg, data, d, seed, scheduler, params).items():
                 summary.append({"method": method, "seed": seed, "rmse": r["rmse_mw"], "task_cost": r["task_cost"]})
                 terms.append({"method": method, "seed": seed, "dispatch": r["dispatch"], "imbalance": r["imbalance"],
-                              "overload": r["overload"], "system_bias_mw": r["system_bias_mw"]})
+                              "overload": r["overload"], "system_bias_mw": r["system_bias_mw"],
+                              "failed_days": r["n_failed_days"], "task_cost_common_days": r["task_cost_common_days"],
+                              "n_common_days": r["n_common_days"]})
                 per_hour += [{"method": method, "seed": seed, "hour": h, "task_cost": float(c)}
                              for h, c in enumerate(r["per_hour_cost"])]
                 timing[f"{method}/{seed}"] = r["train_s"]
+                failed[f"{method}/{seed}"] = r["n_failed_days"]
+                epochs[f"{method}/{seed}"] = r.get("epochs", 0)
         summary_df = pd.DataFrame(summary, columns=["method", "seed", "rmse", "task_cost"])
         per_hour_df = pd.DataFrame(per_hour, columns=["method", "seed", "hour", "task_cost"])
         run.write_table("summary", summary_df)
@@ -215,17 +242,19 @@ def main(cfg: Config) -> Path:
         run.log_metrics(methods=methods, case=cfg.case, n_load_buses=data.n_load, n_test_days=len(data.x_test),
                         n_train_days=len(data.x_train), oracle_task_cost=oracle_cost,
                         test_congested_hour_fraction=congested, train_seconds=timing,
-                        total_seconds=time.perf_counter() - t_start, **extra)
+                        total_seconds=time.perf_counter() - t_start, physics=cfg.physics,
+                        oracle_mean_losses_mw=losses, n_failed_oracle_test_days=int((~oracle_ok).sum()),
+                        n_failed_test_days=failed, task_epochs_run=epochs, **extra)
         for name, fig in _figures(summary_df, per_hour_df, oracle_cost).items():
             run.save_figure(name, fig)
         table = g[["rmse", "task_cost"]].agg(["mean", "std"])
         log.info("test RMSE (MW) and task cost ($/day), over seeds:\n%s", table.to_string())
-    print(f"\n{cfg.case}: test RMSE (MW) and task cost ($/day) over {cfg.seeds} seed(s); perfect forecast "
+    print(f"\n{cfg.case} ({cfg.physics.upper()}-OPF): test RMSE (MW) and task cost ($/day) over {cfg.seeds} seed(s); perfect forecast "
           f"{oracle_cost:.1f} $/day\n{table.to_string()}\nrun directory: {run.dir}")
     return run.dir
 
 
-app = study_app(Config, main, help="Network-aware task-based forecasting through a multi-period DC-OPF.")
+app = study_app(Config, main, help="Network-aware task-based forecasting through a multi-period DC-OPF (or hourly AC-OPF: --physics ac).")
 
 
 if __name__ == "__main__":

@@ -11,5 +11,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
                            "train_weighted_rmse_reference train_task_reference"),
     # the network-aware variant: bus-level loads scheduled by a multi-period DC-OPF
     "network_aware": "NetworkTaskParams NetworkScheduler BusLoadForecaster train_task_network evaluate_network",
+    # ... or by an hourly AC-OPF (the torch interior point of `gridlearn.grid.acopf_ipm`)
+    "ac_scheduler": "ACNetworkScheduler",
     "bus_loads": "bus_load_data",
 })

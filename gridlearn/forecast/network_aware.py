@@ -168,6 +168,19 @@ class NetworkScheduler(nn.Module):
         """Schedule for forecast loads ``mu_mw`` ``(B, T, n_load)``."""
         return self.layer(self.network, self.bus_loads(mu_mw), ramp_mw_per_h=self._ramp(mu_mw))
 
+    def settle(self, mu_mw: Tensor, y_mw: Tensor, params: "NetworkTaskParams"
+               ) -> tuple[DCOPFResult, dict[str, Tensor], Tensor]:
+        """Schedule z*(mu) and its realised cost terms when loads are y (`realised_cost`).
+
+        Returns (schedule, cost terms ``(B_ok, T)``, ``(B,)`` bool mask of the days they
+        cover). The DC schedule covers every day (a failed day raises); the AC scheduler
+        (`gridlearn.forecast.ac_scheduler`) leaves failed days out, so callers average
+        over the mask's days.
+        """
+        sched = self(mu_mw)
+        cost = realised_cost(self.network, sched, self.bus_loads(y_mw), params)
+        return sched, cost, torch.ones(len(mu_mw), dtype=torch.bool, device=mu_mw.device)
+
     def _ramp(self, like: Tensor) -> Tensor | None:
         if self.ramp_mw_per_h is None:
             return None
@@ -193,19 +206,27 @@ def realised_cost(network: Network, schedule: DCOPFResult, y_bus_mw: Tensor, par
     Returns {"dispatch", "imbalance", "overload", "total", "imbalance_mw"} (the last is
     Δ_t in MW, not a cost). ``schedule`` is the DC-OPF's result on the forecast loads.
     """
-    dt = params.interval_h
     pg = schedule.pg_mw
     delta = (y_bus_mw + network.bus.gs_mw).sum(-1) - pg.sum(-1)
-    imbalance = (params.gamma_under_usd_per_mwh * torch.clamp(delta, min=0)
-                 + params.gamma_over_usd_per_mwh * torch.clamp(-delta, min=0)
-                 + 0.5 * params.quad_usd_per_mw2h * delta**2) * dt
+    return settlement(network, schedule.cost_usd_per_h, delta, realised_flows_mw(network, pg, y_bus_mw), params)
+
+
+def settlement(network: Network, cost_usd_per_h: Tensor, delta_mw: Tensor, flows_mw: Tensor,
+               params: NetworkTaskParams) -> dict[str, Tensor]:
+    """L's three terms per hour ``(B, T)`` in $ from the schedule's dispatch cost, the system
+    imbalance Δ (MW) and the real-time branch flows ``(B, T, n_branch)`` (MW): the one
+    settlement rule of both the DC and the AC variant (`gridlearn.forecast.ac_scheduler`)."""
+    dt = params.interval_h
+    imbalance = (params.gamma_under_usd_per_mwh * torch.clamp(delta_mw, min=0)
+                 + params.gamma_over_usd_per_mwh * torch.clamp(-delta_mw, min=0)
+                 + 0.5 * params.quad_usd_per_mw2h * delta_mw**2) * dt
     rate = network.branch.rate_a_mva
     limited = torch.isfinite(rate.detach()).nonzero().flatten()
-    flows = realised_flows_mw(network, pg, y_bus_mw)[..., limited]
+    flows = flows_mw[..., limited]
     overload = params.overload_usd_per_mwh * torch.clamp(flows.abs() - rate[limited], min=0).sum(-1) * dt
-    dispatch = schedule.cost_usd_per_h * dt
+    dispatch = cost_usd_per_h * dt
     return {"dispatch": dispatch, "imbalance": imbalance, "overload": overload,
-            "total": dispatch + imbalance + overload, "imbalance_mw": delta}
+            "total": dispatch + imbalance + overload, "imbalance_mw": delta_mw}
 
 
 def task_loss(scheduler: NetworkScheduler, mu_mw: Tensor, y_mw: Tensor, params: NetworkTaskParams) -> Tensor:
@@ -214,7 +235,7 @@ def task_loss(scheduler: NetworkScheduler, mu_mw: Tensor, y_mw: Tensor, params: 
     mu_mw, y_mw: ``(B, T, n_load)``. Differentiable w.r.t. mu through the DC-OPF layer."""
     if y_mw.shape != mu_mw.shape:
         raise ValueError(f"y_mw must have the shape of mu_mw {tuple(mu_mw.shape)}, got {tuple(y_mw.shape)}")
-    cost = realised_cost(scheduler.network, scheduler(mu_mw), scheduler.bus_loads(y_mw), params)
+    _, cost, _ = scheduler.settle(mu_mw, y_mw, params)
     return cost["total"].sum(-1).mean()
 
 
@@ -361,7 +382,9 @@ def evaluate_network(model: BusLoadForecaster, scheduler: NetworkScheduler, para
     """Test metrics of a forecaster: mu ``(n, 24, n_load)``, dispatch pg_mw ``(n, 24, n_gen)``,
     rmse_mw (over all day-hour-buses), task_cost (mean daily $), per_hour_cost ``(24,)``,
     dispatch/imbalance/overload (mean daily $ of each term), system_bias_mw (mean of
-    Σ mu − Σ y over day-hours).
+    Σ mu − Σ y over day-hours), ok ``(n,)`` the days the costs cover (all, for DC; the
+    AC scheduler leaves out days with a failed hour) and n_failed_days. pg_mw and daily_cost ($
+    per day) cover the ok days.
 
     A forecaster exact on the days it is scored on (the least-squares start, its MLP's
     output layer zeroed) pays the dispatch only: no overload, and an imbalance of cents
@@ -383,13 +406,12 @@ def evaluate_network(model: BusLoadForecaster, scheduler: NetworkScheduler, para
     """
     model.eval()
     mu = model.loads(x)
-    sched = scheduler(mu)
-    cost = realised_cost(scheduler.network, sched, scheduler.bus_loads(y), params)
+    sched, cost, ok = scheduler.settle(mu, y, params)
     out: dict[str, Tensor | float] = {
-        "mu": mu, "pg_mw": sched.pg_mw,
+        "mu": mu, "pg_mw": sched.pg_mw, "ok": ok, "n_failed_days": int((~ok).sum()),
         "rmse_mw": float(((mu - y) ** 2).mean().sqrt()),
         "task_cost": float(cost["total"].sum(-1).mean()),
-        "per_hour_cost": cost["total"].mean(0),
+        "per_hour_cost": cost["total"].mean(0), "daily_cost": cost["total"].sum(-1),
         "system_bias_mw": float((mu.sum(-1) - y.sum(-1)).mean()),
     }
     for term in ("dispatch", "imbalance", "overload"):
@@ -397,6 +419,6 @@ def evaluate_network(model: BusLoadForecaster, scheduler: NetworkScheduler, para
     return out
 
 
-__all__ = ["NetworkTaskParams", "NetworkScheduler", "BusLoadForecaster", "realised_flows_mw", "realised_cost",
+__all__ = ["NetworkTaskParams", "NetworkScheduler", "BusLoadForecaster", "realised_flows_mw", "realised_cost", "settlement",
            "task_loss", "tighten_busiest_lines", "train_rmse_bus", "train_task_network", "evaluate_network",
            "DEFAULT_QP"]

@@ -28,6 +28,7 @@ from gridlearn.grid.cases import load_case
 from gridlearn.implicit.qp import QPSettings
 from gridlearn.implicit.solution import Status
 from tests._studies import config_from_cli
+from tests.forecast._network_helpers import central_differences, toy_day_loads, toy_training_days
 
 REPO = Path(__file__).resolve().parents[2]
 LOAD_BUS = [4, 6, 8]  # case9's load buses
@@ -46,13 +47,8 @@ def _case9():
 
 
 def _loads(n_days=2, seed=0):
-    """Forecast and realised loads (n_days, 4, 3): a steep rise so ramps and line limits bind."""
-    g = torch.Generator().manual_seed(seed)
-    base = torch.tensor([90.0, 100.0, 125.0], dtype=torch.float64)
-    shape = torch.tensor([0.6, 0.9, 1.3, 1.2], dtype=torch.float64)
-    mu = base * shape[:, None] * (1 + 0.05 * torch.randn(n_days, 4, 3, generator=g, dtype=torch.float64))
-    y = mu * (1 + 0.08 * torch.randn(n_days, 4, 3, generator=g, dtype=torch.float64))
-    return mu, y
+    """Forecast and realised loads (n_days, 4, 3) MW (`toy_day_loads`): a steep rise so ramps and line limits bind."""
+    return toy_day_loads(n_days, seed)
 
 
 @pytest.mark.slow  # 48 DC-OPF solves, ~10 s on a loaded 2-core machine
@@ -70,13 +66,7 @@ def test_task_loss_gradient_matches_central_differences():
 
     m = mu.clone().requires_grad_()
     (grad,) = torch.autograd.grad(task_loss(sch, m, y, params), m)
-    fd = torch.zeros_like(mu)
-    h = 1e-4
-    for i in range(mu.numel()):
-        e = torch.zeros(mu.numel(), dtype=mu.dtype)
-        e[i] = h
-        e = e.view_as(mu)
-        fd.view(-1)[i] = (task_loss(sch, mu + e, y, params) - task_loss(sch, mu - e, y, params)) / (2 * h)
+    fd = central_differences(lambda m: task_loss(sch, m, y, params), mu)
     assert grad.abs().max() > 10  # not a vacuous comparison
     torch.testing.assert_close(grad, fd, atol=1e-4, rtol=1e-6)
 
@@ -137,13 +127,7 @@ def test_task_training_lowers_the_task_loss_end_to_end():
     # looser ramps than the other tests: a forecaster early in training makes jumpy
     # hourly profiles, and a schedule the ramps cannot follow is (loudly) infeasible
     sch = NetworkScheduler(net, LOAD_BUS, torch.full((3,), 120.0, dtype=torch.float64))
-    rng = np.random.default_rng(0)
-    n, k = 24, 5
-    x = rng.normal(size=(n, k))
-    base = np.array([90.0, 100.0, 125.0])
-    shape = np.array([0.6, 0.9, 1.2, 1.1])
-    w = rng.normal(scale=0.05, size=(k, 4, 3))
-    y = base * shape[:, None] * (1 + np.einsum("nk,kth->nth", x, w) + 0.05 * rng.normal(size=(n, 4, 3)))
+    x, y, base = toy_training_days()
     t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -280,5 +264,9 @@ def test_study_cli_and_config(monkeypatch):
     study = _study()
     cfg = config_from_cli(study, monkeypatch, ["--seeds", "3", "--methods", "task", "--task-epochs", "7", "--case", "case30"])
     assert (cfg.seeds, cfg.methods, cfg.task_epochs, cfg.case) == (3, ("task",), 7, "case30")
+    assert cfg.physics == "dc"  # the default stays the DC-OPF study
+    assert config_from_cli(study, monkeypatch, ["--physics", "ac"]).physics == "ac"
+    with pytest.raises(ConfigError, match="physics"):
+        study.Config(physics="dcac")
     with pytest.raises(ConfigError, match="unknown methods"):
         study.Config(methods=("rmse", "magic"))
