@@ -106,6 +106,21 @@ class ACNetworkScheduler(NetworkScheduler):
     ``solve(mu)`` returns the layer's per-hour `Solution` (flat over days × hours, never
     raises); ``forward(mu, skip_failed=False)`` returns an `ACSchedule`, raising
     `SolverFailure` naming the failed day-hours unless ``skip_failed``.
+
+    case9, one day of two hours: the case's own loads (MATPOWER's optimum, 5296.69 $/h) and
+    1.2 × them. AC generation covers the losses too, and costs more than the lossless DC dispatch:
+
+    >>> import torch
+    >>> from gridlearn.grid import load_case
+    >>> net = load_case("case9")
+    >>> mu = torch.tensor([[[90.0, 100.0, 125.0], [108.0, 120.0, 150.0]]], dtype=torch.float64)
+    >>> s = ACNetworkScheduler(net, [4, 6, 8])(mu)
+    >>> tuple(s.pg_mw.shape), s.ok.tolist(), [round(float(v), 1) for v in s.cost_usd_per_h[0]]
+    ((1, 2, 3), [True], [5296.7, 7006.0])
+    >>> [round(float(v), 2) for v in s.losses_mw[0]]                  # MW
+    [3.31, 4.8]
+    >>> [round(float(v), 1) for v in NetworkScheduler(net, [4, 6, 8])(mu).cost_usd_per_h[0]]   # DC
+    [5216.0, 6867.6]
     """
 
     def __init__(self, network: Network, load_bus, ipm_options: IPMOptions | None = None):
