@@ -8,14 +8,12 @@ import torch
 
 from gridlearn.errors import SolverFailure
 from gridlearn.forecast.ac_scheduler import ACNetworkScheduler, realised_cost_ac
-from gridlearn.forecast.network_aware import (BusLoadForecaster, NetworkTaskParams, evaluate_network, task_loss,
-                                              train_rmse_bus, train_task_network)
-from gridlearn.forecast.training import TrainSettings
+from gridlearn.forecast.network_aware import NetworkTaskParams, evaluate_network
 from gridlearn.grid.acopf import solve_acopf
 from gridlearn.grid.acopf_ipm import IPMOptions
 from gridlearn.grid.cases import load_case
 from gridlearn.implicit.solution import Status
-from tests.forecast._network_helpers import central_differences, toy_day_loads, toy_training_days
+from tests.forecast._network_helpers import assert_task_gradient_matches_fd, rmse_then_task_training, toy_day_loads
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -79,11 +77,7 @@ def test_task_loss_gradient_matches_central_differences():
     sch = ACNetworkScheduler(net, LOAD_BUS, TIGHT)
     params = NetworkTaskParams()
     mu, y = _loads()
-    m = mu.clone().requires_grad_()
-    (grad,) = torch.autograd.grad(task_loss(sch, m, y, params), m)
-    fd = central_differences(lambda m: task_loss(sch, m, y, params), mu)
-    assert grad.abs().max() > 10  # not a vacuous comparison
-    torch.testing.assert_close(grad, fd, rtol=1e-4, atol=1e-3)
+    assert_task_gradient_matches_fd(sch, mu, y, params, rtol=1e-4, atol=1e-3)
 
 
 def test_failed_hour_drops_its_day_and_its_gradient():
@@ -114,24 +108,7 @@ def test_task_training_through_ac_opf_runs_end_to_end():
     """RMSE net, then a few full-batch task steps through the AC-OPF: finite gradients, lower train cost."""
     net = _case9()
     sch = ACNetworkScheduler(net, LOAD_BUS)
-    x, y, base = toy_training_days()
-    t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
-    params = NetworkTaskParams()
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = BusLoadForecaster(x[:18], y[:18], base, hidden=(16,)).double()
-        settings = TrainSettings(rmse_epochs=50, task_epochs=15, task_lr=2e-3, eval_every=5, patience=3)
-        train_rmse_bus(model, t(x[:18]), t(y[:18]), t(x[18:]), t(y[18:]), settings)
-        model.train()
-        loss = task_loss(sch, model.loads(t(x[:18])), t(y[:18]), params)
-        grads = [g for g in torch.autograd.grad(loss, list(model.parameters()), allow_unused=True) if g is not None]
-        assert grads and all(torch.isfinite(g).all() for g in grads) and any(g.abs().max() > 0 for g in grads)
-        model.eval()
-        with torch.no_grad():
-            before = float(task_loss(sch, model.loads(t(x[:18])), t(y[:18]), params))
-        hist = train_task_network(model, sch, params, t(x[:18]), t(y[:18]), t(x[:18]), t(y[:18]), settings)
-        with torch.no_grad():
-            after = float(task_loss(sch, model.loads(t(x[:18])), t(y[:18]), params))
+    model, hist, before, after, x_test, y_test = rmse_then_task_training(sch, check_gradients=True)
     assert hist.best_epoch > 0 and after < 0.99 * before
-    ev = evaluate_network(model, sch, params, t(x[18:]), t(y[18:]))
+    ev = evaluate_network(model, sch, NetworkTaskParams(), x_test, y_test)
     assert ev["n_failed_days"] == 0 and ev["pg_mw"].shape == (6, 4, 3) and np.isfinite(ev["task_cost"])

@@ -13,22 +13,17 @@ import torch
 
 from gridlearn.errors import ConfigError, DataError, InfeasibleError
 from gridlearn.forecast.network_aware import (
-    BusLoadForecaster,
     NetworkScheduler,
     NetworkTaskParams,
     realised_cost,
     realised_flows_mw,
-    task_loss,
     tighten_busiest_lines,
-    train_rmse_bus,
-    train_task_network,
 )
-from gridlearn.forecast.training import TrainSettings
 from gridlearn.grid.cases import load_case
 from gridlearn.implicit.qp import QPSettings
 from gridlearn.implicit.solution import Status
 from tests._studies import config_from_cli
-from tests.forecast._network_helpers import central_differences, toy_day_loads, toy_training_days
+from tests.forecast._network_helpers import assert_task_gradient_matches_fd, rmse_then_task_training, toy_day_loads, toy_training_days
 
 REPO = Path(__file__).resolve().parents[2]
 LOAD_BUS = [4, 6, 8]  # case9's load buses
@@ -64,11 +59,7 @@ def test_task_loss_gradient_matches_central_differences():
     assert (res.pg_mw.diff(dim=1).abs() > 50 - 1e-6).any()
     assert (cost["imbalance_mw"] > 1).any() and (cost["imbalance_mw"] < -1).any() and (cost["overload"] > 1).any()
 
-    m = mu.clone().requires_grad_()
-    (grad,) = torch.autograd.grad(task_loss(sch, m, y, params), m)
-    fd = central_differences(lambda m: task_loss(sch, m, y, params), mu)
-    assert grad.abs().max() > 10  # not a vacuous comparison
-    torch.testing.assert_close(grad, fd, atol=1e-4, rtol=1e-6)
+    assert_task_gradient_matches_fd(sch, mu, y, params, rtol=1e-6, atol=1e-4)
 
 
 def test_dispatch_cost_gradient_is_the_lmp():
@@ -127,20 +118,9 @@ def test_task_training_lowers_the_task_loss_end_to_end():
     # looser ramps than the other tests: a forecaster early in training makes jumpy
     # hourly profiles, and a schedule the ramps cannot follow is (loudly) infeasible
     sch = NetworkScheduler(net, LOAD_BUS, torch.full((3,), 120.0, dtype=torch.float64))
-    x, y, base = toy_training_days()
+    model, hist, before, after, _, _ = rmse_then_task_training(sch)
+    x, y, _ = toy_training_days()
     t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = BusLoadForecaster(x[:18], y[:18], base, hidden=(16,)).double()
-        settings = TrainSettings(rmse_epochs=50, task_epochs=15, task_lr=2e-3, eval_every=5, patience=3)
-        train_rmse_bus(model, t(x[:18]), t(y[:18]), t(x[18:]), t(y[18:]), settings)
-        params = NetworkTaskParams()
-        model.eval()
-        with torch.no_grad():
-            before = float(task_loss(sch, model.loads(t(x[:18])), t(y[:18]), params))
-        hist = train_task_network(model, sch, params, t(x[:18]), t(y[:18]), t(x[:18]), t(y[:18]), settings)
-        with torch.no_grad():
-            after = float(task_loss(sch, model.loads(t(x[:18])), t(y[:18]), params))
     assert hist.best_epoch > 0 and after < 0.99 * before
     # gamma_under >> gamma_over: the task net learns to over-forecast the system load
     with torch.no_grad():
