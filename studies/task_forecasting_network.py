@@ -17,8 +17,9 @@ trained on the realised cost through the DC-OPF layer; both are evaluated on the
 single-period, so no ramp limits; case power factor per bus; imbalance net of the scheduled
 losses). Both physics face the same ratings (the DC rule above); the AC-OPF reads them as
 |S| limits, so the reactive flow makes AC congestion tighter.
-Days with a failed AC hour are left out of training steps and of the test costs, and counted
-(metrics ``n_failed_test_days``).
+AC day-hours that failed or are weakly active are left out of training steps alone (the other
+hours of their day stay; metrics ``train_hours_left_out``); days with a failed AC hour are left
+out of the test costs, and counted (metrics ``n_failed_test_days``).
 
     python studies/task_forecasting_network.py --seeds 2
     python studies/task_forecasting_network.py --seeds 1 --physics ac
@@ -143,9 +144,15 @@ def _train_seed(cfg, data, d, seed, scheduler, params) -> dict[str, dict]:
         if "task" in cfg.methods:
             t0 = time.perf_counter()
             task_net = copy.deepcopy(rmse_net)
+            counts = getattr(scheduler, "hours_left_out", None)  # the AC scheduler's training-path tally
+            before = dict(counts) if counts is not None else None
             hist = train_task_network(task_net, scheduler, params, *fit, settings, batch_days=cfg.batch_days, seed=seed)
             out["task"] = {"model": task_net, "train_s": time.perf_counter() - t0, "best_epoch": hist.best_epoch,
                            "epochs": hist.val[-1][0]}
+            if counts is not None:
+                out["task"]["train_hours_left_out"] = {k: counts[k] - before[k] for k in counts}
+                log.info("seed %d task training: day-hours left out of their step %s", seed,
+                         out["task"]["train_hours_left_out"])
     for method in list(out):
         if method not in cfg.methods:
             del out[method]
@@ -210,7 +217,7 @@ def main(cfg: Config) -> Path:
             loading, rtol = ((perfect.s_max_mva, 1e-4) if cfg.physics == "ac" else (perfect.p_from_mw.abs(), 1e-6))
             congested = float((loading[..., tight] >= limited * (1 - rtol)).any(-1).double().mean())
             losses = float(perfect.losses_mw.mean()) if cfg.physics == "ac" else 0.0
-        summary, terms, per_hour, timing, failed, epochs = [], [], [], {}, {}, {}
+        summary, terms, per_hour, timing, failed, epochs, hours_left_out = [], [], [], {}, {}, {}, {}
         for seed in range(cfg.seeds):
             for method, r in _train_seed(cfg, data, d, seed, scheduler, params).items():
                 summary.append({"method": method, "seed": seed, "rmse": r["rmse_mw"], "task_cost": r["task_cost"]})
@@ -223,6 +230,8 @@ def main(cfg: Config) -> Path:
                 timing[f"{method}/{seed}"] = r["train_s"]
                 failed[f"{method}/{seed}"] = r["n_failed_days"]
                 epochs[f"{method}/{seed}"] = r.get("epochs", 0)
+                if "train_hours_left_out" in r:
+                    hours_left_out[f"{method}/{seed}"] = r["train_hours_left_out"]
         summary_df = pd.DataFrame(summary, columns=["method", "seed", "rmse", "task_cost"])
         per_hour_df = pd.DataFrame(per_hour, columns=["method", "seed", "hour", "task_cost"])
         run.write_table("summary", summary_df)
@@ -244,7 +253,7 @@ def main(cfg: Config) -> Path:
                         test_congested_hour_fraction=congested, train_seconds=timing,
                         total_seconds=time.perf_counter() - t_start, physics=cfg.physics,
                         oracle_mean_losses_mw=losses, n_failed_oracle_test_days=int((~oracle_ok).sum()),
-                        n_failed_test_days=failed, task_epochs_run=epochs, **extra)
+                        n_failed_test_days=failed, task_epochs_run=epochs, train_hours_left_out=hours_left_out, **extra)
         for name, fig in _figures(summary_df, per_hour_df, oracle_cost).items():
             run.save_figure(name, fig)
         table = g[["rmse", "task_cost"]].agg(["mean", "std"])

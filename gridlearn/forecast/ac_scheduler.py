@@ -31,12 +31,23 @@ itself limits |S|). Dispatch cost is the AC-OPF objective. So L(z, y) has the DC
 three terms with these two substitutions; the physics is the grid layer's (AC-OPF,
 `DCStructure.ptdf`), not rewritten.
 
-Failures. The layer marks each hour CONVERGED or not; an hour that did not converge, or (when
-a gradient is wanted) converged with a weakly active constraint (no derivative there), takes
-its whole day out of the settled costs, with a logged warning, like
-`StochasticScheduler.forward_converged`; every day failing raises `SolverFailure`. Gradients
-of the dropped days' hours are cut before they reach mu (`_KeepRows`), so no implicit
-gradient leaves a sample that has none.
+Failures. The layer marks each hour CONVERGED or not. What is left out depends on the path:
+
+* Training (mu requires grad): an hour that did not converge, or converged with a weakly
+  active constraint (no derivative there), is left out *alone*: the AC-OPF is single-period,
+  so the other hours of its day have their own, valid schedules and derivatives (the DC
+  variant must drop the whole day: its ramp rows couple the hours). `ACSchedule.hour_ok`
+  marks the kept day-hours; `realised_cost_ac` zeroes the cost terms of the others
+  (`torch.where`, so their cotangent is exactly zero) and returns the mask as
+  ``"hour_kept"``; `network_aware.task_loss` then divides by the hours kept (T × mean
+  cost of a kept day-hour). A day is in ``ok`` while one of its hours is kept.
+* Evaluation (no gradient): a day with a non-converged hour is left out whole (a daily cost
+  needs all its hours); weak activity does not matter without a derivative.
+
+Every left-out hour or day is logged (a warning with the count) and counted in
+``hours_left_out`` (training path); nothing kept raises `SolverFailure`. Gradients of the
+left-out hours are cut before they reach mu (`_KeepRows`), so no implicit gradient leaves
+a sample that has none.
 """
 
 from __future__ import annotations
@@ -63,6 +74,9 @@ class ACSchedule:
     """AC schedules of the days in ``ok`` (B_ok = ok.sum() leading), hours second.
 
     status: ``(B, T)`` `Status` codes of every day-hour (also the dropped days');
+    hour_ok: the kept hours of those days (all of them outside training); the tensors'
+    entries of the other hours are placeholders (zeros for a hour that did not converge),
+    never to be read as schedules;
     losses_mw: Σ pg − Σ mu per hour (network losses plus shunt consumption);
     s_max_mva: max(|S_from|, |S_to|) per branch, the quantity the ratings limit.
     """
@@ -74,6 +88,7 @@ class ACSchedule:
     s_max_mva: Tensor  # (B_ok, T, n_branch)
     ok: Tensor  # (B,) bool
     status: Tensor  # (B, T) long
+    hour_ok: Tensor  # (B_ok, T) bool: the day-hours whose costs (and gradients) count
 
 
 class _KeepRows(torch.autograd.Function):
@@ -130,6 +145,9 @@ class ACNetworkScheduler(NetworkScheduler):
         ratio = torch.where(pd0 > 0, qd0 / torch.where(pd0 > 0, pd0, torch.ones_like(pd0)), torch.zeros_like(pd0))
         self.q_per_p = ratio  # (n_bus,) Mvar per MW of forecast load: the case's power factor
         self.ptdf = DCStructure.build(network).ptdf  # (n_branch, n_bus), zero reference column
+        # day-hours of the training path (mu requires grad) left out of their loss, cumulative:
+        # why a study can report the share of training signal lost
+        self.hours_left_out = {"failed": 0, "weakly_active": 0, "seen": 0}
 
     def _scenarios(self, mu_mw: Tensor) -> tuple[Tensor, Tensor]:
         pd = self.bus_loads(mu_mw).reshape(-1, self.network.n_bus)
@@ -139,64 +157,85 @@ class ACNetworkScheduler(NetworkScheduler):
         return self.layer.solve(*self._scenarios(mu_mw))
 
     def forward(self, mu_mw: Tensor, skip_failed: bool = False) -> ACSchedule:
-        """Schedule for forecast loads ``mu_mw`` ``(B, T, n_load)``."""
+        """Schedule for forecast loads ``mu_mw`` ``(B, T, n_load)``.
+
+        With ``skip_failed``, non-converged hours are left out (their day outside training);
+        when mu requires grad, so are weakly active hours (module docstring, Failures)."""
         n_days, n_hours = mu_mw.shape[:2]
-        keep = [torch.ones(n_days * n_hours, dtype=torch.bool)]
-        pd, qd = self._scenarios(_KeepRows.apply(mu_mw.reshape(n_days * n_hours, -1), keep).view_as(mu_mw))
-        days = torch.arange(n_days)
+        n = n_days * n_hours
+        per_hour = mu_mw.requires_grad  # training: drop hours; evaluation: drop whole days
+        keep = [torch.ones(n, dtype=torch.bool)]
+        pd, qd = self._scenarios(_KeepRows.apply(mu_mw.reshape(n, -1), keep).view_as(mu_mw))
+        rows = torch.arange(n)  # the flat day-hours solved (d·T + t)
         try:
             out, sol = self.layer.forward_with_solution(pd, qd)
             status = sol.status_code.view(n_days, n_hours)
         except SolverFailure as e:
             if not skip_failed:
                 raise
-            status = torch.full((n_days * n_hours,), Status.CONVERGED.code, dtype=torch.long)
+            status = torch.full((n,), Status.CONVERGED.code, dtype=torch.long)
             status[list(e.indices)] = torch.tensor([s.code for s in e.statuses], dtype=torch.long)
             status = status.view(n_days, n_hours)
-            days = (status == Status.CONVERGED.code).all(-1).nonzero().flatten()
-            hours = sorted({int(i) % n_hours for i in e.indices})
-            self._warn(n_days, days, f"did not converge (hours of day {hours})", e.statuses)
-            if len(days) == 0:
+            converged = status == Status.CONVERGED.code
+            if not per_hour:
+                converged = converged.all(-1, keepdim=True).expand(n_days, n_hours)
+            rows = converged.flatten().nonzero().flatten()
+            self._warn(per_hour, n_days, n_hours, rows, "did not converge", e.statuses)
+            if len(rows) == 0:
                 raise
-            # a second solve on the converged days only (the layer raises on any failure)
-            rows = (days[:, None] * n_hours + torch.arange(n_hours)).flatten()
+            # a second solve on the kept hours only (the layer raises on any failure)
             out, sol = self.layer.forward_with_solution(pd[rows], qd[rows])
         res = sol.extras["results"]
-        if mu_mw.requires_grad and bool(res.weakly_active.any()):
-            weak = res.weakly_active.view(len(days), n_hours).any(-1)
-            self._warn(n_days, days[~weak], "had a weakly active constraint (no derivative)", [Status.NUMERICAL])
+        left_out = {"failed": n - len(rows), "weakly_active": 0}
+        if per_hour and bool(res.weakly_active.any()):
+            weak = res.weakly_active.flatten().to(rows.device)
+            left_out["weakly_active"] = int(weak.sum())
+            self._warn(per_hour, n_days, n_hours, rows[~weak], "had a weakly active constraint (no derivative)",
+                       [Status.NUMERICAL])
             if bool(weak.all()):
-                raise SolverFailure("AC scheduling: every day has an hour with a weakly active constraint",
-                                    indices=days.tolist(), statuses=[Status.NUMERICAL] * len(days))
-            sub = (~weak).nonzero().flatten()
-            days = days[sub]
+                raise SolverFailure("AC scheduling: every hour has a weakly active constraint or failed",
+                                    indices=rows.tolist(), statuses=[Status.NUMERICAL] * len(rows))
+            kept = rows[~weak]
         else:
-            sub = torch.arange(len(days))
-        keep[0] = torch.zeros(n_days, dtype=torch.bool)
-        keep[0][days] = True
-        keep[0] = keep[0].repeat_interleave(n_hours)
-        ok = torch.zeros(n_days, dtype=torch.bool)
-        ok[days] = True
+            kept = rows
+        if per_hour:
+            self.hours_left_out["failed"] += left_out["failed"]
+            self.hours_left_out["weakly_active"] += left_out["weakly_active"]
+            self.hours_left_out["seen"] += n
+        hour_kept = torch.zeros(n, dtype=torch.bool)
+        hour_kept[kept] = True
+        keep[0] = hour_kept
+        hour_kept = hour_kept.view(n_days, n_hours)
+        ok = hour_kept.any(-1)
 
         def per_day(t: Tensor) -> Tensor:
-            return t.reshape(-1, n_hours, *t.shape[1:])[sub]
+            """Solved rows -> (B_ok, T, ...), zeros at the hours not solved (differentiable in t)."""
+            full = t.new_zeros(n, *t.shape[1:]).index_copy(0, rows.to(t.device), t)
+            return full.view(n_days, n_hours, *t.shape[1:])[ok.to(t.device)]
 
         pg = per_day(out.pg_mw)
-        mu_ok = mu_mw[ok]
+        mu_ok = mu_mw[ok.to(mu_mw.device)]
         s_from = torch.hypot(res.p_from_mw, res.q_from_mvar)
         s_to = torch.hypot(res.p_to_mw, res.q_to_mvar)
         return ACSchedule(pg_mw=pg, cost_usd_per_h=per_day(out.cost_usd_per_h),
                           losses_mw=pg.sum(-1) - mu_ok.sum(-1), p_from_mw=per_day(res.p_from_mw.to(pg)),
-                          s_max_mva=per_day(torch.maximum(s_from, s_to).to(pg)), ok=ok, status=status)
+                          s_max_mva=per_day(torch.maximum(s_from, s_to).to(pg)), ok=ok, status=status,
+                          hour_ok=hour_kept[ok].to(pg.device))
 
     @staticmethod
-    def _warn(n_days: int, kept: Tensor, why: str, statuses) -> None:
-        log.warning("AC scheduling: %d of %d days left out: an hour %s (%s)", n_days - len(kept), n_days, why,
-                    sorted({s.name for s in statuses}))
+    def _warn(per_hour: bool, n_days: int, n_hours: int, kept: Tensor, why: str, statuses) -> None:
+        names = sorted({s.name for s in statuses})
+        if per_hour:
+            log.warning("AC scheduling: %d of %d day-hours left out of the loss: the hour %s (%s)",
+                        n_days * n_hours - len(kept), n_days * n_hours, why, names)
+        else:
+            n_kept = len(torch.unique(kept // n_hours))
+            log.warning("AC scheduling: %d of %d days left out: an hour %s (%s)", n_days - n_kept, n_days, why, names)
 
     def settle(self, mu_mw: Tensor, y_mw: Tensor, params: NetworkTaskParams
                ) -> tuple[ACSchedule, dict[str, Tensor], Tensor]:
-        """As `NetworkScheduler.settle`; days with a failed hour are left out (logged)."""
+        """As `NetworkScheduler.settle`; failed hours (training) or their days (evaluation) are
+        left out, logged; the cost terms carry ``"hour_kept"`` (module docstring, Failures)."""
         sched = self(mu_mw, skip_failed=True)
         ok = sched.ok.to(mu_mw.device)
         return sched, realised_cost_ac(self, sched, mu_mw[ok], y_mw[ok], params), sched.ok
@@ -207,14 +246,19 @@ def realised_cost_ac(scheduler: ACNetworkScheduler, schedule: ACSchedule, mu_mw:
     """L(z, y) of AC schedules per hour ``(B_ok, T)`` in $ (module docstring), split into its terms.
 
     mu_mw, y_mw: forecast and realised loads ``(B_ok, T, n_load)`` of the schedule's days.
-    Returns {"dispatch", "imbalance", "overload", "total", "imbalance_mw", "losses_mw"}.
+    Returns {"dispatch", "imbalance", "overload", "total", "imbalance_mw", "losses_mw",
+    "hour_kept"}; the four cost terms are exactly 0 at the hours not in ``hour_kept``
+    (`torch.where`: their placeholders get a zero cotangent, never NaN · 0).
     """
     planned = schedule.pg_mw.sum(-1) - schedule.losses_mw  # the demand the schedule covers
     delta = y_mw.sum(-1) - planned
     dev = scheduler.bus_loads(y_mw) - scheduler.bus_loads(mu_mw)
     flows = schedule.p_from_mw - dev @ scheduler.ptdf.to(dev).T
     cost = settlement(scheduler.network, schedule.cost_usd_per_h, delta, flows, params)
-    return {**cost, "losses_mw": schedule.losses_mw}
+    kept = schedule.hour_ok.to(delta.device)
+    for term in ("dispatch", "imbalance", "overload", "total"):
+        cost[term] = torch.where(kept, cost[term], torch.zeros_like(cost[term]))
+    return {**cost, "losses_mw": schedule.losses_mw, "hour_kept": kept}
 
 
 __all__ = ["ACNetworkScheduler", "ACSchedule", "realised_cost_ac"]

@@ -232,11 +232,20 @@ def settlement(network: Network, cost_usd_per_h: Tensor, delta_mw: Tensor, flows
 def task_loss(scheduler: NetworkScheduler, mu_mw: Tensor, y_mw: Tensor, params: NetworkTaskParams) -> Tensor:
     """Mean over days of the realised daily cost of the schedule z*(mu) when loads are y.
 
-    mu_mw, y_mw: ``(B, T, n_load)``. Differentiable w.r.t. mu through the DC-OPF layer."""
+    mu_mw, y_mw: ``(B, T, n_load)``. Differentiable w.r.t. mu through the DC-OPF layer.
+
+    When the scheduler leaves single hours out (the AC scheduler's training path: its cost
+    terms carry ``"hour_kept"`` ``(B_ok, T)``, zero cost at the others), the loss is
+    T × the mean cost of a kept day-hour: Σ_kept cost / n_kept · T. It is the mean daily
+    cost when every hour is kept, and each kept hour weighs the same whatever its day lost
+    (not a per-day rescaling, which would weigh a day's remaining hours up)."""
     if y_mw.shape != mu_mw.shape:
         raise ValueError(f"y_mw must have the shape of mu_mw {tuple(mu_mw.shape)}, got {tuple(y_mw.shape)}")
     _, cost, _ = scheduler.settle(mu_mw, y_mw, params)
-    return cost["total"].sum(-1).mean()
+    total, kept = cost["total"], cost.get("hour_kept")
+    if kept is None or bool(kept.all()):
+        return total.sum(-1).mean()
+    return total.sum() * total.shape[-1] / kept.sum()
 
 
 def tighten_busiest_lines(network: Network, loads_mw: Tensor, load_bus, n_lines: int, factor: float,

@@ -8,7 +8,7 @@ import torch
 
 from gridlearn.errors import SolverFailure
 from gridlearn.forecast.ac_scheduler import ACNetworkScheduler, realised_cost_ac
-from gridlearn.forecast.network_aware import NetworkTaskParams, evaluate_network
+from gridlearn.forecast.network_aware import NetworkTaskParams, evaluate_network, task_loss
 from gridlearn.grid.acopf import solve_acopf
 from gridlearn.grid.acopf_ipm import IPMOptions
 from gridlearn.grid.cases import load_case
@@ -80,7 +80,36 @@ def test_task_loss_gradient_matches_central_differences():
     assert_task_gradient_matches_fd(sch, mu, y, params, rtol=1e-4, atol=1e-3)
 
 
-def test_failed_hour_drops_its_day_and_its_gradient():
+def _drops_only_the_hour(sch, mu, y, d, h, params):
+    """Training path with hour (d, h) left out: the other hours of day d keep their cost and
+    gradient (those of solving them alone: the AC-OPF is single-period), (d, h) gets exactly
+    zero, and the task loss is T × the mean cost of a kept day-hour."""
+    m = mu.clone().requires_grad_()
+    sched, cost, ok = sch.settle(m, y, params)
+    n_days, n_hours = mu.shape[:2]
+    assert ok.all() and cost["total"].shape == (n_days, n_hours)
+    expected = torch.ones(n_days, n_hours, dtype=torch.bool)
+    expected[d, h] = False
+    assert torch.equal(sched.hour_ok, expected) and torch.equal(cost["hour_kept"], expected)
+    for term in ("dispatch", "imbalance", "overload", "total"):
+        assert cost[term][d, h] == 0
+    (grad,) = torch.autograd.grad(cost["total"].sum(), m)
+    assert torch.isfinite(grad).all() and (grad[d, h] == 0).all()
+    others = [t for t in range(n_hours) if t != h]
+    assert (grad[d, others].abs().amax(-1) > 0).all()  # every other hour of the day keeps a gradient
+    # the day's other hours, solved alone, have the same costs and gradients
+    m_alone = mu[d:d + 1, others].clone().requires_grad_()
+    _, alone, _ = sch.settle(m_alone, y[d:d + 1, others], params)
+    (grad_alone,) = torch.autograd.grad(alone["total"].sum(), m_alone)
+    torch.testing.assert_close(cost["total"][d, others], alone["total"][0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grad[d, others], grad_alone[0], rtol=1e-5, atol=1e-4)
+    # the task loss divides by the hours kept
+    loss = task_loss(sch, mu.clone().requires_grad_(), y, params)
+    torch.testing.assert_close(loss, cost["total"].sum() * n_hours / (n_days * n_hours - 1))
+    return grad
+
+
+def test_failed_hour_drops_only_itself_in_training_and_its_day_in_evaluation():
     net = _case9()
     sch = ACNetworkScheduler(net, LOAD_BUS, TIGHT)
     params = NetworkTaskParams()
@@ -89,19 +118,38 @@ def test_failed_hour_drops_its_day_and_its_gradient():
     with pytest.raises(SolverFailure) as err:
         sch(mu)
     assert 1 * 4 + 2 in err.value.indices
-    m = mu.clone().requires_grad_()
-    sched, cost, ok = sch.settle(m, y, params)
-    assert ok.tolist() == [True, False, True] and cost["total"].shape == (2, 4)
+    _drops_only_the_hour(sch, mu, y, 1, 2, params)
+    assert sch.hours_left_out["failed"] >= 1  # counted (task_loss above solved once more)
+    # evaluation (no gradient): a daily cost needs all its hours, so the day is left out whole
+    with torch.no_grad():
+        sched, cost, ok = sch.settle(mu, y, params)
+    assert ok.tolist() == [True, False, True] and cost["total"].shape == (2, 4) and cost["hour_kept"].all()
     assert sched.status[1, 2] != Status.CONVERGED.code and (sched.status[[0, 2]] == Status.CONVERGED.code).all()
-    (grad,) = torch.autograd.grad(cost["total"].sum(-1).mean(), m)
-    assert torch.isfinite(grad).all() and (grad[1] == 0).all() and (grad[[0, 2]].abs() > 0).any()
-    # the kept days' costs are those of solving them alone
     alone = realised_cost_ac(sch, sch(mu[[0, 2]]), mu[[0, 2]], y[[0, 2]], params)
     torch.testing.assert_close(cost["total"], alone["total"], rtol=1e-6, atol=1e-6)
     bad = mu.clone()
-    bad[:, 0] = 400.0
-    with pytest.raises(SolverFailure):  # every day failed: nothing to train on, loudly
-        sch.settle(bad, y, params)
+    bad[:, :] = 400.0
+    with pytest.raises(SolverFailure):  # every hour failed: nothing to train on, loudly
+        sch.settle(bad.requires_grad_(), y, params)
+    with pytest.raises(SolverFailure):
+        with torch.no_grad():
+            sch.settle(bad, y, params)
+
+
+def test_weakly_active_hour_drops_only_itself():
+    """Generator 1's pmax set to its optimal output in hour (1, 1): there the limit is active
+    with a zero multiplier (no derivative); at higher loads it binds strongly, at lower ones not."""
+    net = _case9()
+    mu, y = _loads()
+    pg = ACNetworkScheduler(net, LOAD_BUS, TIGHT)(mu).pg_mw
+    pmax = net.gen.pmax_mw.clone()
+    pmax[1] = pg[1, 1, 1]
+    sch = ACNetworkScheduler(net.with_(pmax_mw=pmax), LOAD_BUS, TIGHT)
+    s = sch(mu)  # converges everywhere; without a gradient nothing is left out
+    assert (s.status == Status.CONVERGED.code).all() and s.hour_ok.all()
+    assert (s.pg_mw[..., 1] > pmax[1] * (1 - 1e-6)).sum() > 1  # the limit binds in other hours too
+    _drops_only_the_hour(sch, mu, y, 1, 1, NetworkTaskParams())
+    assert sch.hours_left_out["weakly_active"] >= 1 and sch.hours_left_out["failed"] == 0
 
 
 def test_task_training_through_ac_opf_runs_end_to_end():
