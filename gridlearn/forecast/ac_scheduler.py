@@ -180,7 +180,7 @@ class ACNetworkScheduler(NetworkScheduler):
             if not per_hour:
                 converged = converged.all(-1, keepdim=True).expand(n_days, n_hours)
             rows = converged.flatten().nonzero().flatten()
-            self._warn(per_hour, n_days, n_hours, rows, "did not converge", e.statuses)
+            self._warn(per_hour, n_days, n_hours, rows, n - len(rows), "did not converge", e.statuses)
             if len(rows) == 0:
                 raise
             # a second solve on the kept hours only (the layer raises on any failure)
@@ -190,8 +190,8 @@ class ACNetworkScheduler(NetworkScheduler):
         if per_hour and bool(res.weakly_active.any()):
             weak = res.weakly_active.flatten().to(rows.device)
             left_out["weakly_active"] = int(weak.sum())
-            self._warn(per_hour, n_days, n_hours, rows[~weak], "had a weakly active constraint (no derivative)",
-                       [Status.NUMERICAL])
+            self._warn(per_hour, n_days, n_hours, rows[~weak], left_out["weakly_active"],
+                       "had a weakly active constraint (no derivative)", [Status.NUMERICAL])
             if bool(weak.all()):
                 raise SolverFailure("AC scheduling: every hour has a weakly active constraint or failed",
                                     indices=rows.tolist(), statuses=[Status.NUMERICAL] * len(rows))
@@ -223,11 +223,12 @@ class ACNetworkScheduler(NetworkScheduler):
                           hour_ok=hour_kept[ok].to(pg.device))
 
     @staticmethod
-    def _warn(per_hour: bool, n_days: int, n_hours: int, kept: Tensor, why: str, statuses) -> None:
+    def _warn(per_hour: bool, n_days: int, n_hours: int, kept: Tensor, n_out: int, why: str, statuses) -> None:
+        """Log what is left out: ``n_out`` day-hours (training) or the days without all hours in ``kept``."""
         names = sorted({s.name for s in statuses})
         if per_hour:
-            log.warning("AC scheduling: %d of %d day-hours left out of the loss: the hour %s (%s)",
-                        n_days * n_hours - len(kept), n_days * n_hours, why, names)
+            log.warning("AC scheduling: %d of %d day-hours left out of the loss (%d kept): the hour %s (%s)",
+                        n_out, n_days * n_hours, len(kept), why, names)
         else:
             n_kept = len(torch.unique(kept // n_hours))
             log.warning("AC scheduling: %d of %d days left out: an hour %s (%s)", n_days - n_kept, n_days, why, names)
