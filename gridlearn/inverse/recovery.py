@@ -45,6 +45,7 @@ sample's solution at the last accepted iterate (`ACOPFLayer`'s ``warm_start``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -496,8 +497,6 @@ def _without_unreproduced_hours(network_prior, observations, unknowns, problem, 
 
     Judged at the start the prices determine (``"baseline"`` or ``"imputed prices"``), not at a
     stalled final point: from there the optimiser has moved every cost to fit the odd hours."""
-    import dataclasses
-
     if (best is None or best["status"] is FitStatus.CONVERGED or observations.noise > 0
             or solver.max_hours_left_out <= 0):
         return None

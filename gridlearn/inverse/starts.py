@@ -31,6 +31,7 @@ reports every one it ran):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Sequence
 
@@ -140,8 +141,6 @@ def imputed_price_start(network, observations, unknowns: Sequence[Unknown], prio
     price at bus j in hour s = model_sj * mean over published buses k of (observed_sk / model_sk);
     then `baseline_start` on the observations completed with those prices.
     """
-    import dataclasses
-
     published = observations.lmp_buses
     extra = torch.as_tensor(sorted({int(network.gen.bus[g]) for g in unpriced_generators(network, observations, unknowns)}),
                             dtype=torch.long)

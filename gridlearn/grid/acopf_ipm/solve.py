@@ -32,6 +32,7 @@ from gridlearn._deprecation import renamed_attribute
 from gridlearn.errors import ConfigError, DataError, SolverFailure
 from gridlearn.grid.acopf import default_start
 from gridlearn.grid.acopf_recovery import flat_start
+from gridlearn.grid.acopf_ipm import sparse_kkt
 from gridlearn.grid.acopf_ipm.ipm import RUNNING, IPMOptions, IPMState, _jh_dot, _jt, iterate, optimality
 from gridlearn.grid.acopf_ipm.kkt import KKTPattern, assemble, factor_with_inertia_correction, kkt_pattern
 from gridlearn.grid.acopf_ipm.problem import (Scenarios, Structure, build_structure, evaluate, gradient_scaling,
@@ -323,9 +324,8 @@ class _Solver:
         # What refinement changed estimates the first solve's forward error: where it is large, K is
         # too ill-conditioned at this solution for its derivative to be trusted (no gradient).
         moved = (w - w_first).abs().amax(-1) / w.abs().amax(-1).clamp_min(1e-300)
-        num = ((K @ w[..., None])[..., 0] - v).abs()
-        den = (K.abs() @ w.abs()[..., None])[..., 0] + v.abs()
-        ratio = torch.where(den > 0, num / den.clamp_min(1e-300), torch.where(num > 0, float("inf"), 0.0)).amax(-1)
+        ratio = sparse_kkt.oettli_prager(((K @ w[..., None])[..., 0] - v).abs(),
+                                         (K.abs() @ w.abs()[..., None])[..., 0] + v.abs())
         return w, fac.ok & torch.isfinite(w).all(-1) & (ratio <= BACKWARD_RTOL) & (moved <= FORWARD_RTOL)
 
     def vjp(self, thetas, g_x, g_lam):

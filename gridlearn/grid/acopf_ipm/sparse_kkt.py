@@ -482,8 +482,13 @@ def backward_error(sym: SparseSymbolic, ax: Tensor, rhs: Tensor, sol: Tensor) ->
     _matvec(sym.a_ptr, sym.a_col, a, sym.perm, z, BLOCK, kz)
     mag = np.empty_like(r)
     _matvec(sym.a_ptr, sym.a_col, np.abs(a), sym.perm, np.abs(z), BLOCK, mag)
-    den = mag + np.abs(r)
-    num = np.abs(kz - r)
-    ratio = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.where(num > 0, np.inf, 0.0))
-    out = ratio.max(-1) if r.size else np.zeros(r.shape[0])
-    return torch.from_numpy(np.where(np.isfinite(z).all(-1), out, np.inf)).to(rhs.device)
+    out = oettli_prager(torch.from_numpy(np.abs(kz - r)), torch.from_numpy(mag + np.abs(r)))
+    return torch.where(torch.from_numpy(np.isfinite(z).all(-1)), out, torch.inf).to(rhs.device)
+
+
+def oettli_prager(num: Tensor, den: Tensor) -> Tensor:
+    """``max_i num_i / den_i`` per scenario (B,) for ``num = |K sol - rhs|`` and ``den = |K| |sol| + |rhs|``
+    (B, N); 0/0 counts as 0 and x/0 as inf. Shared by the sparse and dense backward checks."""
+    ratio = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)),
+                        torch.where(num > 0, torch.inf, 0.0).to(num))
+    return ratio.amax(-1) if ratio.shape[-1] else torch.zeros(ratio.shape[:-1], dtype=num.dtype, device=num.device)
