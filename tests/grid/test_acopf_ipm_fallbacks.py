@@ -9,7 +9,7 @@ import torch
 from gridlearn.grid import load_case
 from gridlearn.grid.acopf import solve_acopf
 from gridlearn.grid.acopf_ipm import IPMOptions, solve_acopf_batched
-from gridlearn.grid.acopf_ipm import sparse_kkt
+from gridlearn.grid.acopf_ipm import kkt, sparse_kkt
 from gridlearn.errors import InfeasibleError
 from gridlearn.implicit.solution import Status
 
@@ -37,29 +37,39 @@ def test_stalled_infeasible_scenario_is_infeasible_like_ipopt():
     assert torch.isnan(r.cost_usd_per_h[0]) and torch.isfinite(r.cost_usd_per_h[1])
 
 
-def test_sparse_failure_is_solved_densely_and_an_unreliable_gradient_is_refused():
-    """case30 corpus scenario 57 (next to infeasibility, multipliers ~5e5): the sparse path stalls at
-    error 2.4e-6; the dense retry converges to the dense path's optimum. The sparse factor at that
-    solution has a replaced pivot (backward error ~1), so the backward redoes the solve densely; there
-    refinement moves the answer by 15% (K is too ill-conditioned to trust): no gradient for it. The
-    other scenario's gradient is the dense path's."""
+def _case30_57(linear_solver: str):
+    """case30 corpus scenarios 57 and 0: (result, gradient of a fixed loss in pd)."""
     net = load_case("case30")
     pd, qd = corpus_loads(net)
     idx = [57, 0]
     w = torch.randn(2, net.n_gen, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    out = {}
-    for ls in ("sparse", "dense"):
-        x = pd[idx].clone().requires_grad_()
-        r = solve_acopf_batched(net, x, qd[idx], options=IPMOptions(linear_solver=ls, retry_flat=False))
-        (r.pg_mw * w).sum().backward()
-        out[ls] = (r, x.grad)
-    (rs, gs), (rd, gd) = out["sparse"], out["dense"]
-    assert rs.status == rd.status == [Status.CONVERGED, Status.CONVERGED]
-    assert int(rs.iterations[0]) > IPMOptions().max_iter  # the sparse attempt ran out, then the dense retry
-    assert torch.allclose(rs.cost_usd_per_h, rd.cost_usd_per_h, rtol=1e-12)
-    assert torch.isnan(gs[0]).all()
-    assert torch.isfinite(gs[1]).all()
-    assert float(((gs[1] - gd[1]).abs().max() / gd[1].abs().max())) < 1e-8
+    x = pd[idx].clone().requires_grad_()
+    r = solve_acopf_batched(net, x, qd[idx], options=IPMOptions(linear_solver=linear_solver, retry_flat=False))
+    (r.pg_mw * w).sum().backward()
+    return r, x.grad
+
+
+def test_sparse_failure_is_solved_densely_and_an_unreliable_gradient_is_refused(monkeypatch):
+    """case30 corpus scenario 57 (next to infeasibility, multipliers ~5e5): with the constrained
+    ordering in the iteration too (`kkt.ITERATION_MATCHED` off) the sparse path stalls at error 2.4e-6;
+    the dense retry converges to the dense path's optimum. The sparse factor at that solution has a
+    replaced pivot (backward error ~1), so the backward redoes the solve densely; there refinement
+    moves the answer by 15% (K is too ill-conditioned to trust): no gradient for it. The other
+    scenario's gradient is the dense path's. With the matched ordering the sparse path itself converges
+    there, to the same optimum, and the gradient is refused the same way."""
+    rd, gd = _case30_57("dense")
+    for matched in (False, True):
+        monkeypatch.setattr(kkt, "ITERATION_MATCHED", matched)
+        rs, gs = _case30_57("sparse")
+        assert rs.status == rd.status == [Status.CONVERGED, Status.CONVERGED]
+        if matched:
+            assert int(rs.iterations[0]) <= IPMOptions().max_iter  # no retry
+        else:
+            assert int(rs.iterations[0]) > IPMOptions().max_iter  # the sparse attempt ran out, then the dense retry
+        assert torch.allclose(rs.cost_usd_per_h, rd.cost_usd_per_h, rtol=1e-10)
+        assert torch.isnan(gs[0]).all()
+        assert torch.isfinite(gs[1]).all()
+        assert float(((gs[1] - gd[1]).abs().max() / gd[1].abs().max())) < 1e-8
 
 
 def test_backward_error_flags_a_wrong_solution():

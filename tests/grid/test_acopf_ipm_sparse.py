@@ -55,11 +55,11 @@ def test_sparse_gradients_match_dense_and_gradcheck_case9():
                                     eps=1e-5, atol=1e-5, rtol=1e-4, fast_mode=True)
 
 
-def _symbolic_for(mat: np.ndarray, n_x: int):
+def _symbolic_for(mat: np.ndarray, n_x: int, matched: bool = False):
     N = mat.shape[0]
     r, c = np.nonzero(mat)
     flat = torch.as_tensor(r * N + c)
-    sym = sparse_kkt.symbolic([flat], N, n_x)
+    sym = sparse_kkt.symbolic([flat], N, n_x, matched)
     vals = torch.as_tensor(mat[r, c], dtype=torch.float64)[None]
     return sym, sparse_kkt.assemble_values(sym, vals)
 
@@ -80,6 +80,46 @@ def test_sparse_inertia_and_solve_on_a_random_kkt_matrix():
     rhs = torch.as_tensor(g.standard_normal((1, n + m)))
     sol = sparse_kkt.solve(sym, lx, d, a, rhs)
     assert np.allclose(k @ sol[0].numpy(), rhs[0].numpy(), atol=1e-9)
+
+
+@pytest.mark.parametrize("matched", [False, True])
+def test_ordering_rules_and_solve_with_generator_like_variables(matched):
+    """Rows with variables of their own (as pg and qg): the constrained order puts every row after all
+    its variables; the matched one lets a row follow its own variable alone. Either way the inertia is
+    eigvalsh's and the solve is K's."""
+    g = np.random.default_rng(1)
+    n_net, m = 16, 6
+    n = n_net + m  # variables n_net + i appear in row i only (J = -1, a generator's injection)
+    h = g.standard_normal((n_net, n_net)) * (g.random((n_net, n_net)) < 0.25)
+    h = np.block([[h + h.T + 6 * np.eye(n_net), np.zeros((n_net, m))], [np.zeros((m, n_net)), np.diag(g.random(m) + 0.1)]])
+    j = np.hstack([g.standard_normal((m, n_net)) * (g.random((m, n_net)) < 0.4) + np.eye(m, n_net), -np.eye(m)])
+    k = np.block([[h, j.T], [j, np.zeros((m, m))]])
+    sym, ax = _symbolic_for(k, n, matched)
+    pos = sym.iperm
+    after_all = [pos[n + i] > pos[np.flatnonzero(j[i])].max() for i in range(m)]
+    after_own = [pos[n + i] > pos[n_net + i] for i in range(m)]
+    assert all(after_own)
+    assert all(after_all) != matched  # the matched order used its freedom for at least one row
+    lx, d, a, neg, zero = sparse_kkt.factor(sym, ax, 1e-13)
+    assert int(zero[0]) == 0
+    assert int(neg[0]) == int((np.linalg.eigvalsh(k) < 0).sum()) == m
+    rhs = torch.as_tensor(g.standard_normal((1, n + m)))
+    sol = sparse_kkt.solve(sym, lx, d, a, rhs)
+    assert np.allclose(k @ sol[0].numpy(), rhs[0].numpy(), atol=1e-9)
+
+
+def test_the_iteration_uses_the_matched_ordering_and_the_backward_the_constrained_one():
+    """`kkt.ITERATION_MATCHED`: case118's Newton steps factor a smaller L than its backward."""
+    from gridlearn.grid.acopf_ipm.kkt import kkt_pattern
+    from gridlearn.grid.acopf_ipm.problem import build_structure
+    from gridlearn.grid.acopf_ipm.solve import acopf_arrays, get_convention, polar_formulation
+
+    conv = get_convention("matpower")
+    d = acopf_arrays(load_case("case118"), conv)
+    pat = kkt_pattern(build_structure(d, polar_formulation(d, conv), "cpu", torch.float64), "sparse")
+    assert pat.iteration is not None and pat.iteration.iteration is None
+    assert pat.iteration.sparse.flops < 0.7 * pat.sparse.flops
+    assert pat.iteration.hes_src.numel() == pat.hes_src.numel()  # the lower triangle of either order: each pair once
 
 
 def test_singular_kkt_is_flagged_a_zero_pivot_not_nan():

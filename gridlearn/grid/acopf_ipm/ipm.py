@@ -177,6 +177,7 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
     """Run the interior point until every scenario of ``state`` has a status (see the module docstring)."""
     s_f_all, s_c_all, s_h_all = scales
     tol = opts.tol
+    pat = pat.iteration or pat  # the Newton steps' ordering (`kkt.ITERATION_MATCHED`)
     cached = None  # (scenarios, values-only evaluation at their new iterate): the accepted line-search trials
     for _ in range(opts.max_iter + 1):
         act = torch.nonzero(state.status == RUNNING).squeeze(-1)
