@@ -9,7 +9,7 @@ import torch
 from gridlearn.grid import load_case
 from gridlearn.grid.acopf import solve_acopf
 from gridlearn.grid.acopf_ipm import IPMOptions, solve_acopf_batched
-from gridlearn.grid.acopf_ipm import kkt, sparse_kkt
+from gridlearn.grid.acopf_ipm import ipm, kkt, sparse_kkt
 from gridlearn.errors import InfeasibleError
 from gridlearn.implicit.solution import Status
 
@@ -51,18 +51,23 @@ def _case30_57(linear_solver: str):
 
 def test_sparse_failure_is_solved_densely_and_an_unreliable_gradient_is_refused(monkeypatch):
     """case30 corpus scenario 57 (next to infeasibility, multipliers ~5e5): with the constrained
-    ordering in the iteration too (`kkt.ITERATION_MATCHED` off) the sparse path stalls at error 2.4e-6;
+    ordering in the iteration too (`kkt.ITERATION_MATCHED` off) and the Newton steps refined as tightly
+    as the backward's solves (`ipm.STEP_REFINE_RTOL`), the sparse path stalls at error 2.4e-6;
     the dense retry converges to the dense path's optimum. The sparse factor at that solution has a
     replaced pivot (backward error ~1), so the backward redoes the solve densely; there refinement
     moves the answer by 15% (K is too ill-conditioned to trust): no gradient for it. The other
-    scenario's gradient is the dense path's. With the matched ordering the sparse path itself converges
-    there, to the same optimum, and the gradient is refused the same way."""
+    scenario's gradient is the dense path's. With the defaults the sparse path itself converges there,
+    to the same optimum, and the gradient is refused the same way."""
     rd, gd = _case30_57("dense")
-    for matched in (False, True):
-        monkeypatch.setattr(kkt, "ITERATION_MATCHED", matched)
+    for defaults in (False, True):
+        if not defaults:
+            monkeypatch.setattr(kkt, "ITERATION_MATCHED", False)
+            monkeypatch.setattr(ipm, "STEP_REFINE_RTOL", sparse_kkt.REFINE_RTOL)
+        else:
+            monkeypatch.undo()
         rs, gs = _case30_57("sparse")
         assert rs.status == rd.status == [Status.CONVERGED, Status.CONVERGED]
-        if matched:
+        if defaults:
             assert int(rs.iterations[0]) <= IPMOptions().max_iter  # no retry
         else:
             assert int(rs.iterations[0]) > IPMOptions().max_iter  # the sparse attempt ran out, then the dense retry

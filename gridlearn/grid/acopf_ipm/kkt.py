@@ -203,10 +203,10 @@ class Factorisation:
             return None
         return sparse_kkt.backward_error(self.sparse, self.factors[2], rhs, sol)
 
-    def solve(self, rhs: Tensor) -> Tensor:
-        """K^{-1} rhs for rhs (B, N)."""
+    def solve(self, rhs: Tensor, rtol: float = sparse_kkt.REFINE_RTOL) -> Tensor:
+        """K^{-1} rhs for rhs (B, N); the sparse path refines to a residual of ``rtol * |rhs|``."""
         if self.sparse is not None:
-            return sparse_kkt.solve(self.sparse, *self.factors, rhs)
+            return sparse_kkt.solve(self.sparse, *self.factors, rhs, rtol)
         ld, piv = self.factors
         return torch.linalg.ldl_solve(ld, piv, rhs[..., None])[..., 0]
 

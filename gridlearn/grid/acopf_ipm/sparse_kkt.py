@@ -466,8 +466,8 @@ REFINE_STEPS = 3
 REFINE_RTOL = 1e-14
 
 
-def solve(sym: SparseSymbolic, lx: Tensor, d: Tensor, ax: Tensor, rhs: Tensor) -> Tensor:
-    """K^{-1} rhs (B, N) from the factors of K (values ``ax``), with iterative refinement."""
+def solve(sym: SparseSymbolic, lx: Tensor, d: Tensor, ax: Tensor, rhs: Tensor, rtol: float = REFINE_RTOL) -> Tensor:
+    """K^{-1} rhs (B, N) from the factors of K (values ``ax``), refined to a residual of ``rtol * |rhs|``."""
     r = np.ascontiguousarray(rhs.detach().cpu().numpy(), dtype=np.float64)
     lxn, dn, axn = _batch_inner(lx), _batch_inner(d), _batch_inner(ax)
     z = np.empty_like(r)
@@ -479,7 +479,7 @@ def solve(sym: SparseSymbolic, lx: Tensor, d: Tensor, ax: Tensor, rhs: Tensor) -
         _matvec(sym.a_ptr, sym.a_col, axn, sym.perm, z, BLOCK, kz)
         res = r - kz
         err = np.abs(res).max(-1)
-        if not (err > REFINE_RTOL * scale).any():
+        if not (err > rtol * scale).any():
             break
         _solve(sym.l_ptr, sym.l_row, lxn, dn, sym.perm, np.ascontiguousarray(res), BLOCK, dz)
         z = z + dz
