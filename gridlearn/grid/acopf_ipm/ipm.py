@@ -193,7 +193,9 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
         full = act.numel() == state.x.shape[0]
         sub = sc if full else sc.take(act)
         s_f, s_c, s_h = (t if full else t[act] for t in (s_f_all, s_c_all, s_h_all))
-        x, s, lam, mu, gamma = (state.x[act], state.s[act], state.lam[act], state.mu[act], state.gamma[act])
+        # Every scenario running (most iterations): the iterates themselves, no gathered copies.
+        x, s, lam, mu, gamma = ((state.x, state.s, state.lam, state.mu, state.gamma) if full else
+                                (state.x[act], state.s[act], state.lam[act], state.mu[act], state.gamma[act]))
         values = None
         if cached is not None and cached[0].numel() == act.numel() and bool((cached[0] == act).all()):
             values = cached[1]  # the values at this x were computed by the line search: only derivatives now
@@ -256,16 +258,22 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
             cached = (act, trial)
         a_p = torch.where(ok, a_p, torch.zeros_like(a_p))
         a_d = torch.where(ok, a_d, torch.zeros_like(a_d))
-        state.x[act] = x + a_p[:, None] * dx
-        s_new = s + a_p[:, None] * ds
-        state.s[act] = s_new
-        state.lam[act] = lam + a_d[:, None] * dlam  # as MIPS: the dual step (a primal step cut by the line search
-        # near the optimum would stall the equality multipliers: case12da, 14 of 100 scenarios)
-        # Ipopt's safeguard (kappa_sigma = 1e10): keep each mu within a factor of gamma / s.
+        # The new iterates replace the state's tensors when every scenario moved (nothing else holds them).
         mu_new = mu + a_d[:, None] * dmu
+        s_new = s + a_p[:, None] * ds
         g_s = gamma[:, None] / s_new
-        state.mu[act] = torch.maximum(torch.minimum(mu_new, KAPPA_SIGMA * g_s), g_s / KAPPA_SIGMA)
-        state.gamma[act] = gamma
+        new = {"x": x + a_p[:, None] * dx, "s": s_new,
+               # as MIPS: the dual step (a primal step cut by the line search near the optimum would
+               # stall the equality multipliers: case12da, 14 of 100 scenarios)
+               "lam": lam + a_d[:, None] * dlam,
+               # Ipopt's safeguard (kappa_sigma = 1e10): keep each mu within a factor of gamma / s.
+               "mu": torch.maximum(torch.minimum(mu_new, KAPPA_SIGMA * g_s), g_s / KAPPA_SIGMA), "gamma": gamma}
+        every = act.numel() == state.x.shape[0]
+        for name, v in new.items():
+            if every:
+                setattr(state, name, v)
+            else:
+                getattr(state, name)[act] = v
         state.iters[act] += 1
         bad = torch.nonzero(~ok).squeeze(-1)
         if bad.numel():

@@ -313,9 +313,16 @@ def _derivatives(st: Structure, sc: Scenarios, x: Tensor, pg: Tensor, ends, vm: 
     jv = form.jacobian_values(ends, jac, vm).expand(x.shape[0], -1)
     jc = jv[:, : st.eq_entries.numel()] if st.eq_prefix else jv[:, st.eq_entries]
     jv_pad = torch.cat([jv, torch.zeros_like(jv[:, :1])], -1)
-    j_form = jv_pad[:, st.form_table_rows] * st.form_sign[:, None]
-    jh = torch.cat([st.bound_jacobian.expand(x.shape[0], -1, -1), j_form], 1)
-    return Evaluation(f, grad_f * s_f[:, None], c, jc * s_c[:, st.eq_rows], h, jh * s_h[..., None], ends, jac, vm)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (jv, s_h)):
+        j_form = jv_pad[:, st.form_table_rows] * st.form_sign[:, None]
+        jh = torch.cat([st.bound_jacobian.expand(x.shape[0], -1, -1), j_form], 1) * s_h[..., None]
+    else:  # the iteration's: the same products written into one buffer (no cat, no temporary)
+        jh = torch.empty(x.shape[0], st.n_ineq, 4, dtype=jv.dtype, device=jv.device)
+        n_b = st.n_bound
+        torch.mul(st.bound_jacobian, s_h[:, :n_b, None], out=jh[:, :n_b])
+        torch.mul(jv_pad[:, st.form_table_rows], st.form_sign[:, None], out=jh[:, n_b:])
+        jh[:, n_b:] *= s_h[:, n_b:, None]
+    return Evaluation(f, grad_f * s_f[:, None], c, jc * s_c[:, st.eq_rows], h, jh, ends, jac, vm)
 
 
 def lagrangian_hessian(st: Structure, sc: Scenarios, ev: Evaluation, lam: Tensor, mu: Tensor, s_f: Tensor,
