@@ -268,7 +268,7 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
                "lam": lam + a_d[:, None] * dlam,
                # Ipopt's safeguard (kappa_sigma = 1e10): keep each mu within a factor of gamma / s.
                "mu": torch.maximum(torch.minimum(mu_new, KAPPA_SIGMA * g_s), g_s / KAPPA_SIGMA), "gamma": gamma}
-        every = act.numel() == state.x.shape[0]
+        every = act.numel() == state.x.shape[0]  # not `full`: scenarios that stopped this iteration left act
         for name, v in new.items():
             if every:
                 setattr(state, name, v)
