@@ -32,6 +32,7 @@ from torch import Tensor
 from gridlearn._deprecation import renamed_attribute, warn_renamed
 from gridlearn.errors import ConfigError, InfeasibleError, SolverFailure, SolverUnavailable
 from gridlearn.grid.acopf_model import ACOPFArrays, acopf_arrays, build_acopf_model
+from gridlearn.grid.adequacy import active_power_shortfall_mw
 from gridlearn.grid.acopf_nlp import ACOPFNLP
 from gridlearn.grid.acopf_recovery import flat_start, kkt_residuals, powerflow_start, relaxations_that_restore_feasibility
 from gridlearn.grid.checks import check_costs, check_finite
@@ -405,15 +406,10 @@ def solve_acopf(
         warnings.warn(msg, AcceptableWarning, stacklevel=2)
         return acceptable
     statuses = [st for _, st, _ in tried if st is not None]
-    # Least possible withdrawal: loads, plus bus shunts gs vm^2 at their most favourable voltage;
-    # with r >= 0 and no branch conductance every branch loses power, so load > capacity is a proof.
-    bus, br = network.bus, network.branch
-    gs = bus.gs_mw.detach()
-    load = float(bus.pd_mw.detach().sum() + torch.where(gs > 0, gs * bus.vmin_pu.detach() ** 2,
-                                                         gs * bus.vmax_pu.detach() ** 2).sum())
+    # Load beyond capacity on a passive network is a proof, whatever Ipopt said (`adequacy`).
     cap = float(network.gen.pmax_mw.detach().sum())
-    lossy = bool((br.r_pu.detach() >= 0).all() and (br.g_pu.detach() >= 0).all())
-    if lossy and load > cap:  # a proof, whatever Ipopt said
+    load = float(active_power_shortfall_mw(network)) + cap
+    if load > cap:
         raise InfeasibleError(f"{what} failed: {summary}. The load ({load:.1f} MW) exceeds the generation capacity "
                               f"({cap:.1f} MW)", indices=[0], statuses=[Status.INFEASIBLE])
     if statuses and all(st is Status.INFEASIBLE for st in statuses):

@@ -22,7 +22,12 @@ Problem (`problem`): ``min f(x)  s.t. c(x) = 0,  h(x) + s = 0,  s >= 0``, Lagran
   evaluated and factorised alone (`Scenarios.take`).
 
 Statuses (`gridlearn.implicit.solution.Status`): CONVERGED when Ipopt's scaled optimality
-error ``max(|grad L|/s_d, |(c, h+s)|, |s mu|/s_c) <= tol``; INFEASIBLE when the iterate
+error ``max(|grad L|/s_d, |(c, h+s)|, |s mu|/s_c) <= tol`` and, as Ipopt's termination test,
+the unscaled errors are within ``dual_inf_tol``, ``constr_viol_tol`` and ``compl_inf_tol``
+(`unscaled_errors`): the gradient scaling can shrink a row by up to 1e8 (case16am's 6e-10 pu
+branch: its two balance rows by 6e-8), and a scaled violation below tol then hides an
+unscaled one of 0.4 pu, the whole load unserved (case16am at 10% load "converged" at cost
+6e-9 $/h before this test; Ipopt: 57.5 $/h); INFEASIBLE when the iterate
 stalls infeasible while the multipliers diverge with ``grad f`` negligible against
 ``J^T (lam, mu)``: a Fritz John point of the constraints alone, i.e. a stationary point of
 infeasibility (Ipopt reaches the same conclusion through its restoration phase); MAX_STEPS
@@ -82,10 +87,15 @@ class IPMOptions:
     chunk: int = 64  # scenarios factorised together (memory: chunk * (n + 2 n_bus)^2 floats)
     retry_flat: bool = True  # solve a scenario that did not converge again from a flat start (as solve_acopf)
     linear_solver: str = "auto"  # KKT factorisation: "dense" (batched LDLᵀ), "sparse" (CPU, numba), "auto" (kkt)
+    # Ipopt's unscaled termination tolerances (its defaults): CONVERGED needs them too (`unscaled_errors`).
+    dual_inf_tol: float = 1.0  # |grad L| in the problem's units ($/h per pu)
+    constr_viol_tol: float = 1e-4  # |c|, max(h, 0) in pu (power, voltage) and rad
+    compl_inf_tol: float = 1e-4  # |s mu| unscaled
 
     def __post_init__(self):
-        if not self.tol > 0:
-            raise ConfigError(f"tol must be positive, got {self.tol}")
+        for name in ("tol", "dual_inf_tol", "constr_viol_tol", "compl_inf_tol"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.max_iter < 1 or self.chunk < 1:
             raise ConfigError("max_iter and chunk must be >= 1")
         if self.linear_solver not in LINEAR_SOLVERS:
@@ -173,6 +183,23 @@ def optimality(st: Structure, ev: Evaluation, s: Tensor, lam: Tensor, mu: Tensor
     return torch.maximum(torch.maximum(dual / s_d, primal), comp / s_c), dual, primal, comp, lx
 
 
+def unscaled_errors(st: Structure, ev: Evaluation, s: Tensor, mu: Tensor, lx: Tensor,
+                    scales: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Ipopt's unscaled dual infeasibility, constraint violation and complementarity (B,) at a scaled
+    evaluation ``ev`` with stationarity residual ``lx`` (scaled): ``|lx| / s_f``; ``max(|c| / s_c,
+    max(h, 0) / s_h)`` (the violation of the constraints themselves, not of ``h + s = 0``);
+    ``|s mu| / s_f`` (unscaled slack ``s / s_h`` times unscaled multiplier ``mu s_h / s_f``)."""
+    s_f, s_c, s_h = scales
+    dual = lx.abs().amax(-1) / s_f
+    viol = (ev.c / s_c).abs().amax(-1) if st.n_eq else torch.zeros_like(s_f)
+    if st.n_ineq:
+        viol = torch.maximum(viol, (ev.h.clamp_min(0) / s_h).amax(-1))
+        comp = (s * mu).abs().amax(-1) / s_f
+    else:
+        comp = torch.zeros_like(s_f)
+    return dual, viol, comp
+
+
 def _fraction_to_boundary(v: Tensor, dv: Tensor, tau: Tensor) -> Tensor:
     """Largest alpha in (0, 1] with v + alpha dv >= (1 - tau) v, per scenario."""
     ratio = torch.where(dv < 0, -tau[:, None] * v / dv, torch.full_like(v, float("inf")))
@@ -203,8 +230,11 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
         ev = evaluate(st, sub, x, s_f, s_c, s_h, values=values)
         err0, dual, primal, comp, lx = optimality(st, ev, s, lam, mu)
         state.error[act], state.primal[act] = err0, primal
+        dual_u, viol_u, comp_u = unscaled_errors(st, ev, s, mu, lx, (s_f, s_c, s_h))
         status = torch.full_like(act, RUNNING)
-        status = torch.where(err0 <= tol, Status.CONVERGED.code, status)
+        done = ((err0 <= tol) & (dual_u <= opts.dual_inf_tol) & (viol_u <= opts.constr_viol_tol)
+                & (comp_u <= opts.compl_inf_tol))
+        status = torch.where(done, Status.CONVERGED.code, status)
         finite = torch.isfinite(err0) & torch.isfinite(x).all(-1)
         status = torch.where(~finite, Status.NUMERICAL.code, status)
         # Local infeasibility: multipliers diverging while grad f is negligible against J^T y.

@@ -31,9 +31,11 @@ from torch import Tensor
 from gridlearn._deprecation import renamed_attribute
 from gridlearn.errors import ConfigError, DataError, SolverFailure
 from gridlearn.grid.acopf import default_start
+from gridlearn.grid.adequacy import active_power_shortfall_mw
 from gridlearn.grid.acopf_recovery import flat_start
 from gridlearn.grid.acopf_ipm import sparse_kkt
-from gridlearn.grid.acopf_ipm.ipm import RUNNING, IPMOptions, IPMState, _jh_dot, _jt, iterate, optimality
+from gridlearn.grid.acopf_ipm.ipm import (RUNNING, IPMOptions, IPMState, _jh_dot, _jt, iterate, optimality,
+                                          unscaled_errors)
 from gridlearn.grid.acopf_ipm.kkt import KKTPattern, assemble, factor_with_inertia_correction, kkt_pattern
 from gridlearn.grid.acopf_ipm.problem import (Scenarios, Structure, build_structure, evaluate, gradient_scaling,
                                               lagrangian_hessian, objective_hessian_diagonal, scenarios_from, to_z)
@@ -53,7 +55,8 @@ class BatchedACOPFResult:
     ``status``: one `Status` per scenario; ``duals``: Ipopt's sign convention (`acopf` module
     docstring): ``p_balance``, ``q_balance`` (B, n_bus), ``flow_f``/``flow_t``/``angle``
     (B, n_branch), ``{vm,pg,qg}_lower/_upper``; ``residuals``: the scaled optimality error and its
-    parts (B,); ``warm``: what a later call's ``warm_start`` needs.
+    parts (B,), and ``constraint_violation``, the unscaled one (pu, rad; `ipm.unscaled_errors`);
+    ``warm``: what a later call's ``warm_start`` needs.
     """
 
     convention: str
@@ -133,7 +136,9 @@ def _push(st: Structure, x: Tensor, push: float) -> Tensor:
     return torch.maximum(torch.minimum(x, hi - p_hi), lo + p_lo)
 
 
-def _solve_chunk(st, pat, sc, x0, warm, opts, idx) -> _Chunk:
+def _solve_chunk(st, pat, sc, x0, warm, opts, idx, proven: Tensor | None = None) -> _Chunk:
+    """Solve scenarios ``idx``; those ``proven`` (bool (B,), `_Solver.proven`) infeasible start INFEASIBLE
+    and are not iterated."""
     bsz = x0.shape[0]
     one = torch.ones(bsz, dtype=x0.dtype, device=x0.device)
     ev0 = evaluate(st, sc, x0, one, torch.ones(bsz, st.n_eq, dtype=x0.dtype, device=x0.device),
@@ -151,8 +156,10 @@ def _solve_chunk(st, pat, sc, x0, warm, opts, idx) -> _Chunk:
         lam = torch.where(ok, warm["lam"][idx] * s_f[:, None] / s_c, lam)
         mu = torch.where(ok, torch.clamp(warm["mu"][idx] * s_f[:, None] / s_h, min=push), mu)
         gamma = torch.where(ok[:, 0], torch.full_like(one, opts.warm_mu_init), gamma)
-    state = IPMState(x=x0.clone(), s=s, lam=lam, mu=mu, gamma=gamma,
-                     status=torch.full((bsz,), RUNNING, dtype=torch.long, device=x0.device),
+    status = torch.full((bsz,), RUNNING, dtype=torch.long, device=x0.device)
+    if proven is not None:
+        status = torch.where(proven, Status.INFEASIBLE.code, status)
+    state = IPMState(x=x0.clone(), s=s, lam=lam, mu=mu, gamma=gamma, status=status,
                      iters=torch.zeros(bsz, dtype=torch.long, device=x0.device), error=torch.zeros_like(one),
                      primal=torch.zeros_like(one), delta_last=torch.zeros_like(one),
                      suspect=torch.zeros(bsz, dtype=torch.long, device=x0.device))
@@ -229,9 +236,23 @@ class _Solver:
         return scenarios_from(self.network, self.d, self.conv, dict(zip(self.names, thetas)), self.batch,
                               self.device, self.dtype)
 
+    def _proven_infeasible(self) -> Tensor:
+        """(B,) bool: the scenario's data prove it infeasible (`adequacy`: least withdrawal above the
+        generation capacity on passive branches) by more than any point within ``constr_viol_tol``
+        could hide: each of the n_bus balance rows and n_gen ``pg <= pmax`` rows may be off by that
+        tolerance at a CONVERGED point, so the margin is ``2 (n_bus + n_gen) constr_viol_tol``
+        (factor 2 for the shunts' vm^2 at voltages off their bounds by the same tolerance), in MW.
+        Such a scenario is INFEASIBLE without iterating: an interior point cannot see this when the
+        gradient scaling shrinks the rows that carry the shortfall (case16am, IPMOptions docstring)."""
+        given = dict(zip(self.names, self.thetas))
+        short = active_power_shortfall_mw(self.network, given.get("pd_mw"), given.get("r_pu"), given.get("g_pu"))
+        margin = 2 * (self.d.n_bus + self.d.n_gen) * self.opts.constr_viol_tol * self.d.base_mva
+        return (short > margin).to(self.device).expand(self.batch)
+
     def run(self):
         st, opts = self.st, self.opts
         sc_all = self.scenarios(self.thetas)
+        self.proven = self._proven_infeasible()
         x0 = _start(st, self.d, self.network, self.batch, self.device, self.dtype, opts.bound_push)
         if self.warm is not None:  # scenarios whose previous solve failed start cold
             ok = self.warm["converged"].to(self.device)
@@ -240,7 +261,8 @@ class _Solver:
         lam = torch.full((self.batch, st.n_eq), float("nan"), dtype=self.dtype, device=self.device)
         for lo in range(0, self.batch, opts.chunk):
             idx = torch.arange(lo, min(lo + opts.chunk, self.batch), device=self.device)
-            self.chunks.append(_solve_chunk(st, self.pat, sc_all.take(idx), x0[idx], self.warm, opts, idx))
+            self.chunks.append(_solve_chunk(st, self.pat, sc_all.take(idx), x0[idx], self.warm, opts, idx,
+                                            self.proven[idx]))
         if opts.retry_flat:
             self._retry_flat(sc_all)
         if self.pat.sparse is not None:
@@ -274,11 +296,12 @@ class _Solver:
 
     def _retry(self, sc_all: Scenarios, x_start: Tensor, pat: KKTPattern, keep_codes: tuple) -> None:
         """Solve again, from ``x_start`` (B, n) and with ``pat``, the scenarios whose status is not in
-        ``keep_codes``; a converged retry replaces the first attempt, and so does an INFEASIBLE one where
-        the first ended MAX_STEPS or NUMERICAL (its iterations are added)."""
+        ``keep_codes`` (never one `_proven_infeasible`: a retry cannot change a proof); a converged retry
+        replaces the first attempt, and so does an INFEASIBLE one where the first ended MAX_STEPS or
+        NUMERICAL (its iterations are added)."""
         st, opts = self.st, self.opts
         codes = torch.as_tensor(keep_codes, device=self.device)
-        bad = torch.cat([ch.idx[~torch.isin(ch.state.status, codes)] for ch in self.chunks])
+        bad = torch.cat([ch.idx[~torch.isin(ch.state.status, codes) & ~self.proven[ch.idx]] for ch in self.chunks])
         if bad.numel() == 0:
             return
         where = {int(i): (c, k) for c, ch in enumerate(self.chunks) for k, i in enumerate(ch.idx.tolist())}
@@ -473,12 +496,13 @@ def _pack(solver: _Solver, x: Tensor, lam: Tensor, thetas, elapsed: float) -> Ba
     mu_u = (state_mu * s_h / s_f[:, None]).detach()
     mu_u = torch.where(conv[:, None], mu_u, torch.full_like(mu_u, float("nan")))
     duals = _named_duals(st, d, lam_ipopt, mu_u)
-    err, parts = [], {"dual": [], "primal": [], "complementarity": []}
+    err, parts = [], {"dual": [], "primal": [], "complementarity": [], "constraint_violation": []}
     for ch in solver.chunks:
         ev = _final_evaluation(st, ch)
-        e, du, pr, co, _ = optimality(st, ev, ch.state.s, ch.state.lam, ch.state.mu)
+        e, du, pr, co, lx = optimality(st, ev, ch.state.s, ch.state.lam, ch.state.mu)
         err.append(e)
         parts["dual"].append(du), parts["primal"].append(pr), parts["complementarity"].append(co)
+        parts["constraint_violation"].append(unscaled_errors(st, ev, ch.state.s, ch.state.mu, lx, ch.scales)[1])
     residuals = {"error": torch.cat(err), **{k: torch.cat(v) for k, v in parts.items()}}
     warm = {"x": torch.cat([ch.state.x for ch in solver.chunks]).detach(), "lam": lam_ipopt.detach(),
             "mu": mu_u, "slack": (state_s / s_h).detach(), "converged": conv.detach()}
