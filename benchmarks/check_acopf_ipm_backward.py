@@ -30,7 +30,8 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_CASES = ("case9", "case30", "case_ieee30", "case39", "case57", "case118", "pglib_opf_case57_ieee")
+DEFAULT_CASES = ("case9", "case30", "case_ieee30", "case39", "case57", "case118", "pglib_opf_case30_ieee",
+                 "pglib_opf_case57_ieee", "pglib_opf_case118_ieee")
 
 
 def corpus_loads(net, batch: int = 100):
@@ -76,7 +77,7 @@ def run_case(name: str, n: int, n_fd: int, ipopt_tol: float, fd_step: float) -> 
                 out = layer(x, qd[[b]])
                 ((out.pg_mw * w_pg[[b]]).sum() + (out.lmp_usd_per_mwh * w_lmp[[b]]).sum()).backward()
             except Exception as exc:  # noqa: BLE001 - a scenario the reference refuses has no reference
-                rows[b][key] = type(exc).__name__
+                rows[b][key] = f"{type(exc).__name__}: {str(exc)[:120]}"
                 continue
             store[b] = x.grad[0]
     t_ref = time.perf_counter() - t0
@@ -138,12 +139,19 @@ def main() -> None:
     ap.add_argument("--fd-scenarios", type=int, default=3)
     ap.add_argument("--fd-step", type=float, default=1e-3)
     ap.add_argument("--ipopt-tol", type=float, default=1e-11)
+    ap.add_argument("--active-rho", type=float, help="override solve.ACTIVE_RHO (the penalty weight's measurement)")
     ap.add_argument("--out", default=str(HERE / "results" / "acopf_ipm_backward.json"))
     args = ap.parse_args()
     torch.set_num_threads(1)
+    from gridlearn.grid.acopf_ipm import solve as ipm_solve
+
+    if args.active_rho is not None:
+        ipm_solve.ACTIVE_RHO = args.active_rho
     out = {"command": "OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 .venv/bin/python benchmarks/check_acopf_ipm_backward.py "
                       f"--cases {' '.join(args.cases)} --scenarios {args.scenarios} --fd-scenarios {args.fd_scenarios} "
-                      f"--fd-step {args.fd_step} --ipopt-tol {args.ipopt_tol}",
+                      f"--fd-step {args.fd_step} --ipopt-tol {args.ipopt_tol}"
+                      + (f" --active-rho {args.active_rho:g}" if args.active_rho is not None else ""),
+           "active_rho": ipm_solve.ACTIVE_RHO, "backward_rtol": ipm_solve.BACKWARD_RTOL,
            "machine": platform.processor() or platform.machine(), "cases": []}
     for name in args.cases:
         res = run_case(name, args.scenarios, args.fd_scenarios, args.ipopt_tol, args.fd_step)

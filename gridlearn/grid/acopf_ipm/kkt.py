@@ -187,13 +187,6 @@ class Factorisation:
         k = self.matrix.abs() if absolute else self.matrix
         return (k @ x[..., None])[..., 0]
 
-    def backward_error(self, rhs: Tensor, sol: Tensor) -> Tensor | None:
-        """Componentwise backward error of ``sol`` (B,) on the sparse path (`sparse_kkt.backward_error`);
-        None on the dense one (Bunch-Kaufman with pivoting is backward stable; K is not kept)."""
-        if self.sparse is None:
-            return None
-        return sparse_kkt.backward_error(self.sparse, self.factors[2], rhs, sol)
-
     def solve(self, rhs: Tensor) -> Tensor:
         """K^{-1} rhs for rhs (B, N)."""
         if self.sparse is not None:
