@@ -67,7 +67,7 @@ def test_sparse_failure_is_solved_densely_and_its_gradient_is_the_ipopt_layers()
 
 
 def test_backward_with_zero_sparse_pivots_is_redone_densely(monkeypatch):
-    """Without the inactive rows' capped barrier term, the sparse static-order factor of the backward's
+    """Without the inactive rows' small term, the sparse static-order factor of the backward's
     K_rho has zero pivots (qg has no curvature): the backward solves those scenarios on the dense
     LDLᵀ instead, whose Bunch-Kaufman pivoting needs no nonzero diagonal, and gets the dense path's
     gradient."""
@@ -79,8 +79,8 @@ def test_backward_with_zero_sparse_pivots_is_redone_densely(monkeypatch):
     dense = ipm_solve._Solver._dense_solve
     monkeypatch.setattr(ipm_solve._Solver, "_dense_solve",
                         lambda self, ch, rows, v: calls.append(rows.tolist()) or dense(self, ch, rows, v))
-    for ls, cap in (("dense", ipm_solve.INACTIVE_SIGMA_MAX), ("sparse", 0.0)):
-        monkeypatch.setattr(ipm_solve, "INACTIVE_SIGMA_MAX", cap)
+    for ls, cap in (("dense", ipm_solve.INACTIVE_SIGMA), ("sparse", 0.0)):
+        monkeypatch.setattr(ipm_solve, "INACTIVE_SIGMA", cap)
         calls.clear()
         x = pd[idx].clone().requires_grad_()
         r = solve_acopf_batched(net, x, qd[idx], options=IPMOptions(linear_solver=ls, retry_flat=False))

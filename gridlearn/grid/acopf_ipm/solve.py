@@ -171,9 +171,9 @@ def _final_factorisation(st: Structure, pat: KKTPattern, ch: _Chunk):
 
     The matrix factorised is K_rho + J_I^T diag(sigma_I) J_I: K_rho is the active-set KKT matrix's
     leading block (inactive multipliers 0) with each active row added as the penalty
-    ``rho_i J_i^T J_i`` (`active_penalty`); the inactive rows keep the barrier's ``mu/s``, capped at
-    `INACTIVE_SIGMA_MAX`, only so that the sparse path's static-order pivots of variables with no
-    curvature (qg) are not zero. `_bordered_solve` removes that term again by refinement."""
+    ``rho_i J_i^T J_i`` (`active_penalty`); the inactive rows get `INACTIVE_SIGMA`, only so that the
+    sparse path's static-order pivots of variables with no curvature (qg) are not zero.
+    `_bordered_solve` removes that term again by refinement."""
     s_f, s_c, s_h = ch.scales
     stt = ch.state
     ev = _final_evaluation(st, ch)
@@ -181,7 +181,7 @@ def _final_factorisation(st: Structure, pat: KKTPattern, ch: _Chunk):
     hes = lagrangian_hessian(st, ch.sc, ev, stt.lam, mu_a, s_f, s_c, s_h, pat.hes_src)
     od = objective_hessian_diagonal(st, ch.sc, s_f)
     rho = active_penalty(ev.jh, ch.active, hes, od)
-    sig_i = torch.where(ch.active, torch.zeros_like(rho), (stt.mu / stt.s).clamp(max=INACTIVE_SIGMA_MAX))
+    sig_i = torch.where(ch.active, torch.zeros_like(rho), torch.full_like(rho, INACTIVE_SIGMA))
     build = lambda idx, dw, dc: assemble(pat, hes, od, ev.jc, ev.jh, rho + sig_i, dw, dc)  # noqa: E731
     fac = factor_with_inertia_correction(build, pat, stt.delta_last, stt.gamma, correct=False)
     return fac, ev, rho, sig_i
@@ -202,8 +202,22 @@ FORWARD_RTOL = 1e-6
 ACTIVE_RHO = 1e5
 #: Augmented-Lagrangian steps of the bordered solve at most (each: one solve with K_rho).
 BORDERED_STEPS = 8
-#: Cap of the inactive rows' barrier term kept in the factorised matrix (`_final_factorisation`).
-INACTIVE_SIGMA_MAX = 1e-6
+#: Weight of the inactive rows' term ``sigma J_i^T J_i`` in the factorised matrix (`_final_factorisation`),
+#: scaled units: only there to keep the sparse path's static-order pivots of variables without curvature
+#: (qg) off zero; refinement removes it (rate ~ sigma |K_rho^{-1}|). The barrier's own mu/s is no good:
+#: after `_Solver._polish` (gamma 1e-12) it is ~1e-12, at the zero-pivot threshold, and the sparse
+#: factor failed over to the dense one (case118 x 256: backward 0.09 s -> 2.9 s).
+INACTIVE_SIGMA = 1e-6
+#: When gradients are asked for, a converged scenario with a constraint whose slack and multiplier are
+#: within POLISH_SEPARATION of each other is iterated on (from its final iterate) to POLISH_TOL before
+#: its active set is classified (`_Solver._polish`): at tol 1e-8 (gamma ~1e-9) a binding limit with a
+#: small multiplier can still show a slack of 1e-4 and be called inactive, and the active-set gradient
+#: is then silently off (case39 corpus #23: slack 1.05e-4, multiplier 9e-7 (ratio 116), 1e-2 off the
+#: Ipopt layer; at tol 1e-11 slack 2.8e-8, multiplier 5.3e-7: active). A scenario whose polish does not
+#: converge in POLISH_STEPS iterations keeps its forward result and gets no gradient (weakly active).
+POLISH_SEPARATION = 1e3
+POLISH_TOL = 1e-11
+POLISH_STEPS = 30
 
 
 def active_penalty(jh: Tensor, active: Tensor, hes: Tensor, obj_diag: Tensor) -> Tensor:
@@ -215,17 +229,28 @@ def active_penalty(jh: Tensor, active: Tensor, hes: Tensor, obj_diag: Tensor) ->
     return torch.where(active, ACTIVE_RHO * h_max[:, None] / norm2, torch.zeros_like(norm2))
 
 
-def _classify(st: Structure, ch: _Chunk) -> tuple[Tensor, Tensor]:
-    """((B, n_ineq) active, (B,) any weakly active) at the chunk's solution, by the Ipopt layer's rule
-    (`acopf_kkt.complementarity_classes`) on unscaled slacks and multipliers (divided by the objective
-    gradient's size, as `acopf_kkt.multiplier_scale`)."""
+def _slacks_and_multipliers(st: Structure, ch: _Chunk) -> tuple[Tensor, Tensor]:
+    """(B, n_ineq) unscaled slacks and multipliers divided by the objective gradient's size (as
+    `acopf_kkt.multiplier_scale`) at the chunk's final iterate: what the Ipopt layer's rule compares."""
     s_f, s_c, s_h = ch.scales
     ev = _final_evaluation(st, ch)
     g_scale = (ev.grad_f / s_f[:, None]).abs().amax(-1).clamp_min(1e-12)
-    slack = ch.state.s / s_h
-    mult = ch.state.mu * s_h / s_f[:, None] / g_scale[:, None]
-    active, weak = complementarity_classes(mult, slack)
-    return active, weak.any(-1) if st.n_ineq else torch.zeros_like(s_f, dtype=torch.bool)
+    return ch.state.s / s_h, ch.state.mu * s_h / s_f[:, None] / g_scale[:, None]
+
+
+def _classify(st: Structure, ch: _Chunk) -> tuple[Tensor, Tensor]:
+    """((B, n_ineq) active, (B,) any weakly active) at the chunk's solution, by the Ipopt layer's rule
+    (`acopf_kkt.complementarity_classes`)."""
+    active, weak = complementarity_classes(*reversed(_slacks_and_multipliers(st, ch)))
+    return active, weak.any(-1) if st.n_ineq else torch.zeros(active.shape[0], dtype=torch.bool, device=active.device)
+
+
+def _separation(st: Structure, ch: _Chunk) -> Tensor:
+    """(B,) the smallest ratio max(slack, multiplier) / min(slack, multiplier) over the inequalities."""
+    slack, mult = _slacks_and_multipliers(st, ch)
+    if not st.n_ineq:
+        return torch.full_like(slack[:, 0] if slack.dim() > 1 and slack.shape[1] else ch.scales[0], float("inf"))
+    return (torch.maximum(slack, mult) / torch.minimum(slack, mult).clamp_min(1e-300)).amin(-1)
 
 
 def _bordered_solve(st: Structure, fac, ev, active: Tensor, rho: Tensor, sig_i: Tensor, v: Tensor,
@@ -325,15 +350,41 @@ class _Solver:
             self._retry_flat(sc_all)
         if self.pat.sparse is not None:
             self._retry_dense(sc_all, x0)
-        for ch in self.chunks:
+        unresolved = [self._polish(ch) if self.needs_grad else None for ch in self.chunks]
+        for ch, unres in zip(self.chunks, unresolved):
             idx = ch.idx
             conv = ch.state.status == Status.CONVERGED.code
             ch.active, weak = _classify(st, ch)
-            ch.weak = weak & conv
+            ch.weak = (weak if unres is None else weak | unres) & conv
             ch.fac = _final_factorisation(st, self.pat, ch) if self.needs_grad else None
             x[idx] = torch.where(conv[:, None], ch.state.x, x[idx])
             lam[idx] = torch.where(conv[:, None], ch.state.lam, lam[idx])
         return x, lam
+
+    def _polish(self, ch: _Chunk) -> Tensor:
+        """Iterate the chunk's converged scenarios whose active set is ambiguous (`POLISH_SEPARATION`) on
+        to POLISH_TOL from their final iterate; returns (B,) bool: polished without converging (their
+        forward result is kept; the backward gives them no gradient)."""
+        st = self.st
+        failed = torch.zeros(ch.idx.shape[0], dtype=torch.bool, device=ch.idx.device)
+        conv = ch.state.status == Status.CONVERGED.code
+        rows = torch.nonzero(conv & (_separation(st, ch) < POLISH_SEPARATION)).squeeze(-1)
+        if rows.numel() == 0 or self.opts.tol <= POLISH_TOL:
+            return failed
+        opts = dataclasses.replace(self.opts, tol=POLISH_TOL, max_iter=POLISH_STEPS)
+        sub = IPMState(**{f.name: getattr(ch.state, f.name)[rows].clone() for f in dataclasses.fields(IPMState)})
+        first = sub.iters.clone()
+        sub.status = torch.full_like(sub.status, RUNNING)
+        sub.iters = torch.zeros_like(sub.iters)
+        new = iterate(st, self.pat, ch.sc.take(rows), tuple(t[rows] for t in ch.scales), sub, opts)
+        done = new.status == Status.CONVERGED.code
+        new.iters = new.iters + first
+        for f in dataclasses.fields(IPMState):
+            getattr(ch.state, f.name)[rows[done]] = getattr(new, f.name)[done]
+        ch.state.iters[rows[~done]] += new.iters[~done] - first[~done]
+        ch.ev = None  # the final iterate moved
+        failed[rows[~done]] = True
+        return failed
 
     def _retry_flat(self, sc_all: Scenarios) -> None:
         """Solve the scenarios that did not converge again from MATPOWER's flat start (as `solve_acopf`
