@@ -151,7 +151,7 @@ def main() -> None:
                       f"--cases {' '.join(args.cases)} --scenarios {args.scenarios} --fd-scenarios {args.fd_scenarios} "
                       f"--fd-step {args.fd_step} --ipopt-tol {args.ipopt_tol}"
                       + (f" --active-rho {args.active_rho:g}" if args.active_rho is not None else ""),
-           "active_rho": ipm_solve.ACTIVE_RHO, "backward_rtol": ipm_solve.BACKWARD_RTOL,
+           "active_rho": getattr(ipm_solve, "ACTIVE_RHO", None), "backward_rtol": ipm_solve.BACKWARD_RTOL,
            "machine": platform.processor() or platform.machine(), "cases": []}
     for name in args.cases:
         res = run_case(name, args.scenarios, args.fd_scenarios, args.ipopt_tol, args.fd_step)

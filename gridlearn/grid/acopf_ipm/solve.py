@@ -372,18 +372,25 @@ class _Solver:
         if rows.numel() == 0 or self.opts.tol <= POLISH_TOL:
             return failed
         opts = dataclasses.replace(self.opts, tol=POLISH_TOL, max_iter=POLISH_STEPS)
-        sub = IPMState(**{f.name: getattr(ch.state, f.name)[rows].clone() for f in dataclasses.fields(IPMState)})
-        first = sub.iters.clone()
-        sub.status = torch.full_like(sub.status, RUNNING)
-        sub.iters = torch.zeros_like(sub.iters)
-        new = iterate(st, self.pat, ch.sc.take(rows), tuple(t[rows] for t in ch.scales), sub, opts)
-        done = new.status == Status.CONVERGED.code
-        new.iters = new.iters + first
-        for f in dataclasses.fields(IPMState):
-            getattr(ch.state, f.name)[rows[done]] = getattr(new, f.name)[done]
-        ch.state.iters[rows[~done]] += new.iters[~done] - first[~done]
-        ch.ev = None  # the final iterate moved
-        failed[rows[~done]] = True
+        # The sparse path's static pivots can stall where the dense retry was needed (`_retry_dense`):
+        # what the sparse polish leaves unconverged is polished densely.
+        pats = [self.pat] + ([kkt_pattern(st, "dense")] if self.pat.sparse is not None else [])
+        for pat in pats:
+            sub = IPMState(**{f.name: getattr(ch.state, f.name)[rows].clone() for f in dataclasses.fields(IPMState)})
+            first = sub.iters.clone()
+            sub.status = torch.full_like(sub.status, RUNNING)
+            sub.iters = torch.zeros_like(sub.iters)
+            new = iterate(st, pat, ch.sc.take(rows), tuple(t[rows] for t in ch.scales), sub, opts)
+            done = new.status == Status.CONVERGED.code
+            new.iters = new.iters + first
+            for f in dataclasses.fields(IPMState):
+                getattr(ch.state, f.name)[rows[done]] = getattr(new, f.name)[done]
+            ch.state.iters[rows[~done]] += new.iters[~done] - first[~done]
+            ch.ev = None  # the final iterate moved
+            rows = rows[~done]
+            if rows.numel() == 0:
+                break
+        failed[rows] = True
         return failed
 
     def _retry_flat(self, sc_all: Scenarios) -> None:
