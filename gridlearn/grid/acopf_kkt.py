@@ -65,6 +65,15 @@ SEPARATION = 10.0
 ACTIVE_TOL = 1e-9
 
 
+def complementarity_classes(mult: Tensor, slack: Tensor, tol: float = ACTIVE_TOL) -> tuple[Tensor, Tensor]:
+    """(active, weak) bool tensors of inequalities from their scaled multipliers and slacks (both >= 0,
+    any shape): active where the multiplier exceeds the slack; weakly active where the two are within
+    `SEPARATION` of each other or both below ``tol``. The one rule of the Ipopt layer (`active_set`) and
+    of the torch interior point's backward (`acopf_ipm.solve`)."""
+    big, small = torch.maximum(mult, slack), torch.minimum(mult, slack)
+    return mult > slack, (big < tol) | (big < SEPARATION * small)
+
+
 def multiplier_scale(result, nlp=None) -> float:
     """The problem's multiplier scale, $/h per pu.
 
@@ -120,9 +129,6 @@ def active_set(result, n_bus: int, n_gen: int, tol: float = ACTIVE_TOL, sample: 
             f"{scale:.3g} $/h per pu: within a factor {SEPARATION:g} or both below {tol:g}); strict complementarity "
             "fails, so the solution is not differentiable there", indices=[sample])
 
-    def is_weak(mult: Tensor, slack: Tensor) -> Tensor:
-        big, small = torch.maximum(mult, slack), torch.minimum(mult, slack)
-        return (big < tol) | (big < SEPARATION * small)
 
     if nlp is None:
         at_bound = (lower > tol) | (upper > tol)
@@ -135,21 +141,22 @@ def active_set(result, n_bus: int, n_gen: int, tol: float = ACTIVE_TOL, sample: 
         fixed = fixed | torch.as_tensor(ub - lb <= 1e-12)  # pmin = pmax (a synchronous condenser): a constant
         at_bound = torch.zeros(z.size, dtype=torch.bool)
         for mult, slack, side in ((lower, torch.as_tensor(z - lb), "lower"), (upper, torch.as_tensor(ub - z), "upper")):
-            weak = ~fixed & is_weak(mult, slack.abs())
+            active, weak = complementarity_classes(mult, slack.abs(), tol)
+            weak = ~fixed & weak
             if weak.any():
                 i = int(weak.nonzero()[0])
                 raise weak_error(f"{side} bound of variable {_variable_name(i, n_bus, n_gen)}", float(slack[i]),
                                  float(mult[i]))
-            at_bound |= mult > slack.abs()
+            at_bound |= active
     free = (~fixed & ~at_bound).nonzero().flatten()
 
     def binding(mult: Tensor, slack: Tensor, what: str) -> Tensor:
         m = mult.abs() / scale
-        weak = is_weak(m, slack.abs())
+        active, weak = complementarity_classes(m, slack.abs(), tol)
         if weak.any():
             i = int(weak.nonzero()[0])
             raise weak_error(f"{what} {i}", float(slack[i]), float(m[i]))
-        return (m > slack.abs()).nonzero().flatten()
+        return active.nonzero().flatten()
 
     slacks = result.slacks
     return ActiveSet(

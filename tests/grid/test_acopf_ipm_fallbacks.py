@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import torch
 
-from gridlearn.grid import load_case
+from gridlearn.grid import ACOPFLayer, load_case
 from gridlearn.grid.acopf import solve_acopf
 from gridlearn.grid.acopf_ipm import IPMOptions, solve_acopf_batched
 from gridlearn.grid.acopf_ipm import ipm, kkt, sparse_kkt
+from gridlearn.grid.acopf_ipm import solve as ipm_solve
 from gridlearn.errors import InfeasibleError
 from gridlearn.implicit.solution import Status
 
@@ -38,7 +39,7 @@ def test_stalled_infeasible_scenario_is_infeasible_like_ipopt():
 
 
 def _case30_57(linear_solver: str):
-    """case30 corpus scenarios 57 and 0: (result, gradient of a fixed loss in pd)."""
+    """case30 corpus scenarios 57 and 0: (result, gradient of a fixed loss in pd, the loss weights)."""
     net = load_case("case30")
     pd, qd = corpus_loads(net)
     idx = [57, 0]
@@ -46,35 +47,64 @@ def _case30_57(linear_solver: str):
     x = pd[idx].clone().requires_grad_()
     r = solve_acopf_batched(net, x, qd[idx], options=IPMOptions(linear_solver=linear_solver, retry_flat=False))
     (r.pg_mw * w).sum().backward()
-    return r, x.grad
+    return r, x.grad, w
 
 
-def test_sparse_failure_is_solved_densely_and_an_unreliable_gradient_is_refused(monkeypatch):
+def test_sparse_failure_is_solved_densely_and_its_gradient_is_the_ipopt_layers(monkeypatch):
     """case30 corpus scenario 57 (next to infeasibility, multipliers ~5e5): with the constrained
     ordering in the iteration too (`kkt.ITERATION_MATCHED` off) and the Newton steps refined as tightly
-    as the backward's solves (`ipm.STEP_REFINE_RTOL`), the sparse path stalls at error 2.4e-6;
-    the dense retry converges to the dense path's optimum. The sparse factor at that solution has a
-    replaced pivot (backward error ~1), so the backward redoes the solve densely; there refinement
-    moves the answer by 15% (K is too ill-conditioned to trust): no gradient for it. The other
-    scenario's gradient is the dense path's. With the defaults the sparse path itself converges there,
-    to the same optimum, and the gradient is refused the same way."""
-    rd, gd = _case30_57("dense")
+    as the backward's solves (`ipm.STEP_REFINE_RTOL`), the sparse path stalls at error 2.4e-6; the
+    dense retry converges to the dense path's optimum. With the defaults the sparse path itself
+    converges there, to the same optimum. The barrier backward refused this gradient (its K, with
+    mu/s ~ 1e10, was too ill-conditioned to trust); the active-set backward gives it, equal on both
+    KKT paths and the Ipopt layer's (Ipopt stops ACCEPTABLE below tol 1e-9 here)."""
+    net = load_case("case30")
+    pd, qd = corpus_loads(net)
+    rd, gd, w = _case30_57("dense")
     for defaults in (False, True):
         if not defaults:
             monkeypatch.setattr(kkt, "ITERATION_MATCHED", False)
             monkeypatch.setattr(ipm, "STEP_REFINE_RTOL", sparse_kkt.REFINE_RTOL)
         else:
             monkeypatch.undo()
-        rs, gs = _case30_57("sparse")
+        rs, gs, _ = _case30_57("sparse")
         assert rs.status == rd.status == [Status.CONVERGED, Status.CONVERGED]
         if defaults:
             assert int(rs.iterations[0]) <= IPMOptions().max_iter  # no retry
         else:
             assert int(rs.iterations[0]) > IPMOptions().max_iter  # the sparse attempt ran out, then the dense retry
         assert torch.allclose(rs.cost_usd_per_h, rd.cost_usd_per_h, rtol=1e-10)
-        assert torch.isnan(gs[0]).all()
-        assert torch.isfinite(gs[1]).all()
-        assert float(((gs[1] - gd[1]).abs().max() / gd[1].abs().max())) < 1e-8
+        assert torch.isfinite(gs).all()
+        assert float(((gs - gd).abs().max() / gd.abs().max())) < 1e-8
+    x = pd[[57]].clone().requires_grad_()
+    ref = ACOPFLayer(net, ipopt_options={"tol": 1e-9, "bound_relax_factor": 0.0})(x, qd[[57]])
+    (ref.pg_mw * w[:1]).sum().backward()
+    assert float((gd[0] - x.grad[0]).abs().max() / x.grad[0].abs().max()) < 1e-6
+
+
+def test_backward_with_zero_sparse_pivots_is_redone_densely(monkeypatch):
+    """Without the inactive rows' small term, the sparse static-order factor of the backward's
+    K_rho has zero pivots (qg has no curvature): the backward solves those scenarios on the dense
+    LDLᵀ instead, whose Bunch-Kaufman pivoting needs no nonzero diagonal, and gets the dense path's
+    gradient."""
+    net = load_case("case30")
+    pd, qd = corpus_loads(net)
+    idx = [0, 1]
+    w = torch.randn(2, net.n_gen, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    grads, calls = [], []
+    dense = ipm_solve._Solver._dense_solve
+    monkeypatch.setattr(ipm_solve._Solver, "_dense_solve",
+                        lambda self, ch, rows, v: calls.append(rows.tolist()) or dense(self, ch, rows, v))
+    for ls, cap in (("dense", ipm_solve.INACTIVE_SIGMA), ("sparse", 0.0)):
+        monkeypatch.setattr(ipm_solve, "INACTIVE_SIGMA", cap)
+        calls.clear()
+        x = pd[idx].clone().requires_grad_()
+        r = solve_acopf_batched(net, x, qd[idx], options=IPMOptions(linear_solver=ls, retry_flat=False))
+        (r.pg_mw * w).sum().backward()
+        grads.append(x.grad)
+        assert calls == ([] if ls == "dense" else [[0, 1]])
+    assert torch.isfinite(grads[1]).all()
+    assert float((grads[1] - grads[0]).abs().max() / grads[0].abs().max()) < 1e-8
 
 
 def test_backward_error_flags_a_wrong_solution():

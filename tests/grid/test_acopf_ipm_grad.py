@@ -102,3 +102,46 @@ def test_weakly_active_bound_gives_no_gradient(case9):
     strict = solve_acopf_batched(net, pd, options=OPTS, strict_gradients=True)
     with pytest.raises(SolverFailure, match="weakly active"):
         torch.autograd.grad(strict.pg_mw.sum(), pd)
+
+
+#: The Ipopt layer as the reference for the problem as stated: Ipopt's default bound_relax_factor
+#: (1e-8) moves every bound and limit outwards, which moves case30's gradients by up to 1e-5.
+REFERENCE = {"tol": 1e-11, "bound_relax_factor": 0.0}
+
+
+@pytest.mark.parametrize("linear_solver", ["sparse", "dense"])
+def test_case30_corpus_gradients_are_the_ipopt_layers_active_set_ones(linear_solver):
+    """case30 corpus scenarios 1, 5 and 10 (active flow limits and voltage bounds): the barrier
+    backward was 4e-5 to 7e-4 off the Ipopt layer there (it differentiated the barrier KKT at the
+    final mu); the active-set backward is within 1e-6 (measured 2e-10 to 4e-9)."""
+    from tests.grid.test_acopf_ipm_fallbacks import corpus_loads
+
+    net = load_case("case30")
+    pd, qd = corpus_loads(net)
+    idx = [1, 5, 10]
+    g = torch.Generator().manual_seed(1)
+    w_pg = torch.randn(3, net.n_gen, generator=g, dtype=torch.float64)
+    w_lmp = torch.randn(3, net.n_bus, generator=g, dtype=torch.float64)
+    x = pd[idx].clone().requires_grad_()
+    r = solve_acopf_batched(net, x, qd[idx], options=IPMOptions(linear_solver=linear_solver, retry_flat=False))
+    ((r.pg_mw * w_pg).sum() + (r.lmp_usd_per_mwh * w_lmp).sum()).backward()
+    layer = ACOPFLayer(net, ipopt_options=REFERENCE)
+    for k, b in enumerate(idx):
+        xr = pd[[b]].clone().requires_grad_()
+        out = layer(xr, qd[[b]])
+        ((out.pg_mw * w_pg[k]).sum() + (out.lmp_usd_per_mwh * w_lmp[k]).sum()).backward()
+        gap = float((x.grad[k] - xr.grad[0]).abs().max() / xr.grad[0].abs().max())
+        assert gap < 1e-6, (b, gap)
+
+
+def test_gradcheck_with_an_active_flow_limit_float64():
+    """case30 corpus scenario 5: a binding from-end flow limit and a voltage at its upper bound."""
+    from tests.grid.test_acopf_ipm_fallbacks import corpus_loads
+
+    net = load_case("case30")
+    pd, qd = corpus_loads(net)
+    base = solve_acopf_batched(net, pd[[5]], qd[[5]], options=OPTS)
+    assert bool((base.duals["flow_f"] > 1.0).any()) and bool((base.duals["vm_upper"] > 1.0).any())
+    x = pd[[5]].clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda p: outputs(net, p, qd_mvar=qd[[5]])[:2], (x,), eps=1e-5, atol=1e-5,
+                                    rtol=1e-4, fast_mode=True)

@@ -195,13 +195,16 @@ class Factorisation:
     delta_c: Tensor
     ok: Tensor  # (B,) bool: correct inertia reached (within DELTA_W_MAX)
     sparse: sparse_kkt.SparseSymbolic | None = None
+    matrix: Tensor | None = None  # dense path, backward's factorisation only: K (B, N, N), for `matvec`
 
-    def backward_error(self, rhs: Tensor, sol: Tensor) -> Tensor | None:
-        """Componentwise backward error of ``sol`` (B,) on the sparse path (`sparse_kkt.backward_error`);
-        None on the dense one (Bunch-Kaufman with pivoting is backward stable; K is not kept)."""
-        if self.sparse is None:
-            return None
-        return sparse_kkt.backward_error(self.sparse, self.factors[2], rhs, sol)
+    def matvec(self, x: Tensor, absolute: bool = False) -> Tensor:
+        """K x (B, N), or |K| x with ``absolute`` (the componentwise backward error's denominator)."""
+        if self.sparse is not None:
+            return sparse_kkt.matvec(self.sparse, self.factors[2], x, absolute)
+        if self.matrix is None:
+            raise ValueError("this dense factorisation did not keep K (factor_with_inertia_correction(correct=False) does)")
+        k = self.matrix.abs() if absolute else self.matrix
+        return (k @ x[..., None])[..., 0]
 
     def solve(self, rhs: Tensor, rtol: float = sparse_kkt.REFINE_RTOL) -> Tensor:
         """K^{-1} rhs for rhs (B, N); the sparse path refines to a residual of ``rtol * |rhs|``."""
@@ -233,9 +236,10 @@ def factor_with_inertia_correction(build, p: KKTPattern, delta_last: Tensor, gam
     delta_c = torch.zeros(bsz, dtype=dt, device=dev)
     K = build(None, delta_w, delta_c)
     factors, neg, zero, info = _factor(p, K)
+    if not correct:  # the backward's factorisation keeps dense K for its residual checks
+        return Factorisation(factors, delta_w, delta_c, (info == 0) & (zero == 0), p.sparse,
+                             None if p.sparse is not None else K)
     del K
-    if not correct:
-        return Factorisation(factors, delta_w, delta_c, (info == 0) & (zero == 0), p.sparse)
     bad = (neg != p.n_eq) | (zero > 0) | (info != 0)
     failed = torch.zeros(bsz, dtype=torch.bool, device=dev)
     for trial in range(max_trials):

@@ -1,20 +1,23 @@
 """`solve_acopf_batched`: B scenarios of one network's AC-OPF in one torch interior point, differentiable.
 
 Forward: `ipm.iterate` in chunks of `IPMOptions.chunk` scenarios. Backward (`_IPMFunction`):
-the implicit function theorem on the condensed KKT conditions at the solution,
+the implicit function theorem on the KKT conditions of the active set at the solution, as the
+Ipopt layer (`acopf_kkt`) does,
 
-    F(x, lam; theta) = [ grad L + Jh^T diag(mu/s) h ;  c ] = 0,   K = dF/d(x, lam)  (`kkt` at the solution)
+    F(x, lam, mu_A; theta) = [ grad f + Jc^T lam + J_A^T mu_A ;  c ;  h_A ] = 0,
 
-(the slack and complementarity rows ``h + s = 0``, ``s mu = gamma`` eliminated exactly as in
-the Newton step, so K is the matrix the iteration factorises, with no regularisation; it is
-factorised once at the final iterate and that factorisation serves every backward). For a
-cotangent v: ``K w = v``, ``grad_theta = -w^T dF/dtheta``, the latter by torch autograd
-through `ACPolar`'s values at theta (loads, costs, branch parameters). At a strictly
-complementary solution and gamma ~ tol this is the active-set sensitivity the Ipopt layer
-computes (`acopf_kkt`), to O(gamma). A scenario that did not converge has NaN outputs and NaN
-gradients (a parameter shared across the batch gets NaN if any scenario failed); so has a
-converged one with a weakly active constraint (the Ipopt layer's test, `_weakly_active`),
-where the solution map has no derivative (``strict_gradients=True``: `SolverFailure`).
+with the active set A classified by the Ipopt layer's rule (`acopf_kkt.complementarity_classes`
+on unscaled slacks and multipliers), inactive inequalities dropped and active ones as equalities.
+For a cotangent v: ``[[K_0, J_A^T], [J_A, 0]] (w, u) = (v, 0)`` (`_bordered_solve`, on one
+factorisation per chunk of ``K_rho = K_0 + J_A^T rho J_A``, which has the iteration's sparsity
+pattern), then ``grad_theta = -(w, u)^T dF/dtheta`` by torch autograd through `ACPolar`'s values
+at theta (loads, costs, branch parameters). Differentiating the barrier KKT at the final mu
+instead (the earlier design) left an active constraint with a moderate mu/s as a soft penalty of
+that weight (gradients up to 7e-4 off on case30) and a strongly active one as a 1e10 entry.
+A scenario that did not converge has NaN outputs and NaN gradients (a parameter shared across the
+batch gets NaN if any scenario failed); so has a converged one with a weakly active constraint
+(the Ipopt layer's test), where the solution map has no derivative (``strict_gradients=True``:
+`SolverFailure`), and one whose bordered solve does not settle (`BACKWARD_RTOL`).
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ from torch import Tensor
 from gridlearn._deprecation import renamed_attribute
 from gridlearn.errors import ConfigError, DataError, SolverFailure
 from gridlearn.grid.acopf import default_start
+from gridlearn.grid.acopf_kkt import complementarity_classes
 from gridlearn.grid.adequacy import active_power_shortfall_mw
 from gridlearn.grid.acopf_recovery import flat_start
 from gridlearn.grid.acopf_ipm import sparse_kkt
-from gridlearn.grid.acopf_ipm.ipm import (RUNNING, IPMOptions, IPMState, _jh_dot, _jt, iterate, optimality,
+from gridlearn.grid.acopf_ipm.ipm import (RUNNING, IPMOptions, IPMState, _jh_dot, _jht, _jt, iterate, optimality,
                                           unscaled_errors)
 from gridlearn.grid.acopf_ipm.kkt import KKTPattern, assemble, factor_with_inertia_correction, kkt_pattern
 from gridlearn.grid.acopf_ipm.problem import (Scenarios, Structure, build_structure, evaluate, gradient_scaling,
@@ -96,6 +100,7 @@ class _Chunk:
     state: IPMState
     fac: Any = None
     weak: Any = None  # (B,) bool: a constraint is weakly active at the solution (no derivative there)
+    active: Any = None  # (B, n_ineq) bool: the active set at the solution (`_classify`)
     ev: Any = None  # the evaluation at the final iterate (`_final_evaluation`), once the state is final
 
 
@@ -168,43 +173,143 @@ def _solve_chunk(st, pat, sc, x0, warm, opts, idx, proven: Tensor | None = None)
 
 
 def _final_factorisation(st: Structure, pat: KKTPattern, ch: _Chunk):
-    """LDLᵀ of K at the solution (no regularisation), for the backward."""
+    """LDLᵀ of the backward's matrix at the solution (no regularisation), and what `_bordered_solve`
+    needs with it: (factorisation, evaluation, rho, sigma_inactive).
+
+    The matrix factorised is K_rho + J_I^T diag(sigma_I) J_I: K_rho is the active-set KKT matrix's
+    leading block (inactive multipliers 0) with each active row added as the penalty
+    ``rho_i J_i^T J_i`` (`active_penalty`); the inactive rows get `INACTIVE_SIGMA`, only so that the
+    sparse path's static-order pivots of variables with no curvature (qg) are not zero.
+    `_bordered_solve` removes that term again by refinement."""
     s_f, s_c, s_h = ch.scales
     stt = ch.state
     ev = _final_evaluation(st, ch)
-    hes = lagrangian_hessian(st, ch.sc, ev, stt.lam, stt.mu, s_f, s_c, s_h, pat.hes_src)
+    mu_a = torch.where(ch.active, stt.mu, torch.zeros_like(stt.mu))  # inactive multipliers are 0 in the limit
+    hes = lagrangian_hessian(st, ch.sc, ev, stt.lam, mu_a, s_f, s_c, s_h, pat.hes_src)
     od = objective_hessian_diagonal(st, ch.sc, s_f)
-    sigma = stt.mu / stt.s
-    build = lambda idx, dw, dc: assemble(pat, hes, od, ev.jc, ev.jh, sigma, dw, dc)  # noqa: E731
+    rho = active_penalty(ev.jh, ch.active, hes, od)
+    sig_i = torch.where(ch.active, torch.zeros_like(rho), torch.full_like(rho, INACTIVE_SIGMA))
+    build = lambda idx, dw, dc: assemble(pat, hes, od, ev.jc, ev.jh, rho + sig_i, dw, dc)  # noqa: E731
     fac = factor_with_inertia_correction(build, pat, stt.delta_last, stt.gamma, correct=False)
-    return fac, ev, sigma
+    return fac, ev, rho, sig_i
 
 
-#: The backward's K w = v is accepted when its componentwise backward error (`sparse_kkt.backward_error`,
-#: after the sparse path's iterative refinement) is at most BACKWARD_RTOL; otherwise it is solved
-#: densely, and failing that too, the scenario gets no gradient.
+#: The backward's bordered solve is accepted when its row-wise backward error (`_bordered_solve`)
+#: is at most BACKWARD_RTOL; otherwise (sparse path) it is redone on the dense LDLᵀ, and failing
+#: that too, the scenario gets no gradient.
 BACKWARD_RTOL = 1e-10
-#: ... and the dense solve is trusted only when its refinement moved the solution by at most this
-#: (relative): case30 corpus scenario 57 (multipliers ~5e5, next to infeasibility) moved by 15%.
+#: ... and the last augmented-Lagrangian step must have moved the solution by at most this
+#: (relative to its max-abs): a stationary iteration that is still moving has not converged.
 FORWARD_RTOL = 1e-6
+#: Weight of an active row's penalty ``rho_i J_i^T J_i`` in K_rho, per unit of |J_i|^2 and of the
+#: largest Hessian entry (`active_penalty`): large enough that K_rho is nonsingular where the active-set
+#: K_0 is not (a variable held at its bound has no other curvature) and that the
+#: augmented-Lagrangian iteration contracts fast (rate ~ |H| / rho), small enough not to bring back
+#: the barrier's 1e10 entries. Measured: see `benchmarks/check_acopf_ipm_backward.py`.
+ACTIVE_RHO = 1e5
+#: Augmented-Lagrangian steps of the bordered solve at most (each: one solve with K_rho).
+BORDERED_STEPS = 8
+#: Weight of the inactive rows' term ``sigma J_i^T J_i`` in the factorised matrix (`_final_factorisation`),
+#: scaled units: only there to keep the sparse path's static-order pivots of variables without curvature
+#: (qg) off zero; refinement removes it (rate ~ sigma |K_rho^{-1}|). The barrier's own mu/s is no good:
+#: after `_Solver._polish` (gamma 1e-12) it is ~1e-12, at the zero-pivot threshold, and the sparse
+#: factor failed over to the dense one (case118 x 256: backward 0.09 s -> 2.9 s).
+INACTIVE_SIGMA = 1e-6
+#: When gradients are asked for, a converged scenario with a constraint whose slack and multiplier are
+#: within POLISH_SEPARATION of each other is iterated on (from its final iterate) to POLISH_TOL before
+#: its active set is classified (`_Solver._polish`): at tol 1e-8 (gamma ~1e-9) a binding limit with a
+#: small multiplier can still show a slack of 1e-4 and be called inactive, and the active-set gradient
+#: is then silently off (case39 corpus #23: slack 1.05e-4, multiplier 9e-7 (ratio 116), 1e-2 off the
+#: Ipopt layer; at tol 1e-11 slack 2.8e-8, multiplier 5.3e-7: active). A scenario whose polish does not
+#: converge in POLISH_STEPS iterations keeps its forward result and gets no gradient (weakly active).
+POLISH_SEPARATION = 1e3
+POLISH_TOL = 1e-11
+POLISH_STEPS = 30
 
-#: As `acopf_kkt.SEPARATION` / `ACTIVE_TOL`: a constraint whose per-unit slack and multiplier
-#: (divided by the objective gradient's size) are within this factor, or both below the
-#: floor, is weakly active: strict complementarity fails and the solution map has no derivative.
-SEPARATION = 10.0
-ACTIVE_TOL = 1e-9
+
+def active_penalty(jh: Tensor, active: Tensor, hes: Tensor, obj_diag: Tensor) -> Tensor:
+    """(B, n_ineq) rho: ``ACTIVE_RHO * |H|_max / |J_i|^2`` on active rows (|H|_max: the largest
+    Hessian entry, at least 1), 0 on inactive ones."""
+    entries = torch.cat([hes, obj_diag.expand(hes.shape[0], -1), torch.ones_like(hes[:, :1])], -1)
+    h_max = entries.abs().amax(-1)
+    norm2 = (jh * jh).sum(-1).clamp_min(1e-300)
+    return torch.where(active, ACTIVE_RHO * h_max[:, None] / norm2, torch.zeros_like(norm2))
 
 
-def _weakly_active(st: Structure, ch: _Chunk) -> Tensor:
-    """(B,) whether any inequality of a scenario is weakly active, by the Ipopt layer's test (unscaled)."""
+def _slacks_and_multipliers(st: Structure, ch: _Chunk) -> tuple[Tensor, Tensor]:
+    """(B, n_ineq) unscaled slacks and multipliers divided by the objective gradient's size (as
+    `acopf_kkt.multiplier_scale`) at the chunk's final iterate: what the Ipopt layer's rule compares."""
     s_f, s_c, s_h = ch.scales
     ev = _final_evaluation(st, ch)
     g_scale = (ev.grad_f / s_f[:, None]).abs().amax(-1).clamp_min(1e-12)
-    slack = ch.state.s / s_h
-    mult = ch.state.mu * s_h / s_f[:, None] / g_scale[:, None]
-    hi, lo = torch.maximum(slack, mult), torch.minimum(slack, mult)
-    weak = (hi < SEPARATION * lo) | (hi < ACTIVE_TOL)
-    return weak.any(-1) if st.n_ineq else torch.zeros_like(s_f, dtype=torch.bool)
+    return ch.state.s / s_h, ch.state.mu * s_h / s_f[:, None] / g_scale[:, None]
+
+
+def _classify(st: Structure, ch: _Chunk) -> tuple[Tensor, Tensor]:
+    """((B, n_ineq) active, (B,) any weakly active) at the chunk's solution, by the Ipopt layer's rule
+    (`acopf_kkt.complementarity_classes`)."""
+    active, weak = complementarity_classes(*reversed(_slacks_and_multipliers(st, ch)))
+    return active, weak.any(-1) if st.n_ineq else torch.zeros(active.shape[0], dtype=torch.bool, device=active.device)
+
+
+def _separation(st: Structure, ch: _Chunk) -> Tensor:
+    """(B,) the smallest ratio max(slack, multiplier) / min(slack, multiplier) over the inequalities."""
+    slack, mult = _slacks_and_multipliers(st, ch)
+    if not st.n_ineq:
+        return torch.full_like(slack[:, 0] if slack.dim() > 1 and slack.shape[1] else ch.scales[0], float("inf"))
+    return (torch.maximum(slack, mult) / torch.minimum(slack, mult).clamp_min(1e-300)).amin(-1)
+
+
+def _bordered_solve(st: Structure, fac, ev, active: Tensor, rho: Tensor, sig_i: Tensor, v: Tensor,
+                    need: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Solve the active-set system ``[[K_0, J_A^T], [J_A, 0]] (w, u) = (v, 0)`` for B scenarios.
+
+    K_0: the KKT matrix with the inactive rows dropped, J_A: the active inequality rows (in x).
+    Since ``J_A w = 0`` at the solution, K_0 may be replaced by ``K_rho = K_0 + J_A^T rho J_A``
+    without changing (w, u). Iteration (augmented Lagrangian, Uzawa): ``u += rho J_A w``, then
+    ``w += F^{-1} r`` with r the residual of the first block row against K_rho and F the
+    factorised ``K_rho + J_I^T sigma_I J_I`` (`_final_factorisation`; with sigma_I = 0 this is
+    ``w = K_rho^{-1} (v - J_A^T u)``, and the refinement removes sigma_I). It contracts by about
+    ``|K_0| / rho`` per step, and stops once every scenario of ``need`` (B,) is ok. Returns (w (B, N), u (B, n_ineq), ok (B,)): ok where no zero pivot,
+    w finite, the bordered system's backward error <= BACKWARD_RTOL and the last step moved w by
+    <= FORWARD_RTOL. Backward error: row-wise normwise, ``|r_i| / (|M_i|_1 |z|_inf + |b_i|)`` per
+    column block (|K_rho|'s rows bounded by the factorised matrix's). Not componentwise: a bound's
+    row of J_A has one entry, so no relative perturbation of it absorbs a residual; and a component
+    whose exact value is 0 (the q-balance multiplier of a bus whose qg is free, for a cotangent
+    without qg) comes out at rounding level, where a componentwise ratio is O(1e-9) noise.
+    """
+    n = st.n
+    pad = torch.zeros(v.shape[0], v.shape[1] - n, dtype=v.dtype, device=v.device)
+    ev_abs = dataclasses.replace(ev, jh=ev.jh.abs())
+    zero_u = torch.zeros_like(rho)
+    j_norm = torch.where(active, ev.jh.abs().sum(-1), zero_u)  # (B, n_ineq) |J_i|_1 of active rows
+
+    def j_t(e, u):
+        return torch.cat([_jht(st, e, u), pad], 1)
+
+    # Row 1-norms of the bordered matrix's two column blocks (K: the factorised matrix's, an upper bound)
+    k_rows = fac.matvec(torch.ones_like(v), absolute=True)
+    jt_rows = j_t(ev_abs, active.to(v.dtype))
+    u = zero_u
+    w = fac.solve(v)
+    ok = torch.zeros(v.shape[0], dtype=torch.bool, device=v.device)
+    moved = torch.full_like(v[:, 0], float("inf"))
+    for _ in range(BORDERED_STEPS):
+        jw_all = _jh_dot(st, ev, w[:, :n].contiguous())
+        jw = torch.where(active, jw_all, zero_u)
+        r = v - fac.matvec(w) + j_t(ev, sig_i * jw_all) - j_t(ev, u)  # v - K_rho w - J_A^T u
+        w_max, u_max = w.abs().amax(-1, keepdim=True), u.abs().amax(-1, keepdim=True) if u.shape[1] else 0.0
+        ratio = torch.maximum(sparse_kkt.oettli_prager(r.abs(), k_rows * w_max + jt_rows * u_max + v.abs()),
+                              sparse_kkt.oettli_prager(jw.abs(), j_norm * w_max))
+        ok = fac.ok & torch.isfinite(w).all(-1) & (ratio <= BACKWARD_RTOL) & (moved <= FORWARD_RTOL)
+        if bool((ok | ~need).all()):
+            break
+        du = rho * jw
+        u = u + du
+        dw = fac.solve(r - j_t(ev, du))
+        w = w + dw
+        moved = dw.abs().amax(-1) / w.abs().amax(-1).clamp_min(1e-300)
+    return w, u, ok
 
 
 class _IPMFunction(torch.autograd.Function):
@@ -267,14 +372,48 @@ class _Solver:
             self._retry_flat(sc_all)
         if self.pat.sparse is not None:
             self._retry_dense(sc_all, x0)
-        for ch in self.chunks:
+        unresolved = [self._polish(ch) if self.needs_grad else None for ch in self.chunks]
+        for ch, unres in zip(self.chunks, unresolved):
             idx = ch.idx
             conv = ch.state.status == Status.CONVERGED.code
+            ch.active, weak = _classify(st, ch)
+            ch.weak = (weak if unres is None else weak | unres) & conv
             ch.fac = _final_factorisation(st, self.pat, ch) if self.needs_grad else None
-            ch.weak = _weakly_active(st, ch) & conv
             x[idx] = torch.where(conv[:, None], ch.state.x, x[idx])
             lam[idx] = torch.where(conv[:, None], ch.state.lam, lam[idx])
         return x, lam
+
+    def _polish(self, ch: _Chunk) -> Tensor:
+        """Iterate the chunk's converged scenarios whose active set is ambiguous (`POLISH_SEPARATION`) on
+        to POLISH_TOL from their final iterate; returns (B,) bool: polished without converging (their
+        forward result is kept; the backward gives them no gradient)."""
+        st = self.st
+        failed = torch.zeros(ch.idx.shape[0], dtype=torch.bool, device=ch.idx.device)
+        conv = ch.state.status == Status.CONVERGED.code
+        rows = torch.nonzero(conv & (_separation(st, ch) < POLISH_SEPARATION)).squeeze(-1)
+        if rows.numel() == 0 or self.opts.tol <= POLISH_TOL:
+            return failed
+        opts = dataclasses.replace(self.opts, tol=POLISH_TOL, max_iter=POLISH_STEPS)
+        # The sparse path's static pivots can stall where the dense retry was needed (`_retry_dense`):
+        # what the sparse polish leaves unconverged is polished densely.
+        pats = [self.pat] + ([kkt_pattern(st, "dense")] if self.pat.sparse is not None else [])
+        for pat in pats:
+            sub = IPMState(**{f.name: getattr(ch.state, f.name)[rows].clone() for f in dataclasses.fields(IPMState)})
+            first = sub.iters.clone()
+            sub.status = torch.full_like(sub.status, RUNNING)
+            sub.iters = torch.zeros_like(sub.iters)
+            new = iterate(st, pat, ch.sc.take(rows), tuple(t[rows] for t in ch.scales), sub, opts)
+            done = new.status == Status.CONVERGED.code
+            new.iters = new.iters + first
+            for f in dataclasses.fields(IPMState):
+                getattr(ch.state, f.name)[rows[done]] = getattr(new, f.name)[done]
+            ch.state.iters[rows[~done]] += new.iters[~done] - first[~done]
+            ch.ev = None  # the final iterate moved
+            rows = rows[~done]
+            if rows.numel() == 0:
+                break
+        failed[rows] = True
+        return failed
 
     def _retry_flat(self, sc_all: Scenarios) -> None:
         """Solve the scenarios that did not converge again from MATPOWER's flat start (as `solve_acopf`
@@ -325,31 +464,15 @@ class _Solver:
                         a[k] = b[j]
                 ch.state.iters[k] = first + int(r.state.iters[j])
 
-    def _dense_solve(self, ch: _Chunk, rows: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """K^{-1} v of chunk ``ch``'s scenarios ``rows`` at the solution by the dense LDLᵀ (Bunch-Kaufman
-        pivoting), and whether it is accurate (no zero pivot, residual below BACKWARD_RTOL)."""
+    def _dense_solve(self, ch: _Chunk, rows: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """`_bordered_solve` of chunk ``ch``'s scenarios ``rows`` on the dense LDLᵀ (Bunch-Kaufman
+        pivoting) of K_rho: (w, u, ok)."""
         st = self.st
-        pat = kkt_pattern(st, "dense")
         sub = _Chunk(ch.idx[rows], ch.sc.take(rows), tuple(t[rows] for t in ch.scales),
-                     IPMState(**{f.name: getattr(ch.state, f.name)[rows] for f in dataclasses.fields(IPMState)}))
-        fac, _, _ = _final_factorisation(st, pat, sub)
-        w = fac.solve(v)
-        s_f, s_c, s_h = sub.scales
-        stt = sub.state
-        ev = _final_evaluation(st, sub)
-        hes = lagrangian_hessian(st, sub.sc, ev, stt.lam, stt.mu, s_f, s_c, s_h, pat.hes_src)
-        zero = torch.zeros_like(s_f)
-        K = assemble(pat, hes, objective_hessian_diagonal(st, sub.sc, s_f), ev.jc, ev.jh, stt.mu / stt.s, zero, zero)
-        w_first = w
-        for _ in range(3):  # iterative refinement, as the sparse path's
-            res = v - (K @ w[..., None])[..., 0]
-            w = w + fac.solve(res)
-        # What refinement changed estimates the first solve's forward error: where it is large, K is
-        # too ill-conditioned at this solution for its derivative to be trusted (no gradient).
-        moved = (w - w_first).abs().amax(-1) / w.abs().amax(-1).clamp_min(1e-300)
-        ratio = sparse_kkt.oettli_prager(((K @ w[..., None])[..., 0] - v).abs(),
-                                         (K.abs() @ w.abs()[..., None])[..., 0] + v.abs())
-        return w, fac.ok & torch.isfinite(w).all(-1) & (ratio <= BACKWARD_RTOL) & (moved <= FORWARD_RTOL)
+                     IPMState(**{f.name: getattr(ch.state, f.name)[rows] for f in dataclasses.fields(IPMState)}),
+                     active=ch.active[rows])
+        fac, ev, rho, sig_i = _final_factorisation(st, kkt_pattern(st, "dense"), sub)
+        return _bordered_solve(st, fac, ev, sub.active, rho, sig_i, v, torch.ones_like(rows, dtype=torch.bool))
 
     def vjp(self, thetas, g_x, g_lam):
         st = self.st
@@ -360,7 +483,7 @@ class _Solver:
             total = None
             nograd = torch.ones(self.batch, dtype=torch.bool, device=self.device)
             for ch in self.chunks:
-                fac, ev, sigma = ch.fac
+                fac, ev, rho, sig_i = ch.fac
                 stt = ch.state
                 conv = stt.status == Status.CONVERGED.code
                 v = torch.cat([g_x[ch.idx], g_lam[ch.idx]], 1)
@@ -372,29 +495,28 @@ class _Solver:
                                         "not differentiable there", indices=bad, statuses=[Status.NUMERICAL] * len(bad))
                 conv = conv & ~weak
                 v = torch.where(conv[:, None], v, torch.zeros_like(v))
-                w = fac.solve(v)
-                # No implicit gradient from an inaccurate solve: a scenario whose final factorisation
-                # had a zero pivot, or whose solve leaves a residual above BACKWARD_RTOL (the sparse
-                # path's static pivots), is solved again densely; if that fails too, it gets none.
-                res = fac.backward_error(v, w)
-                bad = conv & (~fac.ok | ~torch.isfinite(w).all(-1) |
-                              (res > BACKWARD_RTOL if res is not None else torch.zeros_like(conv)))
-                if bool(bad.any()):
+                w, u, ok = _bordered_solve(st, fac, ev, ch.active, rho, sig_i, v, conv)
+                # No implicit gradient from an inaccurate solve: a scenario whose bordered solve did not
+                # settle (a zero pivot in K_rho, or the sparse path's static pivots grew) is solved again
+                # densely; if that fails too, it gets none.
+                bad = conv & ~ok
+                if bool(bad.any()) and self.pat.sparse is not None:
                     rows = torch.nonzero(bad).squeeze(-1)
-                    w_d, ok_d = self._dense_solve(ch, rows, v[rows])
-                    w = w.clone()
-                    w[rows] = w_d
-                    conv = conv.clone()
-                    conv[rows] = ok_d
+                    w_d, u_d, ok_d = self._dense_solve(ch, rows, v[rows])
+                    w, u, ok = w.clone(), u.clone(), ok.clone()
+                    w[rows], u[rows], ok[rows] = w_d, u_d, ok_d
+                conv = conv & ok
                 nograd[ch.idx] = ~conv
-                w = torch.where(conv[:, None] & torch.isfinite(w), w, torch.zeros_like(w))
+                w = torch.where(conv[:, None], w, torch.zeros_like(w))
+                u = torch.where(conv[:, None], u, torch.zeros_like(u))
                 w_x, w_lam = w[:, : st.n], w[:, st.n :]
                 s_f, s_c, s_h = ch.scales
                 sc = sc_all.take(ch.idx)
                 evt = evaluate(st, sc, stt.x, s_f, s_c, s_h)
-                lx = evt.grad_f + _jt(st, evt, stt.lam, stt.mu)
-                jw = _jh_dot(st, ev, w_x).detach()
-                s_val = (w_x * lx).sum() + (jw * sigma * evt.h).sum() + (w_lam * evt.c).sum()
+                mu_a = torch.where(ch.active, stt.mu, torch.zeros_like(stt.mu))
+                lx = evt.grad_f + _jt(st, evt, stt.lam, mu_a)
+                # -w^T dF/dtheta of F = (grad_x L_A, c, h_A): u multiplies the active rows' h(theta)
+                s_val = (w_x * lx).sum() + (u * evt.h).sum() + (w_lam * evt.c).sum()
                 total = s_val if total is None else total + s_val
             params = [lf for lf, n in zip(leaves, need) if n]
             grads = torch.autograd.grad(-total, params, allow_unused=True) if params else []

@@ -503,6 +503,15 @@ def solve(sym: SparseSymbolic, lx: Tensor, d: Tensor, ax: Tensor, rhs: Tensor, r
     return torch.from_numpy(z).to(device=rhs.device, dtype=rhs.dtype)
 
 
+def matvec(sym: SparseSymbolic, ax: Tensor, x: Tensor, absolute: bool = False) -> Tensor:
+    """K x (B, N) from K's values ``ax`` (B, nnz_a); ``absolute``: |K| x."""
+    a = _batch_inner(ax)
+    xn = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float64)
+    out = np.empty_like(xn)
+    _matvec(sym.a_ptr, sym.a_col, np.abs(a) if absolute else a, sym.perm, xn, BLOCK, out)
+    return torch.from_numpy(out).to(device=x.device, dtype=x.dtype)
+
+
 def backward_error(sym: SparseSymbolic, ax: Tensor, rhs: Tensor, sol: Tensor) -> Tensor:
     """Componentwise backward error of ``sol`` for ``K sol = rhs`` (Oettli-Prager), per scenario (B,):
     ``max_i |K sol - rhs|_i / (|K| |sol| + |rhs|)_i``, the smallest relative perturbation of K's
