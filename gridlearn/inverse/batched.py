@@ -4,17 +4,27 @@
 `ACOPFLayer(backend="torch")` call over all S samples (`acopf_ipm.solve_acopf_batched`),
 warm-started from the last accepted iterate's `BatchedACOPFResult`. The S samples get their
 own copy of the unknowns, ``theta_s`` (S, P), all equal to ``theta``: sample s's outputs depend
-on its row alone, so one reverse pass of the layer's implicit-function backward with the
-cotangent ``e_j`` on residual column j of every sample gives column j of every sample's
-Jacobian at once (``m`` passes for the (S, m, P) Jacobian, each a solve with the factorisation
-the forward left at the solution), and the loss gradient is the sum of the rows.
+on its row alone, so the loss gradient is the sum of the rows of one reverse pass.
 
-Failures, as the Ipopt path's (`recovery`): a sample that does not converge makes the
-layer raise `SolverFailure` (the trial point is rejected); a sample without a derivative (a
-weakly active constraint, ``BatchedACOPFResult.weakly_active``, or a backward solve the layer
-does not trust, NaN) raises `SolverFailure` from the loss gradient and gets NaN rows in the
+The Jacobian (Levenberg-Marquardt, the identifiability report), ``InverseSolver.torch_jacobian``:
+
+- ``"kkt"`` (default): the torch solutions as per-sample `ACOPFResult` (`per_sample_results`)
+  read by the Ipopt path's forward-mode sparse KKT sensitivity (`sensitivity`), one sparse LU
+  per sample for all P unknowns; no autograd graph is built for it.
+- ``"reverse"``: one reverse pass of the layer's implicit-function backward per residual column,
+  with the cotangent ``e_j`` on column j of every sample (m passes for the (S, m, P) Jacobian).
+
+Measured at 20 samples (`benchmarks/bench_inverse_backends.py`), "kkt" vs "reverse": case14
+(19 columns) 0.10 vs 0.10 s, case30 (36) 0.13 vs 0.44 s, PGLib case57 (64) 0.14 vs 0.53 s; both
+within 3e-6 of the Ipopt path's Jacobian (relative to its largest entry).
+
+Failures, as the Ipopt path's (`recovery`): a sample that does not converge makes the solve
+raise `SolverFailure` (the trial point is rejected); a sample without a derivative raises
+`SolverFailure` from the loss gradient (the layer's own error for a weakly active constraint;
+NaN rows, a backward solve the layer does not trust, otherwise) and gets NaN rows in the
 Jacobian (left out of that Levenberg-Marquardt step and of the identifiability report, as
-`observation_jacobian`'s ``skip_failed``).
+`observation_jacobian`'s ``skip_failed``): "kkt" by the Ipopt path's active-set test,
+"reverse" by ``BatchedACOPFResult.weakly_active`` and the layer's NaN.
 
 Threads: the interior point's CPU kernels (`acopf_ipm.sparse_kkt`, numba ``parallel=True``)
 use numba's pool, set by ``NUMBA_NUM_THREADS`` before numba loads (``numba.set_num_threads``
@@ -71,15 +81,56 @@ class BatchedPoint:
         return torch.zeros(self.theta_s.shape[0], dtype=torch.bool) if weak is None else weak.detach().cpu().bool()
 
 
-def evaluate(layer, network, observations, unknowns: Sequence[Unknown], theta: Tensor, warm, residuals_of
-             ) -> BatchedPoint:
+def evaluate(layer, network, observations, unknowns: Sequence[Unknown], theta: Tensor, warm, residuals_of,
+             graph: bool = True) -> BatchedPoint:
     """Solve every sample at ``theta`` in one batched call (raises `SolverFailure` naming the samples
-    that did not converge); ``residuals_of(pg_mw, lmp_usd_per_mwh) -> (S, m)``."""
+    that did not converge); ``residuals_of(pg_mw, lmp_usd_per_mwh) -> (S, m)``. ``graph=False``: no
+    autograd graph (and no factorisation kept for a backward): for `loss_gradient` and the
+    reverse-pass `jacobian` it must be True."""
     n_samples = observations.n_samples
-    theta_s = theta.detach().double().expand(n_samples, -1).clone().requires_grad_(True)
-    out, sol = layer.forward_with_solution(observations.pd_mw, observations.qd_mvar, warm_start=warm,
-                                           **per_sample_fields(network, unknowns, theta_s))
+    theta_s = theta.detach().double().expand(n_samples, -1).clone().requires_grad_(graph)
+    fields = per_sample_fields(network, unknowns, theta_s)
+    if graph:
+        out, sol = layer.forward_with_solution(observations.pd_mw, observations.qd_mvar, warm_start=warm, **fields)
+    else:
+        sol = layer.solve(observations.pd_mw, observations.qd_mvar, warm_start=warm, **fields)
+        sol.raise_on_failure(f"AC-OPF ({layer.convention.name} convention, torch interior point)")
+        out = sol.value
     return BatchedPoint(sol.extras["results"], residuals_of(out.pg_mw, out.lmp_usd_per_mwh), theta_s)
+
+
+def per_sample_results(network, convention, solution) -> list:
+    """The `BatchedACOPFResult` ``solution`` as one `ACOPFResult` per sample (None where not converged),
+    built by the Ipopt path's own packing (`acopf._pack`: flows, slacks, fixed variables, angle
+    bounds), so the Ipopt path's KKT sensitivity (`sensitivity.observation_jacobian`) reads it.
+
+    ``network``: at the parameters the solution is for (branch parameters enter the flows)."""
+    import numpy as np
+
+    from gridlearn.grid.acopf import _pack
+    from gridlearn.grid.acopf_model import acopf_arrays
+    from gridlearn.grid.formulations import get_convention
+    from gridlearn.implicit.solution import Status
+
+    conv = get_convention(convention)
+    d = acopf_arrays(network.to("cpu", torch.float64), conv)
+    base, nb = float(d.base_mva), d.n_bus
+    sol = solution
+    f64 = lambda t: t.detach().cpu().double().numpy()  # noqa: E731
+    z_all = f64(torch.cat([sol.va_rad, sol.vm_pu, sol.pg_mw / base, sol.qg_mvar / base], dim=1))
+    duals = {k: f64(v) for k, v in sol.duals.items()}
+    no_va = np.zeros((z_all.shape[0], nb))  # the interior point bounds no angle (the reference bus is fixed)
+    zl = np.concatenate([no_va, duals["vm_lower"], duals["pg_lower"], duals["qg_lower"]], axis=1)
+    zu = np.concatenate([no_va, duals["vm_upper"], duals["pg_upper"], duals["qg_upper"]], axis=1)
+    cost = f64(sol.cost_usd_per_h)
+    out = []
+    for s, status in enumerate(sol.status):
+        if status is not Status.CONVERGED:
+            out.append(None)
+            continue
+        cons = {k: duals[k][s] for k in ("p_balance", "q_balance", "flow_f", "flow_t", "angle")}
+        out.append(_pack(d, conv, "torch interior point", float(cost[s]), 0.0, z_all[s], cons, zl[s], zu[s]))
+    return out
 
 
 def _no_derivative(rows: Tensor, what: str) -> SolverFailure:
@@ -97,8 +148,9 @@ def loss_gradient(point: BatchedPoint, loss: Tensor) -> Tensor:
     return g_s.sum(dim=0)
 
 
-def jacobian(point: BatchedPoint, column_weights: Tensor) -> Tensor:
-    """(S, m, P) Jacobian of the weighted residuals, NaN rows for the samples without a derivative.
+def reverse_jacobian(point: BatchedPoint, column_weights: Tensor) -> Tensor:
+    """(S, m, P) Jacobian of the weighted residuals by the layer's backward, NaN rows for the samples
+    without a derivative (``InverseSolver.torch_jacobian="reverse"``).
 
     One reverse pass per residual column with a nonzero weight (a zero-weight column's residual
     is identically zero); weakly active samples get a zero cotangent (the layer would refuse them)

@@ -77,6 +77,7 @@ log = logging.getLogger(__name__)
 
 METHODS = tuple(OPTIMISERS)
 BACKENDS = ("ipopt", "torch")
+TORCH_JACOBIANS = ("kkt", "reverse")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +128,11 @@ class InverseSolver:
     max_hours_left_out: float = 0.25
     backend: str = "ipopt"
     ipm_tol: float = 1e-9  # backend="torch": the interior point's scaled optimality tolerance (Ipopt's tol)
+    # backend="torch", the Levenberg-Marquardt / report Jacobian: "kkt" (the Ipopt path's forward-mode
+    # sparse KKT sensitivity at the torch solution) or "reverse" (one reverse pass of the layer's batched
+    # backward per residual column). Measured at 20 samples (bench_inverse_backends.py): kkt 0.10-0.14 s,
+    # reverse 0.10 s (case14, 19 columns) to 0.44-0.53 s (case30, case57: 36, 64 columns).
+    torch_jacobian: str = "kkt"
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -143,6 +149,8 @@ class InverseSolver:
             raise ConfigError(f"n_starts must be >= 1 and start_spread in [0, 1), got {self.n_starts}, {self.start_spread}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.torch_jacobian not in TORCH_JACOBIANS:
+            raise ConfigError(f"torch_jacobian must be one of {TORCH_JACOBIANS}, got {self.torch_jacobian!r}")
         if not self.ipm_tol > 0:
             raise ConfigError(f"ipm_tol must be positive, got {self.ipm_tol}")
         if not self.fit_rtol > 0 or not self.bound_rtol > 0:
@@ -286,7 +294,9 @@ class InverseProblem:
     def _batched_loss(self, theta: Tensor, grad: bool, t0: float):
         from gridlearn.inverse import batched
 
-        point = batched.evaluate(self.layer, self.network, self.obs, self.unknowns, theta, self.warm, self.residuals)
+        graph = grad or self.solver.torch_jacobian == "reverse"  # the KKT Jacobian needs no autograd graph
+        point = batched.evaluate(self.layer, self.network, self.obs, self.unknowns, theta, self.warm, self.residuals,
+                                 graph=graph)
         self._count("forward_s", t0)
         r = point.residuals
         value = (r**2).sum() / r.shape[0]
@@ -311,25 +321,30 @@ class InverseProblem:
         self.timings["n_forward"] += 1
 
     def jacobian(self, theta: Tensor, results) -> Tensor:
-        """(S, m, P) Jacobian of the weighted residuals (Ipopt: forward-mode KKT sensitivity; torch:
-        one batched reverse pass per residual column, `batched.jacobian`); NaN for a sample whose
-        optimum has no derivative (see `observation_jacobian`'s ``skip_failed``)."""
+        """(S, m, P) Jacobian of the weighted residuals (forward-mode KKT sensitivity, at the Ipopt or
+        the torch solutions; torch with ``torch_jacobian="reverse"``: one batched reverse pass per
+        residual column, `batched.reverse_jacobian`); NaN for a sample whose optimum has no
+        derivative (see `observation_jacobian`'s ``skip_failed``)."""
         from gridlearn.inverse import batched
         from gridlearn.inverse.sensitivity import observation_jacobian
 
         if self._jac_cache is not None and self._jac_cache[0] is results:  # same solutions: same Jacobian
             return self._jac_cache[1]
         t0 = time.perf_counter()
-        if self.batched:
-            jac = batched.jacobian(results, self.entry_weights())
+        point = results
+        if self.batched and self.solver.torch_jacobian == "reverse":
+            jac = batched.reverse_jacobian(point, self.entry_weights())
             self.timings["jacobian_s"] += time.perf_counter() - t0
-            self._jac_cache = (results, jac)
+            self._jac_cache = (point, jac)
             return jac
+        if self.batched:  # the torch solutions, read by the Ipopt path's sensitivity
+            results = batched.per_sample_results(substitute(self.network, self.unknowns, theta.detach()),
+                                                 self.solver.convention, point.solution)
         j_pg, j_lmp = observation_jacobian(self.network, self.obs, self.unknowns, theta, results,
                                            self.solver.convention, self.solver.active_tol, skip_failed=True)
         self.timings["jacobian_s"] += time.perf_counter() - t0
         jac = torch.cat([j_pg * self.weights[0] ** 0.5, j_lmp * self.weights[1] ** 0.5], dim=1)
-        self._jac_cache = (results, jac)
+        self._jac_cache = (point, jac)
         return jac
 
 

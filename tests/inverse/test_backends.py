@@ -56,24 +56,28 @@ def test_torch_backend_recovers_what_ipopt_recovers(case9, obs9):
 def test_torch_jacobian_and_gradient_match_ipopt_and_finite_differences(case9, obs9):
     unknowns = [Unknown("c1", 1), Unknown("x", 4)]
     theta = current_values(case9, unknowns) * torch.tensor([1.1, 1.05], dtype=torch.float64)
-    problems = {b: InverseProblem(case9, obs9, unknowns, (1.0, 100.0), InverseSolver(backend=b)) for b in BACKENDS}
+    solvers = {"ipopt": InverseSolver(), "kkt": InverseSolver(backend="torch"),
+               "reverse": InverseSolver(backend="torch", torch_jacobian="reverse")}
+    problems = {k: InverseProblem(case9, obs9, unknowns, (1.0, 100.0), s) for k, s in solvers.items()}
     jac, grad = {}, {}
-    for b, p in problems.items():
+    for k, p in problems.items():
         _, _, _, results = p.loss(theta, grad=False)
-        jac[b] = p.jacobian(theta, results)
-        grad[b] = p.loss(theta, grad=True)[1]
+        jac[k] = p.jacobian(theta, results)
+        grad[k] = p.loss(theta, grad=True)[1]
     scale = jac["ipopt"].abs().max()
-    assert torch.isfinite(jac["torch"]).all()
-    assert float((jac["torch"] - jac["ipopt"]).abs().max() / scale) < 1e-5
-    assert torch.allclose(grad["torch"], grad["ipopt"], rtol=1e-5)
-    # and against central differences of re-solves on the torch backend itself
-    p = problems["torch"]
+    for k in ("kkt", "reverse"):
+        assert torch.isfinite(jac[k]).all()
+        assert float((jac[k] - jac["ipopt"]).abs().max() / scale) < 1e-5, k
+        assert torch.allclose(grad[k], grad["ipopt"], rtol=1e-5)
+    # and against central differences of re-solves on the torch backend itself (warm-started at theta)
+    p = problems["kkt"]
+    p.accept(p.loss(theta, grad=False)[3])
     for k in range(len(unknowns)):
         h = 1e-5 * float(theta[k].abs())
         e = torch.zeros_like(theta)
         e[k] = h
         fd = (p.loss(theta + e, grad=False)[2] - p.loss(theta - e, grad=False)[2]) / (2 * h)
-        assert float((fd - jac["torch"][:, :, k]).abs().max()) < 1e-4 * float(fd.abs().max()), k
+        assert float((fd - jac["kkt"][:, :, k]).abs().max()) < 1e-4 * float(fd.abs().max()), k
 
 
 def test_torch_backend_warm_starts_from_the_accepted_batched_result(case9, obs9):
@@ -89,12 +93,12 @@ def test_torch_backend_warm_starts_from_the_accepted_batched_result(case9, obs9)
 
 def test_a_weakly_active_sample_gets_nan_jacobian_rows(case9, obs9):
     unknowns = cost_unknowns(case9)
-    p = InverseProblem(case9, obs9, unknowns, (1.0, 100.0), InverseSolver(backend="torch"))
+    p = InverseProblem(case9, obs9, unknowns, (1.0, 100.0), InverseSolver(backend="torch", torch_jacobian="reverse"))
     _, _, _, point = p.loss(current_values(case9, unknowns), grad=False)
-    full = batched.jacobian(point, p.entry_weights())
+    full = batched.reverse_jacobian(point, p.entry_weights())
     weak = torch.tensor([False, True, False])
     marked = dataclasses.replace(point, solution=dataclasses.replace(point.solution, weakly_active=weak))
-    jac = batched.jacobian(marked, p.entry_weights())
+    jac = batched.reverse_jacobian(marked, p.entry_weights())
     assert torch.isnan(jac[1]).all()  # left out, as observation_jacobian(skip_failed=True) does
     assert torch.equal(jac[[0, 2]], full[[0, 2]])
 
@@ -110,12 +114,11 @@ def test_a_sample_that_fails_is_left_out_as_the_ipopt_path_leaves_it_out(case9):
         p = InverseProblem(case9, bad, cost_unknowns(case9), (1.0, 100.0), InverseSolver(backend=b))
         theta = current_values(case9, p.unknowns)
         assert p.solve_outputs(theta)[2] == [2]
-        for grad in (False, True):  # a trial point with a failed sample: a loud error naming it, no loss
-            with pytest.raises(SolverFailure) as err:
-                p.loss(theta, grad=grad)
-            assert list(err.value.indices) == [2]
-        fits[b] = recover(_prior(case9), bad, "costs", truth=case9, solver=InverseSolver(backend=b, n_starts=1))
-    for res in fits.values():  # every start fails at hour 2: it is left out, the other three are fitted
+        with pytest.raises(SolverFailure) as err:  # a trial point with a failed sample: a loud error naming it
+            p.loss(theta, grad=False)
+        assert list(err.value.indices) == [2]
+        fits[b] = recover(_prior(case9), bad, "costs", truth=case9, solver=InverseSolver(backend=b, init="baseline"))
+    for res in fits.values():  # the start fails at hour 2: it is left out, the other three are fitted
         assert res.converged and res.hours_left_out == [2], res.message
         assert "fails at hours [2]" in res.message
         assert set(res.starts.query("hours == 'all'")["stop"]) == {"start_failed"}
@@ -129,3 +132,5 @@ def test_backend_is_checked():
         InverseSolver(backend="cuda")
     with pytest.raises(ConfigError, match="ipm_tol"):
         InverseSolver(backend="torch", ipm_tol=0.0)
+    with pytest.raises(ConfigError, match="torch_jacobian must be one of"):
+        InverseSolver(backend="torch", torch_jacobian="forward")
