@@ -134,3 +134,29 @@ def test_backend_is_checked():
         InverseSolver(backend="torch", ipm_tol=0.0)
     with pytest.raises(ConfigError, match="torch_jacobian must be one of"):
         InverseSolver(backend="torch", torch_jacobian="forward")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "acopf_ipm backward (issue 20 target: gradients within 1e-5 relative of the Ipopt layer's KKT backward): on "
+    "PGLib case118 at 110% of base load the torch layer's d(pg, lmp)/d c1 vector-Jacobian product differs from the "
+    "Ipopt layer's by 2.2e-4 of its largest entry (gen 0: 99.80 vs 99.77; central differences of Ipopt re-solves "
+    "give 99.771), with no constraint flagged weakly active. The inverse's default torch Jacobian ('kkt') does not "
+    "use this backward (on the study's case118 hours it agrees with Ipopt's to 2e-8, the reverse passes to 9e-4)"))
+def test_torch_layer_backward_matches_ipopt_on_case118_at_110_percent_load():
+    from gridlearn.grid.acopf_layer import ACOPFLayer
+
+    net = load_case("pglib_opf_case118_ieee")
+    pd, qd = 1.1 * net.bus.pd_mw[None], 1.1 * net.bus.qd_mvar[None]
+    g = torch.Generator().manual_seed(0)
+    v_pg = torch.randn(1, net.n_gen, generator=g, dtype=torch.float64)
+    v_lmp = torch.randn(1, net.n_bus, generator=g, dtype=torch.float64)
+    grads = {}
+    for b in BACKENDS:
+        c1 = net.gen.cost_c1_usd_per_mwh[None].clone().requires_grad_()
+        out, sol = ACOPFLayer(net, backend=b).forward_with_solution(pd, qd, cost_c1_usd_per_mwh=c1)
+        if b == "torch":
+            assert not bool(sol.extras["results"].weakly_active.any())
+        loss = (out.pg_mw * v_pg).sum() + (out.lmp_usd_per_mwh * v_lmp).sum()
+        grads[b] = torch.autograd.grad(loss, c1)[0]
+    diff = (grads["torch"] - grads["ipopt"]).abs().max() / grads["ipopt"].abs().max()
+    assert float(diff) < 1e-5
