@@ -9,7 +9,7 @@ Azevedo & Kolter 2018, put on prices since they are the smaller numbers; or
 ``p_g*``, ``LMP*``: the AC-OPF solution (`ACOPFLayer`; ``InverseSolver.backend="ipopt"``: one
 Ipopt solve per sample, sparse KKT backward and forward-mode KKT Jacobian (`sensitivity`);
 ``"torch"``: all samples in one batched torch interior point, its implicit-function backward
-for the gradient and the Jacobian, `batched`). The
+for the gradient, the same forward-mode KKT Jacobian at its solutions, `batched`). The
 optimiser works in relative units ``u = theta / |theta_prior|`` and projects onto the
 physical set after each step (c2 >= 0, r >= 0, x keeps the prior's sign and stays away
 from 0). Methods (`optimisers`):
@@ -130,8 +130,9 @@ class InverseSolver:
     ipm_tol: float = 1e-9  # backend="torch": the interior point's scaled optimality tolerance (Ipopt's tol)
     # backend="torch", the Levenberg-Marquardt / report Jacobian: "kkt" (the Ipopt path's forward-mode
     # sparse KKT sensitivity at the torch solution) or "reverse" (one reverse pass of the layer's batched
-    # backward per residual column). Measured at 20 samples (bench_inverse_backends.py): kkt 0.10-0.14 s,
-    # reverse 0.10 s (case14, 19 columns) to 0.44-0.53 s (case30, case57: 36, 64 columns).
+    # backward per residual column). Measured at 20 samples (benchmarks/results/inverse_backends*.json), kkt
+    # vs reverse: case14 (19 columns) 0.07 vs 0.10 s, case30 (36) 0.13 vs 0.48 s, case57 (64) 0.15 vs 0.54 s,
+    # case118 (172) 0.19 vs 2.08 s; and on case118 reverse differs from Ipopt's Jacobian by 1.2e-3, kkt by 2e-8.
     torch_jacobian: str = "kkt"
 
     def __post_init__(self):
