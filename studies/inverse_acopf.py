@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Annotated, Sequence
 
 import numpy as np
 import pandas as pd
@@ -93,6 +93,16 @@ class Config:
     parts: Sequence[str] = ("paper", "large", "admittance", "sweep", "partial", "noise")
     large_prior_spreads: Sequence[float] = (0.1, 0.3)  # part B: the larger cases, each prior spread
     seed: int = 0
+    # How every fit solves its samples' AC-OPFs (`InverseSolver.backend`): "ipopt" (one solve per
+    # sample, the reference) or "torch" (all samples in one batched interior point); compared in
+    # benchmarks/bench_inverse_backends.py. The market data are simulated with Ipopt either way.
+    backend: str = "ipopt"
+
+    def __post_init__(self):
+        from gridlearn.inverse.recovery import BACKENDS
+
+        if self.backend not in BACKENDS:  # here, not in each fit: a fit's error is a table row, not a stop
+            raise ConfigError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
 
 
 def paper_case14():
@@ -150,8 +160,8 @@ def _errors(df) -> dict:
 def _gradient_row(prior, obs, unknown, truth, cfg):
     t0 = time.perf_counter()
     try:
-        res = recover(prior, obs, unknown, weights=cfg.weights, solver=InverseSolver(method="lm", max_iter=cfg.max_iter),
-                      truth=truth)
+        res = recover(prior, obs, unknown, weights=cfg.weights, truth=truth,
+                      solver=InverseSolver(method="lm", max_iter=cfg.max_iter, backend=cfg.backend))
     except GridlearnError as exc:
         log.warning("gradient method failed: %s", exc)
         return {"method": "gradient", "error": str(exc)[:200]}, None
@@ -255,7 +265,7 @@ def sweep(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         inits = ("auto", "prior") if case in cfg.sweep_prior_init_cases else ("auto",)
         for init in inits:
             solver = InverseSolver(init=init, n_starts=1 if init == "prior" else InverseSolver().n_starts,
-                                   max_iter=cfg.max_iter)
+                                   max_iter=cfg.max_iter, backend=cfg.backend)
             fits = []
             for d in range(cfg.sweep_draws):
                 prior = _prior(net, unk, cfg.sweep_spread, cfg.seed + 1000 + d)
@@ -307,7 +317,7 @@ def partial_observations(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
         obs = simulate_market(net, cfg.sweep_samples, seed=cfg.seed, ipopt_tol=1e-9, observe=observe, **_design(cfg))
         for init in ("auto", "prior"):
             solver = InverseSolver(init=init, n_starts=1 if init == "prior" else InverseSolver().n_starts,
-                                   max_iter=cfg.max_iter)
+                                   max_iter=cfg.max_iter, backend=cfg.backend)
             for d in range(cfg.partial_draws):
                 prior = _prior(net, unk, cfg.sweep_spread, cfg.seed + 1000 + d)
                 common = {"case": cfg.partial_case, "observe": name, "lmp_buses": str(list(obs.lmp_buses.tolist())),
@@ -356,7 +366,8 @@ def noise_coverage(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
                 pg = base.pg_true_mw * (1 + noise * torch.as_tensor(rng.standard_normal(base.pg_mw.shape)))
                 lmp = lmp_true * (1 + noise * torch.as_tensor(rng.standard_normal(lmp_true.shape)))
                 obs = dataclasses.replace(base, pg_mw=pg, lmp_usd_per_mwh=lmp, noise=noise)
-                res = recover(net, obs, "costs", solver=InverseSolver(max_iter=cfg.max_iter), truth=net)
+                res = recover(net, obs, "costs", solver=InverseSolver(max_iter=cfg.max_iter, backend=cfg.backend),
+                              truth=net)
                 df = res.parameters.reset_index()
                 df["element"] = df["element"].astype(str)
                 df = df.assign(case=case, noise=noise, replicate=rep, status=res.status.value,
@@ -498,13 +509,16 @@ def _sweep_metrics(out: dict) -> dict:
 
 
 @app.command()
-def run(quick: bool = typer.Option(False, help="a tiny configuration (seconds), for smoke tests")) -> None:
+def run(quick: bool = typer.Option(False, help="a tiny configuration (seconds), for smoke tests"),
+        backend: Annotated[str, typer.Option(help="AC-OPF of the fits: 'ipopt' (one solve per sample) or 'torch' (one "
+                                             "batched interior point; single-threaded runs want NUMBA_NUM_THREADS=1)")
+                           ] = "ipopt") -> None:
     """Run the inverse AC-OPF study and print the run directory."""
     logging.basicConfig(level=logging.WARNING)  # INFO on the root would echo cyipopt's per-callback log lines
     logging.getLogger("gridlearn").setLevel(logging.INFO)
     cfg = Config(paper_samples=(2, 5), noises=(0.0,), observes=("pg+lmp", "pg"), large_cases=(), branches_tried=1,
                  max_iter=8, sweep_cases=("case14",), sweep_draws=2, sweep_samples=5, sweep_prior_init_cases=(),
-                 parts=("paper", "large", "admittance", "sweep")) if quick else Config()
+                 parts=("paper", "large", "admittance", "sweep"), backend=backend) if quick else Config(backend=backend)
     out = main(cfg)
     typer.echo(out["run_dir"])
 

@@ -6,7 +6,10 @@ Azevedo & Kolter 2018, put on prices since they are the smaller numbers; or
 
     L(theta) = (1/S) sum_s [ w_pg ||p_g*(theta; d_s) - p_g,s||^2 + w_lmp ||LMP*(theta; d_s)[obs] - LMP_s||^2 ]
 
-``p_g*``, ``LMP*``: the AC-OPF solution (`ACOPFLayer`, Ipopt forward, KKT backward). The
+``p_g*``, ``LMP*``: the AC-OPF solution (`ACOPFLayer`; ``InverseSolver.backend="ipopt"``: one
+Ipopt solve per sample, sparse KKT backward and forward-mode KKT Jacobian (`sensitivity`);
+``"torch"``: all samples in one batched torch interior point, its implicit-function backward
+for the gradient, the same forward-mode KKT Jacobian at its solutions, `batched`). The
 optimiser works in relative units ``u = theta / |theta_prior|`` and projects onto the
 physical set after each step (c2 >= 0, r >= 0, x keeps the prior's sign and stays away
 from 0). Methods (`optimisers`):
@@ -40,7 +43,9 @@ covariance (`uncertainty`).
 A trial point where any sample's AC-OPF fails (infeasible, not converged, not
 differentiable) is rejected and the step shrinks; the optimiser never crashes on it.
 With ``warm_start=True`` (default) every AC-OPF of a trial point starts from that
-sample's solution at the last accepted iterate (`ACOPFLayer`'s ``warm_start``).
+sample's solution at the last accepted iterate (`ACOPFLayer`'s ``warm_start``: the per-sample
+results for Ipopt, the previous call's `BatchedACOPFResult` for the torch backend; failed samples
+start cold in both).
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ import torch
 from torch import Tensor
 
 from gridlearn.errors import ConfigError
+from gridlearn.implicit.solution import Status
 from gridlearn.grid.acopf_kkt import ACTIVE_TOL
 from gridlearn.inverse.convergence import FitCheck, FitStatus, decide, fit_check
 from gridlearn.inverse.identifiability import (REASONS, IdentifiabilityReport, at_limit_every_sample,
@@ -70,6 +76,8 @@ from gridlearn.inverse.uncertainty import LocalErrors, local_errors, null_mask, 
 log = logging.getLogger(__name__)
 
 METHODS = tuple(OPTIMISERS)
+BACKENDS = ("ipopt", "torch")
+TORCH_JACOBIANS = ("kkt", "reverse")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,7 +87,10 @@ class InverseSolver:
     ``init``/``n_starts``/``start_spread``/``seed``: the starts (see `starts`); ``fit_rtol``:
     the noise-free per-channel RMS tolerance of a converged fit (`convergence`);
     ``bound_rtol``: the largest first-order relative error bound (noise-free) of a coefficient
-    flagged identifiable, ten times inside a 1% target.
+    flagged identifiable, ten times inside a 1% target. ``backend``: how every loss and Jacobian
+    evaluation solves the S samples' AC-OPFs: ``"ipopt"`` (default, the reference: one Ipopt
+    solve per sample) or ``"torch"`` (one batched torch interior point, `batched`; its tolerance
+    ``ipm_tol``, `IPMOptions.tol`).
 
     >>> InverseSolver().method, InverseSolver(method="adam", lr=0.1).lr
     ('lm', 0.1)
@@ -87,6 +98,10 @@ class InverseSolver:
     Traceback (most recent call last):
     ...
     gridlearn.errors.ConfigError: method must be one of ('lbfgs', 'adam', 'lm'), got 'newton'
+    >>> InverseSolver(backend="gpu")
+    Traceback (most recent call last):
+    ...
+    gridlearn.errors.ConfigError: backend must be one of ('ipopt', 'torch'), got 'gpu'
     """
 
     method: str = "lm"
@@ -111,6 +126,14 @@ class InverseSolver:
     # (`InverseResult.hours_left_out`): there the AC-OPF reaches another local optimum than the
     # market's. 0 turns it off.
     max_hours_left_out: float = 0.25
+    backend: str = "ipopt"
+    ipm_tol: float = 1e-9  # backend="torch": the interior point's scaled optimality tolerance (Ipopt's tol)
+    # backend="torch", the Levenberg-Marquardt / report Jacobian: "kkt" (the Ipopt path's forward-mode
+    # sparse KKT sensitivity at the torch solution) or "reverse" (one reverse pass of the layer's batched
+    # backward per residual column). Measured at 20 samples (benchmarks/results/inverse_backends*.json), kkt
+    # vs reverse: case14 (19 columns) 0.07 vs 0.10 s, case30 (36) 0.13 vs 0.48 s, case57 (64) 0.15 vs 0.54 s,
+    # case118 (172) 0.19 vs 2.08 s; and on case118 reverse differs from Ipopt's Jacobian by 1.2e-3, kkt by 2e-8.
+    torch_jacobian: str = "kkt"
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -125,6 +148,12 @@ class InverseSolver:
             raise ConfigError(f"init must be one of {INITS}, got {self.init!r}")
         if self.n_starts < 1 or not 0 <= self.start_spread < 1:
             raise ConfigError(f"n_starts must be >= 1 and start_spread in [0, 1), got {self.n_starts}, {self.start_spread}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.torch_jacobian not in TORCH_JACOBIANS:
+            raise ConfigError(f"torch_jacobian must be one of {TORCH_JACOBIANS}, got {self.torch_jacobian!r}")
+        if not self.ipm_tol > 0:
+            raise ConfigError(f"ipm_tol must be positive, got {self.ipm_tol}")
         if not self.fit_rtol > 0 or not self.bound_rtol > 0:
             raise ConfigError(f"fit_rtol and bound_rtol must be positive, got {self.fit_rtol}, {self.bound_rtol}")
 
@@ -201,6 +230,7 @@ class InverseProblem:
 
     def __init__(self, network, observations, unknowns: Sequence[Unknown], weights: tuple[float, float],
                  solver: InverseSolver):
+        from gridlearn.grid.acopf_ipm import IPMOptions
         from gridlearn.grid.acopf_layer import ACOPFLayer
 
         self.network = network
@@ -209,15 +239,21 @@ class InverseProblem:
         self.weights = weights
         self.solver = solver
         self.layer = ACOPFLayer(network, convention=solver.convention, ipopt_options={"tol": solver.ipopt_tol},
-                                active_tol=solver.active_tol)
+                                active_tol=solver.active_tol, backend=solver.backend,
+                                ipm_options=IPMOptions(tol=solver.ipm_tol))
         self.timings = {"forward_s": 0.0, "backward_s": 0.0, "jacobian_s": 0.0, "n_forward": 0, "n_backward": 0}
-        self.warm: list | None = None  # per-sample ACOPFResult of the last accepted iterate
+        # the last accepted iterate's solutions: per-sample ACOPFResult (Ipopt), a BatchedACOPFResult (torch)
+        self.warm = None
         self._jac_cache: tuple[list, Tensor] | None = None
 
-    def accept(self, results: list | None) -> None:
-        """Remember an accepted iterate's per-sample solutions as the next warm start."""
+    @property
+    def batched(self) -> bool:
+        return self.solver.backend == "torch"
+
+    def accept(self, results) -> None:
+        """Remember an accepted iterate's solutions (what `loss` returned) as the next warm start."""
         if self.solver.warm_start and results is not None:
-            self.warm = list(results)
+            self.warm = results.solution if self.batched else list(results)
 
     def fields(self, theta: Tensor) -> dict[str, Tensor]:
         net = substitute(self.network, self.unknowns, theta)
@@ -231,8 +267,13 @@ class InverseProblem:
         return torch.cat([r_pg, r_lmp], dim=1)
 
     def loss(self, theta: Tensor, grad: bool) -> tuple[float, Tensor | None, Tensor, list]:
-        """(loss, gradient or None, residuals (S, m), per-sample results); raises SolverFailure."""
+        """(loss, gradient or None, residuals (S, m), solutions); raises SolverFailure.
+
+        The solutions are the per-sample `ACOPFResult` list (Ipopt) or a `batched.BatchedPoint`
+        (torch): pass them back to `jacobian` and `accept` as they are."""
         t0 = time.perf_counter()
+        if self.batched:
+            return self._batched_loss(theta, grad, t0)
         if not grad:
             sol = self.layer.solve(self.obs.pd_mw, self.obs.qd_mvar, warm_start=self.warm, **self.fields(theta))
             self._count("forward_s", t0)
@@ -251,23 +292,60 @@ class InverseProblem:
         self.timings["n_backward"] += 1
         return float(value.detach()), g, r.detach(), sol.extras["results"]
 
+    def _batched_loss(self, theta: Tensor, grad: bool, t0: float):
+        from gridlearn.inverse import batched
+
+        graph = grad or self.solver.torch_jacobian == "reverse"  # the KKT Jacobian needs no autograd graph
+        point = batched.evaluate(self.layer, self.network, self.obs, self.unknowns, theta, self.warm, self.residuals,
+                                 graph=graph)
+        self._count("forward_s", t0)
+        r = point.residuals
+        value = (r**2).sum() / r.shape[0]
+        g = None
+        if grad:
+            t1 = time.perf_counter()
+            g = batched.loss_gradient(point, value)
+            self.timings["backward_s"] += time.perf_counter() - t1
+            self.timings["n_backward"] += 1
+        return float(value.detach()), g, r.detach(), point
+
+    def solve_outputs(self, theta: Tensor) -> tuple[Tensor, Tensor, list[int]]:
+        """(pg_mw (S, n_gen), lmp_usd_per_mwh (S, n_bus), samples that failed) at ``theta``, cold
+        started, without gradients; never raises on a sample's failure (its rows are NaN)."""
+        sol = self.layer.solve(self.obs.pd_mw, self.obs.qd_mvar, **self.fields(theta))
+        pg, lmp = sol.value.pg_mw.double(), sol.value.lmp_usd_per_mwh.double()
+        bad = (sol.status_code != Status.CONVERGED.code) | ~torch.isfinite(pg).all(1) | ~torch.isfinite(lmp).all(1)
+        return pg, lmp, bad.nonzero().flatten().tolist()
+
     def _count(self, key: str, t0: float) -> None:
         self.timings[key] += time.perf_counter() - t0
         self.timings["n_forward"] += 1
 
     def jacobian(self, theta: Tensor, results) -> Tensor:
-        """(S, m, P) Jacobian of the weighted residuals (forward-mode KKT sensitivity); NaN for a
-        sample whose optimum has no derivative (see `observation_jacobian`'s ``skip_failed``)."""
+        """(S, m, P) Jacobian of the weighted residuals (forward-mode KKT sensitivity, at the Ipopt or
+        the torch solutions; torch with ``torch_jacobian="reverse"``: one batched reverse pass per
+        residual column, `batched.reverse_jacobian`); NaN for a sample whose optimum has no
+        derivative (see `observation_jacobian`'s ``skip_failed``)."""
+        from gridlearn.inverse import batched
         from gridlearn.inverse.sensitivity import observation_jacobian
 
         if self._jac_cache is not None and self._jac_cache[0] is results:  # same solutions: same Jacobian
             return self._jac_cache[1]
         t0 = time.perf_counter()
+        point = results
+        if self.batched and self.solver.torch_jacobian == "reverse":
+            jac = batched.reverse_jacobian(point, self.entry_weights())
+            self.timings["jacobian_s"] += time.perf_counter() - t0
+            self._jac_cache = (point, jac)
+            return jac
+        if self.batched:  # the torch solutions, read by the Ipopt path's sensitivity
+            results = batched.per_sample_results(substitute(self.network, self.unknowns, theta.detach()),
+                                                 self.solver.convention, point.solution)
         j_pg, j_lmp = observation_jacobian(self.network, self.obs, self.unknowns, theta, results,
                                            self.solver.convention, self.solver.active_tol, skip_failed=True)
         self.timings["jacobian_s"] += time.perf_counter() - t0
         jac = torch.cat([j_pg * self.weights[0] ** 0.5, j_lmp * self.weights[1] ** 0.5], dim=1)
-        self._jac_cache = (results, jac)
+        self._jac_cache = (point, jac)
         return jac
 
 
@@ -504,16 +582,14 @@ def _without_unreproduced_hours(network_prior, observations, unknowns, problem, 
     if name is None:
         return None
     problem.warm = None
-    sol = problem.layer.solve(observations.pd_mw, observations.qd_mvar, **problem.fields(starts[name]))
-    results = sol.extras["results"]
-    failed = [k for k, res in enumerate(results) if res is None]  # hours whose AC-OPF fails at this start
-    if len(failed) == len(results):
+    pg, lmp, failed = problem.solve_outputs(starts[name])  # failed: hours whose AC-OPF fails at this start
+    if len(failed) == pg.shape[0]:
         return None
     # a failed hour gets the published values (zero residual): it is left out as failed, not as a gap
-    lmp_obs = torch.zeros(len(results), problem.network.n_bus, dtype=torch.float64)
+    lmp_obs = torch.zeros_like(lmp)
     lmp_obs[:, observations.lmp_buses] = observations.lmp_usd_per_mwh.double()
-    pg = torch.stack([res.pg_mw if res is not None else observations.pg_mw[k].double() for k, res in enumerate(results)])
-    lmp = torch.stack([res.lmp_usd_per_mwh if res is not None else lmp_obs[k] for k, res in enumerate(results)])
+    pg, lmp = pg.clone(), lmp.clone()
+    pg[failed], lmp[failed] = observations.pg_mw[failed].double(), lmp_obs[failed]
     hours, gap = _unreproduced_hours(problem, problem.residuals(pg, lmp))
     hours = sorted(set(hours) | set(failed))
     n = observations.n_samples
