@@ -136,13 +136,11 @@ def test_backend_is_checked():
         InverseSolver(backend="torch", torch_jacobian="forward")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "acopf_ipm backward (issue 20 target: gradients within 1e-5 relative of the Ipopt layer's KKT backward): on "
-    "PGLib case118 at 110% of base load the torch layer's d(pg, lmp)/d c1 vector-Jacobian product differs from the "
-    "Ipopt layer's by 2.2e-4 of its largest entry (gen 0: 99.80 vs 99.77; central differences of Ipopt re-solves "
-    "give 99.771), with no constraint flagged weakly active. The inverse's default torch Jacobian ('kkt') does not "
-    "use this backward (on the study's case118 hours it agrees with Ipopt's to 2e-8, the reverse passes to 9e-4)"))
 def test_torch_layer_backward_matches_ipopt_on_case118_at_110_percent_load():
+    """PGLib case118 at 110% of base load: the torch layer's d(pg, lmp)/d c1 vector-Jacobian product is
+    the Ipopt layer's to 1e-5 of its largest entry. The barrier backward was 2.2e-4 off here (gen 0:
+    99.80 vs 99.77; central differences of Ipopt re-solves give 99.771); the active-set backward solves
+    the Ipopt layer's KKT system."""
     from gridlearn.grid.acopf_layer import ACOPFLayer
 
     net = load_case("pglib_opf_case118_ieee")
