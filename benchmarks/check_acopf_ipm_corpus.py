@@ -13,6 +13,13 @@ both converged, and the status agreement (Ipopt's InfeasibleError against INFEAS
 other Ipopt failure against a non-CONVERGED status). Cases the solver refuses (piecewise-
 linear or reactive costs: ConfigError) and cases that do not load are listed with the reason.
 Ipopt is run on scenarios until ``--case-budget-s`` is spent (the count compared is reported).
+
+Ipopt's default ``bound_relax_factor`` (1e-8) moves every bound and limit outwards, so its optimum is
+that of a slightly larger feasible set: where a limit with a large multiplier binds (case30 #57,
+multipliers ~5e5) that alone moves the objective by 1e-5 relative. Where both converged and the gap
+exceeds ``--recheck-rel`` the scenario is solved again with ``bound_relax_factor=0`` (the problem as
+stated, which the torch solver solves) and both gaps are reported (``rechecked``);
+``max_rel_objective_as_stated`` takes the re-solve's gap for those scenarios.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ def main() -> None:
     ap.add_argument("--case-budget-s", type=float, default=240.0)
     ap.add_argument("--large-bus", type=int, default=250)
     ap.add_argument("--large-scenarios", type=int, default=25)
+    ap.add_argument("--recheck-rel", type=float, default=1e-6)
     ap.add_argument("--cases", nargs="*")
     ap.add_argument("--out", default=str(HERE / "results" / "acopf_ipm_corpus.json"))
     args = ap.parse_args()
@@ -73,7 +81,7 @@ def main() -> None:
             refused.append({"case": name, "reason": f"{type(exc).__name__}: {str(exc)[:120]}"})
             continue
         ours_s = time.process_time() - t
-        rel, agree, disagree, ipopt_status = [], 0, [], []
+        rel, stated, rechecked, agree, disagree, ipopt_status = [], [], [], 0, [], []
         t0 = time.process_time()
         for b in range(B):
             if time.process_time() - t0 > args.case_budget_s:
@@ -88,13 +96,26 @@ def main() -> None:
                 st = "FAILED"
             ipopt_status.append(st)
             if st == "CONVERGED" and mine == "CONVERGED":
-                rel.append(abs(res.cost_usd_per_h[b].item() - ref.cost_usd_per_h) / abs(ref.cost_usd_per_h))
+                ours = res.cost_usd_per_h[b].item()
+                rel.append(abs(ours - ref.cost_usd_per_h) / abs(ref.cost_usd_per_h))
+                stated.append(rel[-1])
+                if rel[-1] > args.recheck_rel:
+                    try:
+                        exact = solve_acopf(net.with_(pd_mw=pd[b], qd_mvar=qd[b]), backend="direct", tol=1e-9,
+                                            bound_relax_factor=0.0).cost_usd_per_h
+                        stated[-1] = abs(ours - exact) / abs(exact)
+                    except GridlearnError as exc:  # the as-stated re-solve failing keeps the default's gap
+                        exact = f"{type(exc).__name__}"
+                    rechecked.append({"scenario": b, "rel_objective": rel[-1], "rel_objective_as_stated":
+                                      stated[-1] if not isinstance(exact, str) else None,
+                                      "ipopt_as_stated": exact if isinstance(exact, str) else "CONVERGED"})
             ok = mine == st or (st == "FAILED" and mine != "CONVERGED")
             agree += ok
             if not ok:
                 disagree.append({"scenario": b, "ipopt": st, "torch": mine})
         row = {"case": name, "n_bus": net.n_bus, "scenarios": B, "compared": len(ipopt_status),
                "both_converged": len(rel), "max_rel_objective": max(rel, default=float("nan")),
+               "max_rel_objective_as_stated": max(stated, default=float("nan")), "rechecked": rechecked,
                "statuses_agree": f"{agree}/{len(ipopt_status)}", "disagreements": disagree[:10],
                "ipopt_converged": ipopt_status.count("CONVERGED"),
                "torch_converged": sum(s.name == "CONVERGED" for s in res.status),
