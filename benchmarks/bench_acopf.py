@@ -77,7 +77,6 @@ def main() -> dict:
     from gridlearn.grid import ACOPFLayer, load_case
     from gridlearn.grid.acopf import solve_acopf, solve_acopf_pyomo_status
     from gridlearn.grid.cases import load_pandapower_net
-    from gridlearn.grid.network import Network
     from gridlearn.grid.from_pandapower import network_from_pandapower
 
     solve_acopf(load_case("case9"))  # Ipopt's first-solve warm-up, not counted

@@ -310,7 +310,6 @@ def main() -> None:
     if args.cases:
         files = [f for f in files if f.stem in args.cases]
     if not args.isolate and not args.load_only:  # imports, numba's JIT and Pyomo's first model are not any case's time
-        import pandapower.networks as pn
 
         run_one(_warm_path(), args.limit_s)
         del pn

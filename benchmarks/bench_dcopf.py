@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from bench_powerflow import case_arguments, scenarios
-from gridlearn.grid import DCOPFLayer, Network, network_from_pandapower
+from gridlearn.grid import DCOPFLayer, network_from_pandapower
 from gridlearn.grid.cases import load_pandapower_net
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -13,7 +13,6 @@ on a shared machine. Writes benchmarks/results/deq.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 

@@ -17,7 +17,6 @@ thread for both (torch.set_num_threads(1)). Writes benchmarks/results/ode.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 

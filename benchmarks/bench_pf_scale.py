@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import best_of  # noqa: E402
 from bench_powerflow import scenarios  # noqa: E402
 
-from gridlearn.grid import Network, network_from_pandapower, PowerFlowLayer  # noqa: E402
+from gridlearn.grid import network_from_pandapower, PowerFlowLayer  # noqa: E402
 from gridlearn.grid.cases import load_pandapower_net  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_powerflow import scenarios  # noqa: E402
 
-from gridlearn.grid import Network, network_from_pandapower, PowerFlowLayer  # noqa: E402
+from gridlearn.grid import network_from_pandapower, PowerFlowLayer  # noqa: E402
 from gridlearn.grid.cases import load_pandapower_net  # noqa: E402
 from gridlearn.grid.pf_newton import NewtonRaphson  # noqa: E402
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gridlearn.grid import Network, network_from_pandapower, PowerFlowLayer
+from gridlearn.grid import network_from_pandapower, PowerFlowLayer
 from gridlearn.grid.cases import load_pandapower_net
 from gridlearn.grid.pf_newton import NewtonRaphson
 

@@ -39,7 +39,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from gridlearn.implicit.satnet import MixingSettings, SATNet, satnet_solve

@@ -30,7 +30,6 @@ os.environ.setdefault("GRIDLEARN_DATA_DIR", str(REPO.parent / "shared" / "data")
 from _results import best_of  # noqa: E402
 from gridlearn.grid import load_case  # noqa: E402
 from gridlearn.grid.cases import load_pandapower_net  # noqa: E402
-from gridlearn.grid.network import Network  # noqa: E402
 from gridlearn.grid.from_pandapower import network_from_pandapower  # noqa: E402
 from gridlearn.scopf import attack_contingencies, enumerate_contingencies  # noqa: E402
 from gridlearn.scopf.dc import DCContingencyModel  # noqa: E402

@@ -16,7 +16,6 @@ hybrid (task + mse_weight * MSE, initialised from the RMSE net).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import sys
 import time

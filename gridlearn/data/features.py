@@ -8,9 +8,13 @@ the day before (yesterday's loads and temperatures) plus forecastable inputs for
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # torch is imported where the tensors are built, not for loading data
+    import torch
 
 from gridlearn.errors import DataError
 

@@ -42,7 +42,7 @@ from gridlearn.grid.acopf_kkt import (ACTIVE_TOL, BRANCH_FIELDS, THETA_FIELDS, K
 from gridlearn.grid.acopf_ipm import BatchedACOPFResult, IPMOptions, solve_acopf_batched
 from gridlearn.grid.acopf_nlp import ACOPFNLP
 from gridlearn.grid.formulations import get_convention
-from gridlearn.implicit.solution import Solution, Status
+from gridlearn.implicit.solution import Solution
 
 
 #: Ipopt options added for a sample started from an explicit ``warm_start`` result: a small

@@ -174,7 +174,7 @@ class ACOPFNLP:
 
     def constraints(self, x: np.ndarray) -> np.ndarray:
         pt = self._point(x)
-        nb, d, form = self.nb, self.d, self.form
+        d, form = self.d, self.form
         va, vm, pg, qg = form.split(pt.z)
         c_p, c_q = form.balance(pt.ends, vm, pg, qg, d.pd_pu, d.qd_pu)
         epi = d.pwl_slope * pg[d.pwl_gen] - x[self.n_free + d.pwl_var] + d.pwl_icpt

@@ -136,7 +136,7 @@ def _effective_bus_types(types: np.ndarray, bus_on: np.ndarray, gen_bus_pos: np.
 
 def _pandapower_labels(case: MatpowerCase, gen_bus_pos: np.ndarray) -> tuple[list, list]:
     """Generator and branch labels as pandapower's ``from_ppc`` would name them (see module docstring)."""
-    bus, gen, br = case.tables["bus"], case.tables["gen"], case.tables["branch"]
+    bus, br = case.tables["bus"], case.tables["branch"]
     types = bus[:, BUS_TYPE]
     seen: set[int] = set()
     counters = {"ext_grid": 0, "gen": 0, "sgen": 0}

@@ -305,7 +305,6 @@ class QPFunction(torch.autograd.Function):
         x, lam, nu = res.x, res.lam, res.nu  # duals of the scaled problem
         sig = ctx.sigma  # (B, 1)
         B, n = x.shape
-        m, k = lam.shape[-1], nu.shape[-1]
         bad = res.status != Status.CONVERGED.code
         # Elements that did not converge (NONCONVEX ones are NaN) take a finite stand-in so
         # they cannot disturb the batched solves; their gradients are set to NaN below.

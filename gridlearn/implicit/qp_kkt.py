@@ -35,9 +35,13 @@ instead of forming Q + GᵀDG (m·n²) and its n³ Cholesky.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:  # qp_tridiag imports this module
+    from gridlearn.implicit.qp_tridiag import TridiagonalPattern
 
 # m·n² above which Gᵀ diag(d) G is formed by batched matmul instead of from the
 # precomputed outer products of G's rows (memory guard).

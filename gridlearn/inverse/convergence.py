@@ -31,7 +31,6 @@ import enum
 import math
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 #: Noisy data: the remaining Gauss-Newton step must be below this many standard errors.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from scipy.optimize import least_squares
 
 from benchmarks.audit_pf_corpus import raw_system

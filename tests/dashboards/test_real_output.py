@@ -7,7 +7,6 @@ output while every fixture-based test passed.
 
 from __future__ import annotations
 
-import pytest
 
 from gridlearn.forecast import schema
 from gridlearn.results import list_runs

@@ -17,7 +17,6 @@ from gridlearn.forecast.scheduling import (
     realised_cost,
     task_loss,
 )
-from gridlearn.implicit.qp import QPLayer
 from tests.forecast._reference import scipy_schedule
 
 P = SchedulingParams()

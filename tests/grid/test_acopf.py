@@ -140,7 +140,6 @@ def test_pandapower_convention_matches_runopp(case):
     import pandapower as pp
 
     from gridlearn.grid.cases import load_pandapower_net
-    from gridlearn.grid.network import Network
     from gridlearn.grid.from_pandapower import network_from_pandapower
 
     pp_net = load_pandapower_net(f"pandapower:{case}")  # pandapower's bundled copy (runopp's published values)

@@ -319,7 +319,7 @@ def test_dcopf_refuses_several_islands_by_name():
 
 def test_pandapower_net_with_an_out_of_service_generator_converts():
     """N-1 generator studies on pandapower nets: an outage other than the last generator's."""
-    from gridlearn.grid import Network, network_from_pandapower
+    from gridlearn.grid import network_from_pandapower
 
     pp_net = load_pandapower_net("case_ACTIVSg200")  # pandapower's conversion, 11 generators out of service
     net = network_from_pandapower(pp_net)

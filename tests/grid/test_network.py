@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gridlearn.errors import DataError
-from gridlearn.grid import load_case, Network, network_from_pandapower
+from gridlearn.grid import load_case, network_from_pandapower
 from gridlearn.grid.cases import load_pandapower_net
 
 

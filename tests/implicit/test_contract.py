@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import cvxpy as cp
-import numpy as np
 import pytest
 import torch
 

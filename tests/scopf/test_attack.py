@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from gridlearn.scopf import attack_contingencies, defend, enumerate_contingencies
 from gridlearn.scopf.dispatch import base_dispatch, dispatch_series

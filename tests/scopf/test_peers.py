@@ -34,7 +34,6 @@ def _flows(pp_net, every: int = 9):
     """gridlearn's exact N-1 flows (every ``every``-th branch, non-islanding) at rundcpp's dispatch."""
     import pandapower as pp
 
-    from gridlearn.grid.network import Network
     from gridlearn.grid.from_pandapower import network_from_pandapower
 
     with warnings.catch_warnings():
