@@ -64,7 +64,8 @@ STALL_ITERATIONS = 10
 STALL_DECREASE = 1e-3
 STALL_MULTIPLIER = 1e5
 #: The Newton step's iterative refinement stops at a residual of STEP_REFINE_RTOL |rhs| (Ipopt's
-#: residual_ratio_max = 1e-10); the backward's solves keep `sparse_kkt.REFINE_RTOL`. Measured against
+#: residual_ratio_max = 1e-10); the backward's solves keep `sparse_kkt.REFINE_RTOL`. Measured once
+#: (scripts not kept; `benchmarks/check_acopf_ipm_corpus.py` rechecks statuses and objectives) against
 #: 1e-14 (32 corpus scenarios each of 9 cases): every status and converged iteration count the same
 #: but one case89pegase scenario (37 -> 36), objectives within 1.4e-14; case118 x 256 forward 1.83 ->
 #: 1.61 s (1.71 -> 0.38 refinement solves per step per chunk); the infeasible case89pegase scenarios, whose

@@ -84,8 +84,9 @@ LINEAR_SOLVERS = ("auto", "dense", "sparse")
 #: The interior point's Newton steps on the sparse path use `sparse_kkt`'s matched ordering (an
 #: equality row may follow its generator's pg or qg alone; ``KKTPattern.iteration``), the backward's
 #: factorisation at the solution (no regularisation) the constrained one (a row after all its
-#: variables). Measured (/tmp scripts, 32 corpus scenarios each of 9 cases, against the constrained
-#: order everywhere): multiply-adds per factorisation case118 236k -> 143k, case300 743k -> 694k,
+#: variables). Measured once (scripts not kept; `benchmarks/check_acopf_ipm_corpus.py` rechecks the
+#: statuses and objectives with it on), 32 corpus scenarios each of 9 cases, against the constrained
+#: order everywhere: multiply-adds per factorisation case118 236k -> 143k, case300 743k -> 694k,
 #: case30 34k -> 26k; every status and every converged iteration count the same but 3 of 12
 #: case89pegase (+-1); infeasible scenarios took more iterations to be declared so (case89pegase's 20:
 #: 1,953 -> 2,269 iterations, case300's one 56 -> 80). The
