@@ -145,3 +145,33 @@ def test_gradcheck_with_an_active_flow_limit_float64():
     x = pd[[5]].clone().requires_grad_()
     assert torch.autograd.gradcheck(lambda p: outputs(net, p, qd_mvar=qd[[5]])[:2], (x,), eps=1e-5, atol=1e-5,
                                     rtol=1e-4, fast_mode=True)
+
+
+@pytest.mark.parametrize("linear_solver", ["sparse", "dense"])
+@pytest.mark.parametrize("name", ["case14", "case39"])
+def test_a_loss_on_generators_held_at_their_bounds_has_zero_gradient(name, linear_solver):
+    """A generator at an active pmin/pmax does not move with the loads: the bordered backward's
+    solution is w = 0 exactly with the bound's multiplier carrying the cotangent. Its convergence test
+    once measured J_A w against |w| alone, which stays O(1) while w decays to 0, so these gradients
+    were refused (NaN). The Ipopt layer's gradient is 0 too; with cotangents on every output, the two
+    agree."""
+    net = load_case(name)
+    pd, qd = net.bus.pd_mw[None], net.bus.qd_mvar[None]
+    opts = IPMOptions(linear_solver=linear_solver)
+    r = solve_acopf_batched(net, pd, qd, options=opts)
+    pg = r.pg_mw[0]
+    held = ((pg - net.gen.pmin_mw).abs() < 1e-4) | ((net.gen.pmax_mw - pg).abs() < 1e-4)
+    assert bool(held.any()) and not bool(r.weakly_active[0])
+    x = pd.clone().requires_grad_()
+    out = solve_acopf_batched(net, x, qd, options=opts)
+    out.pg_mw[0, held].sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert float(x.grad.abs().max()) < 1e-9
+    w = torch.randn(1, net.n_gen, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    grads = []
+    for layer in (None, ACOPFLayer(net, ipopt_options=REFERENCE)):
+        x = pd.clone().requires_grad_()
+        o = solve_acopf_batched(net, x, qd, options=opts) if layer is None else layer(x, qd)
+        ((o.pg_mw * w).sum() + o.lmp_usd_per_mwh.sum()).backward()
+        grads.append(x.grad[0])
+    assert float((grads[0] - grads[1]).abs().max() / grads[1].abs().max()) < 1e-6
