@@ -94,6 +94,8 @@ def worker(case: str, batch: int, k: int) -> dict:
         "first_k": {"objective": res.cost_usd_per_h[:k].tolist(), "pg_mw": res.pg_mw[:k].tolist(),
                     "status": [s.name for s in res.status[:k]]},
         "grad_finite": bool(torch.isfinite(x.grad[conv]).all()),
+        # converged scenarios with a gradient (the rest: weakly active, or a backward solve not trusted)
+        "grad_rows_finite": f"{int(torch.isfinite(x.grad[conv]).all(-1).sum())}/{int(conv.sum())}",
     }
 
 
@@ -137,7 +139,8 @@ def ipopt_peer(case: str, k: int) -> dict:
             weak += 1
             continue
         bwd_times.append(time.process_time() - t)
-    fwdbwd = sum(bwd_times) / max(len(bwd_times), 1)
+    # NaN, not 0, when the layer refused every sample: no time to compare with
+    fwdbwd = sum(bwd_times) / len(bwd_times) if bwd_times else float("nan")
     return {"fwd_s_per_scenario": fwd, "fwdbwd_s_per_scenario": fwdbwd, "k": k,
             "failed_s_each": failed_s, "layer_weakly_active": weak, **out}
 
@@ -215,6 +218,7 @@ def main() -> None:
             row["agreement_first_k"] = agreement(row.pop("first_k"), ref_k)
             row["ipopt_loop_fwd_s"] = ref["fwd_s_per_scenario"] * b
             row["ipopt_loop_fwdbwd_s"] = ref["fwdbwd_s_per_scenario"] * b
+            row["ipopt_layer_weakly_active"] = f"{ref['layer_weakly_active']}/{sum(s == 'CONVERGED' for s in ref['status'])}"
             row["ipopt_per_scenario_repeats"] = {"fwd_s": ref["fwd_s_per_scenario_repeats"],
                                                  "fwdbwd_s": ref["fwdbwd_s_per_scenario_repeats"]}
             row["speedup_fwd"] = row["ipopt_loop_fwd_s"] / row["fwd_s"]
