@@ -11,8 +11,11 @@ subset with a small recursive-descent parser over numpy: numbers, ``Inf``/``NaN`
 variables, the index names, ``mpc.field`` and ``mpc.table(rows, cols)`` reads and
 assignments (``:``, a scalar, or a ``[list]`` of columns), ``+ - * / ^`` (and their
 element-wise forms), unary minus, parentheses, and the functions in `_FUNCTIONS`.
-Any other statement (``if``, ``for``, ``find``, a call to another function, ...) raises
-`DataError` naming the file and line: it is never skipped and never executed.
+``if`` / ``elseif`` / ``else`` / ``end`` blocks are followed as MATLAB would, with conditions in the
+same subset (case8387pegase: ``fixed = 0; ... if fixed ... end``): a branch not taken is skipped
+unread, a branch taken is read like the rest. Any other statement (``for``, ``while``, ``find``, a
+call to another function, ...) that would run raises `DataError` naming the file and line: it is
+never skipped and never executed.
 
 `MatpowerCase` keeps the tables as the file defines them (MATPOWER's external numbering,
 every row, out-of-service ones included), with the line each data row came from, so that
@@ -400,6 +403,68 @@ class _Reader:
         self.row_lines[name] = lines
 
 
+#: MATLAB keywords that open a block closed by ``end``.
+_OPENERS = ("if", "for", "while", "switch", "try", "parfor")
+
+
+class _Blocks:
+    """The ``if``/``elseif``/``else``/``end`` nesting around the statements being read.
+
+    One entry per open block: "run" (the branch being read), "wait" (condition false so far: a later
+    ``elseif``/``else`` may run), "done" (a branch was taken, or the block sits inside one not read).
+    Blocks other than ``if`` are only tracked inside a skipped region (so that their ``end`` is
+    matched); where they would run, they are refused."""
+
+    def __init__(self, reader: _Reader):
+        self.r = reader
+        self.stack: list[tuple[str, int]] = []
+
+    @property
+    def running(self) -> bool:
+        return all(state == "run" for state, _ in self.stack)
+
+    def _condition(self, text: str) -> bool:
+        value = np.asarray(_Parser(text, self.r).expr_all(), dtype=float)
+        return bool(value.size) and bool(np.all(value != 0))  # MATLAB: non-empty and all nonzero
+
+    def control(self, s: str) -> bool:
+        """Handle ``s`` if it is a block keyword (True), else leave it to the reader (False)."""
+        m = re.fullmatch(r"(\w+)\b\s*(.*?)\s*[;,]?", s, flags=re.S)
+        word, rest = (m.group(1), m.group(2)) if m else ("", "")
+        if word == "if":
+            if self.running:
+                self.stack.append(("run" if self._condition(rest) else "wait", self.r.line))
+            else:
+                self.stack.append(("done", self.r.line))
+            return True
+        if word in ("elseif", "else"):
+            if not self.stack:
+                raise self.r.error(f"{word} without if")
+            state, opened = self.stack.pop()
+            parent = all(st == "run" for st, _ in self.stack)
+            if state == "wait" and parent:
+                state = "run" if word == "else" or self._condition(rest) else "wait"
+            else:
+                state = "done"
+            self.stack.append((state, opened))
+            return True
+        if word == "end" and not rest:
+            if self.stack:
+                self.stack.pop()
+            return True  # with no block open: the end of the case function
+        if word in _OPENERS[1:]:
+            if self.running:  # a loop or switch would have to run: not in the subset
+                raise self.r.error(f"cannot read the statement {s[:60]!r} (no {word} blocks)")
+            self.stack.append(("done", self.r.line))
+            return True
+        return False
+
+    def close(self) -> None:
+        if self.stack:
+            self.r.line = self.stack[-1][1]
+            raise self.r.error("this block has no end")
+
+
 def _expr_all(self: _Parser):
     v = self.expr()
     if not self.done():
@@ -423,9 +488,12 @@ def read_m_file(path: str | Path) -> MatpowerCase:
         raise DataError(f"case file {path} does not exist")
     reader = _Reader(path)
     text = path.read_text(errors="replace")
+    blocks = _Blocks(reader)
     for line, stmt in _statements(text):
         reader.line = line
-        reader.run(stmt)
+        if not blocks.control(stmt.strip()) and blocks.running:
+            reader.run(stmt)
+    blocks.close()
     reader.line = 0
     if reader.strings.get("version", "2") != "2":
         raise DataError(f"{path.name}: MATPOWER case format version {reader.strings['version']!r}; only version 2 is read")

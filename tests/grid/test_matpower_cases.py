@@ -133,7 +133,7 @@ def _line_of(text: str, needle: str) -> int:
      r"line {line} \(branch row 9\): F_BUS = 99 is not a bus"),
     ("negative tap", lambda t: t.replace("\t1\t4\t0\t0.0576\t0\t250\t250\t250\t0", "\t1\t4\t0\t0.0576\t0\t250\t250\t250\t-1.05"),
      r"line {line} \(branch row 1\): TAP = -1.05"),
-    ("unparseable statement", lambda t: t + "\nif mpc.baseMVA > 1\n  mpc.baseMVA = 1;\nend\n", r"line {line}: cannot read the statement 'if"),
+    ("unparseable statement", lambda t: t + "\nfor k = 1:3\n  mpc.baseMVA = k;\nend\n", r"line {line}: cannot read the statement 'for"),
     ("unknown function", lambda t: t + "\nmpc.bus(:, 3) = rand(9, 1);\n", r"line {line}: unknown name 'rand'"),
     ("ragged matrix", lambda t: t.replace("\t9\t1\t125\t50\t", "\t9\t1\t125\t"), r"line {line}: mpc.bus row 9 has 12 columns"),
     ("inf reactance", lambda t: t.replace("\t1\t4\t0\t0.0576", "\t1\t4\t0\tInf"), r"line {line} \(branch row 1\): BR_X is inf"),
@@ -141,11 +141,41 @@ def _line_of(text: str, needle: str) -> int:
 def test_malformed_file_raises_data_error_naming_the_line(tmp_path, name, edit, match):
     path = _case9_with(tmp_path, edit)
     text = path.read_text()
-    needles = {"nan load": "NaN", "missing bus": "\t99\t4", "negative tap": "-1.05", "unparseable statement": "if mpc",
+    needles = {"nan load": "NaN", "missing bus": "\t99\t4", "negative tap": "-1.05", "unparseable statement": "for k",
                "unknown function": "rand(", "ragged matrix": "\t9\t1\t125\t", "inf reactance": "\tInf"}
     line = _line_of(text, needles[name])
     with pytest.raises(DataError, match=match.format(line=line)):
         load_case(path)
+
+
+@pytest.mark.parametrize("block, base_mva", [
+    ("flag = 0;\nif flag\n  mpc.bus(:, 3) = rand(9, 1);\nend", 100.0),  # a branch not taken is not read
+    ("flag = 1;\nif flag\n  mpc.baseMVA = 50;\nelse\n  mpc.baseMVA = 1;\nend", 50.0),
+    ("flag = 0;\nif flag\n  mpc.baseMVA = 50;\nelseif 2 - 1\n  mpc.baseMVA = 7;\nelse\n  mpc.baseMVA = 1;\nend", 7.0),
+    ("if 0\n  for k = 1:3\n    x = find(k);\n  end\nelse\n  if 1\n    mpc.baseMVA = 3;\n  end\nend", 3.0),
+])
+def test_if_blocks_are_followed_as_matlab_would(tmp_path, block, base_mva):
+    path = _case9_with(tmp_path, lambda t: t + "\n" + block + "\n")
+    assert read_m_file(path).base_mva == base_mva
+    assert read_m_file(path).tables["bus"][:, 2].tolist() == read_m_file(DATA / "case9.m").tables["bus"][:, 2].tolist()
+
+
+def test_a_taken_branch_is_read_like_the_rest_and_an_open_block_is_an_error(tmp_path):
+    path = _case9_with(tmp_path, lambda t: t + "\nflag = 1;\nif flag\n  k = find(mpc.gen(:, 9));\nend\n")
+    with pytest.raises(DataError, match=rf"line {_line_of(path.read_text(), 'k = find')}: unknown name 'find'"):
+        read_m_file(path)
+    path = _case9_with(tmp_path, lambda t: t + "\nif 1\n  mpc.baseMVA = 5;\n")
+    with pytest.raises(DataError, match=rf"line {_line_of(path.read_text(), 'if 1')}: this block has no end"):
+        read_m_file(path)
+
+
+def test_case8387pegase_loads_with_its_fixed_switch_off():
+    """The file sets ``fixed = 0`` and wraps the optional fixing of 615 units in ``if fixed ... end``:
+    with the switch off their bounds stay infinite in the file, and `load_case` reads the case."""
+    case = read_m_file(DATA / "case8387pegase.m")
+    gen = case.tables["gen"]
+    assert gen.shape[0] == 1865
+    assert int((np.isinf(gen[:, 8]) & np.isinf(gen[:, 9])).sum()) == 615
 
 
 def test_transformed_values_are_validated_after_the_statements(tmp_path):
