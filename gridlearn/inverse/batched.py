@@ -14,12 +14,12 @@ The Jacobian (Levenberg-Marquardt, the identifiability report), ``InverseSolver.
 - ``"reverse"``: one reverse pass of the layer's implicit-function backward per residual column,
   with the cotangent ``e_j`` on column j of every sample (m passes for the (S, m, P) Jacobian).
 
-Measured at 20 samples (`benchmarks/bench_inverse_backends.py`), "kkt" vs "reverse": case14
-(19 columns) 0.07 vs 0.10 s, case30 (36) 0.13 vs 0.48 s, PGLib case57 (64) 0.15 vs 0.54 s, PGLib
-case118 (172) 0.19 vs 2.08 s. Against the Ipopt path's Jacobian (max difference over its largest
-entry): "kkt" 1e-8 to 3e-6, "reverse" 2e-8 to 4e-7 on case14-57 but 1.2e-3 on case118 (the
-layer's backward, see the xfail test in tests/inverse/test_backends.py); and "reverse" leaves out
-3 of case30's 20 samples whose backward solve the layer does not trust.
+Measured at 20 samples (`benchmarks/bench_inverse_backends.py` -> results/inverse_backends.json and
+inverse_backends_case118.json), "kkt" vs "reverse": case14 (19 columns) 0.04 vs 0.06 s, case30 (36)
+0.05 vs 0.19 s, PGLib case57 (64) 0.06 vs 0.42 s, PGLib case118 (172) 0.15 vs 2.6 s. Against the
+Ipopt path's Jacobian (max difference over its largest entry) both agree to the digits shown:
+1.4e-8, 3.2e-6 (case30: the Ipopt solutions' own tolerance), 2.9e-8, 1.9e-8. Samples left out on
+case118: the Ipopt path and "kkt" 5 of 20 (its weak-activity test), "reverse" 1 (the layer's).
 
 Failures, as the Ipopt path's (`recovery`): a sample that does not converge makes the solve
 raise `SolverFailure` (the trial point is rejected); a sample without a derivative raises
