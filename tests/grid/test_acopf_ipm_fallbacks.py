@@ -86,7 +86,8 @@ def test_backward_with_zero_sparse_pivots_is_redone_densely(monkeypatch):
     """Without the inactive rows' small term, the sparse static-order factor of the backward's
     K_rho has zero pivots (qg has no curvature): the backward solves those scenarios on the dense
     LDLᵀ instead, whose Bunch-Kaufman pivoting needs no nonzero diagonal, and gets the dense path's
-    gradient."""
+    gradient (to 1e-6: the two paths' solutions agree to their tolerance, and scenario 1's polish
+    to 1e-11 succeeds on the dense path only; a wrong solve would be O(1) off)."""
     net = load_case("case30")
     pd, qd = corpus_loads(net)
     idx = [0, 1]
@@ -104,7 +105,7 @@ def test_backward_with_zero_sparse_pivots_is_redone_densely(monkeypatch):
         grads.append(x.grad)
         assert calls == ([] if ls == "dense" else [[0, 1]])
     assert torch.isfinite(grads[1]).all()
-    assert float((grads[1] - grads[0]).abs().max() / grads[0].abs().max()) < 1e-8
+    assert float((grads[1] - grads[0]).abs().max() / grads[0].abs().max()) < 1e-6
 
 
 def test_backward_error_flags_a_wrong_solution():

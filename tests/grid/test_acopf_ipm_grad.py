@@ -175,3 +175,22 @@ def test_a_loss_on_generators_held_at_their_bounds_has_zero_gradient(name, linea
         ((o.pg_mw * w).sum() + o.lmp_usd_per_mwh.sum()).backward()
         grads.append(x.grad[0])
     assert float((grads[0] - grads[1]).abs().max() / grads[1].abs().max()) < 1e-6
+
+
+def test_with_gradients_the_iteration_polishes_and_a_failed_polish_changes_nothing(case9, monkeypatch):
+    """With gradients asked for, each scenario goes on from tol to `solve.POLISH_TOL` in the same batch
+    (the backward's active set needs it, `_Solver._polish`); a polish that cannot get there gives back
+    the iterate that converged at tol, bit for bit the solve without gradients."""
+    from gridlearn.grid.acopf_ipm import solve as ipm_solve
+
+    pd = case9.bus.pd_mw * torch.tensor([[0.8], [1.0], [1.2]], dtype=torch.float64)
+    plain = solve_acopf_batched(case9, pd)
+    assert bool((plain.residuals["error"] > ipm_solve.POLISH_TOL).all())
+    polished = solve_acopf_batched(case9, pd.clone().requires_grad_())
+    assert polished.status == plain.status
+    assert bool((polished.residuals["error"] <= ipm_solve.POLISH_TOL).all())
+    assert torch.allclose(polished.cost_usd_per_h.detach(), plain.cost_usd_per_h, rtol=1e-8)
+    monkeypatch.setattr(ipm_solve, "POLISH_TOL", 1e-30)
+    failed = solve_acopf_batched(case9, pd.clone().requires_grad_())
+    assert failed.status == plain.status
+    assert torch.equal(failed.pg_mw.detach(), plain.pg_mw) and torch.equal(failed.vm_pu.detach(), plain.vm_pu)

@@ -120,12 +120,23 @@ class IPMState:
     suspect: Tensor  # (B,) consecutive iterations with diverging multipliers
     stall: Tensor | None = None  # (B,) consecutive iterations of a stalled infeasible iterate (STALL_*)
     primal_ref: Tensor | None = None  # (B,) primal infeasibility when the stall count last restarted
+    #: (B,) `iterate`'s polish (its ``polish`` argument): NOT_POLISHED, steps taken since the scenario
+    #: converged at ``tol`` (>= 0, while it goes on to the polish tolerance), POLISHED, or POLISH_FAILED
+    #: (the polish did not get there: the state is the one that converged at ``tol``).
+    polish: Tensor | None = None
 
     def __post_init__(self):
         if self.stall is None:
             self.stall = torch.zeros_like(self.suspect)
         if self.primal_ref is None:
             self.primal_ref = torch.full_like(self.primal, float("inf"))
+        if self.polish is None:
+            self.polish = torch.full_like(self.suspect, NOT_POLISHED)
+
+
+NOT_POLISHED, POLISHED, POLISH_FAILED = -1, -2, -3
+#: What a polish that fails restores: the iterate that converged at ``tol``.
+_SNAPSHOT = ("x", "s", "lam", "mu", "gamma", "error", "primal", "delta_last")
 
 
 def _numba_ok(*ts: Tensor) -> bool:
@@ -208,13 +219,20 @@ def _fraction_to_boundary(v: Tensor, dv: Tensor, tau: Tensor) -> Tensor:
 
 
 def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor, Tensor, Tensor], state: IPMState,
-            opts: IPMOptions) -> IPMState:
-    """Run the interior point until every scenario of ``state`` has a status (see the module docstring)."""
+            opts: IPMOptions, polish: tuple[float, int] | None = None) -> IPMState:
+    """Run the interior point until every scenario of ``state`` has a status (see the module docstring).
+
+    ``polish=(tol_p, steps)``: a scenario that converges at ``opts.tol`` goes on, in the same batch, to
+    ``tol_p`` in at most ``steps`` more iterations (`IPMState.polish`); one that does not get there gets
+    back the iterate that converged at ``opts.tol`` (POLISH_FAILED), CONVERGED either way. For the
+    backward's active set (`solve._Solver._polish`): in the batch, each extra iteration costs what the
+    others do, where a separate call afterwards costs about twice per scenario (case118 x 256)."""
     s_f_all, s_c_all, s_h_all = scales
     tol = opts.tol
     pat = pat.iteration or pat  # the Newton steps' ordering (`kkt.ITERATION_MATCHED`)
     cached = None  # (scenarios, values-only evaluation at their new iterate): the accepted line-search trials
-    for _ in range(opts.max_iter + 1):
+    snap = None  # `_SNAPSHOT` of the scenarios being polished, at the iterate that converged at tol
+    for _ in range(opts.max_iter + 1 + (polish[1] if polish else 0)):
         act = torch.nonzero(state.status == RUNNING).squeeze(-1)
         if act.numel() == 0:
             break
@@ -236,6 +254,22 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
         done = ((err0 <= tol) & (dual_u <= opts.dual_inf_tol) & (viol_u <= opts.constr_viol_tol)
                 & (comp_u <= opts.compl_inf_tol))
         status = torch.where(done, Status.CONVERGED.code, status)
+        if polish is not None:
+            pol = state.polish[act]
+            going = pol >= 0
+            fine = done & (err0 <= polish[0])
+            start = done & ~fine & ~going  # converged at tol just now: remember this iterate, go on
+            if bool(start.any()):
+                if snap is None:
+                    snap = {name: getattr(state, name).clone() for name in _SNAPSHOT}
+                rows = act[start]
+                here = {"x": x, "s": s, "lam": lam, "mu": mu, "gamma": gamma, "error": err0, "primal": primal,
+                        "delta_last": state.delta_last[act]}
+                for name in _SNAPSHOT:
+                    snap[name][rows] = here[name][start]
+            status = torch.where(done & ~fine, RUNNING, status)
+            status = torch.where(going & (pol >= polish[1]), Status.CONVERGED.code, status)  # restored below
+            state.polish[act] = torch.where(start, torch.zeros_like(pol), torch.where(fine, POLISHED, pol))
         finite = torch.isfinite(err0) & torch.isfinite(x).all(-1)
         status = torch.where(~finite, Status.NUMERICAL.code, status)
         # Local infeasibility: multipliers diverging while grad f is negligible against J^T y.
@@ -267,12 +301,13 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
         # Only the complementarity part of the error depends on gamma.
         s_d_opt, s_c_opt = _optimality_scales(st, lam, mu)
         err_fixed = torch.maximum(dual / s_d_opt, primal)
+        floor = tol / 10 if polish is None else torch.where(state.polish[act] >= 0, polish[0] / 10, tol / 10)
         for _k in range(5):
             err_mu = torch.maximum(err_fixed, _complementarity(st, s, mu, gamma) / s_c_opt)
             dec = err_mu <= 10.0 * gamma
             if not bool(dec.any()):
                 break
-            new = torch.clamp(torch.minimum(0.2 * gamma, gamma ** 1.5), min=tol / 10)
+            new = torch.clamp(torch.minimum(0.2 * gamma, gamma ** 1.5), min=floor)
             dec = dec & (new < gamma)
             if not bool(dec.any()):
                 break
@@ -306,9 +341,18 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
             else:
                 getattr(state, name)[act] = v
         state.iters[act] += 1
+        if polish is not None:
+            state.polish[act] += (state.polish[act] >= 0).to(state.polish.dtype)
         bad = torch.nonzero(~ok).squeeze(-1)
         if bad.numel():
             state.status[act[bad]] = Status.NUMERICAL.code
+    if polish is not None:  # a polish that stopped short of tol_p (any status): back to where it converged
+        rows = torch.nonzero(state.polish >= 0).squeeze(-1)
+        if rows.numel():
+            for name in _SNAPSHOT:
+                getattr(state, name)[rows] = snap[name][rows]
+            state.status[rows] = Status.CONVERGED.code
+            state.polish[rows] = POLISH_FAILED
     return state
 
 
