@@ -178,19 +178,37 @@ def test_a_loss_on_generators_held_at_their_bounds_has_zero_gradient(name, linea
 
 
 def test_with_gradients_the_iteration_polishes_and_a_failed_polish_changes_nothing(case9, monkeypatch):
-    """With gradients asked for, each scenario goes on from tol to `solve.POLISH_TOL` in the same batch
-    (the backward's active set needs it, `_Solver._polish`); a polish that cannot get there gives back
-    the iterate that converged at tol, bit for bit the solve without gradients."""
+    """With gradients asked for, a scenario whose active set is ambiguous at tol goes on in the same batch
+    until it is not, or its error is below `solve.POLISH_TOL` (the backward's active set needs it,
+    `_Solver._polish`); a polish that cannot get there gives back the best converged iterate on the way,
+    with the same status and an error no larger than the solve without gradients."""
+    from gridlearn.grid.acopf_ipm import ipm
     from gridlearn.grid.acopf_ipm import solve as ipm_solve
 
     pd = case9.bus.pd_mw * torch.tensor([[0.8], [1.0], [1.2]], dtype=torch.float64)
     plain = solve_acopf_batched(case9, pd)
-    assert bool((plain.residuals["error"] > ipm_solve.POLISH_TOL).all())
+    seen = []
+    run = ipm_solve._Solver.run
+
+    def spy(self):
+        out = run(self)
+        seen.extend((ch.state.polish.clone(), ch.state.error.clone(), ipm_solve._separation(self.st, ch))
+                    for ch in self.chunks)
+        return out
+
+    monkeypatch.setattr(ipm_solve._Solver, "run", spy)
     polished = solve_acopf_batched(case9, pd.clone().requires_grad_())
     assert polished.status == plain.status
-    assert bool((polished.residuals["error"] <= ipm_solve.POLISH_TOL).all())
+    (state, error, separation), = seen
+    assert bool((state == ipm.POLISHED).all())
+    assert bool(((error <= ipm_solve.POLISH_TOL) | (separation >= ipm_solve.POLISH_SEPARATION)).all())
+    assert bool((polished.residuals["error"] <= plain.residuals["error"]).all())
+    assert bool((polished.residuals["error"] < ipm_solve.POLISH_TOL).any())  # scenario 2 was ambiguous
     assert torch.allclose(polished.cost_usd_per_h.detach(), plain.cost_usd_per_h, rtol=1e-8)
+    monkeypatch.undo()
     monkeypatch.setattr(ipm_solve, "POLISH_TOL", 1e-30)
+    monkeypatch.setattr(ipm_solve, "POLISH_SEPARATION", float("inf"))
+    monkeypatch.setattr(ipm_solve, "POLISH_STEPS", 1)
     failed = solve_acopf_batched(case9, pd.clone().requires_grad_())
     assert failed.status == plain.status
-    assert torch.equal(failed.pg_mw.detach(), plain.pg_mw) and torch.equal(failed.vm_pu.detach(), plain.vm_pu)
+    assert bool((failed.residuals["error"] <= plain.residuals["error"]).all())

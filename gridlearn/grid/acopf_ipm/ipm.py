@@ -121,8 +121,8 @@ class IPMState:
     stall: Tensor | None = None  # (B,) consecutive iterations of a stalled infeasible iterate (STALL_*)
     primal_ref: Tensor | None = None  # (B,) primal infeasibility when the stall count last restarted
     #: (B,) `iterate`'s polish (its ``polish`` argument): NOT_POLISHED, steps taken since the scenario
-    #: converged at ``tol`` (>= 0, while it goes on to the polish tolerance), POLISHED, or POLISH_FAILED
-    #: (the polish did not get there: the state is the one that converged at ``tol``).
+    #: converged at ``tol`` (>= 0, while it goes on), POLISHED, or POLISH_FAILED (it did not get there:
+    #: the state is the best converged iterate on the way).
     polish: Tensor | None = None
 
     def __post_init__(self):
@@ -135,7 +135,7 @@ class IPMState:
 
 
 NOT_POLISHED, POLISHED, POLISH_FAILED = -1, -2, -3
-#: What a polish that fails restores: the iterate that converged at ``tol``.
+#: What a polish that fails restores: the converged iterate with the smallest error on the way.
 _SNAPSHOT = ("x", "s", "lam", "mu", "gamma", "error", "primal", "delta_last")
 
 
@@ -218,15 +218,28 @@ def _fraction_to_boundary(v: Tensor, dv: Tensor, tau: Tensor) -> Tensor:
     return torch.clamp(ratio.amin(-1), max=1.0)
 
 
+def separation_ratio(ev: Evaluation, s: Tensor, mu: Tensor, s_f: Tensor, s_h: Tensor) -> Tensor:
+    """(B,) the smallest ratio max/min of an inequality's unscaled slack and its multiplier divided by the
+    objective gradient's size (what `acopf_kkt.complementarity_classes` compares): below ~1e3 a later
+    iterate may classify that constraint the other way."""
+    if s.shape[-1] == 0:
+        return torch.full_like(s_f, float("inf"))
+    g_scale = (ev.grad_f / s_f[:, None]).abs().amax(-1).clamp_min(1e-12)
+    slack, mult = s / s_h, mu * s_h / s_f[:, None] / g_scale[:, None]
+    return (torch.maximum(slack, mult) / torch.minimum(slack, mult).clamp_min(1e-300)).amin(-1)
+
+
 def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor, Tensor, Tensor], state: IPMState,
             opts: IPMOptions, polish: tuple[float, int] | None = None) -> IPMState:
     """Run the interior point until every scenario of ``state`` has a status (see the module docstring).
 
-    ``polish=(tol_p, steps)``: a scenario that converges at ``opts.tol`` goes on, in the same batch, to
-    ``tol_p`` in at most ``steps`` more iterations (`IPMState.polish`); one that does not get there gets
-    back the iterate that converged at ``opts.tol`` (POLISH_FAILED), CONVERGED either way. For the
-    backward's active set (`solve._Solver._polish`): in the batch, each extra iteration costs what the
-    others do, where a separate call afterwards costs about twice per scenario (case118 x 256)."""
+    ``polish=(tol_p, steps, separation)``: a scenario that converges at ``opts.tol`` with an ambiguous
+    active set (`separation_ratio` below ``separation``) goes on, in the same batch, until its error is
+    at most ``tol_p`` or the active set is no longer ambiguous, in at most ``steps`` more iterations
+    (`IPMState.polish`); one that does not get there gets back the converged iterate with the smallest
+    error on the way (POLISH_FAILED), CONVERGED either way. For the backward's active set
+    (`solve._Solver._polish`): in the batch, each extra iteration costs what the others do, where a
+    separate call afterwards costs about twice per scenario (case118 x 256)."""
     s_f_all, s_c_all, s_h_all = scales
     tol = opts.tol
     pat = pat.iteration or pat  # the Newton steps' ordering (`kkt.ITERATION_MATCHED`)
@@ -257,11 +270,14 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
         if polish is not None:
             pol = state.polish[act]
             going = pol >= 0
-            fine = done & (err0 <= polish[0])
+            fine = done & ((err0 <= polish[0]) | (separation_ratio(ev, s, mu, s_f, s_h) >= polish[2]))
             start = done & ~fine & ~going  # converged at tol just now: remember this iterate, go on
-            if bool(start.any()):
+            # ... and a better converged iterate on the way replaces it (restored if the polish fails)
+            better = done & ~fine & going & (err0 < snap["error"][act] if snap is not None else going)
+            if bool((start | better).any()):
                 if snap is None:
                     snap = {name: getattr(state, name).clone() for name in _SNAPSHOT}
+                start = start | better
                 rows = act[start]
                 here = {"x": x, "s": s, "lam": lam, "mu": mu, "gamma": gamma, "error": err0, "primal": primal,
                         "delta_last": state.delta_last[act]}
@@ -269,7 +285,7 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
                     snap[name][rows] = here[name][start]
             status = torch.where(done & ~fine, RUNNING, status)
             status = torch.where(going & (pol >= polish[1]), Status.CONVERGED.code, status)  # restored below
-            state.polish[act] = torch.where(start, torch.zeros_like(pol), torch.where(fine, POLISHED, pol))
+            state.polish[act] = torch.where(start & ~going, torch.zeros_like(pol), torch.where(fine, POLISHED, pol))
         finite = torch.isfinite(err0) & torch.isfinite(x).all(-1)
         status = torch.where(~finite, Status.NUMERICAL.code, status)
         # Local infeasibility: multipliers diverging while grad f is negligible against J^T y.

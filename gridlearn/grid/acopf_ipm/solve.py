@@ -39,7 +39,7 @@ from gridlearn.grid.adequacy import active_power_shortfall_mw
 from gridlearn.grid.acopf_recovery import flat_start
 from gridlearn.grid.acopf_ipm import sparse_kkt
 from gridlearn.grid.acopf_ipm.ipm import (POLISH_FAILED, POLISHED, RUNNING, IPMOptions, IPMState, _jh_dot, _jht, _jt,
-                                          iterate, optimality, unscaled_errors)
+                                          iterate, optimality, separation_ratio, unscaled_errors)
 from gridlearn.grid.acopf_ipm.kkt import KKTPattern, assemble, factor_with_inertia_correction, kkt_pattern
 from gridlearn.grid.acopf_ipm.problem import (Scenarios, Structure, build_structure, evaluate, gradient_scaling,
                                               lagrangian_hessian, objective_hessian_diagonal, scenarios_from, to_z)
@@ -223,10 +223,13 @@ INACTIVE_SIGMA = 1e-6
 #: is then silently off (case39 corpus #23: slack 1.05e-4, multiplier 9e-7 (ratio 116), 1e-2 off the
 #: Ipopt layer; at tol 1e-11 slack 2.8e-8, multiplier 5.3e-7: active). A scenario whose polish does not
 #: converge in POLISH_STEPS iterations keeps its forward result and gets no gradient (weakly active).
-#: Nearly every scenario has such a constraint (case118 x 256: 253), so the iteration itself goes on to
-#: POLISH_TOL once a scenario converges (`ipm.iterate`'s ``polish``): case118 x 256 forward with
-#: gradients 1.44 -> 1.30 s (487 -> 347 extra iterations) against polishing afterwards in a second
-#: call; `_Solver._polish` is left with what that did not polish (retries, failures).
+#: Nearly every scenario has such a constraint (case118 x 256: 253), so the iteration itself goes on
+#: once a scenario converges, until its error is below POLISH_TOL or no constraint is within
+#: POLISH_SEPARATION (`ipm.iterate`'s ``polish``): case118 x 256 forward with gradients 1.44 -> 1.30 s
+#: (487 -> 283 extra iterations) against polishing afterwards in a second call. The separation stop
+#: matters where POLISH_TOL is out of reach (case300, where Ipopt too ends ACCEPTABLE at tol 1e-11): a
+#: polish that stopped only at POLISH_TOL failed on 5 of 7 scenarios and left them without a gradient.
+#: `_Solver._polish` is left with what that did not polish (retries, failures).
 POLISH_SEPARATION = 1e3
 POLISH_TOL = 1e-11
 POLISH_STEPS = 30
@@ -258,11 +261,9 @@ def _classify(st: Structure, ch: _Chunk) -> tuple[Tensor, Tensor]:
 
 
 def _separation(st: Structure, ch: _Chunk) -> Tensor:
-    """(B,) the smallest ratio max(slack, multiplier) / min(slack, multiplier) over the inequalities."""
-    slack, mult = _slacks_and_multipliers(st, ch)
-    if not st.n_ineq:
-        return torch.full_like(slack[:, 0] if slack.dim() > 1 and slack.shape[1] else ch.scales[0], float("inf"))
-    return (torch.maximum(slack, mult) / torch.minimum(slack, mult).clamp_min(1e-300)).amin(-1)
+    """(B,) `ipm.separation_ratio` at the chunk's final iterate."""
+    s_f, _, s_h = ch.scales
+    return separation_ratio(_final_evaluation(st, ch), ch.state.s, ch.state.mu, s_f, s_h)
 
 
 def _bordered_solve(st: Structure, fac, ev, active: Tensor, rho: Tensor, sig_i: Tensor, v: Tensor,
@@ -377,9 +378,9 @@ class _Solver:
             x0 = torch.where(ok[:, None], _push(st, self.warm["x"].to(self.device, self.dtype), opts.warm_bound_push), x0)
         x = torch.full((self.batch, st.n), float("nan"), dtype=self.dtype, device=self.device)
         lam = torch.full((self.batch, st.n_eq), float("nan"), dtype=self.dtype, device=self.device)
-        # With gradients asked for, every scenario goes on to POLISH_TOL in the batch once it converges
-        # (`_polish` says why): nearly all need it (case118 x 256: 253 of 256 have an ambiguous active set).
-        polish = (POLISH_TOL, POLISH_STEPS) if self.needs_grad and opts.tol > POLISH_TOL else None
+        # With gradients asked for, a scenario with an ambiguous active set goes on in the batch once it
+        # converges (`_polish` says why): nearly all (case118 x 256: 253 of 256).
+        polish = (POLISH_TOL, POLISH_STEPS, POLISH_SEPARATION) if self.needs_grad and opts.tol > POLISH_TOL else None
         for lo in range(0, self.batch, opts.chunk):
             idx = torch.arange(lo, min(lo + opts.chunk, self.batch), device=self.device)
             self.chunks.append(_solve_chunk(st, self.pat, sc_all.take(idx), x0[idx], self.warm, opts, idx,
@@ -407,7 +408,7 @@ class _Solver:
         st = self.st
         failed = torch.zeros(ch.idx.shape[0], dtype=torch.bool, device=ch.idx.device)
         conv = ch.state.status == Status.CONVERGED.code
-        rows = torch.nonzero(conv & (_separation(st, ch) < POLISH_SEPARATION) & (ch.state.polish != POLISHED)).squeeze(-1)
+        rows = torch.nonzero(conv & (ch.state.polish != POLISHED) & (_separation(st, ch) < POLISH_SEPARATION)).squeeze(-1)
         if rows.numel() == 0 or self.opts.tol <= POLISH_TOL:
             return failed
         opts = dataclasses.replace(self.opts, tol=POLISH_TOL, max_iter=POLISH_STEPS)
@@ -627,7 +628,7 @@ def solve_acopf_batched(network, pd_mw: Tensor | None = None, qd_mvar: Tensor | 
 def _pack(solver: _Solver, x: Tensor, lam: Tensor, thetas, elapsed: float) -> BatchedACOPFResult:
     """Physical outputs from (x, lam) by differentiable torch (so gradients flow through them)."""
     st, d = solver.st, solver.d
-    B, base, nb, ng = solver.batch, d.base_mva, d.n_bus, d.n_gen
+    base, nb = d.base_mva, d.n_bus
     sc = solver.scenarios(thetas)
     z = to_z(st, x)
     va, vm, pg, qg = sc.form.split(z)
