@@ -113,7 +113,9 @@ def run_case(name: str, n: int, n_fd: int, ipopt_tol: float, fd_step: float) -> 
                 row = {"scenario": b, "direction": j, "fd": float(fd[b])}
                 for label, g in (("ipopt", refs.get(b)), ("sparse", grads["sparse"][b]), ("dense", grads["dense"][b])):
                     dd = None if g is None else float((g * dirs[j, b]).sum())
-                    row[label] = None if dd is None or dd != dd else abs(dd - float(fd[b])) / max(abs(float(fd[b])), 1e-300)
+                    # None: no gradient, or a re-solve that did not converge (NaN difference)
+                    row[label] = (None if dd is None or dd != dd or not bool(torch.isfinite(fd[b]))
+                                  else abs(dd - float(fd[b])) / max(abs(float(fd[b])), 1e-300))
                 fd_rows.append(row)
     compared = [r for r in rows if "reference" not in r]
     summary = {"scenarios": n, "reference_refused": n - len(compared), "reference_time_s": t_ref, "times": times}
