@@ -230,7 +230,7 @@ def separation_ratio(ev: Evaluation, s: Tensor, mu: Tensor, s_f: Tensor, s_h: Te
 
 
 def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor, Tensor, Tensor], state: IPMState,
-            opts: IPMOptions, polish: tuple[float, int] | None = None) -> IPMState:
+            opts: IPMOptions, polish: tuple[float, int, float] | None = None) -> IPMState:
     """Run the interior point until every scenario of ``state`` has a status (see the module docstring).
 
     ``polish=(tol_p, steps, separation)``: a scenario that converges at ``opts.tol`` with an ambiguous

@@ -18,6 +18,9 @@ A scenario that did not converge has NaN outputs and NaN gradients (a parameter 
 batch gets NaN if any scenario failed); so has a converged one with a weakly active constraint
 (the Ipopt layer's test), where the solution map has no derivative (``strict_gradients=True``:
 `SolverFailure`), and one whose bordered solve does not settle (`BACKWARD_RTOL`).
+When any input requires grad, a scenario whose active set is ambiguous at ``tol`` is iterated on
+until it is not (`POLISH_TOL`, `POLISH_SEPARATION`): its outputs are then a more accurate solution
+than the same call without gradients gives (the same optimum, to the tolerance).
 """
 
 from __future__ import annotations
@@ -142,7 +145,7 @@ def _push(st: Structure, x: Tensor, push: float) -> Tensor:
 
 
 def _solve_chunk(st, pat, sc, x0, warm, opts, idx, proven: Tensor | None = None,
-                 polish: tuple[float, int] | None = None) -> _Chunk:
+                 polish: tuple[float, int, float] | None = None) -> _Chunk:
     """Solve scenarios ``idx``; those ``proven`` (bool (B,), `_Solver.proven`) infeasible start INFEASIBLE
     and are not iterated; ``polish``: `ipm.iterate`'s."""
     bsz = x0.shape[0]
