@@ -26,7 +26,7 @@ from dashboards.common import LoadedRun, read_table, require_numeric
 from gridlearn.errors import DataError
 from gridlearn.results import RunRecord
 
-from gridlearn.inverse.schema import ADMITTANCE, PARAMETERS, RECOVERY  # noqa: E402 - the study's own schema
+from gridlearn.inverse.schema import ADMITTANCE, PARAMETERS, RECOVERY, STUDY  # noqa: E402, F401 - the study's own schema (STUDY: re-exported for the page)
 
 RECOVERY_TABLE, PARAMETERS_TABLE, ADMITTANCE_TABLE = RECOVERY.name, PARAMETERS.name, ADMITTANCE.name
 RECOVERY_NUMERIC, RECOVERY_COLUMNS = RECOVERY.numeric, RECOVERY.required

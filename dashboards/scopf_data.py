@@ -23,7 +23,7 @@ from dashboards.common import LoadedRun, read_table, require_numeric
 from gridlearn.errors import DataError
 from gridlearn.results import RunRecord
 
-from gridlearn.scopf.schema import ATTACK, DEFENCE, SUMMARY  # noqa: E402 - the study's own schema
+from gridlearn.scopf.schema import ATTACK, DEFENCE, STUDY, SUMMARY  # noqa: E402, F401 - the study's own schema (STUDY: re-exported for the page)
 
 ATTACK_TABLE, SUMMARY_TABLE, DEFENCE_TABLE = ATTACK.name, SUMMARY.name, DEFENCE.name
 ATTACK_NUMERIC, ATTACK_COLUMNS = ATTACK.numeric, ATTACK.names

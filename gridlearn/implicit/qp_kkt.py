@@ -35,13 +35,9 @@ instead of forming Q + GᵀDG (m·n²) and its n³ Cholesky.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-
-if TYPE_CHECKING:  # qp_tridiag imports this module
-    from gridlearn.implicit.qp_tridiag import TridiagonalPattern
 
 # m·n² above which Gᵀ diag(d) G is formed by batched matmul instead of from the
 # precomputed outer products of G's rows (memory guard).
@@ -67,7 +63,7 @@ class QPData:
     b: Tensor
     GG: "GramRows | None" = None
     qf: "QFactor | None" = None
-    tri: "TridiagonalPattern | None" = None  # set when H is tridiagonal (`qp_tridiag`)
+    tri: "TridiagonalPattern | None" = None  # noqa: F821 - `qp_tridiag`'s (it imports this module); set when H is tridiagonal
 
     @property
     def n(self) -> int:
