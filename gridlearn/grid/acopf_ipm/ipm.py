@@ -244,7 +244,7 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
     tol = opts.tol
     pat = pat.iteration or pat  # the Newton steps' ordering (`kkt.ITERATION_MATCHED`)
     cached = None  # (scenarios, values-only evaluation at their new iterate): the accepted line-search trials
-    snap = None  # `_SNAPSHOT` of the scenarios being polished, at the iterate that converged at tol
+    snap = None  # `_SNAPSHOT` of the scenarios being polished: their best converged iterate so far
     for _ in range(opts.max_iter + 1 + (polish[1] if polish else 0)):
         act = torch.nonzero(state.status == RUNNING).squeeze(-1)
         if act.numel() == 0:
@@ -362,7 +362,7 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
         bad = torch.nonzero(~ok).squeeze(-1)
         if bad.numel():
             state.status[act[bad]] = Status.NUMERICAL.code
-    if polish is not None:  # a polish that stopped short of tol_p (any status): back to where it converged
+    if polish is not None:  # a polish that stopped short (any status): back to its best converged iterate
         rows = torch.nonzero(state.polish >= 0).squeeze(-1)
         if rows.numel():
             for name in _SNAPSHOT:
