@@ -109,8 +109,10 @@ class ACOPFLayer(torch.nn.Module):
             raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
         self.ipm_options = ipm_options or IPMOptions()
-        # The KKT backward has no epigraph or reactive-cost terms: refuse such costs (ConfigError).
-        if getattr(network, "pwl_cost", None) is not None or getattr(network, "reactive_cost", None) is not None:
+        # The Ipopt layer's KKT backward has no epigraph or reactive-cost terms: it refuses such costs
+        # (ConfigError); the torch interior point models both.
+        if backend == "ipopt" and (getattr(network, "pwl_cost", None) is not None
+                                   or getattr(network, "reactive_cost", None) is not None):
             check_costs(network, convex=True)  # raises the ConfigError that names them
         self.network = network
         self.convention = get_convention(convention)

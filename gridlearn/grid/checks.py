@@ -114,11 +114,12 @@ def check_costs(network: NetworkTables, convex: bool = True, pwl: bool = False, 
     if network.pwl_cost is not None and not pwl:
         gens = [network.gen.labels[i] for i in network.pwl_cost.generators()][:5]
         raise ConfigError(f"{network.name or 'the network'} has piecewise-linear costs (generators {gens}); only "
-                          "solve_acopf and DCOPFLayer model them (epigraph): use one of those, or give the "
-                          "generators polynomial costs")
+                          "solve_acopf, solve_acopf_batched, ACOPFLayer(backend='torch') and DCOPFLayer model "
+                          "them (epigraph): use one of those, or give the generators polynomial costs")
     if network.reactive_cost is not None and not reactive:
         raise ConfigError(f"{network.name or 'the network'} prices reactive power (a second block of gencost rows); "
-                          "only solve_acopf models that: use it, or drop network.reactive_cost")
+                          "only solve_acopf, solve_acopf_batched and ACOPFLayer(backend='torch') model that: use one of "
+                          "those, or drop network.reactive_cost")
     g = network.gen
     for name in sorted(_COST_FIELDS):
         v = getattr(g, name).detach()

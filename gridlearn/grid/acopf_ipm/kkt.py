@@ -52,7 +52,7 @@ class KKTPattern:
     n: int
     n_eq: int
     hes: Tensor  # Lagrangian Hessian entries
-    obj: Tensor  # objective diagonal in pg (n_gen)
+    obj: Tensor  # objective diagonal (`Structure.obj_cols`: pg, then qg where reactive power is priced)
     jc_low: Tensor  # Jc at (n + row, col)
     jc_up: Tensor  # Jc^T at (col, n + row)
     outer: Tensor  # (n_ineq * 16) Jh row outer products
@@ -118,11 +118,11 @@ def kkt_pattern(st: Structure, linear_solver: str = "dense") -> KKTPattern:
     cols = st.ineq_cols
     cols = torch.where(cols < n, cols, torch.full_like(cols, N))
     a, b = cols[:, :, None].expand(-1, 4, 4), cols[:, None, :].expand(-1, 4, 4)
-    pg = st.pg_cols
-    pg = torch.where(pg < n, pg, torch.full_like(pg, N))
+    oc = st.obj_cols
+    oc = torch.where(oc < n, oc, torch.full_like(oc, N))
     ar = torch.arange(n, device=cols.device)
     are = torch.arange(st.n_eq, device=cols.device)
-    p = KKTPattern(n=n, n_eq=st.n_eq, hes=flat(st.hes_r, st.hes_c), obj=flat(pg, pg),
+    p = KKTPattern(n=n, n_eq=st.n_eq, hes=flat(st.hes_r, st.hes_c), obj=flat(oc, oc),
                    jc_low=flat(n + st.eq_rows, eq_c), jc_up=flat(eq_c, n + st.eq_rows),
                    outer=flat(a.reshape(-1), b.reshape(-1)), diag_x=flat(ar, ar), diag_eq=flat(n + are, n + are),
                    hes_src=st.hes_src)

@@ -2,11 +2,14 @@
 
 Variables ``x`` (B, n): the free entries of the layout ``z = (va, vm, pg, qg)``, as in
 `acopf_nlp.ACOPFNLP`: reference angles (and, pandapower convention, ext_grid voltages) are
-constants; so is any variable whose two bounds are equal (a unit with pmin = pmax). Then
+constants; so is any variable whose two bounds are equal (a unit with pmin = pmax). After them,
+one epigraph variable per generator with a piecewise-linear cost (MATPOWER's formulation, as
+`acopf_model` and `acopf_nlp` state it), its cost y_j in units of `Structure.pwl_unit` $/h. Then
 
-    min  s_f f(x)                                    (f: `QuadraticCost`, $/h)
-    s.t. s_c c(x) = 0                                (c: p and q balances, 2 n_bus rows)
-         s_h h(x) <= 0                               (h: variable bounds, flow limits, angle limits)
+    min  s_f f(x)                    (f: `QuadraticCost` of pg, of qg where reactive power is priced, + sum y)
+    s.t. s_c c(x) = 0                (c: p and q balances, 2 n_bus rows)
+         s_h h(x) <= 0               (h: variable bounds, flow limits, angle limits, epigraph segments
+                                      slope_k pg_g + intercept_k - y_j <= 0)
 
 ``s_f``, ``s_c``, ``s_h`` are Ipopt's gradient-based scaling (``nlp_scaling_method``,
 ``max(1e-8, min(1, 100 / |row gradient|_inf))`` at the start point), per scenario. Every
@@ -77,6 +80,19 @@ class Structure:
     ineq_cols_np: np.ndarray
     eq_prefix: bool  # eq_entries == arange: the balance rows' entries are a slice of ACPolar's (no gather)
     bound_jacobian: Tensor  # (n_bound, 4) the bound rows' constant Jacobian (bound_sign, then pads)
+    # Epigraph variables y (the last n_pwl columns of x) and their segment rows (the last n_seg of h)
+    n_free: int  # free entries of z (x's first n_free columns)
+    n_pwl: int
+    n_seg: int
+    pwl_gen: Tensor  # (n_seg,) generator of each segment
+    pwl_var: Tensor  # (n_seg,) its epigraph variable (0..n_pwl-1)
+    pwl_slope: Tensor  # (n_seg,) $/h per pu
+    pwl_icpt: Tensor  # (n_seg,) $/h
+    pwl_jacobian: Tensor  # (n_seg, 4) the segment rows' constant Jacobian (slope at pg, -1 at y, pads)
+    pwl_unit: float  # $/h per unit of an epigraph variable (`_unit`): x holds y / pwl_unit
+    qg_cols: Tensor  # (n_gen,) x column of each qg (n = constant)
+    obj_cols: Tensor  # x column of each entry of the objective's Hessian diagonal: pg, then qg if priced
+    grad_cols: Tensor  # x column of each entry of the objective's gradient: obj_cols, then y
 
 
 def build_structure(d: ACOPFArrays, form: ACPolar, device, dtype) -> Structure:
@@ -95,9 +111,10 @@ def build_structure(d: ACOPFArrays, form: ACPolar, device, dtype) -> Structure:
     fixed |= equal
     z_const[equal] = lb[equal]
     free = np.flatnonzero(~fixed)
-    n = free.size
+    n_free = free.size
+    n = n_free + d.n_pwl
     pos = np.full(nz, n, dtype=np.int64)
-    pos[free] = np.arange(n)
+    pos[free] = np.arange(n_free)
 
     rows, cols = form.jacobian_pattern()
     eq = np.flatnonzero(rows < 2 * nb)
@@ -128,7 +145,16 @@ def build_structure(d: ACOPFArrays, form: ACPolar, device, dtype) -> Structure:
     n_bound = bound_cols.size
     bound_tab = np.full((n_bound, 4), n, dtype=np.int64)
     bound_tab[:, 0] = bound_cols
-    ineq_cols = np.concatenate([bound_tab, form_cols[form_rows]])
+    # Epigraph segments: slope pg + icpt - y <= 0 (a constant pg: column n, entry 0)
+    n_seg = d.pwl_gen.size
+    pg_of_seg = pos[2 * nb + d.pwl_gen]
+    pwl_tab = np.full((n_seg, 4), n, dtype=np.int64)
+    pwl_tab[:, 0], pwl_tab[:, 1] = pg_of_seg, n_free + d.pwl_var
+    pwl_jac = np.zeros((n_seg, 4))
+    pwl_jac[:, 0], pwl_jac[:, 1] = np.where(pg_of_seg < n, d.pwl_slope, 0.0), -_unit(d)
+    ineq_cols = np.concatenate([bound_tab, form_cols[form_rows], pwl_tab])
+    pg_cols, qg_cols = pos[2 * nb + np.arange(ng)], pos[2 * nb + ng + np.arange(ng)]
+    obj_cols = np.concatenate([pg_cols] + ([qg_cols] if d.cq2 is not None else []))
 
     hr, hc = form.hessian_pattern()
     hr, hc = pos[hr], pos[hc]
@@ -145,15 +171,30 @@ def build_structure(d: ACOPFArrays, form: ACPolar, device, dtype) -> Structure:
     return Structure(
         n_bus=nb, n_gen=ng, n_z=nz, n=n, free=t(free), pos=pos, z_const=t(z_const, dtype),
         eq_entries=t(eq), eq_rows=t(rows[eq]), eq_cols=t(pos[cols[eq]]), n_eq=2 * nb,
-        n_ineq=n_bound + form_rows.size, n_bound=n_bound, bound_cols=t(bound_cols), bound_sign=t(bound_sign, dtype),
+        n_ineq=n_bound + form_rows.size + n_seg, n_bound=n_bound, bound_cols=t(bound_cols), bound_sign=t(bound_sign, dtype),
         bound_value=t(bound_value, dtype), form_table=t(table), form_cols=t(form_cols), form_rows=t(form_rows),
         form_sign=t(form_sign, dtype), form_offset=t(form_offset, dtype), n_lim=form.n_lim, ineq_cols=t(ineq_cols),
-        hes_r=t(hes_r), hes_c=t(hes_c), hes_src=t(hes_src), pg_cols=t(pos[2 * nb + np.arange(ng)]),
+        hes_r=t(hes_r), hes_c=t(hes_c), hes_src=t(hes_src), pg_cols=t(pg_cols),
         form_table_rows=t(table[form_rows]), eq_prefix=bool(np.array_equal(eq, np.arange(eq.size))),
         eq_rows_np=np.ascontiguousarray(rows[eq]), eq_cols_np=np.ascontiguousarray(pos[cols[eq]]),
         ineq_cols_np=np.ascontiguousarray(ineq_cols),
         bound_jacobian=t(np.pad(bound_sign[:, None], ((0, 0), (0, 3))), dtype),
+        n_free=n_free, n_pwl=d.n_pwl, n_seg=n_seg, pwl_gen=t(d.pwl_gen), pwl_var=t(d.pwl_var),
+        pwl_slope=t(d.pwl_slope, dtype), pwl_icpt=t(d.pwl_icpt, dtype), pwl_jacobian=t(pwl_jac, dtype),
+        pwl_unit=_unit(d), qg_cols=t(qg_cols), obj_cols=t(obj_cols),
+        grad_cols=t(np.concatenate([obj_cols, n_free + np.arange(d.n_pwl)])),
     )
+
+
+def _unit(d: ACOPFArrays) -> float:
+    """$/h per unit of an epigraph variable: the largest segment slope ($/h per pu), so that a segment row
+    ``slope pg + icpt - unit t <= 0`` has entries of one size in pg and t, as the polynomial costs' own
+    gradients are (c1 B). In $/h (unit 1, Ipopt's formulation) the (pg, y) block of K, ``sigma (slope,
+    -1)(slope, -1)^T`` with one binding segment, spans slope^2 ~ 1e7, and the sparse path's static pivots
+    lost the Newton steps' accuracy: case30pwl stalled at dual error 1e-6 on 2 of 4 +-10% load scenarios
+    (converged in 20-25 iterations with this unit), and the objective gradient's size, 1, made the
+    multiplier tests (`ipm`) call a feasible +10% scenario INFEASIBLE."""
+    return float(np.abs(d.pwl_slope).max()) if d.pwl_slope.size else 1.0
 
 
 @dataclass(frozen=True)
@@ -164,6 +205,7 @@ class Scenarios:
     qd_pu: Tensor
     cost: QuadraticCost  # coefficients (B, n_gen)
     form: ACPolar  # torch; admittances (n_end,) or (B, n_end)
+    reactive_cost: QuadraticCost | None = None  # of qg (MVAr in its units), coefficients (n_gen,); None: unpriced
 
     @property
     def batch(self) -> int:
@@ -179,7 +221,7 @@ class Scenarios:
                                          ("g_self", "b_self", "g_mut", "b_mut", "gs_pu", "bs_pu", "rate_pu")})
         c = self.cost
         cost = QuadraticCost(sel(c.c2_usd_per_mw2h), sel(c.c1_usd_per_mwh), sel(c.c0_usd_per_h), c.base_mva)
-        return Scenarios(sel(self.pd_pu), sel(self.qd_pu), cost, form)
+        return Scenarios(sel(self.pd_pu), sel(self.qd_pu), cost, form, self.reactive_cost)
 
 
 def scenarios_from(network, d: ACOPFArrays, convention: Convention, theta: dict[str, Tensor], batch: int, device,
@@ -219,7 +261,8 @@ def scenarios_from(network, d: ACOPFArrays, convention: Convention, theta: dict[
                                  angle_branches=torch.as_tensor(d.angle_limited))
     form = dataclasses.replace(form, **{k: getattr(form, k).to(device) for k in
                                         ("here", "there", "gen_bus", "limited_ends", "angle_branches")})
-    return Scenarios(pd, qd, cost, form)
+    reactive = None if d.cq2 is None else QuadraticCost(arr(d.cq2), arr(d.cq1), arr(d.cq0), base)
+    return Scenarios(pd, qd, cost, form, reactive)
 
 
 @dataclass
@@ -267,8 +310,29 @@ class Evaluation:
 
 
 def to_z(st: Structure, x: Tensor) -> Tensor:
-    """The full layout z (B, n_z) from the free variables x (B, n)."""
-    return st.z_const.expand(x.shape[0], st.n_z).index_copy(1, st.free, x)
+    """The full layout z (B, n_z) from the variables x (B, n) (the epigraph variables are not in z)."""
+    return st.z_const.expand(x.shape[0], st.n_z).index_copy(1, st.free, x[:, : st.n_free])
+
+
+def with_epigraph(st: Structure, x_free: Tensor) -> Tensor:
+    """x (B, n) from the free entries of z (B, n_free): each epigraph variable at its generator's cost
+    there (the largest of its segments), as `ACOPFArrays.pwl_start` starts Ipopt."""
+    if not st.n_pwl:
+        return x_free
+    pg = to_z(st, torch.cat([x_free, x_free.new_zeros(x_free.shape[0], st.n_pwl)], 1))[:, 2 * st.n_bus:][:, st.pwl_gen]
+    seg = st.pwl_slope * pg + st.pwl_icpt
+    y = seg.new_full((x_free.shape[0], st.n_pwl), -float("inf"))
+    y = y.scatter_reduce(1, st.pwl_var.expand_as(seg), seg, "amax")
+    return torch.cat([x_free, y / st.pwl_unit], 1)
+
+
+def objective(st: Structure, sc: Scenarios, x: Tensor, pg: Tensor, qg: Tensor) -> Tensor:
+    """(B,) generation cost, $/h: polynomial in pg, in qg where reactive power is priced, plus the epigraph
+    variables (at a solution, each piecewise-linear cost)."""
+    f = sc.cost.per_generator(pg).sum(-1)
+    if sc.reactive_cost is not None:
+        f = f + sc.reactive_cost.per_generator(qg).sum(-1)
+    return f + st.pwl_unit * x[:, st.n_free :].sum(-1) if st.n_pwl else f
 
 
 def scatter_cols(values: Tensor, cols: Tensor, n: int) -> Tensor:
@@ -289,39 +353,54 @@ def evaluate(st: Structure, sc: Scenarios, x: Tensor, s_f: Tensor, s_c: Tensor, 
     z = to_z(st, x)
     va, vm, pg, qg = form.split(z)
     if values is not None:
-        return _derivatives(st, sc, x, pg, values.ends, values.vm, s_f, s_c, s_h,
-                            values.f, values.c, values.h)
+        return _derivatives(st, sc, x, pg, qg, values.ends, values.vm, s_f, s_c, s_h, values.f, values.c, values.h)
     ends = form.end_state(va, vm)
-    f = sc.cost.per_generator(pg).sum(-1)
+    f = objective(st, sc, x, pg, qg)
     c_p, c_q = form.balance(ends, vm, pg, qg, sc.pd_pu, sc.qd_pu)
     c = torch.cat([c_p, c_q], -1)
     h_form = torch.cat([form.limit_residual(ends), form.angle_difference(va)], -1).expand(x.shape[0], -1)
     h_form = h_form[:, st.form_rows] * st.form_sign - st.form_offset
     h_bound = st.bound_sign * (x[:, st.bound_cols] - st.bound_value)
-    h = torch.cat([h_bound, h_form], -1)
+    parts = [h_bound, h_form]
+    if st.n_seg:
+        parts.append(st.pwl_slope * pg[:, st.pwl_gen] + st.pwl_icpt - st.pwl_unit * x[:, st.n_free + st.pwl_var])
+    h = torch.cat(parts, -1)
     if not derivatives:
         return Evaluation(f * s_f, None, c * s_c, None, h * s_h, None, ends, None, vm)
-    return _derivatives(st, sc, x, pg, ends, vm, s_f, s_c, s_h, f * s_f, c * s_c, h * s_h)
+    return _derivatives(st, sc, x, pg, qg, ends, vm, s_f, s_c, s_h, f * s_f, c * s_c, h * s_h)
 
 
-def _derivatives(st: Structure, sc: Scenarios, x: Tensor, pg: Tensor, ends, vm: Tensor, s_f: Tensor, s_c: Tensor,
+def objective_gradient(st: Structure, sc: Scenarios, x: Tensor, pg: Tensor, qg: Tensor) -> Tensor:
+    """(B, n) d f / d x, unscaled, at x (dispatch pg, qg): the polynomial costs' derivatives, and 1 for each
+    epigraph variable."""
+    parts = [sc.cost.gradient(pg)]
+    if sc.reactive_cost is not None:
+        parts.append(sc.reactive_cost.gradient(qg).expand_as(qg))
+    if st.n_pwl:
+        parts.append(torch.full_like(x[:, st.n_free :], st.pwl_unit))
+    return scatter_cols(torch.cat(parts, -1) if len(parts) > 1 else parts[0], st.grad_cols, st.n)
+
+
+def _derivatives(st: Structure, sc: Scenarios, x: Tensor, pg: Tensor, qg: Tensor, ends, vm: Tensor, s_f: Tensor, s_c: Tensor,
                  s_h: Tensor, f: Tensor, c: Tensor, h: Tensor) -> Evaluation:
     """`evaluate`'s Jacobians at the end state ``ends``, with the scaled values ``f``, ``c``, ``h``."""
     form = sc.form
     jac = form.end_jacobian(ends)
-    grad_f = scatter_cols(sc.cost.gradient(pg), st.pg_cols, st.n)
+    grad_f = objective_gradient(st, sc, x, pg, qg)
     jv = form.jacobian_values(ends, jac, vm).expand(x.shape[0], -1)
     jc = jv[:, : st.eq_entries.numel()] if st.eq_prefix else jv[:, st.eq_entries]
     jv_pad = torch.cat([jv, torch.zeros_like(jv[:, :1])], -1)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (jv, s_h)):
         j_form = jv_pad[:, st.form_table_rows] * st.form_sign[:, None]
-        jh = torch.cat([st.bound_jacobian.expand(x.shape[0], -1, -1), j_form], 1) * s_h[..., None]
+        jh = torch.cat([st.bound_jacobian.expand(x.shape[0], -1, -1), j_form,
+                        st.pwl_jacobian.expand(x.shape[0], -1, -1)], 1) * s_h[..., None]
     else:  # the iteration's: the same products written into one buffer (no cat, no temporary)
         jh = torch.empty(x.shape[0], st.n_ineq, 4, dtype=jv.dtype, device=jv.device)
-        n_b = st.n_bound
+        n_b, n_p = st.n_bound, st.n_ineq - st.n_seg
         torch.mul(st.bound_jacobian, s_h[:, :n_b, None], out=jh[:, :n_b])
-        torch.mul(jv_pad[:, st.form_table_rows], st.form_sign[:, None], out=jh[:, n_b:])
-        jh[:, n_b:] *= s_h[:, n_b:, None]
+        torch.mul(jv_pad[:, st.form_table_rows], st.form_sign[:, None], out=jh[:, n_b:n_p])
+        jh[:, n_b:n_p] *= s_h[:, n_b:n_p, None]
+        torch.mul(st.pwl_jacobian, s_h[:, n_p:, None], out=jh[:, n_p:])
     return Evaluation(f, grad_f * s_f[:, None], c, jc * s_c[:, st.eq_rows], h, jh, ends, jac, vm)
 
 
@@ -343,8 +422,12 @@ def lagrangian_hessian(st: Structure, sc: Scenarios, ev: Evaluation, lam: Tensor
 
 
 def objective_hessian_diagonal(st: Structure, sc: Scenarios, s_f: Tensor) -> Tensor:
-    """(B, n_gen) d2 (s_f f) / d pg2 (a generator whose pg is constant has column n: dropped)."""
-    return sc.cost.hessian_diagonal() * s_f[:, None]
+    """(B, len(obj_cols)) d2 (s_f f) / d pg2, then d2 (s_f f) / d qg2 where reactive power is priced
+    (a constant pg or qg has column n: dropped; the epigraph variables enter f linearly)."""
+    d2 = sc.cost.hessian_diagonal()
+    if sc.reactive_cost is not None:
+        d2 = torch.cat([d2, sc.reactive_cost.hessian_diagonal().expand_as(d2)], -1)
+    return d2 * s_f[:, None]
 
 
 def gradient_scaling(st: Structure, ev: Evaluation, batch: int) -> tuple[Tensor, Tensor, Tensor]:

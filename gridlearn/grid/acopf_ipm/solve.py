@@ -42,10 +42,12 @@ from gridlearn.grid.adequacy import active_power_shortfall_mw
 from gridlearn.grid.acopf_recovery import flat_start
 from gridlearn.grid.acopf_ipm import sparse_kkt
 from gridlearn.grid.acopf_ipm.ipm import (POLISH_FAILED, POLISHED, RUNNING, IPMOptions, IPMState, _jh_dot, _jht, _jt,
-                                          iterate, optimality, separation_ratio, unscaled_errors)
+                                          iterate, optimality, separation_ratio, slacks_and_multipliers,
+                                          unscaled_errors)
 from gridlearn.grid.acopf_ipm.kkt import KKTPattern, assemble, factor_with_inertia_correction, kkt_pattern
 from gridlearn.grid.acopf_ipm.problem import (Scenarios, Structure, build_structure, evaluate, gradient_scaling,
-                                              lagrangian_hessian, objective_hessian_diagonal, scenarios_from, to_z)
+                                              lagrangian_hessian, objective, objective_hessian_diagonal, scenarios_from,
+                                              to_z, with_epigraph)
 from gridlearn.grid.acopf_model import acopf_arrays, polar_formulation
 from gridlearn.grid.checks import check_costs, check_finite
 from gridlearn.grid.formulations import Convention, get_convention
@@ -116,10 +118,7 @@ def _final_evaluation(st: Structure, ch: _Chunk):
 
 
 def _check(network) -> None:
-    if getattr(network, "pwl_cost", None) is not None or getattr(network, "reactive_cost", None) is not None:
-        raise ConfigError("the torch interior point handles polynomial active-power costs only (degree <= 2); this "
-                          "network has piecewise-linear or reactive costs: use solve_acopf(backend='direct')")
-    check_costs(network, convex=True)
+    check_costs(network, convex=True, pwl=True, reactive=True)
     for name in ("pd_mw", "qd_mvar", "gs_mw", "bs_mvar"):
         check_finite(f"bus.{name}", getattr(network.bus, name), network.bus.labels)
 
@@ -128,14 +127,17 @@ def _start(st: Structure, d, network, batch: int, device, dtype, push: float) ->
     """The case's start (as `solve_acopf`'s default), pushed ``push`` inside the bounds (Ipopt bound_push)."""
     s0 = default_start(d, network)
     z0 = torch.as_tensor(np.concatenate([s0["va"], s0["vm"], s0["pg"], s0["qg"]]), dtype=dtype, device=device)
-    return _push(st, z0[st.free].expand(batch, st.n).clone(), push)
+    return with_epigraph(st, _push(st, z0[st.free].expand(batch, st.n_free).clone(), push))
 
 
 def _push(st: Structure, x: Tensor, push: float) -> Tensor:
+    """``x`` (B, n or n_free) moved ``push`` inside its bounds (relative, as Ipopt's bound_push and
+    bound_frac); the epigraph variables have none."""
     lo_rows = st.bound_sign < 0
     cols, val = st.bound_cols, st.bound_value
-    lo = torch.full((st.n,), -float("inf"), dtype=x.dtype, device=x.device).index_copy(0, cols[lo_rows], val[lo_rows])
-    hi = torch.full((st.n,), float("inf"), dtype=x.dtype, device=x.device).index_copy(0, cols[~lo_rows], val[~lo_rows])
+    n = x.shape[1]
+    lo = torch.full((n,), -float("inf"), dtype=x.dtype, device=x.device).index_copy(0, cols[lo_rows], val[lo_rows])
+    hi = torch.full((n,), float("inf"), dtype=x.dtype, device=x.device).index_copy(0, cols[~lo_rows], val[~lo_rows])
     width = torch.where(torch.isfinite(hi - lo), hi - lo, torch.full_like(lo, float("inf")))
     p_lo = torch.minimum(push * torch.clamp(lo.abs(), min=1.0), push * width)
     p_hi = torch.minimum(push * torch.clamp(hi.abs(), min=1.0), push * width)
@@ -247,26 +249,19 @@ def active_penalty(jh: Tensor, active: Tensor, hes: Tensor, obj_diag: Tensor) ->
     return torch.where(active, ACTIVE_RHO * h_max[:, None] / norm2, torch.zeros_like(norm2))
 
 
-def _slacks_and_multipliers(st: Structure, ch: _Chunk) -> tuple[Tensor, Tensor]:
-    """(B, n_ineq) unscaled slacks and multipliers divided by the objective gradient's size (as
-    `acopf_kkt.multiplier_scale`) at the chunk's final iterate: what the Ipopt layer's rule compares."""
-    s_f, s_c, s_h = ch.scales
-    ev = _final_evaluation(st, ch)
-    g_scale = (ev.grad_f / s_f[:, None]).abs().amax(-1).clamp_min(1e-12)
-    return ch.state.s / s_h, ch.state.mu * s_h / s_f[:, None] / g_scale[:, None]
-
-
 def _classify(st: Structure, ch: _Chunk) -> tuple[Tensor, Tensor]:
     """((B, n_ineq) active, (B,) any weakly active) at the chunk's solution, by the Ipopt layer's rule
     (`acopf_kkt.complementarity_classes`)."""
-    active, weak = complementarity_classes(*reversed(_slacks_and_multipliers(st, ch)))
+    s_f, _, s_h = ch.scales
+    both = slacks_and_multipliers(st, _final_evaluation(st, ch), ch.state.s, ch.state.mu, s_f, s_h)
+    active, weak = complementarity_classes(*reversed(both))
     return active, weak.any(-1) if st.n_ineq else torch.zeros(active.shape[0], dtype=torch.bool, device=active.device)
 
 
 def _separation(st: Structure, ch: _Chunk) -> Tensor:
     """(B,) `ipm.separation_ratio` at the chunk's final iterate."""
     s_f, _, s_h = ch.scales
-    return separation_ratio(_final_evaluation(st, ch), ch.state.s, ch.state.mu, s_f, s_h)
+    return separation_ratio(st, _final_evaluation(st, ch), ch.state.s, ch.state.mu, s_f, s_h)
 
 
 def _bordered_solve(st: Structure, fac, ev, active: Tensor, rho: Tensor, sig_i: Tensor, v: Tensor,
@@ -453,7 +448,7 @@ class _Solver:
         fs = flat_start(self.d, self.network)
         zf = torch.as_tensor(np.concatenate([fs["va"], fs["vm"], fs["pg"], fs["qg"]]), dtype=self.dtype,
                              device=self.device)
-        x_flat = _push(st, zf[st.free].expand(self.batch, st.n).clone(), opts.bound_push)
+        x_flat = with_epigraph(st, _push(st, zf[st.free].expand(self.batch, st.n_free).clone(), opts.bound_push))
         self._retry(sc_all, x_flat, self.pat, (Status.CONVERGED.code,))
 
     def _retry_dense(self, sc_all: Scenarios, x0: Tensor) -> None:
@@ -637,7 +632,7 @@ def _pack(solver: _Solver, x: Tensor, lam: Tensor, thetas, elapsed: float) -> Ba
     va, vm, pg, qg = sc.form.split(z)
     ends = sc.form.end_state(va, vm)
     pf, qf, pt, qt = sc.form.flows(ends)
-    objective = sc.cost.per_generator(pg).sum(-1)
+    cost = objective(st, sc, x, pg, qg)
     s_f = torch.cat([ch.scales[0] for ch in solver.chunks])
     s_c = torch.cat([ch.scales[1] for ch in solver.chunks])
     s_h = torch.cat([ch.scales[2] for ch in solver.chunks])
@@ -662,7 +657,7 @@ def _pack(solver: _Solver, x: Tensor, lam: Tensor, thetas, elapsed: float) -> Ba
     iters = torch.cat([ch.state.iters for ch in solver.chunks])
     return BatchedACOPFResult(
         convention=solver.conv.name, status=[Status.from_code(int(c)) for c in status_code.tolist()],
-        cost_usd_per_h=objective, pg_mw=pg * base, qg_mvar=qg * base, vm_pu=vm, va_rad=va,
+        cost_usd_per_h=cost, pg_mw=pg * base, qg_mvar=qg * base, vm_pu=vm, va_rad=va,
         p_from_mw=pf * base, q_from_mvar=qf * base, p_to_mw=pt * base, q_to_mvar=qt * base,
         lmp_usd_per_mwh=-lam_ipopt[:, :nb] / base, lmp_q_usd_per_mvarh=-lam_ipopt[:, nb:] / base,
         duals=duals, residuals=residuals, iterations=iters, solve_time_s=elapsed, warm=warm,
@@ -690,11 +685,13 @@ def _named_duals(st: Structure, d, lam_ipopt: Tensor, mu_u: Tensor) -> dict[str,
     ft = torch.zeros_like(ff)
     ff[:, lim], ft[:, lim] = flow[:, :half], flow[:, half:]
     out["flow_f"], out["flow_t"] = ff, ft
-    ang = mu_u[:, nbd + nl :]
+    ang = mu_u[:, nbd + nl : st.n_ineq - st.n_seg]
     rows = st.form_rows[nl:] - nl  # position among angle_limited
     sign = st.form_sign[nl:]
     al = torch.as_tensor(d.angle_limited, device=mu_u.device)
     a_out = torch.zeros(B, d.n_branch, dtype=mu_u.dtype, device=mu_u.device)
     a_out.index_add_(1, al[rows], ang * sign)
     out["angle"] = a_out
+    if st.n_seg:  # epigraph segments, in `ACOPFArrays.pwl_gen`'s order (as `solve_acopf`'s duals["pwl"])
+        out["pwl"] = mu_u[:, st.n_ineq - st.n_seg :]
     return out
