@@ -570,7 +570,8 @@ def solve_acopf_batched(network, pd_mw: Tensor | None = None, qd_mvar: Tensor | 
     """Solve the AC-OPF of ``network`` for B scenarios at once with the torch interior point.
 
     Args:
-        network: the base `Network` (polynomial costs of degree <= 2).
+        network: the base `Network`: polynomial costs of degree <= 2, piecewise-linear ones (an epigraph variable
+            per generator, as `solve_acopf`) and priced reactive power (`Network.reactive_cost`) too.
         pd_mw, qd_mvar: loads (B, n_bus); default the network's.
         convention: ``"matpower"`` or ``"pandapower"`` (`formulations`), as `solve_acopf`.
         options: `IPMOptions`.
