@@ -8,7 +8,10 @@ import dataclasses
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hst
 
+from gridlearn.errors import InfeasibleError
 from gridlearn.grid import load_case
 from gridlearn.grid.acopf import solve_acopf
 from gridlearn.grid.acopf_ipm import IPMOptions, solve_acopf_batched
@@ -145,3 +148,28 @@ def test_the_torch_layer_takes_these_costs_and_the_ipopt_layer_still_refuses_the
     assert torch.allclose(out.cost_usd_per_h, direct.cost_usd_per_h, rtol=1e-7)
     (g,) = torch.autograd.grad(out.cost_usd_per_h.sum(), pd)
     assert bool(torch.isfinite(g).all()) and torch.allclose(g, direct.lmp_usd_per_mwh, rtol=1e-4, atol=1e-3)
+
+
+_NETS = {name: load_case(name) for name in ("case30pwl", "case9Q")}
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=hst.sampled_from(sorted(_NETS)), level=hst.floats(0.7, 1.15), seed=hst.integers(0, 2**16))
+def test_property_a_converged_status_is_ipopts_optimum_and_an_infeasible_one_is_ipopts_verdict(name, level, seed):
+    """Loads at 70-115% of the case's, +-10% per bus: CONVERGED comes with Ipopt's optimum (1e-6, the
+    problem as stated); INFEASIBLE only where Ipopt finds no feasible point either (MAX_STEPS claims
+    nothing, so the property says nothing of it)."""
+    net = _NETS[name]
+    g = torch.Generator().manual_seed(seed)
+    pd = net.bus.pd_mw * level * (1 + 0.1 * (2 * torch.rand(net.n_bus, generator=g, dtype=torch.float64) - 1))
+    qd = net.bus.qd_mvar * level
+    r = solve_acopf_batched(net, pd[None], qd[None])
+    try:
+        ref = solve_acopf(net.with_(pd_mw=pd, qd_mvar=qd), backend="direct", bound_relax_factor=0.0)
+    except InfeasibleError:
+        ref = None
+    if r.status[0] is Status.CONVERGED:
+        assert ref is not None
+        assert abs(float(r.cost_usd_per_h[0]) - ref.cost_usd_per_h) <= 1e-6 * abs(ref.cost_usd_per_h)
+    if r.status[0] is Status.INFEASIBLE:
+        assert ref is None
