@@ -17,7 +17,9 @@ that weight (gradients up to 7e-4 off on case30) and a strongly active one as a 
 A scenario that did not converge has NaN outputs and NaN gradients (a parameter shared across the
 batch gets NaN if any scenario failed); so has a converged one with a weakly active constraint
 (the Ipopt layer's test), where the solution map has no derivative (``strict_gradients=True``:
-`SolverFailure`), and one whose bordered solve does not settle (`BACKWARD_RTOL`).
+`SolverFailure`), and one whose bordered solve does not settle (`BACKWARD_RTOL`): a singular active-set
+KKT matrix, where the solution is not unique (case_RTS_GMLC: identical units sharing one linear cost
+segment, whose split between them the optimum leaves free).
 When any input requires grad, a scenario whose active set is ambiguous at ``tol`` is iterated on
 until it is not (`POLISH_TOL`, `POLISH_SEPARATION`): its outputs are then a more accurate solution
 than the same call without gradients gives (the same optimum, to the tolerance).
