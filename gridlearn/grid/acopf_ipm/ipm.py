@@ -31,7 +31,8 @@ unscaled one of 0.4 pu, the whole load unserved (case16am at 10% load "converged
 stalls infeasible while the multipliers diverge with ``grad f`` negligible against
 ``J^T (lam, mu)``: a Fritz John point of the constraints alone, i.e. a stationary point of
 infeasibility (Ipopt reaches the same conclusion through its restoration phase); MAX_STEPS
-after ``max_iter``; NUMERICAL when the inertia cannot be corrected or the iterate is not finite.
+after ``max_iter`` (where `restoration` may still certify INFEASIBLE: the caller's
+`solve._Solver._certify_infeasible`); NUMERICAL when the inertia cannot be corrected or the iterate is not finite.
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ from gridlearn.grid.acopf_ipm.kkt import KKTPattern, assemble, factor_with_inert
 from gridlearn.grid.acopf_ipm.problem import (Scenarios, Structure, build_structure, evaluate, gradient_scaling,
                                               lagrangian_hessian, objective, objective_hessian_diagonal, scenarios_from,
                                               to_z, with_epigraph)
+from gridlearn.grid.acopf_ipm.restoration import box, certify_infeasible, push_inside
 from gridlearn.grid.acopf_model import acopf_arrays, polar_formulation
 from gridlearn.grid.checks import check_costs, check_finite
 from gridlearn.grid.formulations import Convention, get_convention
@@ -66,7 +67,9 @@ class BatchedACOPFResult:
     ``status``: one `Status` per scenario; ``duals``: Ipopt's sign convention (`acopf` module
     docstring): ``p_balance``, ``q_balance`` (B, n_bus), ``flow_f``/``flow_t``/``angle``
     (B, n_branch), ``{vm,pg,qg}_lower/_upper``; ``residuals``: the scaled optimality error and its
-    parts (B,), and ``constraint_violation``, the unscaled one (pu, rad; `ipm.unscaled_errors`);
+    parts (B,), and ``constraint_violation``, the unscaled one (pu, rad; `ipm.unscaled_errors`); for a
+    scenario the iteration left MAX_STEPS, ``least_violation`` and ``infeasibility_stationarity``, what
+    `restoration` reached (INFEASIBLE where it certified local infeasibility; NaN for the others);
     ``warm``: what a later call's ``warm_start`` needs.
     """
 
@@ -135,17 +138,7 @@ def _start(st: Structure, d, network, batch: int, device, dtype, push: float) ->
 def _push(st: Structure, x: Tensor, push: float) -> Tensor:
     """``x`` (B, n or n_free) moved ``push`` inside its bounds (relative, as Ipopt's bound_push and
     bound_frac); the epigraph variables have none."""
-    lo_rows = st.bound_sign < 0
-    cols, val = st.bound_cols, st.bound_value
-    n = x.shape[1]
-    lo = torch.full((n,), -float("inf"), dtype=x.dtype, device=x.device).index_copy(0, cols[lo_rows], val[lo_rows])
-    hi = torch.full((n,), float("inf"), dtype=x.dtype, device=x.device).index_copy(0, cols[~lo_rows], val[~lo_rows])
-    width = torch.where(torch.isfinite(hi - lo), hi - lo, torch.full_like(lo, float("inf")))
-    p_lo = torch.minimum(push * torch.clamp(lo.abs(), min=1.0), push * width)
-    p_hi = torch.minimum(push * torch.clamp(hi.abs(), min=1.0), push * width)
-    p_lo = torch.where(torch.isfinite(p_lo), p_lo, torch.zeros_like(p_lo))
-    p_hi = torch.where(torch.isfinite(p_hi), p_hi, torch.zeros_like(p_hi))
-    return torch.maximum(torch.minimum(x, hi - p_hi), lo + p_lo)
+    return push_inside(x, *box(st, x), push)
 
 
 def _solve_chunk(st, pat, sc, x0, warm, opts, idx, proven: Tensor | None = None,
@@ -240,6 +233,9 @@ INACTIVE_SIGMA = 1e-6
 POLISH_SEPARATION = 1e3
 POLISH_TOL = 1e-11
 POLISH_STEPS = 30
+#: MAX_STEPS scenarios whose violation `restoration` minimises together: its matrices are dense, B n^2
+#: floats (case300: n = 1,200, 11 MB per scenario).
+RESTORATION_CHUNK = 8
 
 
 def active_penalty(jh: Tensor, active: Tensor, hes: Tensor, obj_diag: Tensor) -> Tensor:
@@ -389,6 +385,7 @@ class _Solver:
             self._retry_flat(sc_all)
         if self.pat.sparse is not None:
             self._retry_dense(sc_all, x0)
+        self.certificate = self._certify_infeasible()
         unresolved = [self._polish(ch) if self.needs_grad else None for ch in self.chunks]
         for ch, unres in zip(self.chunks, unresolved):
             idx = ch.idx
@@ -399,6 +396,25 @@ class _Solver:
             x[idx] = torch.where(conv[:, None], ch.state.x, x[idx])
             lam[idx] = torch.where(conv[:, None], ch.state.lam, lam[idx])
         return x, lam
+
+    def _certify_infeasible(self) -> tuple[Tensor, Tensor]:
+        """Ipopt's restoration-phase conclusion for the scenarios every attempt left MAX_STEPS
+        (`restoration`): INFEASIBLE where the violation's local minimiser, from the last iterate, keeps a
+        violation above ``constr_viol_tol`` at a Fritz John point to within ``1 / infeasible_multiplier``
+        (the accuracy the iteration's own divergence test accepts: the objective's share of stationarity).
+        Returns the (B,) least violation and stationarity reached (NaN where not run: every other status)."""
+        st, opts = self.st, self.opts
+        violation = torch.full((self.batch,), float("nan"), dtype=self.dtype, device=self.device)
+        stationarity = violation.clone()
+        for ch in self.chunks:
+            rows = torch.nonzero(ch.state.status == Status.MAX_STEPS.code).squeeze(-1)
+            for lo in range(0, rows.numel(), RESTORATION_CHUNK):
+                part = rows[lo : lo + RESTORATION_CHUNK]
+                cert = certify_infeasible(st, ch.sc.take(part), ch.state.x[part], 1.0 / opts.infeasible_multiplier,
+                                          opts.constr_viol_tol)
+                ch.state.status[part[cert.infeasible]] = Status.INFEASIBLE.code
+                violation[ch.idx[part]], stationarity[ch.idx[part]] = cert.violation, cert.stationarity
+        return violation, stationarity
 
     def _polish(self, ch: _Chunk) -> Tensor:
         """Iterate the chunk's converged scenarios whose active set is ambiguous (`POLISH_SEPARATION`) and
@@ -654,7 +670,8 @@ def _pack(solver: _Solver, x: Tensor, lam: Tensor, thetas, elapsed: float) -> Ba
         err.append(e)
         parts["dual"].append(du), parts["primal"].append(pr), parts["complementarity"].append(co)
         parts["constraint_violation"].append(unscaled_errors(st, ev, ch.state.s, ch.state.mu, lx, ch.scales)[1])
-    residuals = {"error": torch.cat(err), **{k: torch.cat(v) for k, v in parts.items()}}
+    residuals = {"error": torch.cat(err), **{k: torch.cat(v) for k, v in parts.items()},
+                 "least_violation": solver.certificate[0], "infeasibility_stationarity": solver.certificate[1]}
     warm = {"x": torch.cat([ch.state.x for ch in solver.chunks]).detach(), "lam": lam_ipopt.detach(),
             "mu": mu_u, "slack": (state_s / s_h).detach(), "converged": conv.detach()}
     iters = torch.cat([ch.state.iters for ch in solver.chunks])
