@@ -234,8 +234,11 @@ POLISH_SEPARATION = 1e3
 POLISH_TOL = 1e-11
 POLISH_STEPS = 30
 #: MAX_STEPS scenarios whose violation `restoration` minimises together: its matrices are dense, B n^2
-#: floats (case300: n = 1,200, 11 MB per scenario).
+#: floats (case300: n = 1,200, 11 MB per scenario), and several of them live at once, so fewer scenarios
+#: go together where each matrix is larger than RESTORATION_MATRIX_BYTES (case1354pegase, n ~ 5,000:
+#: 200 MB; case2869pegase: 1 GB; one at a time).
 RESTORATION_CHUNK = 8
+RESTORATION_MATRIX_BYTES = 64 * 2**20
 
 
 def active_penalty(jh: Tensor, active: Tensor, hes: Tensor, obj_diag: Tensor) -> Tensor:
@@ -408,8 +411,9 @@ class _Solver:
         stationarity = violation.clone()
         for ch in self.chunks:
             rows = torch.nonzero(ch.state.status == Status.MAX_STEPS.code).squeeze(-1)
-            for lo in range(0, rows.numel(), RESTORATION_CHUNK):
-                part = rows[lo : lo + RESTORATION_CHUNK]
+            step = max(1, min(RESTORATION_CHUNK, RESTORATION_MATRIX_BYTES // (st.n * st.n * 8)))
+            for lo in range(0, rows.numel(), step):
+                part = rows[lo : lo + step]
                 cert = certify_infeasible(st, ch.sc.take(part), ch.state.x[part], 1.0 / opts.infeasible_multiplier,
                                           opts.constr_viol_tol)
                 ch.state.status[part[cert.infeasible]] = Status.INFEASIBLE.code
