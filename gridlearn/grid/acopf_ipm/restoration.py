@@ -17,12 +17,12 @@ a case16am iterate violating its balances by 0.43 pu), minimised over the variab
 log barrier on the box (`certify_infeasible`), from the interior point's last iterate. The certificate
 is first order and scale-free:
 
-    kappa = max(|J^T r - z_lo + z_hi|_inf, |s z|_inf) / | |J|^T |r| |_inf <= tol
-    and |r|_inf > constr_viol_tol,
+    kappa = max( max_j |(J^T r)_j - z_lo,j + z_hi,j| / ((|J|^T |r|)_j + z_lo,j + z_hi,j),
+                 |s z|_inf / | |J|^T |r| |_inf ) <= tol     and   |r|_inf > constr_viol_tol,
 
-s the distances to the bounds. kappa is the relative cancellation in the violation's stationarity:
-about 1 where nothing cancels, 0 exactly at a Fritz John point, and unchanged when r is rescaled by a
-constant. A point of violation at most ``constr_viol_tol`` is feasible to Ipopt's tolerance: no
+s the distances to the bounds. kappa is the relative cancellation in the violation's stationarity,
+column by column: about 1 where nothing cancels, 0 exactly at a Fritz John point, and unchanged when
+r is rescaled by a constant or a variable by its units. A point of violation at most ``constr_viol_tol`` is feasible to Ipopt's tolerance: no
 certificate (the scenario keeps MAX_STEPS), nor where kappa does not reach tol in MAX_ITER
 iterations. The caller (`solve._Solver._certify_infeasible`) runs this only on scenarios without a
 status, so a CONVERGED scenario's iteration is untouched, with ``tol = 1 / infeasible_multiplier``
@@ -47,6 +47,9 @@ MAX_ITER = 500
 #: The bound barrier's start (Ipopt mu_init), the start's distance inside the box (bound_push) and the
 #: fraction to the boundary (Ipopt's tau_min).
 MU_START, PUSH, TAU = 0.1, 1e-2, 0.99
+#: Consecutive iterations without a move (at most 1e-12 in x) at an unchanged mu that end an attempt
+#: (no certificate): a stalled iteration cannot reach the certificate, and ran to MAX_ITER before.
+STALL_STEPS = 10
 
 
 @dataclass(frozen=True)
@@ -126,9 +129,8 @@ def certify_infeasible(st: Structure, sc: Scenarios, x0: Tensor, tol: float, con
     boundary 0.99, Armijo backtracking on the barrier function, inertia correction), so that the active
     bounds are found by the iteration, not guessed: distances to the bounds ``s``, bound multipliers
     ``z = mu / s``, Newton steps ``(H + mu S^-2 + delta I) dx = -(J^T r - z_lo + z_hi)``. The
-    certificate's kappa is ``max(|J^T r - z_lo + z_hi|_inf, mu) / | |J|^T |r| |_inf`` (``s z = mu``):
-    stationarity and complementarity of the bound-constrained least-squares problem, relative to the
-    gradient's size. mu falls only once a barrier problem is solved to ``10 mu``, so an iteration that
+    certificate's kappa (module docstring; ``s z = mu``): stationarity, column by column, and
+    complementarity of the bound-constrained least-squares problem, relative to the gradient's size. mu falls only once a barrier problem is solved to ``10 mu``, so an iteration that
     stalls (no step accepted) cannot reach a small kappa; mu stops at ``tol / 10`` of that size.
     (A primal barrier, not primal-dual: with separate multipliers, a z held back by its fraction to
     the boundary kept the barrier error above ``10 mu`` at a solved barrier problem.)"""
@@ -142,6 +144,7 @@ def certify_infeasible(st: Structure, sc: Scenarios, x0: Tensor, tol: float, con
     violation = torch.full((bsz,), float("nan"), dtype=x.dtype, device=x.device)
     kappa = torch.full_like(violation, float("nan"))
     iters = torch.zeros(bsz, dtype=torch.long, device=x.device)
+    stalled = torch.zeros_like(iters)
     eye = torch.eye(n, dtype=x.dtype, device=x.device)
 
     def slacks(xv):
@@ -160,14 +163,16 @@ def certify_infeasible(st: Structure, sc: Scenarios, x0: Tensor, tol: float, con
         r, ev = _residuals(st, sub, xa, derivatives=True)
         jac = _dense_jacobian(st, ev, r)
         g = (jac.transpose(1, 2) @ r[..., None])[..., 0]
-        size = (jac.abs().transpose(1, 2) @ r.abs()[..., None])[..., 0].amax(-1).clamp_min(1e-300)
+        g_abs = (jac.abs().transpose(1, 2) @ r.abs()[..., None])[..., 0]
+        size = g_abs.amax(-1).clamp_min(1e-300)
         s_l, s_h = slacks(xa)
-        dual = (g - _bound_multipliers(mu_a, s_l, s_h, has_lo, has_hi)).abs().amax(-1)
-        comp = mu_a * (has_lo | has_hi).any()  # s z = mu on every bound
-        k = torch.maximum(dual, comp) / size
+        # A variable within constr_viol_tol (relative to max(1, |bound|)) of a bound is at it, to Ipopt's
+        # tolerance on bounds: the barrier holds it off by about mu / |g_j| (case145 #35: 1.2e-5 at 1.086).
+        k = _stationarity(g, jac, r, has_lo & (s_l <= constr_viol_tol * lo.abs().clamp_min(1.0)),
+                          has_hi & (s_h <= constr_viol_tol * hi.abs().clamp_min(1.0)))
         v = r.abs().amax(-1)
         violation[act], kappa[act] = v, k
-        stop = (k <= tol) | (v <= constr_viol_tol) | (iters[act] >= max_iter)
+        stop = (k <= tol) | (v <= constr_viol_tol) | (iters[act] >= max_iter) | (stalled[act] >= STALL_STEPS)
         stop |= ~torch.isfinite(v) | ~torch.isfinite(k)
         running[act[stop]] = False
         keep = ~stop
@@ -179,13 +184,14 @@ def certify_infeasible(st: Structure, sc: Scenarios, x0: Tensor, tol: float, con
         sub, ev = sc.take(act), ev.take(rows)
         # Ipopt's monotone barrier rule: the barrier problem solved to 10 mu -> a smaller mu, down to the
         # level where the complementarity s z = mu meets the certificate's tolerance.
-        floor = tol * size / 10
+        floor = tol * tol * size
         for _k in range(4):
             err_mu = (g - _bound_multipliers(mu_a, s_l, s_h, has_lo, has_hi)).abs().amax(-1)
             dec = (err_mu <= 10 * mu_a) & (mu_a > floor)
             if not bool(dec.any()):
                 break
             mu_a = torch.where(dec, torch.clamp(torch.minimum(0.2 * mu_a, mu_a ** 1.5), min=floor), mu_a)
+        same_mu = mu_a == barrier_mu[act]
         barrier_mu[act] = mu_a
         # The primal barrier's Newton system (the bound multipliers are mu / s: no dual variables to lag).
         sig = mu_a[:, None] * (torch.where(has_lo, 1 / s_l**2, 0.0) + torch.where(has_hi, 1 / s_h**2, 0.0))
@@ -224,8 +230,25 @@ def certify_infeasible(st: Structure, sc: Scenarios, x0: Tensor, tol: float, con
         alpha = torch.where(accepted, alpha, torch.zeros_like(alpha))
         x[act] = xa + alpha[:, None] * dx
         iters[act] += 1
+        # No move at an unchanged mu: nothing will change any more (case16am's 1.6e9 entries: steps of 1e-17).
+        still = same_mu & ((alpha[:, None] * dx).abs().amax(-1) <= 1e-12)
+        stalled[act] = torch.where(still, stalled[act] + 1, torch.zeros_like(stalled[act]))
     certified = (kappa <= tol) & (violation > constr_viol_tol)
     return Certificate(certified, violation, kappa, iters)
+
+
+def _stationarity(g: Tensor, jac: Tensor, r: Tensor, at_lo: Tensor, at_hi: Tensor) -> Tensor:
+    """kappa (B,): the largest cosine between the residual r and a column of J, the projected gradient's
+    components ``|P g|_j / (|J_j|_2 |r|_2)``, where P drops a component pointing out of the box at a bound
+    the variable is within constr_viol_tol of (its bound multiplier takes it); 0 for a column of zeros. Column by
+    column and in cosines: unchanged when a variable or r is rescaled. Against the largest component
+    instead, one stiff column hid another's (case141 from its flat start: pg's gradient not cancelled at
+    all, next to a 2e4 column, gave 1.6e-8 at a point 0.007 pu short, the barrier's mu / s standing in for
+    a multiplier of pg 0.58 pu inside its bounds); against each column's own |J_j|^T |r|, a column whose
+    only row is satisfied at the limit (a generator's qg) stayed at 1 (case145, where Ipopt says infeasible)."""
+    pg = torch.where(at_lo, g.clamp_max(0), torch.where(at_hi, g.clamp_min(0), g))
+    norm = jac.square().sum(1).sqrt() * r.square().sum(-1, keepdim=True).sqrt()
+    return torch.where(norm > 0, pg.abs() / norm.clamp_min(1e-300), 0.0).amax(-1)
 
 
 def _bound_multipliers(mu: Tensor, s_l: Tensor, s_h: Tensor, has_lo: Tensor, has_hi: Tensor) -> Tensor:
