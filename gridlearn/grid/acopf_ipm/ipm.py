@@ -219,8 +219,7 @@ def _fraction_to_boundary(v: Tensor, dv: Tensor, tau: Tensor) -> Tensor:
     return torch.clamp(ratio.amin(-1), max=1.0)
 
 
-def slacks_and_multipliers(st: Structure, ev: Evaluation, s: Tensor, mu: Tensor, s_f: Tensor,
-                           s_h: Tensor) -> tuple[Tensor, Tensor]:
+def slacks_and_multipliers(ev: Evaluation, s: Tensor, mu: Tensor, s_f: Tensor, s_h: Tensor) -> tuple[Tensor, Tensor]:
     """(B, n_ineq) unscaled slacks, and unscaled multipliers divided by the objective gradient's size
     (as `acopf_kkt.multiplier_scale`): what the Ipopt layer's active-set rule
     (`acopf_kkt.complementarity_classes`) compares."""
@@ -228,12 +227,12 @@ def slacks_and_multipliers(st: Structure, ev: Evaluation, s: Tensor, mu: Tensor,
     return s / s_h, mu * s_h / s_f[:, None] / g_scale[:, None]
 
 
-def separation_ratio(st: Structure, ev: Evaluation, s: Tensor, mu: Tensor, s_f: Tensor, s_h: Tensor) -> Tensor:
+def separation_ratio(ev: Evaluation, s: Tensor, mu: Tensor, s_f: Tensor, s_h: Tensor) -> Tensor:
     """(B,) the smallest ratio max/min of an inequality's slack and multiplier (`slacks_and_multipliers`):
     below ~1e3 a later iterate may classify that constraint the other way."""
     if s.shape[-1] == 0:
         return torch.full_like(s_f, float("inf"))
-    slack, mult = slacks_and_multipliers(st, ev, s, mu, s_f, s_h)
+    slack, mult = slacks_and_multipliers(ev, s, mu, s_f, s_h)
     return (torch.maximum(slack, mult) / torch.minimum(slack, mult).clamp_min(1e-300)).amin(-1)
 
 
@@ -278,7 +277,7 @@ def iterate(st: Structure, pat: KKTPattern, sc: Scenarios, scales: tuple[Tensor,
         if polish is not None:
             pol = state.polish[act]
             going = pol >= 0
-            fine = done & ((err0 <= polish[0]) | (separation_ratio(st, ev, s, mu, s_f, s_h) >= polish[2]))
+            fine = done & ((err0 <= polish[0]) | (separation_ratio(ev, s, mu, s_f, s_h) >= polish[2]))
             start = done & ~fine & ~going  # converged at tol just now: remember this iterate, go on
             # ... and a better converged iterate on the way replaces it (restored if the polish fails)
             better = done & ~fine & going & (err0 < snap["error"][act] if snap is not None else going)

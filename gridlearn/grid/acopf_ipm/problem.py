@@ -319,7 +319,7 @@ def with_epigraph(st: Structure, x_free: Tensor) -> Tensor:
     there (the largest of its segments), as `ACOPFArrays.pwl_start` starts Ipopt."""
     if not st.n_pwl:
         return x_free
-    pg = to_z(st, torch.cat([x_free, x_free.new_zeros(x_free.shape[0], st.n_pwl)], 1))[:, 2 * st.n_bus:][:, st.pwl_gen]
+    pg = to_z(st, x_free)[:, 2 * st.n_bus:][:, st.pwl_gen]
     seg = st.pwl_slope * pg + st.pwl_icpt
     y = seg.new_full((x_free.shape[0], st.n_pwl), -float("inf"))
     y = y.scatter_reduce(1, st.pwl_var.expand_as(seg), seg, "amax")
@@ -371,8 +371,8 @@ def evaluate(st: Structure, sc: Scenarios, x: Tensor, s_f: Tensor, s_c: Tensor, 
 
 
 def objective_gradient(st: Structure, sc: Scenarios, x: Tensor, pg: Tensor, qg: Tensor) -> Tensor:
-    """(B, n) d f / d x, unscaled, at x (dispatch pg, qg): the polynomial costs' derivatives, and 1 for each
-    epigraph variable."""
+    """(B, n) d f / d x, unscaled, at x (dispatch pg, qg): the polynomial costs' derivatives, and
+    `Structure.pwl_unit` for each epigraph variable."""
     parts = [sc.cost.gradient(pg)]
     if sc.reactive_cost is not None:
         parts.append(sc.reactive_cost.gradient(qg).expand_as(qg))

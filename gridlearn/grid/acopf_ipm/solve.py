@@ -254,7 +254,7 @@ def _classify(st: Structure, ch: _Chunk) -> tuple[Tensor, Tensor]:
     """((B, n_ineq) active, (B,) any weakly active) at the chunk's solution, by the Ipopt layer's rule
     (`acopf_kkt.complementarity_classes`)."""
     s_f, _, s_h = ch.scales
-    both = slacks_and_multipliers(st, _final_evaluation(st, ch), ch.state.s, ch.state.mu, s_f, s_h)
+    both = slacks_and_multipliers(_final_evaluation(st, ch), ch.state.s, ch.state.mu, s_f, s_h)
     active, weak = complementarity_classes(*reversed(both))
     return active, weak.any(-1) if st.n_ineq else torch.zeros(active.shape[0], dtype=torch.bool, device=active.device)
 
@@ -262,7 +262,7 @@ def _classify(st: Structure, ch: _Chunk) -> tuple[Tensor, Tensor]:
 def _separation(st: Structure, ch: _Chunk) -> Tensor:
     """(B,) `ipm.separation_ratio` at the chunk's final iterate."""
     s_f, _, s_h = ch.scales
-    return separation_ratio(st, _final_evaluation(st, ch), ch.state.s, ch.state.mu, s_f, s_h)
+    return separation_ratio(_final_evaluation(st, ch), ch.state.s, ch.state.mu, s_f, s_h)
 
 
 def _bordered_solve(st: Structure, fac, ev, active: Tensor, rho: Tensor, sig_i: Tensor, v: Tensor,
